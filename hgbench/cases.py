@@ -1,0 +1,339 @@
+"""The case registry: every hourglass variant of the study as a frozen `CaseSpec` (plain data), plus its published row.
+
+A case is data, not a class: cases 1-8 are written as `replace(BASELINE, ...)` so each reads as its difference from the
+original 8-stack network. Every numbered case has two forms: as the study *describes* it (the default) and as the
+study's code *built* it (`as_built=True`); see shared/spec/cases.md for what differs and why both matter.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hgbench.models.blocks import NORMS
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """The study's published figures for a case (Quadro RTX 6000, PyTorch 1.8.1, batch 6, 50 epochs)."""
+
+    min_per_epoch: float  # training minutes per epoch
+    val_acc: float  # validation accuracy (%), as reported
+    inference_min: float  # minutes for one pass over the 2,958 validation people
+
+
+PUBLISHED_HARDWARE = "Quadro RTX 6000, PyTorch 1.8.1, batch 6, 50 epochs (published)"
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """Everything needed to build one hourglass variant. Only plain values, so `asdict` drops into a record as is."""
+
+    name: str  # registry id: "1".."8", "hg1", "hg2", "hg8"
+    description: str  # the study's wording
+    num_stacks: int = 8  # stacks constructed
+    run_stacks: int | None = None  # stacks the forward pass runs; None = all constructed (fewer only as built)
+    num_feats: int = 128  # bottleneck planes p; the feature width is 2p
+    num_blocks: int = 1  # bottlenecks per residual unit
+    depths: tuple[int, ...] = (4,) * 8  # hourglass depth of each constructed stack
+    norm: str = "batch"  # normalisation inside the bottlenecks: batch | instance | group1
+    norm_in_stem: bool = True  # whether the stem's bottlenecks use `norm` too (the 7x7 stem BN stays BatchNorm)
+    bottleneck_steps: int = 3  # BN-ReLU-Conv steps per bottleneck (4 in case 8)
+    share_extra_step: bool = False  # the 4th step re-applies the 2nd step's modules (as-built case 8)
+    level_units: int = 3  # residual units constructed per hourglass level (+1 innermost); forward uses 3
+    num_joints: int = 16  # heatmaps per stack
+    as_built: bool = False  # True: the study's code as it ran; False: the case as described
+    expected_params: int | None = field(default=None, compare=False)  # checked by a test; None = not pinned
+
+    def __post_init__(self) -> None:
+        if len(self.depths) != self.num_stacks:
+            raise ValueError(f"case {self.name}: {len(self.depths)} depths for {self.num_stacks} stacks")
+        if self.norm not in NORMS:
+            raise ValueError(f"case {self.name}: unknown norm {self.norm!r}")
+        if not 1 <= self.stacks_run <= self.num_stacks:
+            raise ValueError(f"case {self.name}: run_stacks={self.run_stacks} outside 1..{self.num_stacks}")
+        if self.level_units < 3:
+            raise ValueError(f"case {self.name}: level_units must be >= 3")
+
+    @property
+    def stacks_run(self) -> int:
+        """Stacks the forward pass runs."""
+        return self.num_stacks if self.run_stacks is None else self.run_stacks
+
+    def min_input_res(self) -> int:
+        """Smallest square input this network can train at.
+
+        Every hourglass level halves the heatmap (input/4), so the input must be a multiple of ``4 * 2**depth``;
+        instance norm cannot normalise the 1x1 innermost level in training, so it needs one more halving.
+        """
+        depth = max(self.depths)
+        return 4 * 2 ** (depth + (1 if self.norm == "instance" else 0))
+
+    def check_input_res(self, input_res: int) -> None:
+        """Raise `ValueError` with a one-line reason if the network cannot train at this input size."""
+        depth = max(self.depths)
+        if input_res <= 0 or input_res % (4 * 2**depth):
+            raise ValueError(f"{self.label}: input size {input_res} must be a positive multiple of {4 * 2**depth}")
+        if input_res < self.min_input_res():
+            raise ValueError(
+                f"{self.label}: input size {input_res} is too small for {self.norm} norm "
+                f"(the innermost level would be 1x1); use {self.min_input_res()} or more"
+            )
+
+    @property
+    def label(self) -> str:
+        """Human-readable id, e.g. ``case 4 (as built)``."""
+        prefix = f"case {self.name}" if self.name.isdigit() else self.name
+        return f"{prefix} (as built)" if self.as_built else prefix
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for records and checkpoints (tuples become lists)."""
+        d = asdict(self)
+        d["depths"] = list(self.depths)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CaseSpec:
+        """Inverse of `to_dict`; unknown keys are an error so foreign checkpoints are caught."""
+        d = dict(d)
+        d["depths"] = tuple(d["depths"])
+        return cls(**d)
+
+    def fingerprint(self) -> str:
+        """Short hash of everything that shapes the network (not its name or wording)."""
+        d = self.to_dict()
+        for k in ("name", "description", "expected_params"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+BASELINE = CaseSpec(name="1", description="original", expected_params=25_594_624)
+
+# Cases as the study describes them (the default form).
+_DESCRIBED: dict[str, CaseSpec] = {
+    "1": BASELINE,
+    "2": replace(BASELINE, name="2", description="64 channels", num_feats=64, expected_params=6_725_248),
+    "3": replace(BASELINE, name="3", description="6 stacks", num_stacks=6, depths=(4,) * 6, expected_params=19_306_720),
+    "4": replace(
+        BASELINE,
+        name="4",
+        description="6 stacks 64 channels 4 residual blocks",
+        num_stacks=6,
+        depths=(4,) * 6,
+        num_feats=64,
+        num_blocks=4,
+        expected_params=18_749_792,
+    ),
+    "5": replace(
+        BASELINE,
+        name="5",
+        description="8 stacks 64 channels, instance norm",
+        num_feats=64,
+        norm="instance",
+        expected_params=6_725_248,
+    ),
+    "6": replace(
+        BASELINE,
+        name="6",
+        description="8 stacks, depth [2x3,3x3,4x2] 64 channels",
+        num_feats=64,
+        depths=(2, 2, 2, 3, 3, 3, 4, 4),
+        expected_params=5_266_816,
+    ),
+    "7": replace(
+        BASELINE,
+        name="7",
+        description="8 stacks, depth [4x2,3x4,2x2] 64 channels",
+        num_feats=64,
+        depths=(4, 4, 3, 3, 3, 3, 2, 2),
+        expected_params=5_428_864,
+    ),
+    "8": replace(
+        BASELINE,
+        name="8",
+        description="4 blocks {of Conv, ReLU, BatchNorm} in each bottleneck module",
+        bottleneck_steps=4,
+        expected_params=42_485_440,
+    ),
+}
+
+# What the study's code actually computed (shared/spec/cases.md, "as built"). Cases 2, 6 and 7 ran as described.
+_AS_BUILT_CHANGES: dict[str, dict] = {
+    "1": {},
+    "2": {},
+    "3": {"num_stacks": 8, "depths": (4,) * 8, "run_stacks": 6, "expected_params": 25_594_624},
+    "4": {
+        "num_stacks": 8,
+        "depths": (4,) * 8,
+        "run_stacks": 6,
+        "num_blocks": 1,
+        "level_units": 4,
+        "expected_params": 8_453_760,
+    },
+    "5": {"norm": "group1", "expected_params": 6_725_248},
+    "6": {},
+    "7": {},
+    "8": {"share_extra_step": True, "expected_params": 25_594_624},
+}
+
+# The public reference networks (anibali/pytorch-stacked-hourglass hg1/hg2/hg8); hg8 is case 1.
+_REFERENCE: dict[str, CaseSpec] = {
+    "hg1": replace(BASELINE, name="hg1", description="1-stack hourglass", num_stacks=1, depths=(4,),
+                   expected_params=3_586_960),
+    "hg2": replace(BASELINE, name="hg2", description="2-stack hourglass", num_stacks=2, depths=(4, 4),
+                   expected_params=6_730_912),
+    "hg8": replace(BASELINE, name="hg8", description="8-stack hourglass", expected_params=25_594_624),
+}
+
+PUBLISHED: dict[str, PublishedRow] = {
+    "1": PublishedRow(18.0, 83.18, 1.2),
+    "2": PublishedRow(14.3, 80.48, 1.03),
+    "3": PublishedRow(14.4, 83.13, 1.05),
+    "4": PublishedRow(14.3, 80.73, 1.08),
+    "5": PublishedRow(14.7, 78.83, 1.1),
+    "6": PublishedRow(14.3, 80.68, 1.1),
+    "7": PublishedRow(14.8, 81.47, 1.15),
+    "8": PublishedRow(14.6, 84.23, 1.06),
+}
+
+STUDY_CASES: tuple[str, ...] = tuple(_DESCRIBED)
+REFERENCE_MODELS: tuple[str, ...] = tuple(_REFERENCE)
+
+
+def list_cases() -> list[str]:
+    """Every registry id: the study's cases 1-8, then hg1, hg2, hg8."""
+    return [*STUDY_CASES, *REFERENCE_MODELS]
+
+
+def _unknown(name: str) -> ValueError:
+    valid = list_cases()
+    close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    return ValueError(f"unknown case {name!r}.{hint} Valid cases: {', '.join(valid)}")
+
+
+def get_spec(name: str | int, *, as_built: bool = False) -> CaseSpec:
+    """Return the spec of a case by id.
+
+    Args:
+        name: a case id (``1``-``8``, ``hg1``, ``hg2``, ``hg8``); ints are accepted.
+        as_built: the study's code as it ran instead of the case as described. Only the numbered cases have it.
+
+    Raises:
+        ValueError: unknown id (the message lists the valid ones), or ``as_built`` for a reference model.
+    """
+    key = str(name).strip().lower().removeprefix("case").strip()
+    if key in _DESCRIBED:
+        spec = _DESCRIBED[key]
+        if as_built:
+            spec = replace(spec, as_built=True, **_AS_BUILT_CHANGES[key])
+        return spec
+    if key in _REFERENCE:
+        if as_built:
+            raise ValueError(f"{key} is a reference model; only cases 1-8 have an as-built form")
+        return _REFERENCE[key]
+    raise _unknown(str(name))
+
+
+def create_model(name: str | int, *, as_built: bool = False) -> nn.Module:
+    """Build the network of a registered case (keyword-only options, as torchvision's builders)."""
+    from hgbench.models import build_model
+
+    return build_model(get_spec(name, as_built=as_built))
+
+
+def published_row(name: str) -> PublishedRow | None:
+    """The study's published row for a numbered case, None for the reference models."""
+    return PUBLISHED.get(str(name))
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Size and arithmetic cost of a built network."""
+
+    params: int  # all parameters
+    params_used: int  # parameters that receive a gradient in a training step
+    gflops: float  # forward GFLOPs at the given input (FLOPs = 2 x multiply-adds, as torch.utils.flop_counter)
+    input_res: int  # square input side used for `gflops`
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of distinct parameter elements (shared modules counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_used_params(model: nn.Module, *, input_res: int = 128) -> int:
+    """Parameter elements that receive a gradient from one training-mode backward pass (batch 2, CPU).
+
+    128 is the smallest input every case can train at (see `CaseSpec.check_input_res`)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(2, 3, input_res, input_res, generator=torch.Generator().manual_seed(0))
+    outputs = model(x)
+    sum(o.square().mean() for o in outputs).backward()
+    return sum(p.numel() for p in model.parameters() if p.grad is not None)
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("HGBENCH_CACHE_DIR") or Path.home() / ".cache" / "hgbench"
+    return Path(root) / "model_costs.json"
+
+
+def measure_cost(spec: CaseSpec, *, input_res: int = 256, use_cache: bool = True) -> ModelCost:
+    """Count parameters, used parameters and forward FLOPs of a case without allocating real memory.
+
+    FLOPs come from one forward pass under `torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device (eval
+    mode, batch 1, no memory). "Used" parameters are those that get a gradient from a backward pass through every
+    stack's output, measured on a real CPU copy at a 128x128 input (the set does not depend on the input size).
+    Results are cached per spec fingerprint and torch version: the counting mode's per-operator overhead makes an
+    8-stack model cost a second or two.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from hgbench.models import build_model
+
+    key = f"{spec.fingerprint()}@{input_res}@torch{torch.__version__}"
+    cache = _cache_file()
+    if use_cache:
+        try:
+            cached = json.loads(cache.read_text())[key]
+            return ModelCost(**cached)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    with torch.device("meta"):
+        meta_model = build_model(spec).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        meta_model(torch.zeros(1, 3, input_res, input_res, device="meta"))
+    cost = ModelCost(
+        params=count_params(meta_model),
+        params_used=count_used_params(build_model(spec)),
+        gflops=counter.get_total_flops() / 1e9,
+        input_res=input_res,
+    )
+    if use_cache:
+        _store_cost(cache, key, cost)
+    return cost
+
+
+def _store_cost(cache: Path, key: str, cost: ModelCost) -> None:
+    """Best-effort cache write (atomic replace); a read-only home just means no cache."""
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            data = json.loads(cache.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data[key] = asdict(cost)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, cache)
+    except OSError:
+        pass

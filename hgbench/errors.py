@@ -1,0 +1,22 @@
+"""The one exception type for user-facing errors: the CLI prints its message on one line and exits non-zero."""
+
+from __future__ import annotations
+
+
+class HGBenchError(Exception):
+    """A problem with the user's input or environment (bad file, unknown case, full disk...), not a bug.
+
+    The message must be one self-contained line that names the offending file, entry or value.
+    """
+
+    exit_code: int = 2
+
+
+class DataError(HGBenchError):
+    """A dataset, image or annotation file is missing or malformed."""
+
+
+class RunFailed(HGBenchError):
+    """A run stopped for a reason the user must see (NaN loss, ...); its record is written as failed."""
+
+    exit_code = 3

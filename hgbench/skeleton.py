@@ -1,0 +1,42 @@
+"""MPII's 16-joint skeleton: names, flip pairs, limbs and the evaluation's joint groups, as named constants."""
+
+from __future__ import annotations
+
+NUM_JOINTS = 16
+
+# MPII order (shared/data/mpii/README.md).
+JOINT_NAMES: tuple[str, ...] = (
+    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle",
+    "pelvis", "thorax", "upper_neck", "head_top",
+    "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
+)  # fmt: skip
+
+# Index permutation applied when an image is mirrored: joint i of the mirror is joint FLIP_INDEX[i] of the original.
+FLIP_INDEX: tuple[int, ...] = (5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 15, 14, 13, 12, 11, 10)
+
+PELVIS, THORAX, UPPER_NECK, HEAD_TOP = 6, 7, 8, 9
+
+# Joints the reference training loop's heatmap accuracy ("Val Acc") averages over.
+HEATMAP_ACC_JOINTS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 10, 11, 14, 15)
+
+# The study's PCKh columns: each part is the mean of its left and right joint.
+PCKH_PARTS: dict[str, tuple[int, ...]] = {
+    "Head": (HEAD_TOP,),
+    "Shoulder": (12, 13),
+    "Elbow": (11, 14),
+    "Wrist": (10, 15),
+    "Hip": (2, 3),
+    "Knee": (1, 4),
+    "Ankle": (0, 5),
+}
+# Joints in the PCKh Mean: all but pelvis and thorax (upper neck counts though no column shows it).
+PCKH_MEAN_JOINTS: tuple[int, ...] = tuple(j for j in range(NUM_JOINTS) if j not in (PELVIS, THORAX))
+
+# Limbs for drawing: (joint a, joint b, side) with side "left", "right" or "centre".
+LIMBS: tuple[tuple[int, int, str], ...] = (
+    (0, 1, "right"), (1, 2, "right"), (2, 6, "right"),
+    (5, 4, "left"), (4, 3, "left"), (3, 6, "left"),
+    (6, 7, "centre"), (7, 8, "centre"), (8, 9, "centre"),
+    (10, 11, "right"), (11, 12, "right"), (12, 7, "right"),
+    (15, 14, "left"), (14, 13, "left"), (13, 7, "left"),
+)  # fmt: skip
