@@ -1,0 +1,60 @@
+"""Shared fixtures: devices, and the real MPII files in ../shared/data/mpii when they are present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MPII = REPO.parent / "shared" / "data" / "mpii"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the model-cost and synthetic-data caches out of the user's home, shared across the session."""
+    if "HGBENCH_CACHE_DIR" not in os.environ:
+        os.environ["HGBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("hgbench-cache"))
+
+
+@pytest.fixture
+def device() -> torch.device:
+    return torch.device("cpu")
+
+
+@pytest.fixture
+def cuda_device() -> torch.device:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    return torch.device("cuda")
+
+
+@pytest.fixture(scope="session")
+def shared_mpii() -> Path:
+    """The real MPII annotation files (annotations, val ground truth, valid.h5, the 7-image sample)."""
+    root = Path(os.environ.get("HGBENCH_SHARED_MPII", SHARED_MPII))
+    if not (root / "detections_our_format.mat").is_file():
+        pytest.skip(f"real MPII annotation files not found at {root}")
+    return root
+
+
+@pytest.fixture(scope="session")
+def mpii_sample(shared_mpii: Path) -> Path:
+    """A real MPII data directory in miniature: 7 JPEGs, 2 train and the first 5 val people."""
+    root = shared_mpii / "sample"
+    if not (root / "mpii_annotations.json").is_file():
+        pytest.skip(f"MPII sample directory not found at {root}")
+    return root
+
+
+@pytest.fixture
+def mpii_dir() -> Path:
+    """A full real MPII data directory, only when HGBENCH_MPII_DIR points at one."""
+    root = os.environ.get("HGBENCH_MPII_DIR")
+    if not root:
+        pytest.skip("set HGBENCH_MPII_DIR to a real MPII data directory to run this test")
+    return Path(root)
