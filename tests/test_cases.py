@@ -1,0 +1,129 @@
+"""The registry: ids, both forms of every case, published rows, parameter counts against the public reference."""
+
+from __future__ import annotations
+
+import pytest
+
+from hgbench.cases import (
+    PUBLISHED,
+    STUDY_CASES,
+    CaseSpec,
+    count_params,
+    count_used_params,
+    get_spec,
+    list_cases,
+    measure_cost,
+)
+from hgbench.cli import main
+from hgbench.models import build_model
+
+ALL_FORMS = [(c, False) for c in list_cases()] + [(c, True) for c in STUDY_CASES]
+
+
+def test_registry_lists_cases_1_to_8_then_reference_models() -> None:
+    assert list_cases() == ["1", "2", "3", "4", "5", "6", "7", "8", "hg1", "hg2", "hg8"]
+
+
+@pytest.mark.parametrize(("name", "expected"), [("hg1", 3_586_960), ("hg2", 6_730_912), ("hg8", 25_594_624)])
+def test_reference_models_match_public_parameter_counts(name: str, expected: int) -> None:
+    assert count_params(build_model(get_spec(name))) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [("hg1", 11.61), ("hg2", 17.98), ("hg8", 56.19)])
+def test_reference_models_match_published_gflops(name: str, expected: float) -> None:
+    assert measure_cost(get_spec(name), use_cache=False).gflops == pytest.approx(expected, abs=0.005)
+
+
+@pytest.mark.parametrize(("name", "as_built"), ALL_FORMS)
+def test_every_case_builds_with_its_pinned_parameter_count(name: str, as_built: bool) -> None:
+    spec = get_spec(name, as_built=as_built)
+    assert spec.expected_params is not None
+    assert count_params(build_model(spec)) == spec.expected_params
+
+
+def test_case_8_costs_1_58x_case_1_in_both_forms() -> None:
+    base = measure_cost(get_spec(1)).gflops
+    for as_built in (False, True):
+        assert measure_cost(get_spec(8, as_built=as_built)).gflops / base == pytest.approx(1.58, abs=0.01)
+
+
+def test_as_built_case_8_shares_weights_so_has_case_1_parameters() -> None:
+    assert get_spec(8, as_built=True).expected_params == get_spec(1).expected_params
+
+
+def test_as_built_dead_stacks_get_no_gradient() -> None:
+    # Case 3 as built: 8 stacks' parameters exist, only 6 stacks (and not the 6th merge) train.
+    built = build_model(get_spec(3, as_built=True))
+    used = count_used_params(built)
+    assert used < count_params(built)
+    assert used == count_params(build_model(get_spec(3)))
+    for p in built.hg[6].parameters():
+        assert p.grad is None
+    assert built.fc_[5].weight.grad is None
+    # Case 4 as built: the fourth unit of every hourglass level (fifth at the innermost) never runs.
+    c4 = build_model(get_spec(4, as_built=True))
+    count_used_params(c4)
+    level = c4.hg[0].levels[1]
+    assert len(level) == 4 and all(p.grad is None for p in level[3].parameters())
+    inner = c4.hg[0].levels[0]
+    assert len(inner) == 5 and all(p.grad is None for p in inner[4].parameters())
+    assert all(p.grad is not None for p in inner[3].parameters())
+
+
+def test_measured_used_params_match_the_backward_pass() -> None:
+    for name in ("3", "4"):
+        spec = get_spec(name, as_built=True)
+        assert measure_cost(spec, use_cache=False).params_used == count_used_params(build_model(spec))
+
+
+def test_published_rows_cover_the_study_cases() -> None:
+    assert set(PUBLISHED) == set(STUDY_CASES)
+    assert PUBLISHED["1"].min_per_epoch == 18 and PUBLISHED["8"].val_acc == 84.23
+
+
+def test_unknown_case_lists_valid_ids_and_suggests() -> None:
+    with pytest.raises(ValueError, match=r"unknown case '9'.*Valid cases: 1, 2, 3, 4, 5, 6, 7, 8, hg1, hg2, hg8"):
+        get_spec("9")
+    with pytest.raises(ValueError, match="Did you mean hg8"):
+        get_spec("hg9")
+
+
+def test_reference_models_have_no_as_built_form() -> None:
+    with pytest.raises(ValueError, match="only cases 1-8"):
+        get_spec("hg1", as_built=True)
+
+
+def test_spec_round_trips_through_a_plain_dict() -> None:
+    spec = get_spec(6, as_built=True)
+    assert CaseSpec.from_dict(spec.to_dict()) == spec
+    assert spec.fingerprint() == CaseSpec.from_dict(spec.to_dict()).fingerprint()
+    assert get_spec(1).fingerprint() != get_spec(8).fingerprint()
+
+
+def test_invalid_specs_are_rejected() -> None:
+    with pytest.raises(ValueError, match="depths"):
+        CaseSpec(name="x", description="x", num_stacks=2)
+    with pytest.raises(ValueError, match="norm"):
+        CaseSpec(name="x", description="x", norm="layer")
+
+
+def test_input_size_checks() -> None:
+    get_spec(1).check_input_res(64)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        get_spec(1).check_input_res(100)
+    with pytest.raises(ValueError, match="instance norm"):
+        get_spec(5).check_input_res(64)
+    get_spec(5).check_input_res(128)
+    get_spec(6).check_input_res(64)  # depth 4 is its deepest stack
+
+
+def test_list_csv_prints_the_19_rows_with_the_required_leading_columns(capsys: pytest.CaptureFixture) -> None:
+    assert main(["list", "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("case,as_built,params,params_used,gflops,")
+    rows = [line.split(",") for line in lines[1:]]
+    assert len(rows) == 19
+    keyed = {(r[0], r[1]): r for r in rows}
+    assert keyed[("hg1", "false")][2] == "3586960"
+    assert keyed[("3", "true")][2:4] == ["25594624", "19306720"]
+    assert keyed[("1", "false")][4] == "56.19"
