@@ -1,0 +1,198 @@
+"""`hgbench evaluate`: score predictions with the MPII PCKh protocol, from a predictions file or a checkpoint.
+
+Two sources, exactly one of them:
+- ``--predictions PRED.mat`` (`preds` N x 16 x 2 or `pos_pred_src` 16 x 2 x N, image pixels, val order) against
+  ``--ground-truth GT.mat`` (default: the `detections_our_format.mat` bundled with hgbench);
+- ``--checkpoint CKPT``: run the model on the validation split (`hgbench.inference.evaluate_checkpoint`) and score it.
+
+Results go to stdout as the study's table, CSV (two lines, nothing else) or JSON; notes go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from hgbench.errors import DataError, HGBenchError
+from hgbench.groundtruth import GroundTruth
+
+EPILOG = """examples:
+  hgbench evaluate --predictions preds_valid.mat                       the study's table, bundled ground truth
+  hgbench evaluate --predictions preds.mat --format csv                two lines: header and values
+  hgbench evaluate --predictions preds.mat --visualize 5 --out pics --data-dir ~/mpii
+  hgbench evaluate --checkpoint ckpt.pt --data-dir ~/mpii --flip --save-predictions preds.mat
+"""
+
+ANNOTATION_NAMES = ("mpii_annotations.json", "mpii_annotations.json.gz")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score predictions (a file or a checkpoint) with the MPII PCKh protocol",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    src = p.add_argument_group("source (exactly one)").add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", type=Path, metavar="PRED", help="predictions file (.mat with preds or "
+                     "pos_pred_src, or .npy N x 16 x 2)")  # fmt: skip
+    src.add_argument("--checkpoint", type=Path, metavar="CKPT", help="model checkpoint to run on the val split")
+    p.add_argument("--ground-truth", type=Path, metavar="GT", help="ground truth in detections_our_format.mat layout "
+                   "(default: the bundled MPII copy; --predictions only)")  # fmt: skip
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
+    ck = p.add_argument_group("checkpoint evaluation")
+    ck.add_argument("--data-dir", type=Path, metavar="DIR", help="MPII directory (images/ and mpii_annotations.json"
+                    "[.gz]); with --predictions, only for --visualize")  # fmt: skip
+    ck.add_argument("--synthetic-people", type=_positive_int, metavar="N", help="size of the synthetic dataset "
+                    "used when no --data-dir is given (default: the checkpoint's)")  # fmt: skip
+    ck.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N val people")
+    ck.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image's heatmaps")
+    ck.add_argument("--batch", type=_positive_int, default=6, metavar="N", help="test batch size (default: 6)")
+    ck.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
+    ck.add_argument("--workers", type=int, default=2, metavar="N", help="data loader workers (default: 2)")
+    ck.add_argument("--input-res", type=_positive_int, default=None, metavar="PX", help="expected input side; the "
+                    "checkpoint's own is used, this only checks it")  # fmt: skip
+    out = p.add_argument_group("outputs")
+    out.add_argument("--save-predictions", type=Path, metavar="P.mat", help="write predictions in the preds layout")
+    out.add_argument("--visualize", type=_positive_int, metavar="N", help="draw the first N val people (needs --out)")
+    out.add_argument("--out", type=Path, metavar="DIR", help="folder for the --visualize PNGs")
+    p.set_defaults(func=cmd_evaluate, _parser=p)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Misuse of the flags goes through `parser.error` (usage line, exit 2), as argparse's own errors."""
+    p: argparse.ArgumentParser = args._parser
+    if (args.predictions is None) == (args.checkpoint is None):  # argparse's group checks this unless called directly
+        p.error("give exactly one of --predictions or --checkpoint")
+    if args.visualize is not None and args.out is None:
+        p.error("--visualize needs --out DIR")
+    if args.predictions is not None:
+        if args.visualize is not None and args.data_dir is None:
+            p.error("--visualize with --predictions needs --data-dir DIR (the images and mpii_annotations.json)")
+        used = [f for f, v in [("--synthetic-people", args.synthetic_people), ("--flip", args.flip or None),
+                               ("--input-res", args.input_res), ("--limit", args.limit)] if v is not None]  # fmt: skip
+        if used:
+            p.error(f"{', '.join(used)}: only with --checkpoint")
+    else:
+        if args.ground_truth is not None:
+            p.error("--ground-truth only applies to --predictions (a checkpoint is scored on its own val split)")
+        if args.synthetic_people is not None and args.data_dir is not None:
+            p.error("give --data-dir or --synthetic-people, not both")
+
+
+def val_image_paths(data_dir: Path) -> list[Path]:
+    """Image paths of the val people (``isValidation == 1``) of ``DIR/mpii_annotations.json[.gz]``, in order.
+
+    Read here directly (json/gzip) so evaluating a predictions file needs no data pipeline.
+    """
+    for name in ANNOTATION_NAMES:
+        path = data_dir / name
+        if path.is_file():
+            break
+    else:
+        raise DataError(f"no {' or '.join(ANNOTATION_NAMES)} in {data_dir}")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8") as f:
+            entries = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read annotation file {path}: {exc}") from exc
+    if not isinstance(entries, list):
+        raise DataError(f"annotation file {path} is not a list of person entries")
+    try:
+        return [data_dir / "images" / e["img_paths"] for e in entries if float(e["isValidation"]) == 1.0]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"annotation file {path}: an entry lacks img_paths/isValidation ({exc})") from exc
+
+
+def _pose_items(
+    images: list[Path], preds: np.ndarray, gt: GroundTruth
+) -> Iterator[tuple[Path, np.ndarray, np.ndarray, np.ndarray, str]]:
+    for i, image in enumerate(images[: len(preds)]):
+        yield image, preds[i], gt.joints[i], gt.missing[i], f"val #{i} {image.name}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _check_args(args)
+    from hgbench.evaluation import format_csv, format_json, format_table, load_predictions, save_predictions
+    from hgbench.metrics import evaluate_pckh
+
+    extra: dict = {}
+    images: list[Path] = []
+    timing: dict | None = None
+    if args.predictions is not None:
+        from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
+
+        preds = load_predictions(args.predictions)
+        gt_path = args.ground_truth or bundled_ground_truth_path()
+        gt = load_ground_truth(gt_path)
+        if len(preds) != len(gt):
+            raise HGBenchError(f"{args.predictions} holds {len(preds)} people but the ground truth {gt_path} holds "
+                               f"{len(gt)}; both must list the same val people in the same order")  # fmt: skip
+        extra.update(source="predictions", predictions=str(args.predictions), ground_truth=str(gt_path))
+        if args.visualize is not None:
+            images = val_image_paths(args.data_dir)
+    else:
+        import inspect
+
+        from hgbench.inference import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
+
+        kwargs: dict = dict(checkpoint=args.checkpoint, data_dir=args.data_dir, flip=args.flip, batch_size=args.batch,
+                            device=args.device, limit=args.limit, workers=args.workers,
+                            synthetic_people=args.synthetic_people)  # fmt: skip
+        if args.input_res is not None:
+            # An assertion about the checkpoint; passed on only where the inference side can check it.
+            if "input_res" not in inspect.signature(evaluate_checkpoint).parameters:
+                raise HGBenchError("--input-res is not supported: the input size is read from the checkpoint")
+            kwargs["input_res"] = args.input_res
+        run = evaluate_checkpoint(**kwargs)
+        preds, gt, timing, images = np.asarray(run.predictions), run.ground_truth, dict(run.timing), list(run.images)
+        data = str(args.data_dir) if args.data_dir else "synthetic"
+        case = getattr(run, "case", None)
+        extra.update(source="checkpoint", checkpoint=str(args.checkpoint), case=case, flip=args.flip,
+                     batch_size=args.batch, device=kwargs["device"], data_dir=data, timing=timing)  # fmt: skip
+
+    result = evaluate_pckh(preds, gt)
+
+    if args.save_predictions is not None:
+        path = save_predictions(args.save_predictions, preds)
+        print(f"hgbench: wrote predictions of {len(preds)} people to {path}", file=sys.stderr)
+        extra["saved_predictions"] = str(path)
+    if args.visualize is not None:
+        from hgbench.visualize import save_pose_pngs
+
+        if not images:
+            raise DataError("no val images to draw (the annotation file lists no val people)")
+        pngs = save_pose_pngs(args.out, _pose_items(images, preds, gt), args.visualize)
+        print(f"hgbench: wrote {len(pngs)} PNGs to {args.out}", file=sys.stderr)
+        extra["pngs"] = [str(p) for p in pngs]
+
+    if args.format == "csv":
+        sys.stdout.write(format_csv(result))
+    elif args.format == "json":
+        sys.stdout.write(format_json(result, extra))
+    else:
+        sys.stdout.write(format_table(result))
+        if args.checkpoint is not None:
+            sys.stdout.write(f"checkpoint {args.checkpoint}: case {extra['case']}, data {extra['data_dir']}, "
+                             f"flip test {'on' if args.flip else 'off'}, batch {args.batch}\n")  # fmt: skip
+        if timing:
+            sys.stdout.write("timing: " + ", ".join(f"{k} {_fmt_value(v)}" for k, v in timing.items()) + "\n")
+    return 0
+
+
+def _fmt_value(v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -1,0 +1,188 @@
+"""Predictions files and the presentation of PCKh results (the study's table, CSV and JSON).
+
+A predictions file holds one (x, y) per joint per validation person, in original-image pixels and split order:
+`.mat` with `preds` N x 16 x 2 (bearpaw/pytorch-pose's `preds_valid.mat`, what `save_predictions` writes) or
+`pos_pred_src` 16 x 2 x N (the layout of `detections_our_format.mat`), or `.npy` holding an N x 16 x 2 array.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from hgbench.errors import DataError, HGBenchError
+from hgbench.metrics import PCKH_LOW_THRESHOLD, PCKH_THRESHOLD, PCKhResult, describe_non_finite
+from hgbench.skeleton import JOINT_NAMES, NUM_JOINTS, PCKH_PARTS
+
+# Column order of the study's table and of the CSV.
+COLUMNS: tuple[str, ...] = (*PCKH_PARTS, "Mean")
+
+MEAN_CONVENTION = "unweighted mean of the 14 joints except pelvis and thorax (upper neck included)"
+
+
+def _as_preds(arr: np.ndarray, *, field: str, source: str) -> np.ndarray:
+    """Validate an [N, 16, 2] array read from `source` (named in errors) and return it as float64."""
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"predictions file {source}: field {field!r} is not numeric (dtype {arr.dtype})")
+    if arr.ndim != 3 or arr.shape[1:] != (NUM_JOINTS, 2) or arr.shape[0] == 0:
+        raise DataError(f"predictions file {source}: {field!r} has shape {arr.shape} once read as people x joints x "
+                        f"xy; expected N x {NUM_JOINTS} x 2 with N > 0")  # fmt: skip
+    out = arr.astype(np.float64)
+    msg = describe_non_finite(f"predictions file {source}: the predictions", out)
+    if msg:
+        raise DataError(msg)
+    return out
+
+
+def load_predictions(path: str | Path) -> np.ndarray:
+    """Read a predictions file.
+
+    Args:
+        path: `.mat` with `preds` (N x 16 x 2) or `pos_pred_src` (16 x 2 x N; `preds` wins when both are present),
+            or `.npy` with an N x 16 x 2 array.
+
+    Returns:
+        [N, 16, 2] float64 (x, y) in original-image pixels.
+
+    Raises:
+        DataError: missing or unreadable file, no known field, wrong shape, non-numeric or NaN/inf values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"predictions file not found: {path}")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise DataError(f"cannot read predictions file {path}: {exc}") from exc
+        return _as_preds(arr, field="array", source=str(path))
+
+    from scipy.io import loadmat
+
+    try:
+        mat = loadmat(str(path))
+    except Exception as exc:  # scipy raises several unrelated types for a damaged or non-.mat file
+        raise DataError(f"cannot read predictions file {path} as a .mat file: {exc}") from exc
+    if "preds" in mat:
+        return _as_preds(np.asarray(mat["preds"]), field="preds", source=str(path))
+    if "pos_pred_src" in mat:
+        src = np.asarray(mat["pos_pred_src"])
+        if src.ndim != 3 or src.shape[:2] != (NUM_JOINTS, 2):
+            raise DataError(f"predictions file {path}: 'pos_pred_src' has shape {src.shape}; expected "
+                            f"{NUM_JOINTS} x 2 x N")  # fmt: skip
+        return _as_preds(np.transpose(src, (2, 0, 1)), field="pos_pred_src", source=str(path))
+    fields = ", ".join(sorted(k for k in mat if not k.startswith("__"))) or "none"
+    raise DataError(f"predictions file {path} has neither 'preds' (N x 16 x 2) nor 'pos_pred_src' (16 x 2 x N); "
+                    f"its fields: {fields}")  # fmt: skip
+
+
+def save_predictions(path: str | Path, preds: np.ndarray) -> Path:
+    """Write predictions as `preds` (N x 16 x 2, float64) in a `.mat` file, or as an array in a `.npy` file.
+
+    Written to a temporary file in the same folder and renamed, so a crash never leaves half a file.
+
+    Args:
+        path: destination; `.npy` writes numpy's format, anything else a MATLAB 5 `.mat`.
+        preds: [N, 16, 2] (x, y) in original-image pixels.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    arr = np.asarray(preds, dtype=np.float64)
+    if arr.ndim != 3 or arr.shape[1:] != (NUM_JOINTS, 2):
+        raise HGBenchError(f"cannot save predictions of shape {arr.shape} to {path}: expected N x {NUM_JOINTS} x 2")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if path.suffix.lower() == ".npy":
+                np.save(f, arr)
+            else:
+                from scipy.io import savemat
+
+                savemat(f, {"preds": arr})
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.2f}" if math.isfinite(v) else "nan"
+
+
+def _row(result: PCKhResult) -> list[str]:
+    return [*(_fmt(result.parts[p]) for p in PCKH_PARTS), _fmt(result.mean)]
+
+
+def format_table(result: PCKhResult) -> str:
+    """The study's layout: a title line, the column names and the values (two decimals), then the other means.
+
+    Returns:
+        Text ending with a newline.
+    """
+    values = _row(result)
+    widths = [max(len(c), len(v)) for c, v in zip(COLUMNS, values, strict=True)]
+    labels = [
+        (f"Mean, count-weighted (mmpose's convention), PCKh@{PCKH_THRESHOLD:g}:", _fmt(result.mean_weighted)),
+        (f"Mean, PCKh@{PCKH_LOW_THRESHOLD:g}:", _fmt(result.mean_at_0_1)),
+    ]
+    lw = max(len(label) for label, _ in labels)
+    lines = [
+        "Final validation PCKh scores:",
+        "  ".join(c.rjust(w) for c, w in zip(COLUMNS, widths, strict=True)),
+        "  ".join(v.rjust(w) for v, w in zip(values, widths, strict=True)),
+        *(f"{label.ljust(lw)} {value}" for label, value in labels),
+        f"({result.count} people; PCKh@{PCKH_THRESHOLD:g}; Mean = {MEAN_CONVENTION})",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def format_csv(result: PCKhResult) -> str:
+    """Exactly two lines: ``Head,Shoulder,Elbow,Wrist,Hip,Knee,Ankle,Mean`` and the values with two decimals."""
+    return ",".join(COLUMNS) + "\n" + ",".join(_row(result)) + "\n"
+
+
+def _jsonable(obj: object) -> object:
+    """Plain JSON values: numpy scalars and arrays unpacked, paths as strings, nan/inf as null."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj
+
+
+def format_json(result: PCKhResult, extra: dict | None = None) -> str:
+    """Everything as one JSON document: the `PCKhResult.to_dict()` figures under "pckh", per-joint counts and
+    PCKh@0.1, the conventions, and `extra` (e.g. the predictions file, timing) merged at the top level.
+
+    Returns:
+        Indented JSON text ending with a newline; nan is written as null.
+    """
+    doc: dict = {
+        "pckh": result.to_dict(),
+        "joint_names": list(JOINT_NAMES),
+        "per_joint_counts": result.counts,
+        "per_joint_at_0.1": result.per_joint_at_0_1,
+        "threshold": PCKH_THRESHOLD,
+        "low_threshold": PCKH_LOW_THRESHOLD,
+        "mean_convention": MEAN_CONVENTION,
+        "mean_weighted_convention": "the same 14 joints weighted by annotated count (mmpose)",
+    }
+    doc.update(extra or {})
+    return json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"
