@@ -1,0 +1,36 @@
+"""`hgbench plot`: a PNG of validation accuracy against training minutes per epoch, ours beside the published figures.
+
+One panel per device of our finished runs and one for the study's published points (Quadro RTX 6000): the hardware
+differs, so each panel has its own axes; time axes start at zero so a small speed-up looks small.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hgbench.commands.table import load_or_fail
+from hgbench.report import plot_frontier
+
+EXAMPLES = """examples:
+  hgbench plot                                 results/ -> results/frontier.png, with the published panel
+  hgbench plot --no-reference --out fig.png    our runs only
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="PNG of accuracy against training time per case (the frontier)",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--results", action="append", metavar="DIR", default=None,
+                   help="record file, folder or glob; repeatable (default: results)")  # fmt: skip
+    p.add_argument("--out", default="results/frontier.png", help="PNG to write (default: results/frontier.png)")
+    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
+                   help="draw the published panel (default: on)")  # fmt: skip
+    p.set_defaults(func=cmd_plot)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    summaries = load_or_fail(args.results or ["results"])
+    out = plot_frontier(summaries, args.out, reference=args.reference)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,74 @@
+"""`hgbench table`: the comparison table of the finished runs in results/, as Markdown or CSV, or into README.md.
+
+Behaviour on bad input: a results folder (or pattern) that does not exist is an error (one line, exit 2); a folder
+that exists but holds no finished run prints the table header with a "no finished runs" note and exits 0 (an empty
+results/ is a normal state before the first run, and `make table` then writes that note into the README). Corrupt or
+foreign JSON files are skipped with a warning on stderr naming each file; the table still renders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from hgbench.errors import HGBenchError
+from hgbench.report import comparison_table, rewrite_readme, to_csv, to_markdown
+from hgbench.results import RunSummary, expand_sources, load_records
+
+EXAMPLES = """examples:
+  hgbench table                               Markdown table of results/
+  hgbench table --reference                   with the study's published figures beside ours
+  hgbench table --format csv > table.csv      for tools (one header line, stable snake_case columns)
+  hgbench table --results 'results/cpu-*'     only this machine's records (files, folders or globs)
+  hgbench table --reference --readme README.md    rewrite README's results section (what `make table` does)
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="comparison table of the runs in results/ (Markdown or CSV)",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--format", choices=("md", "csv"), default="md", help="output format (default: md)")
+    p.add_argument("--results", action="append", metavar="DIR", default=None,
+                   help="record file, folder or glob; repeatable (default: results)")  # fmt: skip
+    p.add_argument("--reference", action="store_true", help="add the study's published rows and ours/published ratios")
+    p.add_argument("--readme", metavar="FILE", default=None,
+                   help="rewrite FILE between its hgbench:results markers instead of printing "
+                        "(Markdown only)")  # fmt: skip
+    p.set_defaults(func=cmd_table, _parser=p)
+
+
+def require_sources(sources: list[str]) -> None:
+    """Raise a one-line `HGBenchError` naming every source (file, folder, glob) that matches nothing."""
+    _, missing = expand_sources(sources)
+    if missing:
+        raise HGBenchError(
+            f"results not found: {', '.join(missing)} (no such file, folder or matching pattern; "
+            "run `hgbench run` first or pass --results DIR)"
+        )
+
+
+def load_or_fail(sources: list[str]) -> list[RunSummary]:
+    """Load the records of `sources`, printing skip warnings to stderr; a source that matches nothing is an error."""
+    require_sources(sources)
+    summaries, warnings = load_records(sources)
+    for warning in warnings:
+        print(f"hgbench: warning: {warning}", file=sys.stderr)
+    return summaries
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    if args.readme and args.format != "md":
+        args._parser.error("--readme writes Markdown; drop --format csv")
+    summaries = load_or_fail(args.results or ["results"])
+    df = comparison_table(summaries, reference=args.reference)
+    if args.format == "csv":
+        sys.stdout.write(to_csv(df))
+        return 0
+    markdown = to_markdown(df)
+    if args.readme:
+        changed = rewrite_readme(args.readme, markdown)
+        print(f"{args.readme}: results section {'updated' if changed else 'already up to date'}")
+        return 0
+    sys.stdout.write(markdown)
+    return 0

@@ -1,0 +1,62 @@
+"""`RunConfig`: every hyperparameter of a run, with the study's defaults (shared/spec/protocol.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+
+# Keys that change what a run computes; two runs agreeing on these are the same experiment (resume, sweep skip).
+# Device, workers, output paths and progress display do not change the numbers (on the same machine).
+RUN_IDENTITY_KEYS: tuple[str, ...] = (
+    "case", "as_built", "epochs", "batch_size", "test_batch_size", "optimizer", "lr", "lr_milestones", "lr_gamma",
+    "input_res", "sigma", "amp", "channels_last", "compile", "seed", "limit_train", "limit_val", "flip_test",
+    "world_size", "synthetic_people",
+)  # fmt: skip
+
+
+@dataclass
+class RunConfig:
+    """Hyperparameters and switches of one `hgbench run` (all plain values: it is stored in every record)."""
+
+    case: str = "1"  # registry id
+    as_built: bool = False  # the study's code as it ran instead of the case as described
+    epochs: int = 50
+    batch_size: int = 6  # global training batch (split across DDP ranks)
+    test_batch_size: int = 6  # validation / inference batch
+    optimizer: str = "adam"  # adam | rmsprop
+    lr: float = 5e-4  # 5e-4 for Adam (the study's example command); use 2.5e-4 with rmsprop
+    lr_milestones: list[int] = field(default_factory=lambda: [150, 175, 200])  # step schedule (epochs)
+    lr_gamma: float = 0.1
+    input_res: int = 256  # square input side; heatmaps are input/4
+    sigma: float = 1.0  # Gaussian sigma of the target heatmaps, in heatmap pixels
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+    fast: bool = False  # the best mode for the device (sets amp / channels_last / compile)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    workers: int = 2  # DataLoader worker processes
+    data_dir: str | None = None  # real MPII directory; None = the synthetic default
+    synthetic_people: int = 600  # size of the synthetic default dataset
+    skip_bad_images: bool = False
+    limit_train: int | None = None  # first N training people only
+    limit_val: int | None = None  # first N validation people only
+    flip_test: bool = True  # the final inference pass also runs with flip test
+    world_size: int = 1  # DDP processes (filled in by the runner)
+    out: str = "results"  # where run records go
+    checkpoint_dir: str = "runs"  # where checkpoints go
+    tag: str = ""  # free label, part of the record's file name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity(self) -> dict:
+        """The subset of the config that defines the experiment."""
+        d = self.to_dict()
+        return {k: d[k] for k in RUN_IDENTITY_KEYS}
+
+    def identity_hash(self, extra: dict | None = None) -> str:
+        """Stable short hash of `identity()` plus anything else that pins the experiment (spec, dataset)."""
+        payload = {"config": self.identity(), **(extra or {})}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -1,0 +1,729 @@
+"""The reporter: comparison table, CSV/Markdown rendering, README rewrite, run comparison and the frontier plot.
+
+It only reads `RunSummary` lists (from `hgbench.results.load_records`) and never runs anything, as pytest-benchmark's
+``compare`` only reads saved JSON. Only finished runs enter a table; the others are counted in a note.
+
+Comparison table (`comparison_table`), one row per (case, as_built, device, setting) in case order, where *setting*
+is whatever in the config differs between rows (usually nothing: one row per case and form). CSV columns, in order:
+
+- ``case`` (str), ``as_built`` (true/false), ``description``, ``runs`` (finished runs averaged), ``seeds`` (e.g.
+  ``0 1 2``), ``device`` (GPU name or ``CPU: <model>``), ``setting`` (the experiment-defining config keys,
+  `hgbench.config.RUN_IDENTITY_KEYS`, and the dataset, that differ between rows, as ``key=value, ...``; empty when
+  every row shares one setting)
+- ``params``, ``gflops`` (forward, at the run's input size)
+- ``min_per_epoch``, ``data_wait_pct``, ``pckh_mean`` (validation accuracy, PCKh@0.5 Mean, %), ``heatmap_acc``
+  (fraction), ``inference_min`` (device clock, wall where there is none), ``images_per_s``, ``energy_j_per_epoch``;
+  each followed by ``<name>_std``: the sample standard deviation over runs (seeds), empty with fewer than 2 values
+- with ``reference=True`` also ``published_min_per_epoch``, ``published_val_acc``, ``published_inference_min``
+  (the study's figures, `hgbench.cases.PUBLISHED_HARDWARE`) and ``min_per_epoch_ratio``, ``inference_min_ratio``
+  (ours / published; the hardware differs, so a ratio measures the speed gap, not a code difference)
+
+Empty CSV cells mean "not measured" (null in the record). Run comparison (`compare_runs`) CSV columns: ``group,
+metric, a_mean, a_std, a_n, b_mean, b_std, b_n, delta, delta_pct, p_value, p_note`` (delta = B - A, delta_pct relative
+to A; p_value from Welch's t-test, `scipy.stats.ttest_ind(equal_var=False)`, and p_note says which test or why none).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import re
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from hgbench.cases import PUBLISHED, PUBLISHED_HARDWARE, get_spec, list_cases
+from hgbench.config import RUN_IDENTITY_KEYS
+from hgbench.errors import HGBenchError
+from hgbench.results import RunSummary, write_bytes_atomic
+
+README_START = "<!-- hgbench:results:start -->"
+README_END = "<!-- hgbench:results:end -->"
+
+# (summary attribute, CSV column): the measured metrics averaged over runs, each also given a `<column>_std`.
+METRICS: tuple[str, ...] = (
+    "min_per_epoch", "data_wait_pct", "pckh_mean", "heatmap_acc", "inference_min", "images_per_s",
+    "energy_j_per_epoch",
+)  # fmt: skip
+
+ID_COLUMNS: tuple[str, ...] = ("case", "as_built", "description", "runs", "seeds", "device", "setting")
+TABLE_COLUMNS: tuple[str, ...] = (
+    *ID_COLUMNS, "params", "gflops", *(c for m in METRICS for c in (m, f"{m}_std")),
+)  # fmt: skip
+REFERENCE_COLUMNS: tuple[str, ...] = (
+    "published_min_per_epoch", "published_val_acc", "published_inference_min", "min_per_epoch_ratio",
+    "inference_min_ratio",
+)  # fmt: skip
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "group", "metric", "a_mean", "a_std", "a_n", "b_mean", "b_std", "b_n", "delta", "delta_pct", "p_value", "p_note",
+)  # fmt: skip
+
+# Metrics of `hgbench compare`, with their labels; the two tested ones get a Welch p-value where possible.
+COMPARE_METRICS: dict[str, str] = {
+    "min_per_epoch": "min/epoch",
+    "data_wait_pct": "data-wait %",
+    "pckh_mean": "PCKh@0.5 Mean",
+    "heatmap_acc": "heatmap acc",
+    "inference_min": "inference min",
+    "images_per_s": "images/s",
+    "energy_j_per_epoch": "energy J/epoch",
+}
+TESTED_METRICS: tuple[str, ...] = ("pckh_mean", "min_per_epoch")
+
+# The config keys that define the experiment (the runner's own list: resume and the sweep's skip use it too), less
+# those that name the row or are averaged over; paths, workers, device and tags do not split rows.
+_SETTING_KEYS: tuple[str, ...] = tuple(k for k in RUN_IDENTITY_KEYS if k not in {"case", "as_built", "seed"})
+
+# The shared setting note names these, in this order, when every row agrees on them.
+_SETTING_WORDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
+    ("epochs", lambda v: f"{v} epochs"),
+    ("batch_size", lambda v: f"batch {v}"),
+    ("optimizer", str),
+    ("lr", lambda v: f"lr {v}"),
+    ("input_res", lambda v: f"input {v}"),
+    ("amp", lambda v: "AMP" if v else "fp32"),
+    ("channels_last", lambda v: "channels-last" if v else ""),
+    ("compile", lambda v: "torch.compile" if v else ""),
+    ("flip_test", lambda v: "flip test" if v else "no flip test"),
+    ("world_size", lambda v: f"{v} processes" if v and v > 1 else ""),
+)
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+def _case_order(case: str) -> tuple[int, str]:
+    """Registry order (1..8, hg1, hg2, hg8), unknown names after, naturally sorted."""
+    known = list_cases()
+    if case in known:
+        return (known.index(case), "")
+    return (len(known), re.sub(r"\d+", lambda m: m.group().zfill(8), case))
+
+
+def _values(runs: Sequence[RunSummary], attr: str) -> list[float]:
+    return [float(v) for r in runs if (v := getattr(r, attr)) is not None]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1); NaN where undefined."""
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _setting(run: RunSummary) -> dict[str, str]:
+    """The config (and dataset identity) that shaped a run, as comparable JSON strings."""
+    out = {k: json.dumps(run.config[k], sort_keys=True) for k in _SETTING_KEYS if k in run.config}
+    out["dataset"] = json.dumps(run.dataset)
+    for key in ("train_size", "val_size"):
+        out[key] = json.dumps(run.dataset_info.get(key))
+    return out
+
+
+def _nan_to_none(x: Any) -> Any:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def _is_missing(x: Any) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
+
+
+# ---------------------------------------------------------------------------------------------------- the table
+def comparison_table(summaries: Iterable[RunSummary], *, reference: bool = False) -> pd.DataFrame:
+    """One row per (case, as_built, device, setting) of the finished runs, in case order; mean and std over seeds.
+
+    Args:
+        summaries: run summaries (any status; only finished ones are shown, the others are counted in a note).
+        reference: add the study's published figures and the ours/published ratios of the two time columns, and a
+            row (with no runs) for every published case not measured yet.
+
+    Returns:
+        The table with the columns of `TABLE_COLUMNS` (+ `REFERENCE_COLUMNS`), numeric where numeric. ``df.attrs``
+        holds ``warnings`` (mixed devices...) and ``notes`` (seeds, published hardware, skipped runs, shared setting)
+        as lists of one-line strings, which `to_markdown` prints.
+    """
+    summaries = list(summaries)
+    finished = [s for s in summaries if s.finished]
+    unfinished = [s for s in summaries if not s.finished]
+
+    settings = {id(s): _setting(s) for s in finished}
+    keys = sorted({k for st in settings.values() for k in st})
+    varying = [k for k in keys if len({st.get(k) for st in settings.values()}) > 1]
+
+    def setting_text(run: RunSummary) -> str:
+        st = settings[id(run)]
+        return ", ".join(f"{k}={json.loads(st[k]) if k in st else None}" for k in varying)
+
+    groups: dict[tuple, list[RunSummary]] = {}
+    for run in finished:
+        groups.setdefault((run.case, run.as_built, run.device, setting_text(run)), []).append(run)
+
+    rows: list[dict[str, Any]] = []
+    for (case, as_built, device, setting), runs in groups.items():
+        seeds = sorted({r.seed for r in runs if r.seed is not None})
+        row: dict[str, Any] = {
+            "case": case,
+            "as_built": as_built,
+            "description": runs[0].description,
+            "runs": len(runs),
+            "seeds": " ".join(map(str, seeds)),
+            "device": device,
+            "setting": setting,
+            "params": next((r.params for r in runs if r.params is not None), None),
+            "gflops": next((r.gflops for r in runs if r.gflops is not None), None),
+        }
+        for metric in METRICS:
+            row[metric], row[f"{metric}_std"] = _mean_std(_values(runs, metric))
+        rows.append(row)
+
+    if reference:
+        measured = {r["case"] for r in rows}
+        for case in PUBLISHED:
+            if case not in measured:  # the published row still shows, with our side empty
+                rows.append({"case": case, "as_built": False, "description": get_spec(case).description,
+                             "runs": 0, "seeds": "", "device": "", "setting": ""})  # fmt: skip
+        for row in rows:
+            pub = PUBLISHED.get(row["case"])
+            row["published_min_per_epoch"] = pub.min_per_epoch if pub else None
+            row["published_val_acc"] = pub.val_acc if pub else None
+            row["published_inference_min"] = pub.inference_min if pub else None
+            for metric in ("min_per_epoch", "inference_min"):
+                ours, theirs = row.get(metric), row[f"published_{metric}"]
+                ok = not _is_missing(ours) and theirs
+                row[f"{metric}_ratio"] = ours / theirs if ok else None
+
+    rows.sort(key=lambda r: (_case_order(r["case"]), r["as_built"], r["device"], r["setting"]))
+    columns = [*TABLE_COLUMNS, *(REFERENCE_COLUMNS if reference else ())]
+    df = pd.DataFrame(rows, columns=columns)
+    for col in ("runs", "params"):
+        df[col] = pd.array([None if _is_missing(v) else int(v) for v in df[col]], dtype="Int64")
+    for col in columns:
+        if col not in ID_COLUMNS and col != "params":
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    df["as_built"] = df["as_built"].astype(bool)
+    df.attrs["warnings"] = _table_warnings(finished)
+    df.attrs["notes"] = _table_notes(finished, unfinished, settings, varying, reference=reference)
+    return df
+
+
+def _table_warnings(finished: Sequence[RunSummary]) -> list[str]:
+    devices = sorted({s.device for s in finished})
+    if len(devices) > 1:
+        return [f"These runs come from {len(devices)} different devices ({'; '.join(devices)}): compare times only "
+                "between rows of the same device."]  # fmt: skip
+    return []
+
+
+def _table_notes(
+    finished: Sequence[RunSummary],
+    unfinished: Sequence[RunSummary],
+    settings: dict[int, dict[str, str]],
+    varying: Sequence[str],
+    *,
+    reference: bool,
+) -> list[str]:
+    notes: list[str] = []
+    if not finished:
+        notes.append("No finished runs yet: run `hgbench run --case all` (or `make run`), then `make table`.")
+    else:
+        devices = sorted({s.device for s in finished})
+        if len(devices) == 1:
+            notes.append(f"Measured on {devices[0]}.")
+        common = _common_setting(finished[0], settings[id(finished[0])], varying)
+        if common:
+            notes.append(f"Setting shared by every row: {common}.")
+        notes.append("Where a row averages several runs (seeds), each figure is mean ± sample standard deviation.")
+        notes.append("Validation accuracy is PCKh@0.5 Mean (%); inference min is one plain pass over the validation "
+                     "set on the device clock (wall clock where there is none); — means not measured.")  # fmt: skip
+    if reference:
+        notes.append(f"published: the study's figures, {PUBLISHED_HARDWARE}; ratio = ours / published. The "
+                     "hardware differs, so a ratio measures the speed gap between the two set-ups.")  # fmt: skip
+    if unfinished:
+        listed = ", ".join(f"{s.run_id} ({s.status})" for s in unfinished[:5])
+        more = f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
+        notes.append(f"Not shown, not finished: {listed}{more}.")
+    return notes
+
+
+def _common_setting(run: RunSummary, setting: dict[str, str], varying: Sequence[str]) -> str:
+    """A short phrase for the settings every row shares (dataset, epochs, batch, optimiser...)."""
+    parts: list[str] = []
+    if "dataset" not in varying and run.dataset:
+        sizes = [f"{run.dataset_info[k]:,} {w}" for k, w in (("train_size", "train"), ("val_size", "val"))
+                 if "train_size" not in varying and "val_size" not in varying
+                 and isinstance(run.dataset_info.get(k), int)]  # fmt: skip
+        parts.append(f"{run.dataset} data" + (f" ({' / '.join(sizes)})" if sizes else ""))
+    for key, word in _SETTING_WORDS:
+        if key in setting and key not in varying:
+            value = json.loads(setting[key])
+            if value is not None and (text := word(value)):
+                parts.append(text)
+    return ", ".join(parts)
+
+
+# ------------------------------------------------------------------------------------------------- formatting
+def _decimals(x: float) -> int:
+    """Decimals for about 3 significant figures, none past the units above 100."""
+    a = abs(x)
+    if a >= 100:
+        return 0
+    if a >= 10:
+        return 1
+    if a >= 1 or a == 0:
+        return 2
+    return min(6, 2 - math.floor(math.log10(a)))
+
+
+def _fmt(x: Any, decimals: int | None = None, *, thousands: bool = False) -> str:
+    if _is_missing(x):
+        return "—"
+    d = _decimals(float(x)) if decimals is None else decimals
+    return f"{float(x):,.{d}f}" if thousands else f"{float(x):.{d}f}"
+
+
+def _fmt_pm(row: pd.Series, metric: str, decimals: int | None = None, *, thousands: bool = False) -> str:
+    """``mean ± std`` (std shown with the mean's decimals), or the mean alone for a single run."""
+    mean, std = row.get(metric), row.get(f"{metric}_std")
+    if _is_missing(mean):
+        return "—"
+    d = _decimals(float(mean)) if decimals is None else decimals
+    text = _fmt(mean, d, thousands=thousands)
+    return text if _is_missing(std) else f"{text} ± {_fmt(std, d, thousands=thousands)}"
+
+
+def _fmt_case(row: pd.Series) -> str:
+    case = str(row["case"])
+    return f"{case} (as built)" if row["as_built"] else case
+
+
+def _fmt_params(x: Any) -> str:
+    return "—" if _is_missing(x) else f"{int(x) / 1e6:.2f} M"
+
+
+def _fmt_ratio(x: Any) -> str:
+    return "—" if _is_missing(x) else f"{_fmt(x)}×"
+
+
+def _md_cell(text: Any) -> str:
+    """Escape what would break a Markdown table cell."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+# (header, alignment, cell) for the Markdown table; reference-only columns are marked.
+_MD_COLUMNS: tuple[tuple[str, str, Callable[[pd.Series], str], bool], ...] = (
+    ("case", "left", _fmt_case, False),
+    ("description", "left", lambda r: str(r["description"]), False),
+    ("runs", "right", lambda r: str(r["runs"]), False),
+    ("params", "right", lambda r: _fmt_params(r["params"]), False),
+    ("GFLOPs", "right", lambda r: _fmt(r["gflops"], 2), False),
+    ("min/epoch", "right", lambda r: _fmt_pm(r, "min_per_epoch"), False),
+    ("published min/epoch", "right", lambda r: _fmt(r["published_min_per_epoch"], 1), True),
+    ("ratio", "right", lambda r: _fmt_ratio(r["min_per_epoch_ratio"]), True),
+    ("data-wait %", "right", lambda r: _fmt_pm(r, "data_wait_pct", 1), False),
+    ("val. acc (PCKh@0.5 %)", "right", lambda r: _fmt_pm(r, "pckh_mean", 2), False),
+    ("published val. acc", "right", lambda r: _fmt(r["published_val_acc"], 2), True),
+    ("heatmap acc", "right", lambda r: _fmt_pm(r, "heatmap_acc", 3), False),
+    ("inference min", "right", lambda r: _fmt_pm(r, "inference_min"), False),
+    ("published inference min", "right", lambda r: _fmt(r["published_inference_min"], 2), True),
+    ("ratio ", "right", lambda r: _fmt_ratio(r["inference_min_ratio"]), True),
+    ("images/s", "right", lambda r: _fmt_pm(r, "images_per_s"), False),
+    ("energy J/epoch", "right", lambda r: _fmt_pm(r, "energy_j_per_epoch", 0, thousands=True), False),
+    ("device", "left", lambda r: str(r["device"]) or "—", False),
+)
+
+
+def to_markdown(df: pd.DataFrame, *, title: str | None = None, notes: bool = True) -> str:
+    """Render a `comparison_table` as a GitHub Markdown table (no `tabulate` needed), warnings above, notes below.
+
+    Args:
+        df: the output of `comparison_table` (its ``attrs`` carry the warnings and notes).
+        title: an optional bold line above everything.
+        notes: print the notes under the table.
+
+    Returns:
+        The Markdown text, ending with a newline; deterministic (no timestamps), so a README rewrite is idempotent.
+    """
+    reference = "published_min_per_epoch" in df.columns
+    columns = [(h, a, f) for h, a, f, ref in _MD_COLUMNS if reference or not ref]
+    if "setting" in df.columns and (df["setting"].astype(str) != "").any():
+        columns.insert(2, ("setting", "left", lambda r: str(r["setting"])))
+    lines: list[str] = []
+    if title:
+        lines += [f"**{title}**", ""]
+    for warning in df.attrs.get("warnings", []):
+        lines += [f"> **Warning:** {warning}", ""]
+    lines.append("| " + " | ".join(_md_cell(h.strip()) for h, _, _ in columns) + " |")
+    lines.append("|" + "|".join("---:" if a == "right" else ":---" for _, a, _ in columns) + "|")
+    for _, row in df.iterrows():
+        lines.append("| " + " | ".join(_md_cell(f(row)) for _, _, f in columns) + " |")
+    if notes and df.attrs.get("notes"):
+        lines.append("")
+        lines += [f"- {note}" for note in df.attrs["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(df: pd.DataFrame) -> str:
+    """CSV with one header line and the module docstring's snake_case columns; booleans as true/false, null empty."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == bool:
+            out[col] = out[col].map({True: "true", False: "false"})
+    buf = io.StringIO()
+    out.to_csv(buf, index=False, lineterminator="\n", float_format="%.10g")
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------------- README
+def rewrite_readme(readme_path: str | Path, table_markdown: str) -> bool:
+    """Replace the text between the results markers in a README with `table_markdown`; change nothing else.
+
+    The markers are ``<!-- hgbench:results:start -->`` and ``<!-- hgbench:results:end -->``, each on its own line;
+    what lies between them becomes ``\\n<table>\\n`` in the file's own line ending. The file is rewritten atomically
+    and only when the content changes, so a second run with the same records changes nothing (not even mtime).
+
+    Args:
+        readme_path: the README to rewrite.
+        table_markdown: the new section body (e.g. `to_markdown` output).
+
+    Returns:
+        Whether the file changed.
+
+    Raises:
+        HGBenchError: the file is missing, or a marker is missing, duplicated or out of order (one line).
+    """
+    path = Path(readme_path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise HGBenchError(f"{path}: README not found") from None
+    text = raw.decode("utf-8")
+    for marker in (README_START, README_END):
+        count = text.count(marker)
+        if count != 1:
+            what = "missing" if count == 0 else f"found {count} times"
+            raise HGBenchError(f"{path}: results marker {marker} {what}; the file needs exactly one start and one "
+                               f"end marker, start first")  # fmt: skip
+    start = text.index(README_START) + len(README_START)
+    end = text.index(README_END)
+    if end < start:
+        raise HGBenchError(f"{path}: results marker {README_END} comes before {README_START}")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    body = table_markdown.replace("\r\n", "\n").strip("\n").replace("\n", newline)
+    new = text[:start] + newline + body + newline + text[end:]
+    if new == text:
+        return False
+    write_bytes_atomic(path, new.encode("utf-8"))
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------ compare
+def _by_case(runs: Iterable[RunSummary]) -> dict[tuple[str, bool], list[RunSummary]]:
+    out: dict[tuple[str, bool], list[RunSummary]] = {}
+    for run in runs:
+        out.setdefault((run.case, run.as_built), []).append(run)
+    return out
+
+
+def _group_label(key: tuple[str, bool]) -> str:
+    case, as_built = key
+    return f"case {case}" + (" (as built)" if as_built else "") if case.isdigit() else case + (
+        " (as built)" if as_built else "")  # fmt: skip
+
+
+def _welch(metric: str, a: Sequence[RunSummary], b: Sequence[RunSummary]) -> tuple[float | None, str]:
+    """Welch's t-test between the sides' per-run values (per-epoch times for min/epoch with single runs)."""
+    if metric not in TESTED_METRICS:
+        return None, "not tested"
+    xa, xb, unit = _values(a, metric), _values(b, metric), "per-seed values"
+    if metric == "min_per_epoch" and (len(xa) < 2 or len(xb) < 2):  # one run a side: compare its epochs
+        ea = [m for r in a for m in r.epoch_minutes]
+        eb = [m for r in b for m in r.epoch_minutes]
+        if len(ea) >= 2 and len(eb) >= 2:  # pytest-benchmark style: per-iteration times when both sides kept them
+            xa, xb, unit = ea, eb, "per-epoch times"
+    if len(xa) < 2 or len(xb) < 2:
+        return None, f"needs 2+ seeds per side (A has {len(xa)}, B has {len(xb)})"
+    from scipy.stats import ttest_ind  # imported here: scipy.stats costs about a second
+
+    result = ttest_ind(xa, xb, equal_var=False)
+    p = float(result.pvalue)
+    if math.isnan(p):
+        return None, f"no variance on either side ({unit} {len(xa)} vs {len(xb)})"
+    return p, f"Welch t-test on {unit}, {len(xa)} vs {len(xb)}"
+
+
+def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFrame:
+    """Two runs, or two sets of runs, side by side per metric with absolute and relative deltas and a p-value.
+
+    Finished runs are grouped by (case, as_built). When each side holds a single group (e.g. two runs, or two seeds
+    of case 1 against three of case 8) the two are compared directly; otherwise (two result folders) each group
+    present on both sides is compared with its counterpart. Where both sides have 2+ runs of a group, Welch's t-test
+    (`scipy.stats.ttest_ind(equal_var=False)`) gives a p-value for PCKh Mean and min/epoch (min/epoch falls back
+    to the per-epoch times when there are fewer runs); elsewhere p is null and ``p_note`` says why.
+
+    Args:
+        a: the baseline side.
+        b: the side compared with it (delta = B - A).
+
+    Returns:
+        A frame with `COMPARE_COLUMNS`; ``attrs["notes"]`` has the devices and what was left out.
+
+    Raises:
+        HGBenchError: a side has no finished run, or the sides share no case to compare.
+    """
+    a, b = list(a), list(b)
+    fa, fb = [r for r in a if r.finished], [r for r in b if r.finished]
+    for side, runs, done in (("A", a, fa), ("B", b, fb)):
+        if not done:
+            extra = f" ({len(runs)} unfinished)" if runs else ""
+            raise HGBenchError(f"side {side} has no finished run to compare{extra}")
+    ga, gb = _by_case(fa), _by_case(fb)
+    notes: list[str] = []
+    if len(ga) == 1 and len(gb) == 1:
+        (ka, ra), (kb, rb) = next(iter(ga.items())), next(iter(gb.items()))
+        label = _group_label(ka) if ka == kb else f"{_group_label(ka)} vs {_group_label(kb)}"
+        pairs = [(label, ra, rb)]
+    else:
+        common = sorted(set(ga) & set(gb), key=lambda k: (_case_order(k[0]), k[1]))
+        if not common:
+            has_a, has_b = ", ".join(map(_group_label, ga)), ", ".join(map(_group_label, gb))
+            raise HGBenchError(f"A and B share no case: A has {has_a}; B has {has_b}")
+        pairs = [(_group_label(k), ga[k], gb[k]) for k in common]
+        for side, groups in (("A", ga), ("B", gb)):
+            only = [_group_label(k) for k in groups if k not in common]
+            if only:
+                notes.append(f"Only in {side}, not compared: {', '.join(only)}.")
+
+    rows: list[dict[str, Any]] = []
+    for label, ra, rb in pairs:
+        for metric, name in COMPARE_METRICS.items():
+            va, vb = _values(ra, metric), _values(rb, metric)
+            ma, sa = _mean_std(va)
+            mb, sb = _mean_std(vb)
+            delta = mb - ma if va and vb else math.nan
+            pct = 100.0 * delta / ma if va and vb and ma != 0 else math.nan
+            p, why = _welch(metric, ra, rb)
+            rows.append({"group": label, "metric": name, "a_mean": ma, "a_std": sa, "a_n": len(va), "b_mean": mb,
+                         "b_std": sb, "b_n": len(vb), "delta": delta, "delta_pct": pct, "p_value": p,
+                         "p_note": why})  # fmt: skip
+    df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+    df["p_value"] = pd.to_numeric(df["p_value"], errors="coerce").astype("float64")
+    for side, runs in (("A", fa), ("B", fb)):
+        devices = sorted({r.device for r in runs})
+        notes.insert(0, f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}"
+                        + (" (mixed devices within one side: its times are not one machine's)" if len(devices) > 1
+                           else "") + ".")  # fmt: skip
+    notes[:2] = sorted(notes[:2])
+    for side, runs in (("A", a), ("B", b)):
+        skipped = [r.run_id for r in runs if not r.finished]
+        if skipped:
+            notes.append(f"{side}: not finished, left out: {', '.join(skipped)}.")
+    df.attrs["notes"] = notes
+    return df
+
+
+def compare_rich_table(df: pd.DataFrame) -> Any:
+    """Render a `compare_runs` frame for the terminal: one compact rich table per group, p-value reasons beneath.
+
+    Returns:
+        A `rich.console.Group` of tables (print it with `rich.console.Console.print`).
+    """
+    from rich.console import Group
+    from rich.table import Table
+
+    tables = []
+    for group, rows in df.groupby("group", sort=False):
+        runs_a, runs_b = int(rows["a_n"].max()), int(rows["b_n"].max())
+        table = Table(title=f"{group}  (A: {runs_a} run(s), B: {runs_b}; delta = B - A)", title_justify="left")
+        for col in ("metric", "A", "B", "delta", "delta %", "p"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        reasons = []
+        for _, r in rows.iterrows():
+            d = _decimals(float(r["a_mean"])) if not _is_missing(r["a_mean"]) else None
+
+            def side(mean: Any, std: Any, d: int | None = d) -> str:
+                if _is_missing(mean):
+                    return "—"
+                return _fmt(mean, d) + ("" if _is_missing(std) else f" ± {_fmt(std, d)}")
+
+            delta = "—" if _is_missing(r["delta"]) else f"{float(r['delta']):+.{2 if d is None else d}f}"
+            pct = "—" if _is_missing(r["delta_pct"]) else f"{float(r['delta_pct']):+.1f}%"
+            p = "" if _is_missing(r["p_value"]) else f"{float(r['p_value']):.3g}"
+            if r["metric"] and r["p_note"] != "not tested":
+                p = p or "—"
+                reasons.append(f"{r['metric']}: {r['p_note']}")
+            table.add_row(str(r["metric"]), side(r["a_mean"], r["a_std"]), side(r["b_mean"], r["b_std"]), delta, pct,
+                          p)  # fmt: skip
+        if reasons:
+            table.caption = "p: " + "; ".join(reasons)
+            table.caption_justify = "left"
+        tables.append(table)
+    return Group(*tables)
+
+
+# -------------------------------------------------------------------------------------------------------- plot
+def _pareto(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The accuracy/cost frontier: points no other point beats on both time (lower) and accuracy (higher)."""
+    front: list[tuple[float, float]] = []
+    best = -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _merge_close(
+    labels: Sequence[str], xs: Sequence[float], ys: Sequence[float], ax: Any, within_pt: float = 5.0
+) -> tuple[list[str], list[float], list[float]]:
+    """One label ("4, 6") for markers drawn on top of each other, placed at the group's highest point."""
+    to_pt = 72.0 / ax.figure.dpi
+    disp = ax.transData.transform(list(zip(xs, ys, strict=True))) * to_pt
+    groups: list[list[int]] = []
+    for i in sorted(range(len(xs)), key=lambda i: (disp[i][1], disp[i][0])):
+        for g in groups:
+            j = g[-1]
+            if abs(disp[i][0] - disp[j][0]) < within_pt and abs(disp[i][1] - disp[j][1]) < within_pt:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    out = [(", ".join(labels[i] for i in sorted(g, key=lambda i: labels[i])), xs[g[-1]], ys[g[-1]]) for g in groups]
+    return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
+
+
+def _label_offsets(ys: Sequence[float], xs: Sequence[float], ax: Any, min_gap_pt: float = 9.0) -> list[float]:
+    """Vertical label offsets (points) so labels of nearby markers do not overlap: greedy, bottom to top."""
+    fig = ax.figure
+    to_pt = 72.0 / fig.dpi
+    disp = ax.transData.transform(list(zip(xs, ys, strict=True)))
+    order = sorted(range(len(ys)), key=lambda i: disp[i][1])
+    offsets = [0.0] * len(ys)
+    placed: list[tuple[float, float]] = []  # (x pt, y pt) of placed labels
+    for i in order:
+        x_pt, y_pt = disp[i][0] * to_pt, disp[i][1] * to_pt
+        y_label = y_pt
+        for px, py in placed:
+            if abs(px - x_pt) < 30 and y_label - py < min_gap_pt:
+                y_label = py + min_gap_pt
+        placed.append((x_pt, y_label))
+        offsets[i] = y_label - y_pt
+    return offsets
+
+
+def _panel_setting(runs: Sequence[RunSummary]) -> str:
+    """What a panel's runs were trained on (data, epochs, batch), so synthetic accuracy is not read as MPII's."""
+
+    def one(values: set) -> str:
+        return "/".join(map(str, sorted(values, key=str)))
+
+    data = one({r.dataset or "?" for r in runs})
+    epochs = one({r.config.get("epochs", "?") for r in runs})
+    batch = one({r.config.get("batch_size", "?") for r in runs})
+    return f"{data} data · {epochs} epochs · batch {batch}"
+
+
+def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, reference: bool = True) -> Path:
+    """Write a PNG of validation accuracy (PCKh@0.5 Mean) against training minutes per epoch, one point per case.
+
+    One panel per device of our finished runs, and (with `reference`) one for the published figures: the two were
+    measured on different hardware (and perhaps data), so each panel has its own axes and the same case keeps the
+    same colour across panels; read the *shape* of the frontier across panels, not absolute positions. Error bars
+    show the standard deviation over seeds; hollow markers are as-built forms; the dashed line joins the points no
+    other point in the panel beats on both time and accuracy.
+
+    Args:
+        summaries: run summaries (only finished runs with both figures are drawn).
+        out_png: the PNG to write (atomically; its folder is created).
+        reference: draw the published panel.
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        HGBenchError: nothing to draw, or matplotlib is missing.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise HGBenchError("`hgbench plot` needs matplotlib: pip install matplotlib") from None
+
+    summaries = [r for r in summaries if r.finished]
+    df = comparison_table(summaries, reference=False)
+    ours = df[df["pckh_mean"].notna() & df["min_per_epoch"].notna()]
+    left_out = [f"{_fmt_case(r)} on {r['device']}" for _, r in df.iterrows() if r.name not in ours.index]
+    panels: list[tuple[str, pd.DataFrame | None]] = [(str(dev), ours[ours["device"] == dev])
+                                                      for dev in sorted(ours["device"].unique())]  # fmt: skip
+    if reference:
+        panels.append(("published", None))
+    if not panels:
+        raise HGBenchError("no finished run has both an accuracy and a time to plot")
+
+    cases = [c for c in list_cases() if c in set(df["case"]) or (reference and c in PUBLISHED)]
+    cases += sorted(set(df["case"]) - set(cases), key=_case_order)
+    cmap = plt.get_cmap("tab10")
+    colour = {c: cmap(i % 10) for i, c in enumerate(cases)}
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False, dpi=120)
+    for ax, (device, rows) in zip(axes[0], panels, strict=True):
+        if rows is None:
+            xs = [p.min_per_epoch for p in PUBLISHED.values()]
+            ys = [p.val_acc for p in PUBLISHED.values()]
+            labels, xerr = list(PUBLISHED), [0.0] * len(xs)
+            ax.scatter(xs, ys, marker="s", s=46, c=[colour[c] for c in labels], edgecolors="black", linewidths=0.6,
+                       zorder=3, label="published (Quadro RTX 6000)")  # fmt: skip
+            ax.set_title("published (Quadro RTX 6000, PyTorch 1.8.1)", fontsize=10)
+            ax.set_ylabel("validation accuracy, as published (%)")
+            ax.text(0.98, 0.02, "MPII · 50 epochs · batch 6", ha="right", transform=ax.transAxes, fontsize=7.5,
+                    color="0.35")  # fmt: skip
+        else:
+            xs, ys = rows["min_per_epoch"].tolist(), rows["pckh_mean"].tolist()
+            labels = [str(c) + ("ab" if ab else "") for c, ab in zip(rows["case"], rows["as_built"], strict=True)]
+            xerr, yerr = rows["min_per_epoch_std"].fillna(0).tolist(), rows["pckh_mean_std"].fillna(0).tolist()
+            for x, y, xe, ye, case, h in zip(xs, ys, xerr, yerr, rows["case"], rows["as_built"], strict=True):
+                ax.errorbar(x, y, xerr=xe or None, yerr=ye or None, fmt="o", ms=7, color=colour[case],
+                            ecolor="0.5", elinewidth=0.8, capsize=2, mfc="white" if h else colour[case], mew=1.4,
+                            zorder=3)  # fmt: skip
+            title = f"ours: {device}"
+            ax.set_title(title if len(title) < 48 else title[:45] + "...", fontsize=10)
+            ax.set_ylabel("validation accuracy, PCKh@0.5 Mean (%)")
+            ax.text(0.98, 0.02, _panel_setting([r for r in summaries if r.device == device]), ha="right",
+                    transform=ax.transAxes, fontsize=7.5, color="0.35")  # fmt: skip
+        ax.set_xlabel("training minutes per epoch")
+        front = _pareto(list(zip(xs, ys, strict=True)))
+        if len(front) > 1:
+            ax.plot(*zip(*front, strict=True), ls="--", lw=1, color="0.55", zorder=2)
+        ax.grid(True, alpha=0.3)
+        ax.margins(y=0.15)
+        # Time from zero: a 3% faster epoch looks 3% shorter, as it is; the right edge leaves room for labels.
+        ax.set_xlim(0, 1.15 * max(x + e for x, e in zip(xs, xerr, strict=True)) or 1.0)
+        fig.canvas.draw()  # labels are placed in display space, which needs the final limits
+        labels, xs, ys = _merge_close(labels, xs, ys, ax)
+        for label, x, y, dy in zip(labels, xs, ys, _label_offsets(ys, xs, ax), strict=True):
+            ax.annotate(label, (x, y), xytext=(8, dy - 3), textcoords="offset points", fontsize=8,
+                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy > 4 else None)  # fmt: skip
+    notes = ["numbers: case; 'ab' and hollow markers: as built",
+             "dashed: frontier (nothing is both faster and more accurate)"]  # fmt: skip
+    if len(panels) > 1:
+        notes.append("each panel has its own axes: different hardware")
+    if left_out:
+        notes.append("not drawn (no accuracy or time): " + ", ".join(left_out[:4]))
+    fig.suptitle("Stacked Hourglass variants: accuracy against training cost", fontsize=12)
+    # About 85 characters of 7.5-point text fit under one 5.2-inch panel: wrap so a one-panel figure keeps it all.
+    footer = textwrap.fill(" · ".join(notes), width=85 * len(panels))
+    fig.text(0.5, 0.01, footer, ha="center", va="bottom", fontsize=7.5, color="0.35")
+    fig.tight_layout(rect=(0, 0.035 * (footer.count("\n") + 1) + 0.01, 1, 0.97))
+
+    out = Path(out_png)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    write_bytes_atomic(out, buf.getvalue())
+    return out

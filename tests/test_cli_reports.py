@@ -1,0 +1,130 @@
+"""Tests of `hgbench table`, `hgbench compare` and `hgbench plot` through the real entry point (`hgbench.cli.main`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hgbench import cli
+from hgbench.report import README_END, README_START
+
+RECORDS = Path(__file__).parent / "data" / "records"
+CPU_DIR = RECORDS / "cpu-pt2.14.1"
+
+
+@pytest.fixture(autouse=True)
+def _only_report_commands(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build the parser from these three commands only, so the tests do not depend on the other subcommands."""
+    monkeypatch.setattr(cli, "command_modules", lambda: ["table", "compare", "plot"])
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_markdown_warns_about_bad_files_and_still_renders(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["table", "--results", str(RECORDS)], capsys)
+    assert code == 0
+    assert out.startswith("> **Warning:** These runs come from 2 different devices")
+    assert "| 3 | 6 stacks | 2 |" in out
+    warnings = err.splitlines()
+    assert len(warnings) == 2
+    assert all(w.startswith("hgbench: warning: ") for w in warnings)
+    assert "0006_case8_seed0.json" in err
+    assert "foreign.json" in err
+
+
+def test_table_csv(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["table", "--format", "csv", "--reference", "--results", str(CPU_DIR)], capsys)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].startswith("case,as_built,description,runs,seeds,device,setting,params,gflops,")
+    assert lines[0].endswith(",min_per_epoch_ratio,inference_min_ratio")
+    assert len(lines) == 1 + 8
+
+
+def test_table_missing_folder_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["table", "--results", str(tmp_path / "results")], capsys)
+    assert code == 2
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("hgbench: error: results not found: ")
+
+
+def test_table_empty_folder_prints_header_and_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["table", "--results", str(tmp_path)], capsys)
+    assert code == 0
+    assert err == ""
+    assert out.startswith("| case |")
+    assert "No finished runs yet" in out
+
+
+def test_table_readme_rewrite_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = tmp_path / "README.md"
+    head, tail = "# title\n\n## Results\n\n", "\n## Licence\n\nMIT\n"
+    readme.write_text(f"{head}{README_START}\n_No results yet._\n{README_END}{tail}")
+    argv = ["table", "--reference", "--readme", str(readme), "--results", str(CPU_DIR)]
+    code, out, _ = run(argv, capsys)
+    assert code == 0
+    assert "results section updated" in out
+    text = readme.read_text()
+    assert text.startswith(head + README_START + "\n| case |")
+    assert text.endswith(README_END + tail)
+    assert "published val. acc" in text
+    code, out, _ = run(argv, capsys)
+    assert code == 0
+    assert "already up to date" in out
+    assert readme.read_text() == text
+
+
+def test_table_readme_without_markers_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    code, _, err = run(["table", "--readme", str(readme), "--results", str(CPU_DIR)], capsys)
+    assert code == 2
+    assert err.splitlines()[-1].startswith("hgbench: error: ")
+    assert "marker" in err
+    assert readme.read_text() == "# no markers here\n"
+
+
+def test_table_readme_and_csv_conflict(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["table", "--format", "csv", "--readme", str(tmp_path / "R.md")])
+    assert info.value.code == 2
+    assert "--readme writes Markdown" in capsys.readouterr().err
+
+
+def test_compare_files_and_globs(capsys: pytest.CaptureFixture[str]) -> None:
+    a = str(CPU_DIR / "0001_case1_seed0.json")
+    b = str(CPU_DIR / "000[23]_case3_*.json")
+    code, out, err = run(["compare", a, b, "--format", "csv"], capsys)
+    assert code == 0
+    assert err == ""
+    assert out.splitlines()[0] == "group,metric,a_mean,a_std,a_n,b_mean,b_std,b_n,delta,delta_pct,p_value,p_note"
+    assert "case 1 vs case 3,PCKh@0.5 Mean,42.5,,1,42,1.414213562,2,-0.5," in out
+    code, out, _ = run(["compare", a, b], capsys)
+    assert code == 0
+    assert "case 1 vs case 3" in out
+    assert "min/epoch" in out
+    assert "A: 1 finished run(s)" in out
+
+
+def test_compare_missing_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(["compare", str(CPU_DIR), str(tmp_path / "nope")], capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "nope" in err
+
+
+def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copytree(CPU_DIR, tmp_path / "results" / CPU_DIR.name)
+    out_png = tmp_path / "out" / "frontier.png"
+    code, out, err = run(["plot", "--results", str(tmp_path / "results"), "--out", str(out_png)], capsys)
+    assert code == 0
+    assert out.strip() == f"wrote {out_png}"
+    assert "0006_case8_seed0.json" in err
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

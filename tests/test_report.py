@@ -1,0 +1,337 @@
+"""Tests of the reporter (hgbench/report.py): the table and its formats, the README rewrite, compare, the plot."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from hgbench.cases import PUBLISHED, PUBLISHED_HARDWARE
+from hgbench.errors import HGBenchError
+from hgbench.report import (
+    COMPARE_COLUMNS,
+    README_END,
+    README_START,
+    REFERENCE_COLUMNS,
+    TABLE_COLUMNS,
+    compare_rich_table,
+    compare_runs,
+    comparison_table,
+    plot_frontier,
+    rewrite_readme,
+    to_csv,
+    to_markdown,
+)
+from hgbench.results import RunSummary, load_records, summarize
+
+RECORDS = Path(__file__).parent / "data" / "records"
+CPU_DIR = RECORDS / "cpu-pt2.14.1"
+
+# The CSV header is a contract with tools: changing it must be deliberate (and documented in report.py).
+EXPECTED_HEADER = (
+    "case,as_built,description,runs,seeds,device,setting,params,gflops,min_per_epoch,min_per_epoch_std,data_wait_pct,"
+    "data_wait_pct_std,pckh_mean,pckh_mean_std,heatmap_acc,heatmap_acc_std,inference_min,inference_min_std,"
+    "images_per_s,images_per_s_std,energy_j_per_epoch,energy_j_per_epoch_std"
+)
+EXPECTED_REFERENCE_HEADER = (
+    EXPECTED_HEADER + ",published_min_per_epoch,published_val_acc,published_inference_min,min_per_epoch_ratio,"
+    "inference_min_ratio"
+)
+
+
+@pytest.fixture(scope="module")
+def summaries() -> list[RunSummary]:
+    found, warnings = load_records([RECORDS])
+    assert len(warnings) == 2  # the corrupt and the foreign file
+    return found
+
+
+@pytest.fixture(scope="module")
+def cpu_only(summaries: list[RunSummary]) -> list[RunSummary]:
+    return [s for s in summaries if s.device.startswith("CPU")]
+
+
+def variant(name: str, **changes: object) -> RunSummary:
+    """A summary of a golden record with some fields changed (e.g. another seed and accuracy)."""
+    record = json.loads((CPU_DIR / name).read_text())
+    summary = summarize(copy.deepcopy(record), CPU_DIR / name)
+    for key, value in changes.items():
+        setattr(summary, key, value)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------------ table
+def test_table_rows_in_case_order_with_seed_statistics(cpu_only: list[RunSummary]) -> None:
+    df = comparison_table(cpu_only)
+    assert list(df.columns) == list(TABLE_COLUMNS)
+    assert [(r.case, r.as_built) for r in df.itertuples()] == [("1", False), ("3", False), ("5", True)]
+    case3 = df[df["case"] == "3"].iloc[0]
+    assert case3["runs"] == 2
+    assert case3["seeds"] == "0 1"
+    assert case3["pckh_mean"] == pytest.approx(42.0)  # 41.0 and 43.0
+    assert case3["pckh_mean_std"] == pytest.approx(math.sqrt(2))  # sample std, ddof=1
+    case1 = df[df["case"] == "1"].iloc[0]
+    assert case1["runs"] == 1
+    assert math.isnan(case1["pckh_mean_std"])
+    assert math.isnan(case1["energy_j_per_epoch"])  # not measured on the CPU stays empty, never 0
+    assert df.attrs["warnings"] == []
+    assert any("0005_case2_seed0 (interrupted)" in n for n in df.attrs["notes"])
+    assert "2" not in set(df["case"])  # the interrupted run is not in the table
+
+
+def test_table_mixed_devices_warns_and_keeps_rows_apart(summaries: list[RunSummary]) -> None:
+    df = comparison_table(summaries)
+    case1 = df[df["case"] == "1"]
+    assert sorted(case1["device"]) == ["CPU: AMD EPYC 7B13", "NVIDIA H100 80GB HBM3"]  # never averaged together
+    assert len(df.attrs["warnings"]) == 1
+    assert "2 different devices" in df.attrs["warnings"][0]
+    md = to_markdown(df)
+    assert "> **Warning:** These runs come from 2 different devices" in md
+
+
+def test_table_reference_columns_and_ratios(cpu_only: list[RunSummary]) -> None:
+    df = comparison_table(cpu_only, reference=True)
+    assert list(df.columns) == [*TABLE_COLUMNS, *REFERENCE_COLUMNS]
+    assert sorted(set(df["case"]), key=int) == [str(i) for i in range(1, 9)]  # every published case is shown
+    case3 = df[df["case"] == "3"].iloc[0]
+    assert case3["published_min_per_epoch"] == PUBLISHED["3"].min_per_epoch
+    assert case3["published_val_acc"] == PUBLISHED["3"].val_acc
+    assert case3["min_per_epoch_ratio"] == pytest.approx(case3["min_per_epoch"] / PUBLISHED["3"].min_per_epoch)
+    assert case3["inference_min_ratio"] == pytest.approx(case3["inference_min"] / PUBLISHED["3"].inference_min)
+    case7 = df[df["case"] == "7"].iloc[0]
+    assert case7["runs"] == 0
+    assert math.isnan(case7["min_per_epoch_ratio"])
+    md = to_markdown(df)
+    assert "published min/epoch" in md
+    assert "published val. acc" in md
+    assert PUBLISHED_HARDWARE in md
+
+
+def test_table_setting_column_when_configs_differ(cpu_only: list[RunSummary]) -> None:
+    smoke = variant("0001_case1_seed0.json", config={**cpu_only[0].config, "epochs": 1}, pckh_mean=5.0)
+    df = comparison_table([*cpu_only, smoke])
+    case1 = df[df["case"] == "1"]
+    assert sorted(case1["setting"]) == ["epochs=1", "epochs=3"]  # a smoke run is not averaged with a real one
+    assert "| setting |" in to_markdown(df)
+    assert "| setting |" not in to_markdown(comparison_table(cpu_only))
+    elsewhere = variant("0001_case1_seed0.json", config={**cpu_only[0].config, "workers": 8, "data_dir": "/x"})
+    assert comparison_table([*cpu_only, elsewhere])["runs"].tolist() == [2, 2, 1]  # paths and workers do not split
+
+
+def test_table_empty() -> None:
+    df = comparison_table([])
+    assert len(df) == 0
+    assert list(df.columns) == list(TABLE_COLUMNS)
+    md = to_markdown(df)
+    assert sum(ln.startswith("| ") for ln in md.splitlines()) == 1  # the header row only
+    assert "No finished runs yet" in md
+    assert to_csv(df).strip() == EXPECTED_HEADER
+    ref = comparison_table([], reference=True)
+    assert len(ref) == 8
+    assert (ref["runs"] == 0).all()
+
+
+def test_csv_header_is_stable_and_parses_back(summaries: list[RunSummary]) -> None:
+    text = to_csv(comparison_table(summaries))
+    assert text.splitlines()[0] == EXPECTED_HEADER
+    assert to_csv(comparison_table(summaries, reference=True)).splitlines()[0] == EXPECTED_REFERENCE_HEADER
+    back = pd.read_csv(io.StringIO(text), dtype={"case": str, "seeds": str})
+    assert len(back) == 4
+    assert set(back["as_built"]) == {True, False}
+    row = back[back["case"] == "3"].iloc[0]
+    assert row["pckh_mean"] == pytest.approx(42.0)
+    assert row["runs"] == 2
+    assert row["params"] == 19_306_720
+    assert pd.isna(back[back["case"] == "5"].iloc[0]["energy_j_per_epoch"])  # null -> empty cell
+
+
+def test_markdown_shape_and_mean_std(cpu_only: list[RunSummary]) -> None:
+    md = to_markdown(comparison_table(cpu_only), title="Results")
+    lines = md.splitlines()
+    table = [ln for ln in lines if ln.startswith("|")]
+    assert len(table) == 2 + 3  # header, rule, one line per row
+    assert len({ln.count(" | ") for ln in table if not ln.startswith("|:") and not ln.startswith("|-")}) == 1
+    assert lines[0] == "**Results**"
+    case3 = next(ln for ln in table if ln.startswith("| 3 "))
+    assert "42.00 ± 1.41" in case3
+    assert "| 2 |" in case3
+    assert "| 5 (as built) |" in md
+    assert md == to_markdown(comparison_table(cpu_only), title="Results")  # deterministic
+
+
+def test_markdown_escapes_pipes() -> None:
+    s = variant("0001_case1_seed0.json", description="a | b")
+    assert "a \\| b" in to_markdown(comparison_table([s]))
+
+
+# ----------------------------------------------------------------------------------------------------- README
+README = f"""# project
+
+Intro text, **kept**  as is.\t
+
+## Results
+
+{README_START}
+old table
+{README_END}
+
+## After
+trailing text without newline"""
+
+
+def test_rewrite_readme_changes_only_between_markers_and_is_idempotent(tmp_path: Path) -> None:
+    path = tmp_path / "README.md"
+    path.write_bytes(README.encode())
+    assert rewrite_readme(path, "| a |\n|---|\n| 1 |\n") is True
+    text = path.read_text()
+    before, after = README.split(README_START)[0], README.split(README_END)[1]
+    assert text.startswith(before + README_START + "\n| a |\n|---|\n| 1 |\n" + README_END)
+    assert text.endswith(README_END + after)  # byte for byte, including the missing final newline
+    mtime = path.stat().st_mtime_ns
+    assert rewrite_readme(path, "| a |\n|---|\n| 1 |\n") is False  # twice: nothing changes, not even the file
+    assert path.stat().st_mtime_ns == mtime
+    assert rewrite_readme(path, "new") is True
+    assert "old table" not in path.read_text()
+
+
+def test_rewrite_readme_keeps_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "README.md"
+    path.write_bytes(README.replace("\n", "\r\n").encode())
+    rewrite_readme(path, "line 1\nline 2\n")
+    raw = path.read_bytes()
+    assert b"\r\nline 1\r\nline 2\r\n" + README_END.encode() in raw
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("# no markers\n", "marker <!-- hgbench:results:start --> missing"),
+        (f"{README_START}\n{README_START}\n{README_END}\n", "found 2 times"),
+        (f"{README_START}\n", "<!-- hgbench:results:end --> missing"),
+        (f"{README_END}\nx\n{README_START}\n", "comes before"),
+    ],
+)
+def test_rewrite_readme_bad_markers(tmp_path: Path, text: str, match: str) -> None:
+    path = tmp_path / "README.md"
+    path.write_text(text)
+    with pytest.raises(HGBenchError, match=match) as info:
+        rewrite_readme(path, "table")
+    assert "\n" not in str(info.value)
+    assert str(path) in str(info.value)
+    assert path.read_text() == text
+
+
+def test_rewrite_readme_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(HGBenchError, match="README not found"):
+        rewrite_readme(tmp_path / "README.md", "table")
+
+
+def test_repository_readme_has_the_markers() -> None:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    assert text.count(README_START) == 1
+    assert text.count(README_END) == 1
+    assert text.index(README_START) < text.index(README_END)
+
+
+# ---------------------------------------------------------------------------------------------------- compare
+def seeds(name: str, pckhs: list[float], minutes: list[float]) -> list[RunSummary]:
+    pairs = enumerate(zip(pckhs, minutes, strict=True))
+    return [variant(name, seed=i, pckh_mean=p, min_per_epoch=m) for i, (p, m) in pairs]
+
+
+def test_compare_two_single_runs_deltas_and_no_p(cpu_only: list[RunSummary]) -> None:
+    a = [s for s in cpu_only if s.case == "1"]
+    b = [variant("0001_case1_seed0.json", pckh_mean=45.0, min_per_epoch=0.5, epoch_minutes=[])]
+    df = compare_runs(a, b)
+    assert list(df.columns) == list(COMPARE_COLUMNS)
+    row = df.set_index("metric").loc["PCKh@0.5 Mean"]
+    assert row["group"] == "case 1"
+    assert row["delta"] == pytest.approx(45.0 - 42.5)
+    assert row["delta_pct"] == pytest.approx(100 * 2.5 / 42.5)
+    assert math.isnan(row["p_value"])
+    assert "needs 2+ seeds per side (A has 1, B has 1)" in row["p_note"]
+    t = df.set_index("metric").loc["min/epoch"]
+    assert t["delta"] == pytest.approx(0.5 - 0.62)
+    assert math.isnan(t["p_value"])
+    assert df.set_index("metric").loc["images/s", "p_note"] == "not tested"
+
+
+def test_compare_seeds_gives_welch_p_value() -> None:
+    from scipy.stats import ttest_ind
+
+    a = seeds("0001_case1_seed0.json", [83.0, 83.4, 82.9], [18.0, 18.2, 17.9])
+    b = seeds("0004_case5-asbuilt_seed0.json", [78.8, 79.1], [14.7, 14.6])
+    df = compare_runs(a, b).set_index("metric")
+    pckh = df.loc["PCKh@0.5 Mean"]
+    assert pckh["group"] == "case 1 vs case 5 (as built)"
+    expected = ttest_ind([83.0, 83.4, 82.9], [78.8, 79.1], equal_var=False).pvalue
+    assert pckh["p_value"] == pytest.approx(expected)
+    assert pckh["p_value"] < 0.05
+    assert (pckh["a_n"], pckh["b_n"]) == (3, 2)
+    assert "Welch" in pckh["p_note"]
+    assert df.loc["min/epoch", "p_value"] == pytest.approx(
+        ttest_ind([18.0, 18.2, 17.9], [14.7, 14.6], equal_var=False).pvalue
+    )
+    assert math.isnan(df.loc["data-wait %", "p_value"])
+
+
+def test_compare_one_seed_against_many_has_null_p_with_reason() -> None:
+    a = seeds("0001_case1_seed0.json", [83.0], [18.0])
+    b = seeds("0001_case1_seed0.json", [83.1, 83.3], [18.1, 18.0])
+    row = compare_runs(a, b).set_index("metric").loc["PCKh@0.5 Mean"]
+    assert math.isnan(row["p_value"])
+    assert row["p_note"] == "needs 2+ seeds per side (A has 1, B has 2)"
+
+
+def test_compare_folders_pairs_common_cases(summaries: list[RunSummary]) -> None:
+    cpu = [s for s in summaries if s.device.startswith("CPU")]
+    gpu = [s for s in summaries if not s.device.startswith("CPU")]
+    df = compare_runs(cpu, [*gpu, variant("0002_case3_seed0.json")])
+    assert set(df["group"]) == {"case 1", "case 3"}
+    notes = " ".join(df.attrs["notes"])
+    assert "Only in A, not compared: case 5 (as built)" in notes
+    assert "0005_case2_seed0" in notes
+    assert "NVIDIA H100 80GB HBM3" in notes
+    rich = compare_rich_table(df)
+    assert len(rich.renderables) == 2
+
+
+def test_compare_errors(summaries: list[RunSummary]) -> None:
+    interrupted = [s for s in summaries if not s.finished]
+    with pytest.raises(HGBenchError, match="side A has no finished run"):
+        compare_runs(interrupted, summaries)
+    with pytest.raises(HGBenchError, match="side B has no finished run"):
+        compare_runs(summaries, [])
+    one = [variant("0001_case1_seed0.json"), variant("0002_case3_seed0.json")]
+    other = [variant("0004_case5-asbuilt_seed0.json", case="7"), variant("0004_case5-asbuilt_seed0.json")]
+    with pytest.raises(HGBenchError, match="A and B share no case"):
+        compare_runs(one, other)
+
+
+def test_compare_csv_header(cpu_only: list[RunSummary]) -> None:
+    text = to_csv(compare_runs(cpu_only[:1], cpu_only[1:2]))
+    assert text.splitlines()[0] == ",".join(COMPARE_COLUMNS)
+    assert len(text.splitlines()) == 1 + 7
+
+
+# ------------------------------------------------------------------------------------------------------- plot
+def test_plot_frontier_writes_a_png(tmp_path: Path, summaries: list[RunSummary]) -> None:
+    out = plot_frontier(summaries, tmp_path / "figs" / "frontier.png", reference=True)
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000
+    assert not [p for p in out.parent.iterdir() if p.suffix == ".tmp"]
+
+
+def test_plot_frontier_published_only_and_nothing(tmp_path: Path) -> None:
+    out = plot_frontier([], tmp_path / "ref.png", reference=True)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(HGBenchError, match="no finished run"):
+        plot_frontier([], tmp_path / "none.png", reference=False)
+    assert not (tmp_path / "none.png").exists()
