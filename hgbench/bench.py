@@ -1,0 +1,469 @@
+"""Model-only speed benchmark: training steps and inference batches of one case on synthetic tensors, per speed mode.
+
+`hgbench bench` answers "how fast can this network go on this device, and which settings get it there", with no data
+loading in the way (the study's timings were dominated by its input pipeline; see shared/spec/cases.md). Modes form
+a ladder, each adding one setting to the previous one where the device supports it:
+
+    eager (fp32, the study's setting) -> + channels_last -> + bf16 autocast -> + torch.compile -> + CUDA graphs
+
+A mode that does not apply on the device is reported as skipped with its reason; one that fails (a compiler error,
+out of memory) is reported as failed with its reason, and the other modes still run. Times are per-iteration device
+times from `hgbench.telemetry.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
+come from the counted forward FLOPs of `hgbench.cases.measure_cost` (a training step counts as 3 x forward).
+
+References: timm `benchmark.py` (modes side by side, images/s), TorchBench `run.py` (event timing), nanoGPT
+`bench.py` (burn-in before measuring).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gc
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hgbench import __version__
+from hgbench.cases import CaseSpec, measure_cost
+from hgbench.errors import HGBenchError
+from hgbench.loss import heatmap_loss
+from hgbench.results import machine_id, next_record_path, write_json_atomic
+from hgbench.telemetry import (
+    collect_commit_info,
+    collect_environment,
+    cpu_has_native_bf16,
+    peak_memory_mib,
+    reset_peak_memory,
+    time_fn,
+)
+
+SCHEMA = "hgbench.bench/1"
+MODES: tuple[str, ...] = ("eager", "channels_last", "bf16", "compile", "cudagraphs")
+# Warm-up calls a mode needs before its times mean anything: compile traces on the first call (and again for
+# backward), and CUDA graphs (torch.compile mode="reduce-overhead") record on a later call than the first.
+MIN_WARMUP: dict[str, int] = {"eager": 1, "channels_last": 1, "bf16": 1, "compile": 2, "cudagraphs": 3}
+LR = 5e-4  # the study's Adam learning rate: the optimiser step costs the same as in a real run
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """What one benchmark mode turns on."""
+
+    channels_last: bool = False  # model and input in NHWC memory format
+    amp: bool = False  # bf16 autocast around the forward pass
+    compile: bool = False  # torch.compile(model)
+    cudagraphs: bool = False  # torch.compile(model, mode="reduce-overhead"): CUDA graphs (CUDA only)
+
+    def label(self) -> str:
+        """E.g. ``fp32`` or ``channels_last+bf16+compile``."""
+        on = [k if k != "amp" else "bf16" for k, v in asdict(self).items() if v]
+        if self.cudagraphs and "compile" in on:
+            on.remove("compile")  # "cudagraphs" already implies compile(mode="reduce-overhead")
+        return "+".join(on) if on else "fp32"
+
+
+@dataclass(frozen=True)
+class ModePlan:
+    """A requested mode resolved for a device: the settings to run, or why it does not apply."""
+
+    mode: str  # one of MODES
+    settings: ModeSettings | None  # None when skipped
+    skip_reason: str | None = None  # one line; set exactly when settings is None
+
+
+def parse_modes(text: str | Sequence[str]) -> list[str]:
+    """Split and check a comma-separated mode list; ``all`` means every mode.
+
+    Raises:
+        HGBenchError: an unknown or empty mode list (one line, listing the valid modes).
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    modes = [m.strip().lower().replace("-", "_") for m in items if m.strip()]
+    if modes == ["all"]:
+        return list(MODES)
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        what = f"unknown mode {bad[0]!r}" if bad else "no mode given"
+        raise HGBenchError(f"{what}; valid modes: {', '.join(MODES)} (or all)")
+    return list(dict.fromkeys(modes))  # keep the user's order, drop repeats
+
+
+def _bf16_reason(device: torch.device) -> str | None:
+    """None if bf16 autocast runs natively on the device, else why the bf16 rung does not apply."""
+    if device.type == "cuda":
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older signature without the keyword
+            native = torch.cuda.is_bf16_supported()
+        return None if native else "this GPU has no native bf16 (needs compute capability 8.0+)"
+    if cpu_has_native_bf16():
+        return None
+    return "this CPU has no native bf16 (AVX512-BF16/AMX); autocast would emulate it and only measure the emulation"
+
+
+def _compile_reason(device: torch.device) -> str | None:
+    """None if torch.compile can run here, else why not (inductor on the CPU needs a C++ compiler)."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return "torch.compile on the CPU needs a C++ compiler (none found on PATH)"
+    return None
+
+
+def plan_modes(modes: Sequence[str], device: str | torch.device) -> list[ModePlan]:
+    """Resolve each requested mode to the settings it runs on this device (the ladder, minus what does not apply).
+
+    The ladder is cumulative: ``bf16`` = channels_last + bf16, ``compile`` = channels_last + bf16 + compile,
+    ``cudagraphs`` = all of them with CUDA graphs. A setting the device lacks is dropped from the higher rungs (so
+    ``compile`` on a CPU without native bf16 is channels_last + compile), and the rung that introduces it is skipped.
+    """
+    dev = torch.device(device)
+    bf16_why = _bf16_reason(dev)
+    compile_why = _compile_reason(dev)
+    plans = []
+    for mode in modes:
+        if mode not in MODES:
+            raise HGBenchError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        rung = MODES.index(mode)
+        amp = rung >= 2 and bf16_why is None
+        why = None
+        if mode == "bf16":
+            why = bf16_why
+        elif mode == "compile":
+            why = compile_why
+        elif mode == "cudagraphs":
+            why = "CUDA graphs need a CUDA device" if dev.type != "cuda" else compile_why
+        if why is not None:
+            plans.append(ModePlan(mode, None, why))
+            continue
+        settings = ModeSettings(channels_last=rung >= 1, amp=amp, compile=rung >= 3, cudagraphs=rung >= 4)
+        plans.append(ModePlan(mode, settings))
+    return plans
+
+
+def best_mode(device: str | torch.device) -> dict[str, bool]:
+    """The fast-path settings for ``hgbench run --fast`` on this device.
+
+    CUDA: channels_last + bf16 autocast (where native) + torch.compile. CPU: channels_last only: bf16 without
+    hardware support is emulated (slower), and compile's first step costs minutes for an 8-stack model (see
+    shared/spec/environment.md), which a run of a few epochs never earns back.
+
+    Returns:
+        ``{"channels_last": bool, "amp": bool, "compile": bool}``.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return {"channels_last": True, "amp": _bf16_reason(dev) is None, "compile": _compile_reason(dev) is None}
+    return {"channels_last": True, "amp": False, "compile": False}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The timed work
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Everything that shapes a benchmark run (stored as the record's ``config``)."""
+
+    case: str  # registry id
+    as_built: bool  # the study's code as it ran
+    batch_size: int  # images per step, training and inference
+    steps: int  # timed iterations per phase
+    warmup: int  # untimed iterations per phase (raised to MIN_WARMUP[mode] where a mode needs more)
+    input_res: int  # square input side
+    device: str  # "cpu" or "cuda[:i]"
+    modes: tuple[str, ...]  # requested modes, in order
+    seed: int = 0  # synthetic tensors and initial weights
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(device: torch.device) -> Iterator[None]:
+    """cuDNN autotuning on for the duration (as the study's code and any serious run set it); restored after."""
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = device.type == "cuda" or old
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
+def _phase_result(stats: Any, *, batch: int, gflops_per_image: float, factor: int, peak_conv: float | None,
+                  peak_mem: float | None) -> dict:  # fmt: skip
+    """Stats dict plus the derived figures; throughput from the median step (robust to a stray slow step)."""
+    med = stats.median
+    tflops = factor * gflops_per_image * batch / med / 1e3
+    return {
+        **stats.to_dict(),
+        "ms_per_step_median": med * 1e3,
+        "images_per_s": batch / med,
+        "tflops": tflops,
+        "flops_per_step": factor * gflops_per_image * batch * 1e9,
+        "pct_conv_peak": None if peak_conv is None else 100.0 * tflops / peak_conv,
+        "peak_memory_mib": peak_mem,
+    }
+
+
+@dataclass
+class Workload:
+    """One case's model, optimiser and synthetic batch, with the two callables the timers run.
+
+    Call ``model.train()`` before timing `train_step` and ``model.eval()`` before `infer_step` (outside the timed
+    calls: switching modes walks every module).
+    """
+
+    model: nn.Module  # the network, moved to the device in the mode's memory format
+    train_step: Callable[[], None]  # zero_grad, forward (autocast if set), loss over every stack, backward, Adam step
+    infer_step: Callable[[], None]  # forward under no_grad (autocast if set)
+    optimizer: torch.optim.Optimizer  # Adam at the study's learning rate
+
+
+def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_res: int,
+                  device: str | torch.device, seed: int = 0) -> Workload:  # fmt: skip
+    """Build a case's model and synthetic tensors of the real shapes, and the step callables for one mode.
+
+    The input is ``[batch, 3, input_res, input_res]`` noise; the targets are ``[batch, 16, input_res/4, input_res/4]``
+    heatmaps with about a fifth of the joints weighted 0, as invisible joints are in MPII. Nothing is loaded.
+
+    Args:
+        spec: the case.
+        settings: the mode's settings.
+        batch: images per step.
+        input_res: square input side.
+        device: where to run.
+        seed: for the synthetic tensors and the initial weights.
+    """
+    from hgbench.models import build_model
+
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
+    model: nn.Module = build_model(spec).to(dev, memory_format=fmt)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    hm = input_res // 4
+    x = torch.randn(batch, 3, input_res, input_res, generator=gen).to(dev, memory_format=fmt)
+    target = torch.rand(batch, spec.num_joints, hm, hm, generator=gen).to(dev)
+    weight = (torch.rand(batch, spec.num_joints, generator=gen) > 0.2).float().to(dev)  # ~20% joints unseen
+
+    forward: Callable[[torch.Tensor], list[torch.Tensor]] = model
+    if settings.compile:
+        forward = torch.compile(model, mode="reduce-overhead" if settings.cudagraphs else None)  # type: ignore[assignment]
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=settings.amp)
+
+    def mark_step() -> None:
+        # CUDA graph trees reuse output memory between replays; marking each step tells them the last one is done.
+        if settings.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    def train_step() -> None:
+        mark_step()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast():
+            outputs = forward(x)
+        heatmap_loss(outputs, target, weight).backward()
+        optimizer.step()
+
+    def infer_step() -> None:
+        mark_step()
+        with torch.no_grad(), autocast():
+            forward(x)
+
+    return Workload(model, train_step, infer_step, optimizer)
+
+
+def bench_mode(spec: CaseSpec, settings: ModeSettings, *, batch: int, steps: int, warmup: int, input_res: int,
+               device: str | torch.device, gflops_per_image: float, peak_conv: float | None = None,
+               seed: int = 0) -> dict:  # fmt: skip
+    """Time training steps, then inference batches, of one case under one mode.
+
+    Args:
+        spec: the case.
+        settings: the mode's settings.
+        batch: images per step.
+        steps: timed iterations per phase.
+        warmup: untimed iterations per phase.
+        input_res: square input side.
+        device: where to run.
+        gflops_per_image: counted forward GFLOPs of one image at `input_res`.
+        peak_conv: measured conv peak (TFLOP/s) to express throughput against, or None.
+        seed: for the synthetic tensors and the initial weights.
+
+    Returns:
+        ``{"train": {...}, "infer": {...}}``, each the `TimingStats` dict plus ms_per_step_median, images_per_s,
+        tflops, pct_conv_peak and peak_memory_mib.
+    """
+    dev = torch.device(device)
+    work = make_workload(spec, settings, batch=batch, input_res=input_res, device=dev, seed=seed)
+    common = {"batch": batch, "gflops_per_image": gflops_per_image, "peak_conv": peak_conv}
+    result = {}
+    # No try/finally cleanup here: the caller releases memory once this frame (and any traceback holding it) is gone.
+    with _cudnn_benchmark(dev):
+        work.model.train()
+        reset_peak_memory(dev)
+        stats = time_fn(work.train_step, warmup=warmup, iters=steps, device=dev)
+        result["train"] = _phase_result(stats, factor=3, peak_mem=peak_memory_mib(dev), **common)
+        work.model.eval()
+        work.optimizer.zero_grad(set_to_none=True)  # free the gradients: inference memory should not count them
+        reset_peak_memory(dev)
+        stats = time_fn(work.infer_step, warmup=warmup, iters=steps, device=dev)
+        result["infer"] = _phase_result(stats, factor=1, peak_mem=peak_memory_mib(dev), **common)
+    return result
+
+
+def _release(device: torch.device, *, compiled: bool) -> None:
+    """Free one mode's memory and compiled graphs so the next mode starts clean."""
+    if compiled:
+        torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_peak_conv_tflops(device: str | torch.device, dtype: torch.dtype = torch.bfloat16, *, batch: int = 32,
+                             channels: int = 256, size: int = 64, iters: int = 20) -> float | None:  # fmt: skip
+    """The device's achievable convolution throughput: one big 3x3 conv forward, channels_last, cuDNN autotuned.
+
+    The reference for "% of measured conv peak" (issue 7's target: >= 40% of it at batch 32). CUDA only: on the
+    CPU there is no meaningful single-kernel peak to compare against, so it returns None.
+
+    Args:
+        device: where to measure.
+        dtype: the compute dtype (bf16 by default, the fast path's precision).
+        batch: images; channels: input and output channels; size: square spatial side.
+        iters: timed iterations after 5 warm-up ones.
+
+    Returns:
+        TFLOP/s from the median iteration (FLOPs = 2 x multiply-adds), or None on the CPU.
+    """
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False).to(dev, dtype, memory_format=torch.channels_last)
+    x = torch.randn(batch, channels, size, size, device=dev, dtype=dtype).to(memory_format=torch.channels_last)
+    with torch.no_grad(), _cudnn_benchmark(dev):
+        stats = time_fn(lambda: conv(x), warmup=5, iters=iters, device=dev)
+    flops = 2 * batch * channels * channels * 9 * size * size
+    return flops / stats.median / 1e12
+
+
+def _cudagraph_skips() -> int:
+    """How often inductor has declined to use CUDA graphs in this process (0 where torch does not count it)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+    except (ImportError, KeyError, TypeError):
+        return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+
+
+def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], None] | None = None) -> dict:
+    """Benchmark every requested mode of one case and return the full record (not yet written).
+
+    Args:
+        spec: the case (its `as_built` form already chosen).
+        config: sizes, device and modes.
+        progress: called with a short line before each mode (the CLI prints it to stderr).
+
+    Returns:
+        The ``hgbench.bench/1`` record: schema, hgbench_version, datetime, machine_info, commit_info, spec, config,
+        model, device_peak, results ({mode: {status, reason, settings, label, warmup, train, infer}}).
+    """
+    dev = torch.device(config.device)
+    started = dt.datetime.now(dt.UTC)
+    machine = collect_environment(dev)
+    cost = measure_cost(spec, input_res=config.input_res)
+    peak_error = None
+    try:
+        peak_conv = measure_peak_conv_tflops(dev)
+    except RuntimeError as exc:  # e.g. out of memory on a small GPU: the case figures still stand without it
+        peak_conv, peak_error = None, _one_line(exc)
+    _release(dev, compiled=False)
+    results: dict[str, dict] = {}
+    for plan in plan_modes(config.modes, dev):
+        entry: dict[str, Any] = {"status": "skipped", "reason": plan.skip_reason, "settings": None, "label": None,
+                                 "warmup": None, "train": None, "infer": None}  # fmt: skip
+        if plan.settings is not None:
+            warmup = max(config.warmup, MIN_WARMUP[plan.mode])
+            entry.update(settings=asdict(plan.settings), label=plan.settings.label(), warmup=warmup)
+            if progress:
+                progress(f"{plan.mode} ({plan.settings.label()}): {warmup} warm-up + {config.steps} timed steps")
+            try:
+                skips = _cudagraph_skips()
+                phases = bench_mode(spec, plan.settings, batch=config.batch_size, steps=config.steps, warmup=warmup,
+                                    input_res=config.input_res, device=dev, gflops_per_image=cost.gflops,
+                                    peak_conv=peak_conv, seed=config.seed)  # fmt: skip
+                entry.update(status="ok", reason=None, **phases)
+                if plan.settings.cudagraphs:
+                    # Inductor silently falls back to plain compiled code when a graph cannot be captured: say so.
+                    entry["cudagraph_skips"] = _cudagraph_skips() - skips
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a mode failing (compiler error, OOM) is a result, not a crash
+                entry.update(status="failed", reason=_one_line(exc))
+            _release(dev, compiled=plan.settings.compile)  # after the except: no traceback keeps the model alive
+        results[plan.mode] = entry
+    return {
+        "schema": SCHEMA,
+        "hgbench_version": __version__,
+        "datetime": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "started": started.isoformat(timespec="seconds"),
+        "machine_info": machine,
+        "commit_info": collect_commit_info(),
+        "spec": spec.to_dict(),
+        "config": {
+            **asdict(config),
+            "modes": list(config.modes),
+            "cudnn_benchmark": dev.type == "cuda",
+            # fp32 convolutions on Ampere+ use TF32 unless this is False: part of what "eager fp32" means here.
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32 if dev.type == "cuda" else None,
+            "matmul_precision": torch.get_float32_matmul_precision(),
+            "optimizer": "adam",
+            "lr": LR,
+            "loss": "hgbench.loss.heatmap_loss (masked MSE, every stack)",
+        },
+        "model": {
+            "params": cost.params,
+            "params_used": cost.params_used,
+            "gflops": cost.gflops,
+            "gflops_input_res": cost.input_res,
+        },
+        "device_peak": {
+            "conv_tflops": peak_conv,
+            "dtype": "bfloat16",
+            "shape": "conv3x3 256->256, 32x256x64x64, channels_last, forward",
+            "error": peak_error,
+        },
+        "results": results,
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Writing records
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def record_stem(spec: CaseSpec) -> str:
+    """File stem of a bench record, e.g. ``bench_case3`` or ``bench_case3-asbuilt`` or ``bench_hg1``."""
+    name = f"case{spec.name}" if spec.name.isdigit() else spec.name
+    return f"bench_{name}{'-asbuilt' if spec.as_built else ''}"
+
+
+def write_record(record: dict, out_dir: str | os.PathLike) -> Path:
+    """Write a bench record as ``out_dir/<machine_id>/NNNN_bench_case<C>.json`` (numbered, never overwritten)."""
+    stem = record_stem(CaseSpec.from_dict(record["spec"]))
+    path = next_record_path(out_dir, machine_id(record["machine_info"]), stem)  # claims the number (O_EXCL)
+    write_json_atomic(path, record)
+    return path

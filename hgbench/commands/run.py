@@ -1,0 +1,116 @@
+"""`hgbench run`: train and evaluate one case, or the whole sweep (`--case all`), writing one record per run."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+from hgbench.cases import STUDY_CASES, get_spec
+from hgbench.config import RunConfig
+from hgbench.errors import HGBenchError
+
+# `--smoke`: the whole sweep at a scale a 2-core CPU finishes in minutes (make run). 128 px is the smallest input
+# every case trains at (case 5's instance norm needs the innermost level larger than 1x1).
+SMOKE = {"epochs": 2, "input_res": 128, "limit_train": 48, "limit_val": 24, "synthetic_people": 120,
+         "batch_size": 6, "test_batch_size": 6, "workers": 1, "tag": "smoke"}  # fmt: skip
+
+EPILOG = """examples:
+  hgbench run --case 3 --epochs 50                  case 3 as described, the study's recipe, synthetic data
+  hgbench run --case 3 --as-built --data-dir ~/mpii the study's own code for case 3, on real MPII
+  hgbench run --case all --smoke                    every case at CPU smoke scale (what `make run` does)
+  hgbench run --case 1 --fast --device cuda         bf16 + channels_last + torch.compile
+  torchrun --nproc_per_node 4 -m hgbench.cli run --case 1 --batch 24     DDP on 4 GPUs
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    d = RunConfig()
+    p = sub.add_parser("run", help="train, validate and time a case; write its record", description=__doc__,
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--case", required=True, help="case id (1-8, hg1, hg2, hg8) or 'all' for cases 1-8")
+    p.add_argument("--as-built", action="store_true", help="build the case as the study's code did")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
+    p.add_argument("--data-dir", default=None, help="real MPII directory (images/ + annotations); default: synthetic")
+    p.add_argument("--synthetic", type=int, default=None, metavar="N",
+                   help=f"people in the synthetic default dataset (default {d.synthetic_people})")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--batch", type=int, default=None, help=f"global training batch (default {d.batch_size})")
+    p.add_argument("--test-batch", type=int, default=None, help=f"inference batch (default {d.test_batch_size})")
+    p.add_argument("--optim", choices=("adam", "rmsprop"), default=d.optimizer, help="optimizer (default adam)")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4 adam, 2.5e-4 rmsprop)")
+    p.add_argument("--input-res", type=int, default=None, help=f"input side in pixels (default {d.input_res})")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--fast", action="store_true", help="the best mode for the device (see hgbench bench)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {d.workers})")
+    p.add_argument("--limit-train", type=int, default=None, metavar="N", help="first N training people only")
+    p.add_argument("--limit-val", type=int, default=None, metavar="N", help="first N validation people only")
+    p.add_argument("--no-flip-test", action="store_true", help="skip the flip-test inference pass")
+    p.add_argument("--skip-bad-images", action="store_true", help="skip corrupt images (counted in the record)")
+    p.add_argument("--smoke", action="store_true", help="CPU smoke scale: " + ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
+    p.add_argument("--out", default=d.out, help="results folder (default results/)")
+    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="checkpoint folder (default runs/)")
+    p.add_argument("--tag", default=None, help="label added to the record's file name")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
+    """The RunConfig the flags describe: defaults, then --smoke, then explicit flags."""
+    cfg = RunConfig(case=case, as_built=args.as_built, seed=args.seed, device=args.device, optimizer=args.optim,
+                    amp=args.amp, channels_last=args.channels_last, compile=args.compile, fast=args.fast,
+                    data_dir=args.data_dir, flip_test=not args.no_flip_test, skip_bad_images=args.skip_bad_images,
+                    out=args.out, checkpoint_dir=args.checkpoint_dir)  # fmt: skip
+    if args.optim == "rmsprop":
+        cfg = replace(cfg, lr=2.5e-4)
+    if args.smoke:
+        cfg = replace(cfg, **SMOKE)
+    explicit = {"epochs": args.epochs, "batch_size": args.batch, "test_batch_size": args.test_batch, "lr": args.lr,
+                "input_res": args.input_res, "workers": args.workers, "limit_train": args.limit_train,
+                "limit_val": args.limit_val, "synthetic_people": args.synthetic, "tag": args.tag}  # fmt: skip
+    return replace(cfg, **{k: v for k, v in explicit.items() if v is not None})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hgbench import results as store
+    from hgbench.runner import run
+
+    if args.case.lower() == "all":
+        cases = list(STUDY_CASES)
+    else:
+        try:
+            cases = [get_spec(args.case).name]
+        except ValueError as exc:
+            raise HGBenchError(str(exc)) from exc
+    failed = []
+    machine = None
+    if len(cases) > 1:  # a run finished on another machine is not this machine's measurement
+        from hgbench.runner import resolve_device
+        from hgbench.telemetry import collect_environment
+
+        machine = store.machine_id(collect_environment(resolve_device(args.device)))
+    for case in cases:
+        cfg = config_from_args(args, case)
+        if len(cases) > 1:
+            done = store.find_finished(cfg.out, case, cfg.as_built, cfg.identity(), machine_id=machine)
+            if done is not None:
+                print(f"hgbench: case {case}{' (as built)' if cfg.as_built else ''}: already finished with this "
+                      f"config ({done}); skipping", flush=True)  # fmt: skip
+                continue
+        try:
+            outcome = run(cfg, resume=args.resume, quiet=args.quiet)
+        except HGBenchError as exc:
+            if len(cases) == 1:
+                raise
+            print(f"hgbench: error: case {case}: {exc}", flush=True)
+            failed.append(case)
+            continue
+        if outcome.status != "finished":
+            failed.append(case)
+    if failed:
+        print(f"hgbench: {len(failed)} of {len(cases)} runs did not finish: cases {', '.join(failed)}", flush=True)
+        return 1
+    return 0

@@ -1,0 +1,175 @@
+"""Prediction passes over the validation split: per-epoch validation, the timed inference pass, checkpoint scoring.
+
+A pass runs the model on every batch, keeps the last stack's heatmaps, decodes their maxima on the device and moves
+coordinates to the host once at the end; they are then mapped back to original-image pixels through the exact inverse
+of each sample's crop transform (hgbench.metrics.heatmap_to_image). With `flip`, the mirrored input's heatmaps are
+flipped back (joints swapped) and averaged with the plain ones before decoding.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from hgbench import metrics
+from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum
+from hgbench.groundtruth import GroundTruth
+from hgbench.loss import heatmap_loss
+from hgbench.telemetry import StepTimer
+from hgbench.training import StepOptions
+
+
+@dataclass
+class PassResult:
+    """What one pass over (this rank's share of) the validation split produced."""
+
+    predictions: np.ndarray  # [N, 16, 2] original-image pixels, ordered by `index`
+    index: np.ndarray  # [N] positions in the validation split
+    loss: float | None  # mean loss per batch (None when targets were not used)
+    acc_correct: np.ndarray  # [16] heatmap-accuracy hits per joint
+    acc_count: np.ndarray  # [16] heatmap-accuracy counted samples per joint
+    timing: dict = field(default_factory=dict)  # wall_s, device_s, images, images_per_s
+
+    @property
+    def heatmap_acc(self) -> float:
+        return metrics.heatmap_acc_from_counts(self.acc_correct, self.acc_count)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader,
+    opts: StepOptions,
+    *,
+    input_res: int,
+    flip: bool = False,
+    with_targets: bool = True,
+    ctx: DistContext | None = None,
+) -> PassResult:
+    """Run `model` over `loader` and decode predictions; with `ctx`, results are gathered from every rank."""
+    model.eval()
+    timer = StepTimer(opts.device)
+    coords_dev, centers, scales, rotations, indices = [], [], [], [], []
+    loss_sum = torch.zeros((), device=opts.device)
+    correct = torch.zeros(16, device=opts.device)
+    count = torch.zeros(16, device=opts.device)
+    batches = images = 0
+    iterator = iter(loader)
+    while True:
+        timer.data_start()
+        batch = next(iterator, None)
+        timer.data_end()
+        if batch is None:
+            break
+        timer.compute_start()
+        x = opts.to_device(batch["image"])
+        with opts.autocast():
+            heatmaps = model(x)[-1].float()
+            if flip:
+                mirrored = model(torch.flip(x, dims=[3]))[-1].float()
+                heatmaps = (heatmaps + metrics.flip_back(mirrored)) / 2
+        if with_targets:
+            target = batch["target"].to(opts.device, non_blocking=True)
+            weight = batch["target_weight"].to(opts.device, non_blocking=True)
+            loss_sum += heatmap_loss([heatmaps], target, weight)
+            c, n = metrics.heatmap_acc_counts(heatmaps, target)
+            correct += c
+            count += n
+        coords, _ = metrics.get_heatmap_maxima(heatmaps)
+        coords_dev.append(coords)
+        timer.compute_end()
+        centers.append(batch["center"])
+        scales.append(batch["scale"])
+        rotations.append(batch["rotation"])
+        indices.append(batch["index"])
+        batches += 1
+        images += x.shape[0]
+    coords_host = torch.cat(coords_dev).cpu().numpy() if coords_dev else np.zeros((0, 16, 2))
+    t = timer.summary()
+    heatmap_res = input_res // 4
+    preds = metrics.heatmap_to_image(
+        coords_host,
+        torch.cat(centers).numpy() if centers else np.zeros((0, 2)),
+        torch.cat(scales).numpy() if scales else np.zeros(0),
+        input_res,
+        heatmap_res,
+        rotation=torch.cat(rotations).numpy() if rotations else None,
+    )
+    index = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
+    timing = {"wall_s": t["wall_s"], "device_s": t["compute_s"] if opts.device.type == "cuda" else None,
+              "compute_s": t["compute_s"], "data_wait_s": t["data_wait_s"], "images": images,
+              "images_per_s": images / t["wall_s"] if t["wall_s"] > 0 else None}  # fmt: skip
+    if ctx is not None and ctx.enabled:
+        loss_sum = all_reduce_sum(ctx, loss_sum)
+        correct, count = all_reduce_sum(ctx, correct), all_reduce_sum(ctx, count)
+        batches = int(all_reduce_sum(ctx, torch.tensor(batches)).item())
+        parts = all_gather_objects(ctx, (preds, index))
+        preds = np.concatenate([p for p, _ in parts])
+        index = np.concatenate([i for _, i in parts])
+    order = np.argsort(index, kind="stable")
+    return PassResult(
+        predictions=preds[order],
+        index=index[order],
+        loss=float(loss_sum) / max(batches, 1) if with_targets else None,
+        acc_correct=correct.cpu().numpy(),
+        acc_count=count.cpu().numpy(),
+        timing=timing,
+    )
+
+
+@dataclass
+class CheckpointEvaluation:
+    """`hgbench evaluate --checkpoint`: predictions, their ground truth and how long the pass took."""
+
+    predictions: np.ndarray  # [N, 16, 2] image pixels
+    ground_truth: GroundTruth
+    timing: dict
+    images: list[Path]
+    case: str
+
+
+def evaluate_checkpoint(
+    *,
+    checkpoint: Path,
+    data_dir: Path | None,
+    flip: bool,
+    batch_size: int = 6,
+    device: str = "auto",
+    limit: int | None = None,
+    workers: int = 2,
+    synthetic_people: int | None = None,
+) -> CheckpointEvaluation:
+    """Load a checkpoint, run it over the validation split of `data_dir` (or the synthetic default) and time it."""
+    from hgbench.checkpoint import load_checkpoint
+    from hgbench.data.loader import make_loader
+    from hgbench.models import build_model
+    from hgbench.runner import open_datasets, resolve_device
+
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    config = ckpt.config
+    input_res = int(config["input_res"])
+    people = synthetic_people or int(config.get("synthetic_people") or 600)
+    _, val_ds = open_datasets(data_dir, input_res=input_res, limit_train=None, limit_val=limit,
+                              synthetic_people=people, sigma=float(config.get("sigma", 1.0)), need_train=False)
+    model = build_model(ckpt.spec)
+    model.load_state_dict(ckpt.state["model"])
+    opts = StepOptions(dev, amp=bool(config.get("amp")), channels_last=bool(config.get("channels_last")))
+    model.to(dev, memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
+    loader = make_loader(val_ds, batch_size, shuffle=False, workers=workers, pin_memory=dev.type == "cuda",
+                         drop_last=False)
+    t0 = time.perf_counter()
+    result = predict(model, loader, opts, input_res=input_res, flip=flip, with_targets=False)
+    timing = {**result.timing, "total_s": time.perf_counter() - t0, "flip": flip}
+    return CheckpointEvaluation(
+        predictions=result.predictions,
+        ground_truth=val_ds.ground_truth(),  # in split order, as the predictions
+        timing=timing,
+        images=[val_ds.root / "images" / p.image for p in val_ds.people],
+        case=ckpt.spec.label,
+    )

@@ -1,0 +1,131 @@
+"""One training epoch: the hot loop, with data wait and compute timed apart and no host syncs inside it.
+
+The loss is accumulated on the device and copied to the host asynchronously every `log_every` steps, so the progress
+bar and the NaN check run one interval behind instead of stalling the GPU each step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hgbench.errors import RunFailed
+from hgbench.loss import heatmap_loss
+from hgbench.telemetry import StepTimer
+
+
+@dataclass
+class StepOptions:
+    """How the model is fed (fixed for a run)."""
+
+    device: torch.device
+    amp: bool = False  # bf16 autocast
+    channels_last: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
+
+
+class AsyncScalar:
+    """A device scalar mirrored to the host without blocking: `read()` returns the value copied at the last `post()`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self._pinned = device.type == "cuda"
+        self._host = torch.zeros((), pin_memory=self._pinned)
+        self._event = torch.cuda.Event() if self._pinned else None
+        self._posted = False
+
+    def post(self, value: torch.Tensor) -> None:
+        self._host.copy_(value.detach().float(), non_blocking=self._pinned)
+        if self._event is not None:
+            self._event.record()
+        self._posted = True
+
+    def read(self) -> float | None:
+        """The last posted value once its copy has landed (never waits)."""
+        if not self._posted or (self._event is not None and not self._event.query()):
+            return None
+        return float(self._host)
+
+
+@dataclass
+class EpochStats:
+    """What one training epoch measured."""
+
+    train_loss: float  # mean loss per step (sum over stacks)
+    steps: int
+    images: int  # images this process trained on
+    wall_s: float  # first batch requested to last step finished (host clock, after a final sync)
+    compute_s: float  # device time inside forward/backward/step (CUDA events; perf_counter on CPU)
+    data_wait_s: float  # host time blocked waiting for the next batch
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Iterable[dict],
+    optimizer: torch.optim.Optimizer,
+    opts: StepOptions,
+    *,
+    epoch: int,
+    log_every: int = 20,
+    on_progress: Callable[[int, float | None], None] | None = None,
+    on_batch: Callable[[dict], object] | None = None,
+) -> EpochStats:
+    """Train for one pass over `loader`.
+
+    Raises:
+        RunFailed: the loss became NaN or infinite (checked every `log_every` steps and at the end).
+    """
+    model.train()
+    timer = StepTimer(opts.device)
+    loss_sum = torch.zeros((), device=opts.device)
+    mirror = AsyncScalar(opts.device)
+    steps = images = 0
+    iterator = iter(loader)
+    while True:
+        timer.data_start()
+        batch = next(iterator, None)
+        timer.data_end()
+        if batch is None:
+            break
+        if on_batch is not None:
+            on_batch(batch)  # host-side bookkeeping (e.g. images skipped as corrupt); never touches the device
+        timer.compute_start()
+        x = opts.to_device(batch["image"])
+        target = batch["target"].to(opts.device, non_blocking=True)
+        weight = batch["target_weight"].to(opts.device, non_blocking=True)
+        with opts.autocast():
+            outputs = model(x)
+        loss = heatmap_loss(outputs, target, weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+        timer.compute_end()
+        steps += 1
+        images += x.shape[0]
+        if steps % log_every == 0:
+            last = mirror.read()  # the value posted one interval ago: no wait
+            if last is not None and not math.isfinite(last):
+                raise RunFailed(f"loss became {last} in epoch {epoch} (before step {steps}); stopping")
+            mirror.post(loss_sum / steps)
+            if on_progress is not None:
+                on_progress(steps, last)
+        elif on_progress is not None:
+            on_progress(steps, None)
+    t = timer.summary()  # one synchronisation, at the end of the epoch
+    mean_loss = float(loss_sum) / max(steps, 1)
+    if not math.isfinite(mean_loss):
+        raise RunFailed(f"loss became {mean_loss} in epoch {epoch}; stopping")
+    return EpochStats(mean_loss, steps, images, t["wall_s"], t["compute_s"], t["data_wait_s"])

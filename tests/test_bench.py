@@ -1,0 +1,215 @@
+"""Tests for `hgbench bench` and hgbench.bench: mode planning, the fast-path choice, the record, and CLI errors.
+
+Only eager and channels_last run here (hg1 at 64x64, batch 2): torch.compile of even hg1 takes minutes on this CPU
+when its cache is cold, so compile is checked to be planned and listed, not timed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hgbench import bench
+from hgbench.bench import MODES, BenchConfig, ModeSettings, best_mode, parse_modes, plan_modes, run_bench
+from hgbench.cases import get_spec
+from hgbench.cli import main
+from hgbench.errors import HGBenchError
+from hgbench.telemetry import time_fn
+
+STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
+TINY = ["--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
+
+
+# ------------------------------------------------------------------------------------------------------ planning
+def test_parse_modes() -> None:
+    assert parse_modes("eager, channels-last") == ["eager", "channels_last"]
+    assert parse_modes("all") == list(MODES)
+    assert parse_modes("eager,eager") == ["eager"]
+    with pytest.raises(HGBenchError, match="unknown mode 'turbo'.*valid modes: eager"):
+        parse_modes("eager,turbo")
+    with pytest.raises(HGBenchError, match="no mode"):
+        parse_modes(" , ")
+
+
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_plan_modes_on_cpu_is_a_ladder_with_reasons(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
+    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native_bf16)
+    plans = {p.mode: p for p in plan_modes(MODES, "cpu")}
+    assert list(plans) == list(MODES)  # nothing silently dropped
+    assert plans["eager"].settings == ModeSettings()
+    assert plans["channels_last"].settings == ModeSettings(channels_last=True)
+    assert plans["cudagraphs"].settings is None
+    assert "CUDA" in plans["cudagraphs"].skip_reason
+    if native_bf16:
+        assert plans["bf16"].settings == ModeSettings(channels_last=True, amp=True)
+    else:
+        assert plans["bf16"].settings is None
+        assert "bf16" in plans["bf16"].skip_reason
+    compiled = plans["compile"].settings
+    assert compiled is not None
+    assert compiled.compile
+    assert compiled.channels_last
+    assert compiled.amp == native_bf16
+    for p in plans.values():
+        assert (p.settings is None) == (p.skip_reason is not None)
+
+
+def test_compile_skipped_without_a_cpu_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    (plan,) = plan_modes(["compile"], "cpu")
+    assert plan.settings is None
+    assert "C++ compiler" in plan.skip_reason
+
+
+def test_mode_labels() -> None:
+    assert ModeSettings().label() == "fp32"
+    assert ModeSettings(channels_last=True, amp=True, compile=True).label() == "channels_last+bf16+compile"
+    assert ModeSettings(True, True, True, True).label() == "channels_last+bf16+cudagraphs"
+
+
+def test_best_mode_on_cpu_is_channels_last_only() -> None:
+    assert best_mode("cpu") == {"channels_last": True, "amp": False, "compile": False}
+
+
+def test_best_mode_cuda(cuda_device: torch.device) -> None:
+    mode = best_mode(cuda_device)
+    assert mode["channels_last"]
+    assert mode["compile"]
+
+
+def test_peak_conv_is_none_on_cpu() -> None:
+    assert bench.measure_peak_conv_tflops("cpu") is None
+
+
+def test_peak_conv_cuda(cuda_device: torch.device) -> None:
+    tflops = bench.measure_peak_conv_tflops(cuda_device, batch=4, iters=3)
+    assert tflops is not None
+    assert tflops > 0
+
+
+# ------------------------------------------------------------------------------------------------------ run_bench
+@pytest.fixture
+def instant_modes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Replace the timed work with a no-op (the real thing runs in the CLI test); records (label, warmup) calls."""
+    calls = []
+
+    def fake(spec, settings, *, batch, steps, warmup, gflops_per_image, peak_conv, **kw):  # noqa: ANN001, ANN003, ANN202
+        calls.append((settings.label(), warmup))
+        if settings.channels_last:
+            raise RuntimeError("compiler exploded\nsecond line")
+        stats = time_fn(lambda: None, warmup=warmup, iters=steps, device="cpu")
+        common = {"batch": batch, "gflops_per_image": gflops_per_image, "peak_conv": peak_conv, "peak_mem": None}
+        return {"train": bench._phase_result(stats, factor=3, **common),
+                "infer": bench._phase_result(stats, factor=1, **common)}  # fmt: skip
+
+    monkeypatch.setattr(bench, "bench_mode", fake)
+    return calls
+
+
+def test_failed_mode_is_recorded_and_others_still_run(instant_modes: list[tuple[str, int]]) -> None:
+    config = BenchConfig(case="hg1", as_built=False, batch_size=2, steps=1, warmup=0, input_res=64, device="cpu",
+                         modes=("eager", "channels_last", "cudagraphs"))  # fmt: skip
+    record = run_bench(get_spec("hg1"), config)
+    res = record["results"]
+    assert res["eager"]["status"] == "ok"
+    assert res["eager"]["warmup"] == 1  # raised to the mode's minimum
+    assert res["channels_last"]["status"] == "failed"
+    assert res["channels_last"]["reason"] == "RuntimeError: compiler exploded"
+    assert res["cudagraphs"]["status"] == "skipped"
+    assert instant_modes == [("fp32", 1), ("channels_last", 1)]  # the skipped mode never ran
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+def test_bench_cli_writes_a_record_and_prints_a_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench"
+    assert main(["bench", *TINY, "--modes", "eager,channels_last", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "hgbench bench: hg1" in text
+    assert "channels_last" in text
+    assert "images/s" in text
+    files = sorted(out.glob("*/*.json"))
+    assert [f.name for f in files] == ["0001_bench_hg1.json"]
+    assert files[0].parent.name.startswith("cpu-pt")
+    record = json.loads(files[0].read_text())
+    assert record["schema"] == "hgbench.bench/1"
+    for key in ("hgbench_version", "datetime", "machine_info", "commit_info", "spec", "config", "model", "results"):
+        assert key in record, key
+    assert record["datetime"].endswith("+00:00")
+    assert record["spec"]["name"] == "hg1"
+    assert record["config"]["batch_size"] == 2
+    assert list(record["results"]) == ["eager", "channels_last"]
+    for mode in ("eager", "channels_last"):
+        r = record["results"][mode]
+        assert r["status"] == "ok"
+        for phase in ("train", "infer"):
+            s = r[phase]
+            assert STAT_KEYS <= s.keys()
+            assert s["rounds"] == 2
+            assert len(s["data"]) == 2
+            assert s["images_per_s"] == pytest.approx(2 / s["median"])
+            assert s["tflops"] > 0
+            assert s["peak_memory_mib"] is None
+            assert s["pct_conv_peak"] is None
+    gflops = record["model"]["gflops"]
+    train = record["results"]["eager"]["train"]
+    assert train["tflops"] == pytest.approx(3 * gflops * 2 / train["median"] / 1e3)
+    assert record["device_peak"]["conv_tflops"] is None
+
+    # Numbered, never overwritten.
+    assert main(["bench", *TINY, "--modes", "eager", "--out", str(out)]) == 0
+    assert sorted(f.name for f in out.glob("*/*.json")) == ["0001_bench_hg1.json", "0002_bench_hg1.json"]
+
+
+def test_bench_cli_json_without_saving(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
+                                       instant_modes: list) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", *TINY, "--steps", "1", "--modes", "eager,cudagraphs", "--format", "json", "--no-save"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["results"]["eager"]["status"] == "ok"
+    assert record["results"]["cudagraphs"] == {"status": "skipped", "reason": "CUDA graphs need a CUDA device",
+                                               "settings": None, "label": None, "warmup": None, "train": None,
+                                               "infer": None}  # fmt: skip
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--modes", "eager,warp"], "unknown mode 'warp'"),
+        (["--case", "9"], "unknown case '9'"),
+        (["--case", "5", "--modes", "eager"], "too small for instance norm"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--device", "tpu"], "device"),
+    ],
+)
+def test_bench_cli_errors_are_one_line(extra: list[str], message: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    rc = main(["bench", *TINY, *extra, "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert message in err
+    assert err.count("\n") == 1
+    assert err.startswith("hgbench: error: ")
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_cli_cuda_requested_without_cuda(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["bench", *TINY[:-2], "--device", "cuda", "--out", str(tmp_path)]) != 0
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_cli_cuda(cuda_device: torch.device, tmp_path: Path) -> None:
+    args = ["bench", "--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1",
+            "--device", "cuda", "--modes", "eager,channels_last,bf16", "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    (path,) = tmp_path.glob("*/*.json")
+    record = json.loads(path.read_text())
+    eager = record["results"]["eager"]
+    assert eager["train"]["clock"] == "cuda_event"
+    assert eager["train"]["peak_memory_mib"] > 0
+    assert record["device_peak"]["conv_tflops"] > 0
