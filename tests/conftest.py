@@ -58,3 +58,15 @@ def mpii_dir() -> Path:
     if not root:
         pytest.skip("set HGBENCH_MPII_DIR to a real MPII data directory to run this test")
     return Path(root)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic MPII-format dataset (24 people: 16 train, 8 val; 320x240 JPEGs), generated once per session.
+
+    Shared and read-only: a test that needs to damage it copies it first (`shutil.copytree`).
+    """
+    from hgbench.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("synthetic") / "synth24", people=24, seed=0, image_size=(320, 240),
+                    val_fraction=1 / 3)  # fmt: skip
