@@ -11,7 +11,7 @@ from hgbench.errors import HGBenchError
 
 # `--smoke`: the whole sweep at a scale a 2-core CPU finishes in minutes (make run). 128 px is the smallest input
 # every case trains at (case 5's instance norm needs the innermost level larger than 1x1).
-SMOKE = {"epochs": 2, "input_res": 128, "limit_train": 48, "limit_val": 24, "synthetic_people": 120,
+SMOKE = {"epochs": 2, "input_res": 128, "limit_train": 24, "limit_val": 12, "synthetic_people": 120,
          "batch_size": 6, "test_batch_size": 6, "workers": 1, "tag": "smoke"}  # fmt: skip
 
 EPILOG = """examples:
