@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/hgbench run --case all --smoke && $(BIN)/hgbench table --reference
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q && HGBENCH_BENCH_SMOKE=1 $(BIN)/python -m pytest -q benchmarks -m smoke --benchmark-columns=min,median,rounds
 
 table: $(STAMP)
 	$(BIN)/hgbench table --reference --readme README.md

@@ -32,6 +32,8 @@ from hgbench.data.transforms import (
 )
 from hgbench.skeleton import FLIP_INDEX
 
+from .conftest import SMOKE, rounds
+
 IMAGE_SIZE = (1280, 720)  # (width, height), as most MPII images
 PEOPLE = 12  # about 10 train samples; each round processes all of them
 ROUNDS = 5
@@ -115,7 +117,7 @@ def _run_all(fn: Callable[[int], object], n: int) -> None:
 
 
 def _measure(benchmark: BenchmarkFixture, name: str, fn: Callable[[int], object], n: int) -> None:
-    benchmark.pedantic(_run_all, args=(fn, n), rounds=ROUNDS, iterations=1, warmup_rounds=1)
+    benchmark.pedantic(_run_all, args=(fn, n), rounds=rounds(ROUNDS), iterations=1, warmup_rounds=1)
     mean = benchmark.stats.stats.mean
     _means[name] = mean
     benchmark.extra_info.update(
@@ -123,11 +125,13 @@ def _measure(benchmark: BenchmarkFixture, name: str, fn: Callable[[int], object]
     )
 
 
+@pytest.mark.smoke
 def test_pipeline_hgbench(benchmark: BenchmarkFixture, dataset: MPIIDataset) -> None:
     """decode_jpeg + one cv2.warpAffine + vectorised heatmaps + normalisation (`MPIIDataset.__getitem__`)."""
     _measure(benchmark, "hgbench", dataset.__getitem__, len(dataset))
 
 
+@pytest.mark.smoke
 def test_pipeline_pil_baseline(benchmark: BenchmarkFixture, dataset: MPIIDataset) -> None:
     """PIL open/convert, rotate, crop, resize, per-joint heatmaps; then the >= 2x assertion."""
     augs = [
@@ -142,7 +146,8 @@ def test_pipeline_pil_baseline(benchmark: BenchmarkFixture, dataset: MPIIDataset
         f"\nsamples/s per worker on 720x1280 JPEGs: hgbench {len(dataset) / _means['hgbench']:.1f}, "
         f"PIL baseline {len(dataset) / _means['pil']:.1f} ({speedup:.2f}x)"
     )
-    assert speedup >= MIN_SPEEDUP, f"pipeline only {speedup:.2f}x the PIL baseline (want >= {MIN_SPEEDUP}x)"
+    if not SMOKE:  # CI (smoke) shows the figure but never fails on a time
+        assert speedup >= MIN_SPEEDUP, f"pipeline only {speedup:.2f}x the PIL baseline (want >= {MIN_SPEEDUP}x)"
 
 
 def test_baseline_matches_pipeline(dataset: MPIIDataset) -> None:

@@ -16,7 +16,10 @@ import torch
 from hgbench.bench import ModeSettings, make_workload
 from hgbench.cases import STUDY_CASES, get_spec
 
+from .conftest import rounds
+
 CASES: tuple[str, ...] = (*STUDY_CASES, "hg1")
+SMOKE_CASES = ("2", "hg1")  # the smallest 8-stack case and the 1-stack reference: seconds on a CPU
 CPU_RES, CPU_BATCH, CPU_ROUNDS = 64, 2, 3
 CUDA_RES, CUDA_BATCH, CUDA_ROUNDS = 256, 6, 10
 
@@ -54,9 +57,9 @@ def _bench(benchmark, case: str, phase: str, device: torch.device, *, res: int, 
 
 
 @pytest.mark.parametrize("phase", ["train", "infer"])
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.smoke) if c in SMOKE_CASES else c for c in CASES])
 def test_step_cpu(benchmark, case: str, phase: str) -> None:  # noqa: ANN001
-    _bench(benchmark, case, phase, torch.device("cpu"), res=CPU_RES, batch=CPU_BATCH, rounds=CPU_ROUNDS)
+    _bench(benchmark, case, phase, torch.device("cpu"), res=CPU_RES, batch=CPU_BATCH, rounds=rounds(CPU_ROUNDS))
 
 
 @pytest.mark.cuda
