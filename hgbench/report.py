@@ -707,7 +707,7 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
         fig.canvas.draw()  # labels are placed in display space, which needs the final limits
         labels, xs, ys = _merge_close(labels, xs, ys, ax)
         for label, x, y, dy in zip(labels, xs, ys, _label_offsets(ys, xs, ax), strict=True):
-            ax.annotate(label, (x, y), xytext=(8, dy - 3), textcoords="offset points", fontsize=8,
+            ax.annotate(label, (x, y), xytext=(8, dy - 3), textcoords="offset points", fontsize=8, zorder=4,
                         arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy > 4 else None)  # fmt: skip
     notes = ["numbers: case; 'ab' and hollow markers: as built",
              "dashed: frontier (nothing is both faster and more accurate)"]  # fmt: skip

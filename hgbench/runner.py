@@ -289,6 +289,9 @@ def run(
 def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, quiet: bool, progress: bool,
          stop_after_epoch: int | None) -> RunOutcome:  # fmt: skip
     device = resolve_device(config.device, ctx)
+    if device.type == "cuda":
+        # Autotuned convolutions: the tuning lands in epoch 1, which the record reports apart (warm-up).
+        torch.backends.cudnn.benchmark = True
     config = replace(config, world_size=ctx.world_size)
     if config.fast:
         config = apply_fast_mode(config, device)
