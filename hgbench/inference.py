@@ -53,19 +53,13 @@ def predict(
 ) -> PassResult:
     """Run `model` over `loader` and decode predictions; with `ctx`, results are gathered from every rank."""
     model.eval()
-    timer = StepTimer(opts.device)
+    timer = StepTimer(opts.device, capacity=len(loader))  # CUDA events made up front, not in the loop
     coords_dev, centers, scales, rotations, indices = [], [], [], [], []
     loss_sum = torch.zeros((), device=opts.device)
     correct = torch.zeros(16, device=opts.device)
     count = torch.zeros(16, device=opts.device)
     batches = images = 0
-    iterator = iter(loader)
-    while True:
-        timer.data_start()
-        batch = next(iterator, None)
-        timer.data_end()
-        if batch is None:
-            break
+    for batch in timer.iter_data(loader):  # every next(), the exhausted one too, counts as data wait
         timer.compute_start()
         x = opts.to_device(batch["image"])
         with opts.autocast():

@@ -88,17 +88,11 @@ def train_one_epoch(
         RunFailed: the loss became NaN or infinite (checked every `log_every` steps and at the end).
     """
     model.train()
-    timer = StepTimer(opts.device)
+    timer = StepTimer(opts.device, capacity=len(loader))  # CUDA events made up front, not in the loop
     loss_sum = torch.zeros((), device=opts.device)
     mirror = AsyncScalar(opts.device)
     steps = images = 0
-    iterator = iter(loader)
-    while True:
-        timer.data_start()
-        batch = next(iterator, None)
-        timer.data_end()
-        if batch is None:
-            break
+    for batch in timer.iter_data(loader):  # every next(), the exhausted one too, counts as data wait
         if on_batch is not None:
             on_batch(batch)  # host-side bookkeeping (e.g. images skipped as corrupt); never touches the device
         timer.compute_start()
