@@ -185,10 +185,12 @@ _AS_BUILT_CHANGES: dict[str, dict] = {
 
 # The public reference networks (anibali/pytorch-stacked-hourglass hg1/hg2/hg8); hg8 is case 1.
 _REFERENCE: dict[str, CaseSpec] = {
-    "hg1": replace(BASELINE, name="hg1", description="1-stack hourglass", num_stacks=1, depths=(4,),
-                   expected_params=3_586_960),
-    "hg2": replace(BASELINE, name="hg2", description="2-stack hourglass", num_stacks=2, depths=(4, 4),
-                   expected_params=6_730_912),
+    "hg1": replace(
+        BASELINE, name="hg1", description="1-stack hourglass", num_stacks=1, depths=(4,), expected_params=3_586_960
+    ),
+    "hg2": replace(
+        BASELINE, name="hg2", description="2-stack hourglass", num_stacks=2, depths=(4, 4), expected_params=6_730_912
+    ),
     "hg8": replace(BASELINE, name="hg8", description="8-stack hourglass", expected_params=25_594_624),
 }
 
@@ -334,6 +336,6 @@ def _store_cost(cache: Path, key: str, cost: ModelCost) -> None:
         data[key] = asdict(cost)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, cache)
+        tmp.replace(cache)
     except OSError:
         pass

@@ -7,7 +7,6 @@ and the experiment's identity match, so a checkpoint is never silently continued
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import torch
 
 from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError
+from hgbench.results import atomic_output
 
 CHECKPOINT_FORMAT = "hgbench.checkpoint/1"
 
@@ -37,18 +37,9 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically: temp file in the same folder, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write `payload` to `path` atomically (temp file, fsync, rename): a kill never leaves half a checkpoint."""
+    with atomic_output(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
@@ -70,8 +61,9 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         spec = CaseSpec.from_dict(state["spec"])
     except (KeyError, TypeError, ValueError) as exc:
         raise HGBenchError(f"checkpoint {path} has a damaged case spec: {exc}") from exc
-    return Checkpoint(path=path, spec=spec, config=state["config"], epoch=int(state["epoch"]),
-                      identity=state["identity"], state=state)
+    return Checkpoint(
+        path=path, spec=spec, config=state["config"], epoch=int(state["epoch"]), identity=state["identity"], state=state
+    )
 
 
 def check_compatible(ckpt: Checkpoint, spec: CaseSpec, input_res: int) -> None:

@@ -27,6 +27,7 @@ def command_modules() -> list[str]:
     found = {m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")}
     return sorted(found, key=lambda n: (COMMAND_ORDER.index(n) if n in COMMAND_ORDER else len(COMMAND_ORDER), n))
 
+
 EPILOG = """examples:
   hgbench list                                 every case with its size and cost
   hgbench run --case 3 --epochs 50             train and evaluate case 3 on the synthetic default

@@ -123,8 +123,9 @@ def convert_sync_batchnorm(model: nn.Module, device_type: str) -> nn.Module:
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
-            repl = AllReduceBatchNorm2d(child.num_features, child.eps, child.momentum, child.affine,
-                                        child.track_running_stats)
+            repl = AllReduceBatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
             repl.load_state_dict(child.state_dict())
             setattr(model, name, repl)
         else:

@@ -149,14 +149,22 @@ def evaluate_checkpoint(
     config = ckpt.config
     input_res = int(config["input_res"])
     people = synthetic_people or int(config.get("synthetic_people") or 600)
-    _, val_ds = open_datasets(data_dir, input_res=input_res, limit_train=None, limit_val=limit,
-                              synthetic_people=people, sigma=float(config.get("sigma", 1.0)), need_train=False)
+    _, val_ds = open_datasets(
+        data_dir,
+        input_res=input_res,
+        limit_train=None,
+        limit_val=limit,
+        synthetic_people=people,
+        sigma=float(config.get("sigma", 1.0)),
+        need_train=False,
+    )
     model = build_model(ckpt.spec)
     model.load_state_dict(ckpt.state["model"])
     opts = StepOptions(dev, amp=bool(config.get("amp")), channels_last=bool(config.get("channels_last")))
     model.to(dev, memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
-    loader = make_loader(val_ds, batch_size, shuffle=False, workers=workers, pin_memory=dev.type == "cuda",
-                         drop_last=False)
+    loader = make_loader(
+        val_ds, batch_size, shuffle=False, workers=workers, pin_memory=dev.type == "cuda", drop_last=False
+    )
     t0 = time.perf_counter()
     result = predict(model, loader, opts, input_res=input_res, flip=flip, with_targets=False)
     timing = {**result.timing, "total_s": time.perf_counter() - t0, "flip": flip}

@@ -425,14 +425,22 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                 train_loader.set_epoch(epoch)
                 bar.start_epoch(epoch, config.epochs, len(train_loader), config.batch_size)
                 sampler.mark(f"epoch{epoch}-start")
-                stats = train_one_epoch(train_model, train_loader, optimizer, opts, epoch=epoch, on_progress=bar.step,
-                                        on_batch=train_ds.collect_bad if config.skip_bad_images else None)
+                stats = train_one_epoch(
+                    train_model,
+                    train_loader,
+                    optimizer,
+                    opts,
+                    epoch=epoch,
+                    on_progress=bar.step,
+                    on_batch=train_ds.collect_bad if config.skip_bad_images else None,
+                )
                 sampler.mark(f"epoch{epoch}-end")
                 val = predict(model, val_loader, opts, input_res=config.input_res, ctx=ctx)
                 scheduler.step()
                 images = int(all_reduce_sum(ctx, torch.tensor(stats.images)).item())
                 # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean.
-                train_loss = float(all_reduce_sum(ctx, torch.tensor(stats.train_loss, dtype=torch.float64))) / ctx.world_size
+                loss_sum = all_reduce_sum(ctx, torch.tensor(stats.train_loss, dtype=torch.float64))
+                train_loss = float(loss_sum) / ctx.world_size
                 pckh = evaluate_pckh(val.predictions, gt.subset(val.index)).mean if ctx.is_main else None
                 best_pckh = pckh if best_pckh is None or (pckh is not None and pckh > best_pckh) else best_pckh
                 tel = sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")
@@ -468,8 +476,12 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
         except KeyboardInterrupt:
             bar.abort()
             done = len(record["results"]["epochs"])
-            finish("interrupted", f"interrupted during epoch {epoch}; epochs 1-{done} are checkpointed; "
-                                  f"continue with --resume" if done else f"interrupted during epoch {epoch}")
+            finish(
+                "interrupted",
+                f"interrupted during epoch {epoch}; epochs 1-{done} are checkpointed; continue with --resume"
+                if done
+                else f"interrupted during epoch {epoch}",
+            )
             raise
     if say:
         print(f"hgbench: {spec.label} finished; record {record_path}", flush=True)

@@ -64,9 +64,11 @@ def test_as_built_dead_stacks_get_no_gradient() -> None:
     c4 = build_model(get_spec(4, as_built=True))
     count_used_params(c4)
     level = c4.hg[0].levels[1]
-    assert len(level) == 4 and all(p.grad is None for p in level[3].parameters())
+    assert len(level) == 4
+    assert all(p.grad is None for p in level[3].parameters())
     inner = c4.hg[0].levels[0]
-    assert len(inner) == 5 and all(p.grad is None for p in inner[4].parameters())
+    assert len(inner) == 5
+    assert all(p.grad is None for p in inner[4].parameters())
     assert all(p.grad is not None for p in inner[3].parameters())
 
 
@@ -78,7 +80,8 @@ def test_measured_used_params_match_the_backward_pass() -> None:
 
 def test_published_rows_cover_the_study_cases() -> None:
     assert set(PUBLISHED) == set(STUDY_CASES)
-    assert PUBLISHED["1"].min_per_epoch == 18 and PUBLISHED["8"].val_acc == 84.23
+    assert PUBLISHED["1"].min_per_epoch == 18
+    assert PUBLISHED["8"].val_acc == 84.23
 
 
 def test_unknown_case_lists_valid_ids_and_suggests() -> None:

@@ -1,4 +1,4 @@
-"""DDP on CPU (gloo): the synchronised BatchNorm and the global-batch sampler make W processes compute one process's step."""
+"""DDP on CPU (gloo): synchronised BatchNorm and global-batch sampling make W processes compute one process's step."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def test_global_batches_are_the_same_on_one_or_two_processes() -> None:
             s.set_epoch(epoch)
         whole = list(one)
         parts = [list(s) for s in ranks]
-        assert len(whole) == 20 and all(len(p) == 10 for p in parts)  # drop-last: 5 full global batches
+        assert len(whole) == 20
+        assert all(len(p) == 10 for p in parts)
         for b in range(5):
             assert whole[4 * b : 4 * b + 4] == parts[0][2 * b : 2 * b + 2] + parts[1][2 * b : 2 * b + 2]
     one.set_epoch(1)
@@ -45,7 +46,8 @@ def test_evaluation_shards_cover_every_sample_once() -> None:
 
 def test_single_process_helpers_are_identities() -> None:
     ctx = init_distributed("cpu") if "RANK" not in os.environ else DistContext()
-    assert not ctx.enabled and ctx.is_main
+    assert not ctx.enabled
+    assert ctx.is_main
     t = torch.tensor([1.0, 2.0])
     assert torch.equal(all_reduce_sum(ctx, t), t)
     assert all_gather_objects(ctx, {"a": 1}) == [{"a": 1}]

@@ -21,7 +21,8 @@ def test_forward_returns_one_heatmap_tensor_per_running_stack(name: str, as_buil
     model = build_model(spec).eval()
     with torch.no_grad():
         out = model(torch.randn(2, 3, res, res))
-    assert isinstance(out, list) and len(out) == spec.stacks_run
+    assert isinstance(out, list)
+    assert len(out) == spec.stacks_run
     assert all(o.shape == (2, 16, res // 4, res // 4) for o in out)
 
 
@@ -55,7 +56,8 @@ def test_case_structure(name: str, as_built: bool, stacks_run: int, depths: list
     blocks = _bottlenecks(model)
     assert all(isinstance(b.bn1, norm_type) for b in blocks)  # stem bottlenecks included
     assert all(b.num_steps == steps for b in blocks)
-    assert isinstance(model.bn1, nn.BatchNorm2d) and all(isinstance(fc[1], nn.BatchNorm2d) for fc in model.fc)
+    assert isinstance(model.bn1, nn.BatchNorm2d)
+    assert all(isinstance(fc[1], nn.BatchNorm2d) for fc in model.fc)
 
 
 def test_case_4_described_has_four_bottlenecks_per_residual_unit() -> None:
@@ -67,9 +69,11 @@ def test_case_4_described_has_four_bottlenecks_per_residual_unit() -> None:
 
 def test_case_8_extra_step_own_weights_vs_shared_as_built() -> None:
     described = _bottlenecks(build_model(get_spec(8)))[0]
-    assert described.conv2b is not described.conv2 and not described.share_extra_step
+    assert described.conv2b is not described.conv2
+    assert not described.share_extra_step
     built = _bottlenecks(build_model(get_spec(8, as_built=True)))[0]
-    assert built.share_extra_step and not hasattr(built, "conv2b")
+    assert built.share_extra_step
+    assert not hasattr(built, "conv2b")
     # BN2 runs twice per forward as built, so its batch counter moves by two.
     built.train()
     built(torch.randn(2, built.bn1.num_features, 8, 8))
@@ -78,7 +82,8 @@ def test_case_8_extra_step_own_weights_vs_shared_as_built() -> None:
 
 def test_instance_norm_is_affine_as_described() -> None:
     block = _bottlenecks(build_model(get_spec(5)))[0]
-    assert block.bn1.affine and not block.bn1.track_running_stats
+    assert block.bn1.affine
+    assert not block.bn1.track_running_stats
 
 
 @pytest.mark.parametrize("name", ["hg2", "8", "5"])

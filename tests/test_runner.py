@@ -41,29 +41,39 @@ def test_a_run_writes_a_complete_finished_record(tiny: RunConfig) -> None:
     assert outcome.status == "finished"
     record = json.loads(outcome.record_path.read_text())
     assert store.validate_record(record) == []
-    assert record["status"] == "finished" and record["finished"]
-    assert record["spec"]["name"] == "hg1" and record["config"]["epochs"] == 2
+    assert record["status"] == "finished"
+    assert record["finished"]
+    assert record["spec"]["name"] == "hg1"
+    assert record["config"]["epochs"] == 2
     assert record["model"]["params"] == 3_586_960
     epochs = record["results"]["epochs"]
     assert [e["epoch"] for e in epochs] == [1, 2]
     for e in epochs:
-        assert e["wall_s"] > 0 and 0 <= e["data_wait_s"] <= e["wall_s"] and e["compute_s"] > 0
-        assert e["images"] == 8 and e["images_per_s"] > 0 and 0 <= e["pckh"] <= 100
+        assert e["wall_s"] > 0
+        assert 0 <= e["data_wait_s"] <= e["wall_s"]
+        assert e["compute_s"] > 0
+        assert e["images"] == 8
+        assert e["images_per_s"] > 0
+        assert 0 <= e["pckh"] <= 100
         assert e["energy_j"] is None  # no GPU here: null, not a guess
     train = record["results"]["train"]
-    assert train["min_per_epoch"]["rounds"] == 1 and train["warmup_excluded"]  # epoch 1 is the warm-up
+    assert train["min_per_epoch"]["rounds"] == 1
+    assert train["warmup_excluded"]
     assert 0 <= train["data_wait_fraction"] < 1
     pckh = record["results"]["pckh"]
     assert set(pckh) >= {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "mean_weighted"}
     inference = record["results"]["inference"]
     assert inference["n_images"] == 6
-    assert inference["plain"]["wall_min"] > 0 and inference["plain"]["device_min"] is None  # CPU: no device clock
+    assert inference["plain"]["wall_min"] > 0
+    assert inference["plain"]["device_min"] is None
     assert inference["flip"]["wall_min"] > 0
     tel = record["results"]["telemetry"]
-    assert tel["available"] is False and tel["reason"]
+    assert tel["available"] is False
+    assert tel["reason"]
     assert record["machine_info"]["torch"] == torch.__version__
     ckpt = load_checkpoint(outcome.checkpoint_path)
-    assert ckpt.epoch == 2 and ckpt.spec.name == "hg1"
+    assert ckpt.epoch == 2
+    assert ckpt.spec.name == "hg1"
 
 
 def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path: Path) -> None:
@@ -71,7 +81,8 @@ def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path
     cut = replace(tiny, epochs=2, out=str(tmp_path / "b"), checkpoint_dir=str(tmp_path / "cb"))
     killed = run(cut, progress=False, stop_after_epoch=1)
     on_disk = json.loads(killed.record_path.read_text())
-    assert on_disk["status"] == "interrupted" and "after epoch 1" in on_disk["status_reason"]
+    assert on_disk["status"] == "interrupted"
+    assert "after epoch 1" in on_disk["status_reason"]
     assert len(on_disk["results"]["epochs"]) == 1
     resumed = run(cut, resume=True, progress=False)
     assert resumed.record_path == killed.record_path  # the same record is completed, not a new one
@@ -84,8 +95,8 @@ def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path
 
 def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: Path) -> None:
     outcome = run(tiny, progress=False)
-    from hgbench.checkpoint import check_compatible
     from hgbench.cases import get_spec
+    from hgbench.checkpoint import check_compatible
 
     with pytest.raises(HGBenchError, match=r"belongs to hg1 .* not case 2"):
         check_compatible(load_checkpoint(outcome.checkpoint_path), get_spec("2"), 64)
@@ -102,7 +113,8 @@ def test_nan_loss_stops_the_run_with_a_failed_record(tiny: RunConfig, monkeypatc
         run(tiny, progress=False)
     [path] = list(Path(tiny.out).rglob("*.json"))
     record = json.loads(path.read_text())
-    assert record["status"] == "failed" and "nan" in record["status_reason"]
+    assert record["status"] == "failed"
+    assert "nan" in record["status_reason"]
 
 
 def test_nan_loss_exits_non_zero_with_one_line(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -113,7 +125,9 @@ def test_nan_loss_exits_non_zero_with_one_line(tiny: RunConfig, monkeypatch: pyt
                  "--workers", "0", "--data-dir", tiny.data_dir, "--limit-train", "8", "--limit-val", "6",
                  "--out", tiny.out, "--checkpoint-dir", tiny.checkpoint_dir, "--quiet"])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 3 and len(err) == 1 and err[0].startswith("hgbench: error: loss became")
+    assert code == 3
+    assert len(err) == 1
+    assert err[0].startswith("hgbench: error: loss became")
 
 
 def test_ctrl_c_marks_the_record_interrupted(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,7 +145,8 @@ def test_ctrl_c_marks_the_record_interrupted(tiny: RunConfig, monkeypatch: pytes
         run(replace(tiny, epochs=3), progress=False)
     [path] = list(Path(tiny.out).rglob("*.json"))
     record = json.loads(path.read_text())
-    assert record["status"] == "interrupted" and "during epoch 2" in record["status_reason"]
+    assert record["status"] == "interrupted"
+    assert "during epoch 2" in record["status_reason"]
     assert len(record["results"]["epochs"]) == 1
 
 
@@ -152,7 +167,8 @@ def test_bad_configuration_is_a_clear_error(tiny: RunConfig) -> None:
 def test_unknown_case_on_the_command_line(capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "--case", "42"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("hgbench: error: unknown case '42'") and "Valid cases: 1, 2" in err
+    assert err.startswith("hgbench: error: unknown case '42'")
+    assert "Valid cases: 1, 2" in err
 
 
 def test_sweep_skips_runs_already_finished_with_the_same_config(
@@ -200,7 +216,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
     two = json.loads(path.read_text())
     one = json.loads(single.record_path.read_text())
     assert two["status"] == "finished"
-    assert two["config"]["world_size"] == 2 and one["config"]["world_size"] == 1
+    assert two["config"]["world_size"] == 2
+    assert one["config"]["world_size"] == 1
     e1, e2 = one["results"]["epochs"], two["results"]["epochs"]
     assert [e["images"] for e in e2] == [e["images"] for e in e1] == [4, 4]
     assert e2[0]["train_loss"] == pytest.approx(e1[0]["train_loss"], rel=1e-5)

@@ -67,7 +67,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]:  # fmt: skip
         table.add_column(col, justify=justify)
     for r in rows:
-        stacks = str(r["stacks_run"]) if r["stacks_run"] == r["stacks_built"] else f"{r['stacks_run']}/{r['stacks_built']}"
+        stacks = str(r["stacks_run"])
+        if r["stacks_run"] != r["stacks_built"]:
+            stacks += f"/{r['stacks_built']}"  # as built: stacks that run / stacks constructed
         table.add_row(
             r["case"], "as built" if r["as_built"] else "described", r["description"], stacks, str(r["feats"]),
             str(r["blocks"]), r["depths"], r["norm"], str(r["steps"]), f"{r['params']:,}", f"{r['params_used']:,}",

@@ -31,8 +31,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--as-built", action="store_true", help="build the case as the study's code did")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
     p.add_argument("--data-dir", default=None, help="real MPII directory (images/ + annotations); default: synthetic")
-    p.add_argument("--synthetic", type=int, default=None, metavar="N",
-                   help=f"people in the synthetic default dataset (default {d.synthetic_people})")
+    p.add_argument(
+        "--synthetic",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"people in the synthetic default dataset (default {d.synthetic_people})",
+    )
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch", type=int, default=None, help=f"global training batch (default {d.batch_size})")
     p.add_argument("--test-batch", type=int, default=None, help=f"inference batch (default {d.test_batch_size})")
@@ -49,7 +54,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit-val", type=int, default=None, metavar="N", help="first N validation people only")
     p.add_argument("--no-flip-test", action="store_true", help="skip the flip-test inference pass")
     p.add_argument("--skip-bad-images", action="store_true", help="skip corrupt images (counted in the record)")
-    p.add_argument("--smoke", action="store_true", help="CPU smoke scale: " + ", ".join(f"{k}={v}" for k, v in SMOKE.items()))
+    smoke = ", ".join(f"{k}={v}" for k, v in SMOKE.items())
+    p.add_argument("--smoke", action="store_true", help=f"CPU smoke scale: {smoke}")
     p.add_argument("--out", default=d.out, help="results folder (default results/)")
     p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="checkpoint folder (default runs/)")
     p.add_argument("--tag", default=None, help="label added to the record's file name")

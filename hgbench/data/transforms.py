@@ -75,7 +75,12 @@ def invert(m: np.ndarray) -> np.ndarray:
 
 
 def heatmap_matrix(
-    center: np.ndarray | tuple[float, float], scale: float, rot: float, input_res: int, heatmap_res: int, *,
+    center: np.ndarray | tuple[float, float],
+    scale: float,
+    rot: float,
+    input_res: int,
+    heatmap_res: int,
+    *,
     flip: bool = False,
 ) -> np.ndarray:
     """2x3 matrix from original-image coordinates to heatmap coordinates (the crop frame downsampled)."""
