@@ -213,3 +213,23 @@ def test_bench_cli_cuda(cuda_device: torch.device, tmp_path: Path) -> None:
     assert eager["train"]["clock"] == "cuda_event"
     assert eager["train"]["peak_memory_mib"] > 0
     assert record["device_peak"]["conv_tflops"] > 0
+
+
+def test_bench_records_render_through_the_reporter(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "bench"
+    assert main(["bench", *TINY, "--modes", "eager,channels_last", "--out", str(out)]) == 0
+    capsys.readouterr()
+    (out / "foreign.json").write_text('{"schema": "something/else"}')  # other JSON beside them is left out
+    assert main(["table", "--bench", "--results", str(out)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| hg1 ")]
+    assert len(rows) == 4  # 2 modes x (train, infer)
+    assert all("| 1.00 |" in r for r in rows if "| eager |" in r)  # speed-up over eager of eager itself
+    assert main(["table", "--bench", "--results", str(out), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("case,as_built,device,batch,input_res,mode,settings,phase,status,ms_per_step")
+    assert len(lines) == 5
+
+
+def test_bench_table_without_records_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["table", "--bench", "--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip().startswith("hgbench: error: no hgbench bench records")

@@ -12,7 +12,15 @@ import argparse
 import sys
 
 from hgbench.errors import HGBenchError
-from hgbench.report import comparison_table, rewrite_readme, to_csv, to_markdown
+from hgbench.report import (
+    bench_markdown,
+    bench_table,
+    comparison_table,
+    load_bench_records,
+    rewrite_readme,
+    to_csv,
+    to_markdown,
+)
 from hgbench.results import RunSummary, expand_sources, load_records
 
 EXAMPLES = """examples:
@@ -21,6 +29,7 @@ EXAMPLES = """examples:
   hgbench table --format csv > table.csv      for tools (one header line, stable snake_case columns)
   hgbench table --results 'results/cpu-*'     only this machine's records (files, folders or globs)
   hgbench table --reference --readme README.md    rewrite README's results section (what `make table` does)
+  hgbench table --bench                       the speed modes measured by `hgbench bench` (results/bench)
 """
 
 
@@ -32,6 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--results", action="append", metavar="DIR", default=None,
                    help="record file, folder or glob; repeatable (default: results)")  # fmt: skip
     p.add_argument("--reference", action="store_true", help="add the study's published rows and ours/published ratios")
+    p.add_argument("--bench", action="store_true",
+                   help="the speed modes of hgbench bench records instead (default: results/bench)")  # fmt: skip
     p.add_argument("--readme", metavar="FILE", default=None,
                    help="rewrite FILE between its hgbench:results markers instead of printing "
                         "(Markdown only)")  # fmt: skip
@@ -60,6 +71,8 @@ def load_or_fail(sources: list[str]) -> list[RunSummary]:
 def cmd_table(args: argparse.Namespace) -> int:
     if args.readme and args.format != "md":
         args._parser.error("--readme writes Markdown; drop --format csv")
+    if args.bench:
+        return _bench_table(args)
     summaries = load_or_fail(args.results or ["results"])
     df = comparison_table(summaries, reference=args.reference)
     if args.format == "csv":
@@ -71,4 +84,20 @@ def cmd_table(args: argparse.Namespace) -> int:
         print(f"{args.readme}: results section {'updated' if changed else 'already up to date'}")
         return 0
     sys.stdout.write(markdown)
+    return 0
+
+
+def _bench_table(args: argparse.Namespace) -> int:
+    """`--bench`: one row per mode and phase of every `hgbench bench` record."""
+    if args.readme:
+        args._parser.error("--readme rewrites the run table; drop --bench")
+    sources = args.results or ["results/bench"]
+    require_sources(sources)
+    records, warnings = load_bench_records(sources)
+    for warning in warnings:
+        print(f"hgbench: warning: {warning}", file=sys.stderr)
+    if not records:
+        raise HGBenchError(f"no hgbench bench records in {', '.join(sources)} (run `hgbench bench --case C` first)")
+    df = bench_table(records)
+    sys.stdout.write(to_csv(df) if args.format == "csv" else bench_markdown(df))
     return 0
