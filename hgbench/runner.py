@@ -307,6 +307,11 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
         synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
         seed=config.seed, ctx=ctx,
     )  # fmt: skip
+    if len(train_ds) < config.batch_size:
+        raise HGBenchError(
+            f"{len(train_ds)} training people in {train_ds.root} are fewer than one batch of {config.batch_size}; "
+            "use a smaller --batch or more data"
+        )
     dataset = _dataset_info(train_ds, val_ds)
     identity = config.identity_hash({"spec": spec.fingerprint(), "dataset": dataset["fingerprint"]})
     run_dir = ckpt_root / f"{_stem(config, spec)}-{identity}"

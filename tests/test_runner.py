@@ -164,6 +164,22 @@ def test_bad_configuration_is_a_clear_error(tiny: RunConfig) -> None:
         run(replace(tiny, batch_size=1), progress=False)
 
 
+def test_runs_on_the_real_mpii_sample_directory(tiny: RunConfig, mpii_sample: Path) -> None:
+    """Real JPEGs (progressive ones too) and the bundled ground truth matched to the sample's first five val people."""
+    outcome = run(replace(tiny, data_dir=str(mpii_sample), batch_size=2, limit_train=None, limit_val=None),
+                  progress=False)  # fmt: skip
+    record = json.loads(outcome.record_path.read_text())
+    assert record["status"] == "finished"
+    assert record["dataset"]["name"] == "mpii"
+    assert (record["dataset"]["train_size"], record["dataset"]["val_size"]) == (2, 5)
+    assert record["results"]["pckh"]["count"] == 5
+
+
+def test_fewer_people_than_one_batch_is_a_clear_error(tiny: RunConfig) -> None:
+    with pytest.raises(HGBenchError, match="4 training people .* fewer than one batch of 6"):
+        run(replace(tiny, limit_train=4, batch_size=6), progress=False)
+
+
 def test_unknown_case_on_the_command_line(capsys: pytest.CaptureFixture) -> None:
     assert main(["run", "--case", "42"]) == 2
     err = capsys.readouterr().err.strip()
