@@ -256,24 +256,28 @@ def _numbers(folder: Path) -> set[int]:
 
 
 # ------------------------------------------------------------------------------------------------------- reading
-def _get(record: Any, dotted: str) -> Any:
-    """``record["a"]["b"]`` for ``"a.b"``; None when any level is missing or not a mapping."""
+_MISSING = object()
+
+
+def _lookup(record: Any, dotted: str) -> Any:
+    """``record["a"]["b"]`` for ``"a.b"``, or `_MISSING` when any level is missing or not a mapping."""
     node = record
     for key in dotted.split("."):
         if not isinstance(node, Mapping) or key not in node:
-            return None
+            return _MISSING
         node = node[key]
     return node
 
 
+def _get(record: Any, dotted: str) -> Any:
+    """The value at ``dotted``; None when any level is missing."""
+    value = _lookup(record, dotted)
+    return None if value is _MISSING else value
+
+
 def _has(record: Any, dotted: str) -> bool:
     """Whether every level of ``dotted`` exists (the last may hold null)."""
-    node = record
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return False
-        node = node[key]
-    return True
+    return _lookup(record, dotted) is not _MISSING
 
 
 def _is_number(value: Any) -> bool:
