@@ -109,25 +109,13 @@ def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int | None = None
         OSError: the write failed (full disk, permissions); the temp file is removed and `path` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if mode is None:
         with contextlib.suppress(OSError):
             mode = path.stat().st_mode & 0o7777
-    tmp = _temp_name(path)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
         if mode is not None:
             tmp.chmod(mode)
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
