@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hgbench.commands._args import at_least
 from hgbench.errors import DataError, HGBenchError
 from hgbench.groundtruth import GroundTruth
 
@@ -32,11 +33,7 @@ EPILOG = """examples:
 ANNOTATION_NAMES = ("mpii_annotations.json", "mpii_annotations.json.gz")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+POSITIVE_INT = at_least(1)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -57,18 +54,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ck = p.add_argument_group("checkpoint evaluation")
     ck.add_argument("--data-dir", type=Path, metavar="DIR", help="MPII directory (images/ and mpii_annotations.json"
                     "[.gz]); with --predictions, only for --visualize")  # fmt: skip
-    ck.add_argument("--synthetic-people", type=_positive_int, metavar="N", help="size of the synthetic dataset "
+    ck.add_argument("--synthetic-people", type=POSITIVE_INT, metavar="N", help="size of the synthetic dataset "
                     "used when no --data-dir is given (default: the checkpoint's)")  # fmt: skip
-    ck.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N val people")
+    ck.add_argument("--limit", type=POSITIVE_INT, metavar="N", help="only the first N val people")
     ck.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image's heatmaps")
-    ck.add_argument("--batch", type=_positive_int, default=6, metavar="N", help="test batch size (default: 6)")
+    ck.add_argument("--batch", type=POSITIVE_INT, default=6, metavar="N", help="test batch size (default: 6)")
     ck.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
     ck.add_argument("--workers", type=int, default=2, metavar="N", help="data loader workers (default: 2)")
-    ck.add_argument("--input-res", type=_positive_int, default=None, metavar="PX", help="expected input side; the "
+    ck.add_argument("--input-res", type=POSITIVE_INT, default=None, metavar="PX", help="expected input side; the "
                     "checkpoint's own is used, this only checks it")  # fmt: skip
     out = p.add_argument_group("outputs")
     out.add_argument("--save-predictions", type=Path, metavar="P.mat", help="write predictions in the preds layout")
-    out.add_argument("--visualize", type=_positive_int, metavar="N", help="draw the first N val people (needs --out)")
+    out.add_argument("--visualize", type=POSITIVE_INT, metavar="N", help="draw the first N val people (needs --out)")
     out.add_argument("--out", type=Path, metavar="DIR", help="folder for the --visualize PNGs")
     p.set_defaults(func=cmd_evaluate, _parser=p)
 

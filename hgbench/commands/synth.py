@@ -5,25 +5,13 @@ from __future__ import annotations
 import argparse
 import time
 
+from hgbench.commands._args import at_least
 from hgbench.data.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_PEOPLE, DEFAULT_VAL_FRACTION
 
 EXAMPLES = """examples:
   hgbench synth --out data/synth --people 2000 --seed 1
   hgbench run --case 2 --data-dir data/synth
 """
-
-
-def _at_least(minimum: int) -> type:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse  # type: ignore[return-value]
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -55,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", required=True, metavar="DIR", help="directory to create (must not exist or be empty)")
-    p.add_argument("--people", type=_at_least(2), default=DEFAULT_PEOPLE, help=f"people (default {DEFAULT_PEOPLE})")
-    p.add_argument("--seed", type=_at_least(0), default=0, help="the dataset is a function of the seed (default 0)")
+    p.add_argument("--people", type=at_least(2), default=DEFAULT_PEOPLE, help=f"people (default {DEFAULT_PEOPLE})")
+    p.add_argument("--seed", type=at_least(0), default=0, help="the dataset is a function of the seed (default 0)")
     w, h = DEFAULT_IMAGE_SIZE
     p.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE, metavar="WxH",
                    help=f"image width x height (default {w}x{h})")  # fmt: skip
