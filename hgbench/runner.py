@@ -515,13 +515,3 @@ def _inference_pass(model: nn.Module, val_ds, gt, config: RunConfig, opts: StepO
         print(f"hgbench: PCKh@0.5 Mean {pckh['Mean']:.2f} ({'flip test' if final == 'flip' else 'no flip'}); "
               f"inference {inference['plain']['wall_min']:.3f} min wall", flush=True)  # fmt: skip
     return {"pckh": pckh, "inference": inference}
-
-
-def main_entry(config: RunConfig, **kwargs) -> int:
-    """Run and map the outcome to an exit status (used by the CLI)."""
-    outcome = run(config, **kwargs)
-    return 0 if outcome.status in ("finished", "skipped") else 1
-
-
-if __name__ == "__main__":  # pragma: no cover - torchrun convenience: python -m hgbench.runner is not the interface
-    sys.exit("use: hgbench run ... (or torchrun ... -m hgbench.cli run ...)")
