@@ -6,6 +6,10 @@ once with `cv2.warpAffine`; the baseline opens with PIL, rotates the whole image
 the heatmaps joint by joint as the reference code did. One thread each, in the main process: what one DataLoader
 worker does. The second test asserts the pipeline is at least twice as fast (plain comparison of the two means).
 
+The ``device`` tests measure the other form of the pipeline (``--decode device``): what is left to a worker, and
+the batched decode + crop + normalise of a whole batch on the device (nvjpeg and `grid_sample` on CUDA; on a CPU
+it runs in the main process, which is why ``--fast`` keeps the workers there).
+
 Run with ``pytest benchmarks/test_data_pipeline.py --benchmark-only``.
 """
 
@@ -20,6 +24,7 @@ import torch
 from PIL import Image
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from hgbench.data.device_decode import DeviceDecodeLoader, collate
 from hgbench.data.mpii import MPIIDataset
 from hgbench.data.synthetic import generate
 from hgbench.data.transforms import (
@@ -148,6 +153,53 @@ def test_pipeline_pil_baseline(benchmark: BenchmarkFixture, dataset: MPIIDataset
     )
     if not SMOKE:  # CI (smoke) shows the figure but never fails on a time
         assert speedup >= MIN_SPEEDUP, f"pipeline only {speedup:.2f}x the PIL baseline (want >= {MIN_SPEEDUP}x)"
+
+
+# --- decode="device": what is left to a worker, and the batched decode + crop on the device ------------------------
+
+
+@pytest.fixture(scope="module")
+def device_dataset(dataset: MPIIDataset) -> MPIIDataset:
+    return MPIIDataset(dataset.root, "train", input_res=INPUT_RES, augment=True, decode="device")
+
+
+def _bench_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.smoke
+def test_pipeline_device_decode_worker_side(benchmark: BenchmarkFixture, device_dataset: MPIIDataset) -> None:
+    """With decode="device" a worker only reads the bytes, draws the augmentation and the targets."""
+    _measure(benchmark, "device-worker", device_dataset.__getitem__, len(device_dataset))
+    if "hgbench" in _means:
+        benchmark.extra_info["lighter_than_full_sample"] = round(_means["hgbench"] / _means["device-worker"], 1)
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("batch_size", [6, 32])
+def test_pipeline_device_decode_batch(benchmark: BenchmarkFixture, device_dataset: MPIIDataset,
+                                      batch_size: int) -> None:  # fmt: skip
+    """One batch decoded, cropped and normalised on the device (CUDA when present; here the CPU, one thread)."""
+    dev = _bench_device()
+    samples = [device_dataset[i % len(device_dataset)] for i in range(batch_size)]
+    batch = collate(samples)
+    if dev.type == "cuda":
+        batch = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch["jpeg"] = [j.pin_memory() for j in batch["jpeg"]]
+    prep = DeviceDecodeLoader([], device_dataset, dev, prefetch=False)
+
+    def one_batch() -> None:
+        out = prep.prepare(batch)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        del out
+
+    benchmark.pedantic(one_batch, rounds=rounds(ROUNDS * 2), iterations=1, warmup_rounds=1)
+    mean = benchmark.stats.stats.mean
+    benchmark.extra_info.update({"device": str(dev), "batch_size": batch_size,
+                                 "images_per_s": round(batch_size / mean, 1), "image_size": "720x1280",
+                                 "input_res": INPUT_RES})  # fmt: skip
+    print(f"\ndecode='device' on {dev}: {batch_size / mean:.1f} images/s at batch {batch_size}")
 
 
 def test_baseline_matches_pipeline(dataset: MPIIDataset) -> None:

@@ -146,20 +146,23 @@ def plan_modes(modes: Sequence[str], device: str | torch.device) -> list[ModePla
     return plans
 
 
-def best_mode(device: str | torch.device) -> dict[str, bool]:
+def best_mode(device: str | torch.device) -> dict[str, bool | str]:
     """The fast-path settings for ``hgbench run --fast`` on this device.
 
-    CUDA: channels_last + bf16 autocast (where native) + torch.compile. CPU: channels_last only: bf16 without
-    hardware support is emulated (slower), and compile's first step costs minutes for an 8-stack model (see
-    shared/spec/environment.md), which a run of a few epochs never earns back.
+    CUDA: channels_last + bf16 autocast (where native) + torch.compile, and JPEGs decoded and cropped on the GPU in
+    batches (nvjpeg), which takes the decode, the study's bottleneck, off the few host cores. CPU: channels_last
+    only: bf16 without hardware support is emulated (slower), compile's first step costs minutes for an 8-stack
+    model (see shared/spec/environment.md), which a run of a few epochs never earns back, and decoding in the main
+    process would only serialise what the workers do in parallel.
 
     Returns:
-        ``{"channels_last": bool, "amp": bool, "compile": bool}``.
+        ``{"channels_last": bool, "amp": bool, "compile": bool, "decode": "workers" | "device"}``.
     """
     dev = torch.device(device)
     if dev.type == "cuda":
-        return {"channels_last": True, "amp": _bf16_reason(dev) is None, "compile": _compile_reason(dev) is None}
-    return {"channels_last": True, "amp": False, "compile": False}
+        return {"channels_last": True, "amp": _bf16_reason(dev) is None, "compile": _compile_reason(dev) is None,
+                "decode": "device"}  # fmt: skip
+    return {"channels_last": True, "amp": False, "compile": False, "decode": "workers"}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -11,8 +11,12 @@ from dataclasses import asdict, dataclass, field
 RUN_IDENTITY_KEYS: tuple[str, ...] = (
     "case", "as_built", "epochs", "batch_size", "test_batch_size", "optimizer", "lr", "lr_milestones", "lr_gamma",
     "input_res", "sigma", "amp", "channels_last", "compile", "seed", "limit_train", "limit_val", "flip_test",
-    "world_size", "synthetic_people",
+    "world_size", "synthetic_people", "decode",
 )  # fmt: skip
+
+# Keys added to RunConfig after records were first written, with the value every older record implicitly ran with;
+# `hgbench.results.read_record` fills them in, so old and new records compare (sweep skip, table settings).
+ADDED_KEYS: dict[str, object] = {"decode": "workers"}
 
 
 @dataclass
@@ -33,7 +37,8 @@ class RunConfig:
     amp: bool = False  # bf16 autocast
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
-    fast: bool = False  # the best mode for the device (sets amp / channels_last / compile)
+    fast: bool = False  # the best mode for the device (sets amp / channels_last / compile / decode)
+    decode: str = "auto"  # where JPEGs are decoded and cropped: workers | device (batched, nvjpeg on CUDA) | auto
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 2  # DataLoader worker processes

@@ -157,13 +157,14 @@ def evaluate_checkpoint(
         synthetic_people=people,
         sigma=float(config.get("sigma", 1.0)),
         need_train=False,
+        decode=str(config.get("decode") or "workers").replace("auto", "workers"),
     )
     model = build_model(ckpt.spec)
     model.load_state_dict(ckpt.state["model"])
     opts = StepOptions(dev, amp=bool(config.get("amp")), channels_last=bool(config.get("channels_last")))
     model.to(dev, memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
     loader = make_loader(
-        val_ds, batch_size, shuffle=False, workers=workers, pin_memory=dev.type == "cuda", drop_last=False
+        val_ds, batch_size, shuffle=False, workers=workers, pin_memory=dev.type == "cuda", drop_last=False, device=dev
     )
     t0 = time.perf_counter()
     result = predict(model, loader, opts, input_res=input_res, flip=flip, with_targets=False)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hgbench.config import ADDED_KEYS
+
 SCHEMA = "hgbench.run/1"
 STATUSES: tuple[str, ...] = ("finished", "interrupted", "failed", "running")
 
@@ -504,7 +506,10 @@ def read_record(path: str | Path) -> tuple[dict | None, str | None]:
         kind = "not an hgbench run record" if _get(document, "schema") != SCHEMA else "invalid record"
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         return None, f"{kind}: {'; '.join(problems[:3])}{more}"
-    return dict(document), None
+    record = dict(document)
+    if isinstance(record.get("config"), dict):  # written before a config key existed: it ran with the old value
+        record["config"] = {**ADDED_KEYS, **record["config"]}
+    return record, None
 
 
 def load_records(sources: Iterable[str | Path]) -> tuple[list[RunSummary], list[str]]:

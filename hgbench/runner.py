@@ -27,6 +27,7 @@ from hgbench import results as store
 from hgbench.cases import CaseSpec, get_spec, measure_cost
 from hgbench.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from hgbench.config import RunConfig
+from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import (
     DistContext,
     all_gather_objects,
@@ -76,7 +77,7 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
 
 def open_datasets(data_dir: str | Path | None, *, input_res: int, limit_train: int | None, limit_val: int | None,
                   synthetic_people: int, sigma: float = 1.0, skip_bad_images: bool = False, need_train: bool = True,
-                  seed: int = 0, ctx: DistContext | None = None):  # fmt: skip
+                  seed: int = 0, decode: str = "workers", ctx: DistContext | None = None):  # fmt: skip
     """The training and validation datasets of a real MPII directory, or of the cached synthetic default."""
     from hgbench.data.mpii import MPIIDataset
     from hgbench.data.synthetic import default_dataset
@@ -90,7 +91,7 @@ def open_datasets(data_dir: str | Path | None, *, input_res: int, limit_train: i
             root = default_dataset(people=synthetic_people)
     else:
         root = Path(data_dir).expanduser()
-    common = {"input_res": input_res, "skip_bad_images": skip_bad_images, "sigma": sigma}
+    common = {"input_res": input_res, "skip_bad_images": skip_bad_images, "sigma": sigma, "decode": decode}
     train = MPIIDataset(root, "train", augment=True, limit=limit_train, seed=seed, **common) if need_train else None
     val = MPIIDataset(root, "val", augment=False, limit=limit_val, seed=seed, **common)
     return train, val
@@ -150,12 +151,20 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def apply_fast_mode(config: RunConfig, device: torch.device) -> RunConfig:
-    """`--fast`: the best measured mode for the device (hgbench.bench.best_mode)."""
+def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
+    """The settings a run on `device` actually uses, as its record stores them.
+
+    `--fast` turns on the best mode for the device (hgbench.bench.best_mode); ``decode="auto"`` becomes the fast
+    mode's choice with `--fast` and "workers" (the study's pipeline) without. An explicit ``--decode`` is kept.
+    """
     from hgbench.bench import best_mode
 
     mode = best_mode(device)
-    return replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
+    if config.fast:
+        config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
+    if config.decode == "auto":
+        config = replace(config, decode=mode["decode"] if config.fast else "workers")
+    return config
 
 
 def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
@@ -179,6 +188,8 @@ def _validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> Non
         raise HGBenchError(f"--batch {config.batch_size} is not divisible by the {ctx.world_size} processes")
     if config.test_batch_size < 1:
         raise HGBenchError(f"--test-batch must be at least 1, got {config.test_batch_size}")
+    if config.decode not in DECODE_MODES:
+        raise HGBenchError(f"--decode must be one of {', '.join(DECODE_MODES)}, got {config.decode!r}")
 
 
 def _dataset_info(train_ds, val_ds) -> dict:
@@ -293,8 +304,7 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
         # Autotuned convolutions: the tuning lands in epoch 1, which the record reports apart (warm-up).
         torch.backends.cudnn.benchmark = True
     config = replace(config, world_size=ctx.world_size)
-    if config.fast:
-        config = apply_fast_mode(config, device)
+    config = resolve_config(config, device)
     _validate_config(config, spec, ctx)
     say = progress and ctx.is_main
     out_dir, ckpt_root = Path(config.out), Path(config.checkpoint_dir)
@@ -305,7 +315,7 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
     train_ds, val_ds = open_datasets(
         config.data_dir, input_res=config.input_res, limit_train=config.limit_train, limit_val=config.limit_val,
         synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
-        seed=config.seed, ctx=ctx,
+        seed=config.seed, decode=config.decode, ctx=ctx,
     )  # fmt: skip
     if len(train_ds) < config.batch_size:
         raise HGBenchError(
@@ -386,10 +396,11 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
     train_sampler = GlobalBatchSampler(len(train_ds), config.batch_size, rank=ctx.rank, world_size=ctx.world_size,
                                        seed=config.seed)  # fmt: skip
     train_loader = make_loader(train_ds, config.batch_size // ctx.world_size, shuffle=False, workers=config.workers,
-                               pin_memory=pin, sampler=train_sampler, drop_last=True, seed=config.seed)  # fmt: skip
+                               pin_memory=pin, sampler=train_sampler, drop_last=True, seed=config.seed,
+                               device=device)  # fmt: skip
     val_loader = make_loader(val_ds, config.test_batch_size, shuffle=False, workers=config.workers, pin_memory=pin,
                              sampler=ShardSampler(len(val_ds), rank=ctx.rank, world_size=ctx.world_size),
-                             drop_last=False)  # fmt: skip
+                             drop_last=False, device=device)  # fmt: skip
     gt = val_ds.ground_truth()
     bar = _Progress(enabled=say, quiet=quiet, label=spec.label)
 
@@ -452,7 +463,8 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                 entry = {
                     "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                     "val_loss": val.loss, "heatmap_acc": val.heatmap_acc, "pckh": pckh, "wall_s": stats.wall_s,
-                    "compute_s": stats.compute_s, "data_wait_s": stats.data_wait_s, "steps": stats.steps,
+                    "compute_s": stats.compute_s, "data_wait_s": stats.data_wait_s,
+                    "device_idle_s": stats.device_idle_s, "steps": stats.steps,
                     "images": images, "images_per_s": images / stats.wall_s if stats.wall_s > 0 else None,
                     "val_wall_s": val.timing["wall_s"], "warmup": epoch == 1,
                     "energy_j": tel.get("energy_j"), "gpu_util_mean": tel.get("gpu_util_mean"),
@@ -498,7 +510,7 @@ def _inference_pass(model: nn.Module, val_ds, gt, config: RunConfig, opts: StepO
     from hgbench.data.loader import make_loader
 
     loader = make_loader(val_ds, config.test_batch_size, shuffle=False, workers=config.workers,
-                         pin_memory=opts.device.type == "cuda", drop_last=False)  # fmt: skip
+                         pin_memory=opts.device.type == "cuda", drop_last=False, device=opts.device)  # fmt: skip
     passes: dict[str, PassResult] = {"plain": predict(model, loader, opts, input_res=config.input_res,
                                                       with_targets=False)}  # fmt: skip
     if config.flip_test:

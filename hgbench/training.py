@@ -69,6 +69,7 @@ class EpochStats:
     wall_s: float  # first batch requested to last step finished (host clock, after a final sync)
     compute_s: float  # device time inside forward/backward/step (CUDA events; perf_counter on CPU)
     data_wait_s: float  # host time blocked waiting for the next batch
+    device_idle_s: float | None = None  # CUDA: device-clock gaps between steps (GPU-side batch preparation included)
 
 
 def train_one_epoch(
@@ -122,4 +123,4 @@ def train_one_epoch(
     mean_loss = float(loss_sum) / max(steps, 1)
     if not math.isfinite(mean_loss):
         raise RunFailed(f"loss became {mean_loss} in epoch {epoch}; stopping")
-    return EpochStats(mean_loss, steps, images, t["wall_s"], t["compute_s"], t["data_wait_s"])
+    return EpochStats(mean_loss, steps, images, t["wall_s"], t["compute_s"], t["data_wait_s"], t["device_idle_s"])

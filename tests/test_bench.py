@@ -71,13 +71,14 @@ def test_mode_labels() -> None:
 
 
 def test_best_mode_on_cpu_is_channels_last_only() -> None:
-    assert best_mode("cpu") == {"channels_last": True, "amp": False, "compile": False}
+    assert best_mode("cpu") == {"channels_last": True, "amp": False, "compile": False, "decode": "workers"}
 
 
 def test_best_mode_cuda(cuda_device: torch.device) -> None:
     mode = best_mode(cuda_device)
     assert mode["channels_last"]
     assert mode["compile"]
+    assert mode["decode"] == "device"
 
 
 def test_peak_conv_is_none_on_cpu() -> None:

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from hgbench.cases import STUDY_CASES, get_spec
 from hgbench.config import RunConfig
+from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
 
 # `--smoke`: the whole sweep at a scale a 2-core CPU finishes in minutes (make run). 128 px is the smallest input
@@ -18,7 +19,7 @@ EPILOG = """examples:
   hgbench run --case 3 --epochs 50                  case 3 as described, the study's recipe, synthetic data
   hgbench run --case 3 --as-built --data-dir ~/mpii the study's own code for case 3, on real MPII
   hgbench run --case all --smoke                    every case at CPU smoke scale (what `make run` does)
-  hgbench run --case 1 --fast --device cuda         bf16 + channels_last + torch.compile
+  hgbench run --case 1 --fast --device cuda         bf16 + channels_last + torch.compile + GPU JPEG decoding
   torchrun --nproc_per_node 4 -m hgbench.cli run --case 1 --batch 24     DDP on 4 GPUs
 """
 
@@ -48,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--fast", action="store_true", help="the best mode for the device (see hgbench bench)")
+    p.add_argument("--decode", choices=("auto", *DECODE_MODES), default=None,
+                   help="decode and crop JPEGs in the DataLoader workers or in batches on the device (nvjpeg on "
+                        "CUDA); auto (default): device with --fast on CUDA, else workers")  # fmt: skip
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {d.workers})")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="first N training people only")
@@ -76,13 +80,14 @@ def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
         cfg = replace(cfg, **SMOKE)
     explicit = {"epochs": args.epochs, "batch_size": args.batch, "test_batch_size": args.test_batch, "lr": args.lr,
                 "input_res": args.input_res, "workers": args.workers, "limit_train": args.limit_train,
-                "limit_val": args.limit_val, "synthetic_people": args.synthetic, "tag": args.tag}  # fmt: skip
+                "limit_val": args.limit_val, "synthetic_people": args.synthetic, "tag": args.tag,
+                "decode": args.decode}  # fmt: skip
     return replace(cfg, **{k: v for k, v in explicit.items() if v is not None})
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hgbench import results as store
-    from hgbench.runner import run
+    from hgbench.runner import resolve_config, resolve_device, run
 
     if args.case.lower() == "all":
         cases = list(STUDY_CASES)
@@ -94,13 +99,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = []
     machine = None
     if len(cases) > 1:  # a run finished on another machine is not this machine's measurement
-        from hgbench.runner import resolve_device
         from hgbench.telemetry import collect_environment
 
-        machine = store.machine_id(collect_environment(resolve_device(args.device)))
+        device = resolve_device(args.device)
+        machine = store.machine_id(collect_environment(device))
     for case in cases:
         cfg = config_from_args(args, case)
         if len(cases) > 1:
+            cfg = resolve_config(cfg, device)  # compared as the record will store it
             done = store.find_finished(cfg.out, case, cfg.as_built, cfg.identity(), machine_id=machine)
             if done is not None:
                 print(f"hgbench: case {case}{' (as built)' if cfg.as_built else ''}: already finished with this "

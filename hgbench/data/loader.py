@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from hgbench.data.device_decode import DeviceDecodeLoader, collate
 from hgbench.errors import DataError
 
 PREFETCH_FACTOR = 4  # batches each worker keeps ready
@@ -133,7 +134,8 @@ def make_loader(
     drop_last: bool,
     seed: int = 0,
     prefetch_factor: int = PREFETCH_FACTOR,
-) -> HGDataLoader:
+    device: torch.device | str | None = None,
+) -> HGDataLoader | DeviceDecodeLoader:
     """Build the loader a run iterates.
 
     Args:
@@ -146,9 +148,11 @@ def make_loader(
         drop_last: drop the last incomplete batch (training: BatchNorm wants full batches).
         seed: seeds the shuffle and the worker RNGs.
         prefetch_factor: batches each worker prepares ahead (workers > 0 only).
+        device: the training device; needed when the dataset leaves decoding to it (``decode="device"``).
 
     Returns:
-        An `HGDataLoader`; call ``loader.set_epoch(e)`` before iterating epoch `e`.
+        An `HGDataLoader`, wrapped in a `DeviceDecodeLoader` when the dataset decodes on the device; call
+        ``loader.set_epoch(e)`` before iterating epoch `e`.
     """
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
@@ -163,7 +167,10 @@ def make_loader(
             "worker_init_fn": _worker_init,
             "multiprocessing_context": worker_context(),
         }
-    return HGDataLoader(
+    decode_on_device = getattr(dataset, "decode", "workers") == "device"
+    if decode_on_device and device is None:
+        raise ValueError("a dataset with decode='device' needs the device to decode on")
+    loader = HGDataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=False,
@@ -172,5 +179,7 @@ def make_loader(
         pin_memory=bool(pin_memory and torch.cuda.is_available()),
         drop_last=drop_last,
         generator=generator,
+        collate_fn=collate,
         **extra,
     )
+    return DeviceDecodeLoader(loader, dataset, torch.device(device)) if decode_on_device else loader

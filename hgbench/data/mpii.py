@@ -237,10 +237,7 @@ def decode_jpeg_file(path: Path) -> np.ndarray:
     """
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    try:
-        data = torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-    except OSError as exc:
-        raise DataError(f"cannot read it ({exc.strerror or exc})") from exc
+    data = read_image_bytes(path)
     try:
         # torchvision 0.29 deprecates its codecs in favour of TorchCodec (not a dependency) and warns on every call;
         # decode_jpeg is still the decoder that detects truncated files (environment.md), so silence that notice.
@@ -254,6 +251,18 @@ def decode_jpeg_file(path: Path) -> np.ndarray:
         raise DataError(f"the JPEG decoder says: {reason}") from exc
     # decode_jpeg returns a CHW view of HWC memory, so this permute is free and already C-contiguous.
     return np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+
+
+def read_image_bytes(path: Path) -> torch.Tensor:
+    """A file's bytes as the 1-D uint8 tensor `decode_jpeg` takes.
+
+    Raises:
+        DataError: the file cannot be read; the message is the reason only (callers add the file).
+    """
+    try:
+        return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
+    except OSError as exc:
+        raise DataError(f"cannot read it ({exc.strerror or exc})") from exc
 
 
 def dataset_name(annotation_file: Path) -> str:
@@ -289,6 +298,7 @@ class MPIIDataset(Dataset):
         annotation_file: str | Path | None = None,
         sigma: float = 1.0,
         seed: int = 0,
+        decode: Literal["workers", "device"] = "workers",
     ) -> None:
         """Index a split and check its images.
 
@@ -303,6 +313,9 @@ class MPIIDataset(Dataset):
             annotation_file: use this file instead of the one `find_annotation_file` picks.
             sigma: Gaussian sigma of the targets, in heatmap pixels.
             seed: seeds the augmentation (with the epoch and the sample's position).
+            decode: "workers" decodes and crops in `__getitem__`; "device" leaves both to
+                `hgbench.data.device_decode.DeviceDecodeLoader` (samples then carry the encoded JPEG and the crop
+                matrix instead of the image).
 
         Raises:
             DataError: missing directory, annotation file or image; invalid annotations; a corrupt image (unless
@@ -310,6 +323,8 @@ class MPIIDataset(Dataset):
         """
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+        if decode not in ("workers", "device"):
+            raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
         if input_res <= 0 or input_res % 4:
             raise ValueError(f"input_res must be a positive multiple of 4, got {input_res}")
         self.root = Path(root).expanduser()
@@ -328,6 +343,7 @@ class MPIIDataset(Dataset):
         self.skip_bad_images = skip_bad_images
         self.sigma = float(sigma)
         self.seed = int(seed)
+        self.decode = decode
         self.bad_images: list[str] = []
         # Shared memory, so `set_epoch` in the main process reaches persistent DataLoader workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
@@ -390,12 +406,15 @@ class MPIIDataset(Dataset):
         return self.images_dir / self.people[i].image
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        """One sample; every value is a tensor so the default collate works.
+        """One sample.
 
-        Keys: image [3, R, R] float32 (RGB in [0, 1] after colour gain, minus the mean); target [16, R/4, R/4]
-        float32; target_weight [16] float32 (visible x drawn); center [2] (adjusted, before augmentation); scale []
-        (adjusted and augmented: the crop's); rotation [] degrees; flip [] bool; index [] int64 (position in the
-        split); joints [16, 3] (original-image x, y, visible); bad [] bool (image undecodable: blank, weight 0).
+        Keys: image [3, R, R] float32 (RGB in [0, 1] after colour gain, minus the mean); gain [3] (the colour gain,
+        already applied to image); target [16, R/4, R/4] float32; target_weight [16] float32 (visible x drawn);
+        center [2] (adjusted, before augmentation); scale [] (adjusted and augmented: the crop's); rotation []
+        degrees; flip [] bool; index [] int64 (position in the split); joints [16, 3] (original-image x, y,
+        visible); bad [] bool (image undecodable: blank, weight 0).
+        With decode="device", image is replaced by jpeg (the file's bytes, 1-D uint8), matrix [2, 3] float64 (image
+        to crop) and image_name (str); collate those with `hgbench.data.device_decode.collate`.
         """
         rec = self.people[i]
         pos = int(self._positions[i])
@@ -406,17 +425,8 @@ class MPIIDataset(Dataset):
             aug = NO_AUGMENTATION
         crop_scale = scale * aug.scale_factor
         r = self.input_res
-        bad = False
-        try:
-            image = decode_jpeg_file(self.images_dir / rec.image)
-        except DataError as exc:
-            if not self.skip_bad_images:
-                raise DataError(self._corrupt_message(rec.image, str(exc))) from None
-            image, bad = None, True
-        if image is None:
-            crop = np.zeros((r, r, 3), dtype=np.uint8)
-        else:
-            crop = warp_image(image, crop_matrix(center, crop_scale, aug.rotation, r, flip=aug.flip), r)
+        to_crop = crop_matrix(center, crop_scale, aug.rotation, r, flip=aug.flip)
+        pixels, bad = self._pixels(rec.image, to_crop, aug.gain)
 
         joints = rec.joints
         order = _FLIP if aug.flip else slice(None)  # joint j of the mirror is joint FLIP_INDEX[j] of the original
@@ -429,7 +439,8 @@ class MPIIDataset(Dataset):
         if bad:
             weight[:] = 0.0
         return {
-            "image": to_input_tensor(crop, aug.gain),
+            **pixels,
+            "gain": torch.tensor(aug.gain, dtype=torch.float32),
             "target": torch.from_numpy(target),
             "target_weight": torch.from_numpy(weight),
             "center": torch.tensor(center, dtype=torch.float32),
@@ -440,6 +451,34 @@ class MPIIDataset(Dataset):
             "joints": torch.tensor(joints, dtype=torch.float32),
             "bad": torch.tensor(bad),
         }
+
+    def _pixels(
+        self, image: str, to_crop: np.ndarray, gain: tuple[float, float, float]
+    ) -> tuple[dict[str, object], bool]:
+        """The sample's picture: the finished crop (decode="workers") or what the device needs to make it.
+
+        Returns:
+            The sample keys ({"image"}, or {"jpeg", "matrix", "image_name"}) and whether the image was found bad
+            (only with `skip_bad_images`; the crop is then black).
+        """
+        path = self.images_dir / image
+        try:
+            if self.decode == "device":
+                data = read_image_bytes(path)
+            else:
+                decoded = decode_jpeg_file(path)
+        except DataError as exc:
+            if not self.skip_bad_images:
+                raise DataError(self._corrupt_message(image, str(exc))) from None
+            data, decoded = torch.zeros(0, dtype=torch.uint8), None
+            bad = True
+        else:
+            bad = False
+        if self.decode == "device":
+            return {"jpeg": data, "matrix": torch.from_numpy(to_crop), "image_name": image}, bad
+        r = self.input_res
+        crop = np.zeros((r, r, 3), dtype=np.uint8) if decoded is None else warp_image(decoded, to_crop, r)
+        return {"image": to_input_tensor(crop, gain)}, bad
 
     def collect_bad(self, batch: dict[str, torch.Tensor]) -> list[str]:
         """Record in `bad_images` the images a batch had to blank (call in the main process); returns the new ones."""

@@ -1,0 +1,237 @@
+"""The input pipeline's second form, `--decode device`: decode and crop whole batches on the training device.
+
+With ``decode="workers"`` (the default, and what the study's code did) each DataLoader worker decodes a JPEG, warps
+the crop and draws the targets. On a GPU the decode of full MPII frames (about 1280x720) is most of that work, and a
+few host cores cannot feed an 8-stack hourglass at bf16 speed. With ``decode="device"`` the workers only read the
+file's bytes, draw the augmentation, and compute the crop matrix and the heatmap targets (cheap); the main process
+then
+
+1. decodes the whole batch in one call, ``torchvision.io.decode_jpeg(list, device=...)`` (nvjpeg's batched decoder
+   on CUDA),
+2. crops, scales, rotates and flips all of it in one ``grid_sample`` (bilinear, zeros outside the image: what
+   ``cv2.warpAffine`` with a zero constant border computes, up to OpenCV's 1/32-pixel fixed-point rounding),
+3. applies the colour gain, clamps and subtracts the mean, as `to_input_tensor` does.
+
+The geometry, the random draws and the targets are the worker path's own (same (seed, epoch, position) generator,
+same matrix), so both forms train on the same samples; tests pin the crops to within a few grey levels.
+
+On CUDA, `DeviceDecodeLoader` prepares the next batch on a side stream while the current step runs. Its host time
+(waiting for the workers, launching the decode) counts as data wait in `StepTimer`; its device time lies between
+step events, so it shows in ``device_idle_s``, never in compute.
+
+On the CPU this path works (and is tested) but is slower than workers: the decode then runs serially in the main
+process. ``benchmarks/test_data_pipeline.py`` measures both forms on whatever device is at hand.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import default_collate
+
+from hgbench.data.transforms import MPII_MEAN
+from hgbench.errors import DataError
+
+DECODE_MODES: tuple[str, ...] = ("workers", "device")
+_LIST_KEYS = ("jpeg", "image_name")  # per-sample values of different sizes (or strings): collated as lists
+
+
+def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """`default_collate`, except that encoded JPEGs (one length each) and image names stay lists."""
+    lists = {k: [s[k] for s in samples] for k in _LIST_KEYS if k in samples[0]}
+    rest = default_collate([{k: v for k, v in s.items() if k not in lists} for s in samples])
+    return {**rest, **lists}
+
+
+def decode_jpegs(jpegs: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor | str]:
+    """Decode encoded JPEGs to [3, H, W] uint8 RGB tensors on `device`, in one batched call.
+
+    The batched decoder returns nothing when one image fails, so after a failure each image is decoded alone to tell
+    the good from the bad.
+
+    Returns:
+        Per image, the decoded tensor, or a one-line reason (str) when it could not be decoded.
+    """
+    try:
+        return [_rgb(im) for im in _decode(list(jpegs), device)]
+    except (RuntimeError, ValueError):
+        pass
+    out: list[torch.Tensor | str] = []
+    for data in jpegs:
+        try:
+            out.append(_rgb(_decode([data], device)[0]))
+        except (RuntimeError, ValueError) as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            if reason.startswith("decode_jpeg, "):  # "decode_jpeg, <C++ source>:<line>, <reason>": keep the reason
+                reason = reason.split(", ", 2)[-1]
+            out.append(f"the JPEG decoder says: {reason}")
+    return out
+
+
+def _decode(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    if any(j.numel() == 0 for j in jpegs):
+        raise ValueError("empty file")
+    with warnings.catch_warnings():  # torchvision 0.29's notice that its codecs move to TorchCodec (see mpii.py)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
+
+
+def _rgb(image: torch.Tensor) -> torch.Tensor:
+    """A grey JPEG may come back with one channel from decoders that ignore the RGB request."""
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def crop_theta(matrices: torch.Tensor, image_sizes: Sequence[tuple[int, int]], canvas: tuple[int, int],
+               res: int) -> torch.Tensor:  # fmt: skip
+    """`F.affine_grid` thetas that sample each crop from a zero-padded canvas holding its image at the top left.
+
+    Args:
+        matrices: [B, 2, 3] image-to-crop matrices (`crop_matrix`, pixel-centre convention).
+        image_sizes: (H, W) of each image (unused but for checking: the canvas must hold it).
+        canvas: (H, W) of the padded batch.
+        res: crop side.
+
+    Returns:
+        [B, 2, 3] float64 thetas mapping normalised crop coordinates to normalised canvas coordinates
+        (``align_corners=True``: -1 and 1 are the centres of the first and last pixels).
+    """
+    ch, cw = canvas
+    if any(h > ch or w > cw for h, w in image_sizes):
+        raise ValueError("every image must fit in the canvas")
+    b = matrices.shape[0]
+    m = torch.zeros(b, 3, 3, dtype=torch.float64)
+    m[:, :2] = matrices.to(torch.float64)
+    m[:, 2, 2] = 1.0
+    crop_to_image = torch.linalg.inv(m)
+    # normalised crop -> crop pixels: u = (x + 1) (res - 1) / 2
+    from_norm = torch.tensor([[(res - 1) / 2, 0, (res - 1) / 2], [0, (res - 1) / 2, (res - 1) / 2], [0, 0, 1]],
+                             dtype=torch.float64)  # fmt: skip
+    # canvas pixels -> normalised canvas: x = 2 u / (W - 1) - 1 (a side of one pixel cannot be normalised)
+    sx, sy = 2.0 / max(cw - 1, 1), 2.0 / max(ch - 1, 1)
+    to_norm = torch.tensor([[sx, 0, -1], [0, sy, -1], [0, 0, 1]], dtype=torch.float64)
+    return (to_norm @ crop_to_image @ from_norm)[:, :2]
+
+
+def warp_batch(images: Sequence[torch.Tensor], matrices: torch.Tensor, res: int) -> torch.Tensor:
+    """Crop every image with its 2x3 matrix in one bilinear `grid_sample`; zeros outside the image.
+
+    Args:
+        images: [3, H_i, W_i] uint8 images on one device (sizes may differ).
+        matrices: [B, 2, 3] image-to-crop matrices (any device, any float dtype).
+        res: crop side.
+
+    Returns:
+        [B, 3, res, res] float32 crops in 0..255 on the images' device (not rounded).
+    """
+    if len(images) != matrices.shape[0]:
+        raise ValueError(f"{len(images)} images but {matrices.shape[0]} matrices")
+    sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+    ch, cw = max(2, max(h for h, _ in sizes)), max(2, max(w for _, w in sizes))
+    device = images[0].device
+    # Zero padding to a common size is the warp's own border: samples beyond an image's edge read zeros either way.
+    canvas = torch.zeros((len(images), 3, ch, cw), dtype=torch.uint8, device=device)
+    for i, im in enumerate(images):
+        canvas[i, :, : sizes[i][0], : sizes[i][1]] = im
+    theta = crop_theta(matrices.detach().cpu(), sizes, (ch, cw), res).to(device, torch.float32)
+    grid = F.affine_grid(theta, [len(images), 3, res, res], align_corners=True)
+    return F.grid_sample(canvas.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def normalise_batch(crops: torch.Tensor, gain: torch.Tensor, mean: Sequence[float] = MPII_MEAN) -> torch.Tensor:
+    """[B, 3, R, R] crops in 0..255 -> network input: times gain / 255, clamped to [0, 1], minus the mean (in place)."""
+    g = gain.to(crops.device, torch.float32).view(-1, 3, 1, 1) / 255.0
+    m = torch.tensor(mean, dtype=torch.float32, device=crops.device).view(1, 3, 1, 1)
+    return crops.mul_(g).clamp_(0.0, 1.0).sub_(m)
+
+
+class DeviceDecodeLoader:
+    """Wraps a loader of encoded samples (``MPIIDataset(decode="device")``) and yields batches with ``image`` ready.
+
+    Each batch it yields has ``image`` [B, 3, R, R] float32 on `device`, ``target`` and ``target_weight`` on `device`,
+    and the rest of the sample keys as the worker path gives them. An image the decoder rejects raises `DataError`
+    (one line naming the file); with the dataset's ``skip_bad_images`` it is blanked instead, with zero loss weight
+    and ``bad`` set, exactly as the worker path blanks it.
+
+    Args:
+        loader: iterates batches collated with `collate` (`make_loader` does that).
+        dataset: the `MPIIDataset` behind `loader` (its input size, skip policy and error wording).
+        device: where to decode and crop.
+        prefetch: on CUDA, prepare the next batch on a side stream while the current one trains.
+    """
+
+    def __init__(self, loader: Any, dataset: Any, device: torch.device, *, prefetch: bool = True) -> None:
+        self.loader = loader
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.prefetch = prefetch and self.device.type == "cuda"
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch)
+
+    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Decode, crop and normalise one collated batch on the device (on the current stream)."""
+        res = self.dataset.input_res
+        decoded = decode_jpegs(batch["jpeg"], self.device)
+        bad = batch["bad"].clone()
+        weight = batch["target_weight"]
+        images = []
+        for i, im in enumerate(decoded):
+            if isinstance(im, str):
+                name = batch["image_name"][i]
+                if not self.dataset.skip_bad_images:
+                    raise DataError(self.dataset._corrupt_message(name, im))
+                bad[i] = True
+                # A black image crops to black whatever the gain: the worker path's blank sample, minus the mean.
+                im = torch.zeros((3, 1, 1), dtype=torch.uint8, device=self.device)
+            images.append(im)
+        if bool(bad.any()):
+            weight = weight.clone()
+            weight[bad] = 0.0
+        crops = warp_batch(images, batch["matrix"], res)
+        x = normalise_batch(crops, batch["gain"])
+        out = {k: v for k, v in batch.items() if k != "jpeg"}
+        out["image"] = x
+        out["bad"] = bad
+        out["target"] = batch["target"].to(self.device, non_blocking=True)
+        out["target_weight"] = weight.to(self.device, non_blocking=True)
+        return out
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.prefetch:
+            for batch in self.loader:
+                yield self.prepare(batch)
+            return
+        yield from self._iter_prefetch()
+
+    def _iter_prefetch(self) -> Iterator[dict[str, Any]]:
+        """One batch ahead on a side stream; the compute stream waits for it only when it is consumed."""
+        side = torch.cuda.Stream(device=self.device)
+        main = torch.cuda.current_stream(self.device)
+        it = iter(self.loader)
+
+        def launch() -> dict[str, Any] | None:
+            batch = next(it, None)
+            if batch is None:
+                return None
+            side.wait_stream(main)  # never more than one step ahead of the compute stream: bounded memory
+            with torch.cuda.stream(side):
+                return self.prepare(batch)
+
+        ready = launch()
+        while ready is not None:
+            main.wait_stream(side)
+            for key in ("image", "target", "target_weight"):
+                # Allocated on the side stream, used and freed on the compute stream: tell the caching allocator.
+                ready[key].record_stream(main)
+            current, ready = ready, launch()
+            yield current
