@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test table bench lint clean
+.PHONY: install run test table bench gpu-check lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ table: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-autosave --benchmark-storage=results/benchmarks $(BENCH_ARGS)
+
+# On a machine with a GPU: the CUDA-only tests, the issue-7 speed figures (records in results/bench/) and the data
+# pipeline benchmarks on the GPU.
+gpu-check: $(STAMP)
+	$(BIN)/python -m pytest -q -m cuda && $(BIN)/hgbench bench --case 1 --batch 6 && $(BIN)/hgbench bench --case 1 --batch 32 && $(BIN)/python -m pytest -q benchmarks/test_data_pipeline.py --benchmark-only --benchmark-autosave --benchmark-storage=results/benchmarks
 
 lint: $(STAMP)
 	$(BIN)/ruff check hgbench tests benchmarks

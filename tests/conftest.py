@@ -14,6 +14,13 @@ SHARED_MPII = REPO.parent / "shared" / "data" / "mpii"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that takes `cuda_device` as `cuda`, so ``pytest -m cuda`` runs the GPU checks alone."""
+    for item in items:
+        if "cuda_device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cuda)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the model-cost and synthetic-data caches out of the user's home, shared across the session."""

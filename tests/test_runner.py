@@ -76,6 +76,25 @@ def test_a_run_writes_a_complete_finished_record(tiny: RunConfig) -> None:
     assert ckpt.spec.name == "hg1"
 
 
+def test_a_fast_run_on_cuda_records_device_time_and_telemetry(tiny: RunConfig, cuda_device: torch.device) -> None:
+    """The CUDA paths of a run: events, device-idle time, GPU decoding, bf16 + channels_last, NVML where present."""
+    cfg = replace(tiny, epochs=2, device="cuda", workers=1, fast=True)
+    outcome = run(cfg, progress=False)
+    assert outcome.status == "finished"
+    record = json.loads(outcome.record_path.read_text())
+    config = record["config"]
+    assert (config["amp"], config["channels_last"], config["decode"]) == (True, True, "device")
+    for e in record["results"]["epochs"]:
+        assert 0 < e["compute_s"] <= e["wall_s"]
+        assert e["device_idle_s"] is not None
+        assert 0 <= e["device_idle_s"] <= e["wall_s"]
+    assert record["results"]["inference"]["plain"]["device_min"] > 0
+    assert record["results"]["peak_memory_mib"] > 0
+    assert record["machine_info"]["gpu_name"]
+    if record["results"]["telemetry"]["available"]:
+        assert record["results"]["epochs"][-1]["energy_j"] > 0
+
+
 def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path: Path) -> None:
     full = run(replace(tiny, epochs=2, out=str(tmp_path / "a"), checkpoint_dir=str(tmp_path / "ca")), progress=False)
     cut = replace(tiny, epochs=2, out=str(tmp_path / "b"), checkpoint_dir=str(tmp_path / "cb"))
