@@ -157,7 +157,8 @@ def evaluate_checkpoint(
         synthetic_people=people,
         sigma=float(config.get("sigma", 1.0)),
         need_train=False,
-        decode=str(config.get("decode") or "workers").replace("auto", "workers"),
+        # As the run decoded, where that pays: on a CPU the main process would decode serially (see device_decode).
+        decode="device" if dev.type == "cuda" and config.get("decode") == "device" else "workers",
     )
     model = build_model(ckpt.spec)
     model.load_state_dict(ckpt.state["model"])

@@ -189,7 +189,7 @@ class DeviceDecodeLoader:
             if isinstance(im, str):
                 name = batch["image_name"][i]
                 if not self.dataset.skip_bad_images:
-                    raise DataError(self.dataset._corrupt_message(name, im))
+                    raise DataError(self.dataset.corrupt_message(name, im))
                 bad[i] = True
                 # A black image crops to black whatever the gain: the worker path's blank sample, minus the mean.
                 im = torch.zeros((3, 1, 1), dtype=torch.uint8, device=self.device)
@@ -207,11 +207,17 @@ class DeviceDecodeLoader:
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if not self.prefetch:
-            for batch in self.loader:
-                yield self.prepare(batch)
-            return
-        yield from self._iter_prefetch()
+        try:
+            if not self.prefetch:
+                for batch in self.loader:
+                    yield self.prepare(batch)
+                return
+            yield from self._iter_prefetch()
+        except Exception:  # not GeneratorExit: leaving a loop early must keep the persistent workers
+            stop = getattr(self.loader, "_stop_workers", None)
+            if stop is not None:  # as HGDataLoader does for its own errors: now, not after PyTorch's timeout
+                stop()
+            raise
 
     def _iter_prefetch(self) -> Iterator[dict[str, Any]]:
         """One batch ahead on a side stream; the compute stream waits for it only when it is consumed."""

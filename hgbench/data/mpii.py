@@ -375,7 +375,7 @@ class MPIIDataset(Dataset):
             reason = check_jpeg(self.images_dir / n)
             if reason is not None:
                 if not self.skip_bad_images:
-                    raise DataError(self._corrupt_message(n, reason))
+                    raise DataError(self.corrupt_message(n, reason))
                 bad[n] = reason
         if not bad:
             return people, positions
@@ -383,7 +383,8 @@ class MPIIDataset(Dataset):
         kept = [(p, i) for p, i in zip(people, positions, strict=True) if p.image not in bad]
         return [p for p, _ in kept], [i for _, i in kept]
 
-    def _corrupt_message(self, image: str, reason: str) -> str:
+    def corrupt_message(self, image: str, reason: str) -> str:
+        """The one-line error for a corrupt image of this dataset (also raised by the device decoder)."""
         return f"corrupt image {self.images_dir / image}: {reason}; pass --skip-bad-images to skip it"
 
     # --- Dataset protocol -------------------------------------------------------------------------------------
@@ -469,7 +470,7 @@ class MPIIDataset(Dataset):
                 decoded = decode_jpeg_file(path)
         except DataError as exc:
             if not self.skip_bad_images:
-                raise DataError(self._corrupt_message(image, str(exc))) from None
+                raise DataError(self.corrupt_message(image, str(exc))) from None
             data, decoded = torch.zeros(0, dtype=torch.uint8), None
             bad = True
         else:
