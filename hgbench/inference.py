@@ -9,6 +9,7 @@ flipped back (joints swapped) and averaged with the plain ones before decoding.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +30,12 @@ class PassResult:
     """What one pass over (this rank's share of) the validation split produced."""
 
     predictions: np.ndarray  # [N, 16, 2] original-image pixels, ordered by `index`
-    index: np.ndarray  # [N] positions in the validation split
+    index: np.ndarray  # [N] positions in the validation split (without `excluded`)
     loss: float | None  # mean loss per batch (None when targets were not used)
     acc_correct: np.ndarray  # [16] heatmap-accuracy hits per joint
     acc_count: np.ndarray  # [16] heatmap-accuracy counted samples per joint
     timing: dict = field(default_factory=dict)  # wall_s, device_s, images, images_per_s
+    excluded: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # positions found undecodable
 
     @property
     def heatmap_acc(self) -> float:
@@ -50,16 +52,26 @@ def predict(
     flip: bool = False,
     with_targets: bool = True,
     ctx: DistContext | None = None,
+    on_batch: Callable[[dict], object] | None = None,
 ) -> PassResult:
-    """Run `model` over `loader` and decode predictions; with `ctx`, results are gathered from every rank."""
+    """Run `model` over `loader` and decode predictions; with `ctx`, results are gathered from every rank.
+
+    A sample whose image turned out undecodable (``bad``, only with ``--skip-bad-images``) is run like the others
+    (the batch keeps its shape) but left out of the loss, the accuracy and the predictions: it is listed in
+    `excluded`, and `on_batch` (e.g. the dataset's `collect_bad`) sees every batch to record it.
+    """
     model.eval()
     timer = StepTimer(opts.device, capacity=len(loader))  # CUDA events made up front, not in the loop
-    coords_dev, centers, scales, rotations, indices = [], [], [], [], []
+    coords_dev, centers, scales, rotations, indices, bad = [], [], [], [], [], []
     loss_sum = torch.zeros((), device=opts.device)
     correct = torch.zeros(16, device=opts.device)
     count = torch.zeros(16, device=opts.device)
     batches = images = 0
     for batch in timer.iter_data(loader):  # every next(), the exhausted one too, counts as data wait
+        if on_batch is not None:
+            on_batch(batch)
+        # A host-side flag: only a batch that holds an undecodable image pays for the masking below.
+        good = ~batch["bad"] if "bad" in batch and bool(batch["bad"].any()) else None
         timer.compute_start()
         x = opts.to_device(batch["image"])
         with opts.autocast():
@@ -71,7 +83,9 @@ def predict(
             target = batch["target"].to(opts.device, non_blocking=True)
             weight = batch["target_weight"].to(opts.device, non_blocking=True)
             loss_sum += heatmap_loss([heatmaps], target, weight)
-            c, n = metrics.heatmap_acc_counts(heatmaps, target)
+            kept, kept_target = (heatmaps, target) if good is None else (heatmaps[good.to(opts.device)],
+                                                                           target[good.to(opts.device)])  # fmt: skip
+            c, n = metrics.heatmap_acc_counts(kept, kept_target)
             correct += c
             count += n
         coords, _ = metrics.get_heatmap_maxima(heatmaps)
@@ -81,6 +95,7 @@ def predict(
         scales.append(batch["scale"])
         rotations.append(batch["rotation"])
         indices.append(batch["index"])
+        bad.append(batch["bad"] if "bad" in batch else torch.zeros(len(batch["index"]), dtype=torch.bool))
         batches += 1
         images += x.shape[0]
     coords_host = torch.cat(coords_dev).cpu().numpy() if coords_dev else np.zeros((0, 16, 2))
@@ -95,6 +110,9 @@ def predict(
         rotation=torch.cat(rotations).numpy() if rotations else None,
     )
     index = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
+    is_bad = torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, dtype=bool)
+    excluded = index[is_bad]
+    preds, index = preds[~is_bad], index[~is_bad]
     timing = {"wall_s": t["wall_s"], "device_s": t["compute_s"] if opts.device.type == "cuda" else None,
               "compute_s": t["compute_s"], "data_wait_s": t["data_wait_s"], "images": images,
               "images_per_s": images / t["wall_s"] if t["wall_s"] > 0 else None}  # fmt: skip
@@ -102,9 +120,10 @@ def predict(
         loss_sum = all_reduce_sum(ctx, loss_sum)
         correct, count = all_reduce_sum(ctx, correct), all_reduce_sum(ctx, count)
         batches = int(all_reduce_sum(ctx, torch.tensor(batches)).item())
-        parts = all_gather_objects(ctx, (preds, index))
-        preds = np.concatenate([p for p, _ in parts])
-        index = np.concatenate([i for _, i in parts])
+        parts = all_gather_objects(ctx, (preds, index, excluded))
+        preds = np.concatenate([p for p, _, _ in parts])
+        index = np.concatenate([i for _, i, _ in parts])
+        excluded = np.concatenate([e for _, _, e in parts])
     order = np.argsort(index, kind="stable")
     return PassResult(
         predictions=preds[order],
@@ -113,6 +132,7 @@ def predict(
         acc_correct=correct.cpu().numpy(),
         acc_count=count.cpu().numpy(),
         timing=timing,
+        excluded=np.sort(excluded),
     )
 
 
@@ -169,11 +189,12 @@ def evaluate_checkpoint(
     )
     t0 = time.perf_counter()
     result = predict(model, loader, opts, input_res=input_res, flip=flip, with_targets=False)
+    kept = val_ds.indices_of(result.index)  # without images found undecodable (with skip_bad_images)
     timing = {**result.timing, "total_s": time.perf_counter() - t0, "flip": flip}
     return CheckpointEvaluation(
         predictions=result.predictions,
-        ground_truth=val_ds.ground_truth(),  # in split order, as the predictions
+        ground_truth=val_ds.ground_truth().subset(kept),  # in split order, as the predictions
         timing=timing,
-        images=[val_ds.root / "images" / p.image for p in val_ds.people],
+        images=[val_ds.root / "images" / val_ds.people[i].image for i in kept],
         case=ckpt.spec.label,
     )

@@ -451,13 +451,15 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                     on_batch=train_ds.collect_bad if config.skip_bad_images else None,
                 )
                 sampler.mark(f"epoch{epoch}-end")
-                val = predict(model, val_loader, opts, input_res=config.input_res, ctx=ctx)
+                val = predict(model, val_loader, opts, input_res=config.input_res, ctx=ctx,
+                              on_batch=val_ds.collect_bad if config.skip_bad_images else None)  # fmt: skip
                 scheduler.step()
                 images = int(all_reduce_sum(ctx, torch.tensor(stats.images)).item())
                 # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean.
                 loss_sum = all_reduce_sum(ctx, torch.tensor(stats.train_loss, dtype=torch.float64))
                 train_loss = float(loss_sum) / ctx.world_size
-                pckh = evaluate_pckh(val.predictions, gt.subset(val.index)).mean if ctx.is_main else None
+                pckh = (evaluate_pckh(val.predictions, gt.subset(val_ds.indices_of(val.index))).mean
+                        if ctx.is_main else None)  # fmt: skip
                 best_pckh = pckh if best_pckh is None or (pckh is not None and pckh > best_pckh) else best_pckh
                 tel = sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")
                 entry = {
@@ -511,13 +513,16 @@ def _inference_pass(model: nn.Module, val_ds, gt, config: RunConfig, opts: StepO
 
     loader = make_loader(val_ds, config.test_batch_size, shuffle=False, workers=config.workers,
                          pin_memory=opts.device.type == "cuda", drop_last=False, device=opts.device)  # fmt: skip
+    collect = val_ds.collect_bad if config.skip_bad_images else None
     passes: dict[str, PassResult] = {"plain": predict(model, loader, opts, input_res=config.input_res,
-                                                      with_targets=False)}  # fmt: skip
+                                                      with_targets=False, on_batch=collect)}  # fmt: skip
     if config.flip_test:
-        passes["flip"] = predict(model, loader, opts, input_res=config.input_res, flip=True, with_targets=False)
-    scores = {k: evaluate_pckh(p.predictions, gt.subset(p.index)) for k, p in passes.items()}
+        passes["flip"] = predict(model, loader, opts, input_res=config.input_res, flip=True, with_targets=False,
+                                 on_batch=collect)  # fmt: skip
+    scores = {k: evaluate_pckh(p.predictions, gt.subset(val_ds.indices_of(p.index))) for k, p in passes.items()}
     final = "flip" if config.flip_test else "plain"
-    inference = {"n_images": len(val_ds), "batch_size": config.test_batch_size}
+    inference = {"n_images": len(val_ds), "n_excluded": len(passes[final].excluded),
+                 "batch_size": config.test_batch_size}  # fmt: skip
     for k, p in passes.items():
         inference[k] = inference_entry(p.timing, scores[k].mean)
     if "flip" not in passes:

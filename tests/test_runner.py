@@ -194,6 +194,43 @@ def test_runs_on_the_real_mpii_sample_directory(tiny: RunConfig, mpii_sample: Pa
     assert record["results"]["pckh"]["count"] == 5
 
 
+def _damage_val_image(root: Path, how: str) -> tuple[str, int]:
+    """Break the second val person's image in a copy of the data: truncate it, or zero its inside (found at decode)."""
+    entries = json.loads((root / "mpii_annotations.json").read_text())
+    vals = [e["img_paths"] for e in entries if e["isValidation"]]
+    name = vals[1]
+    path = root / "images" / name
+    data = bytearray(path.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[2:-2] = bytes(len(data) - 4)
+    path.write_bytes(bytes(data))
+    return name, vals.count(name)
+
+
+@pytest.mark.parametrize(("how", "decode"), [("truncated", "workers"), ("garbled", "workers"), ("garbled", "device")])
+def test_skipped_val_images_leave_pckh_over_the_others(tiny: RunConfig, synthetic_root: Path, tmp_path: Path,
+                                                       how: str, decode: str) -> None:  # fmt: skip
+    """A corrupt val image, found up front or only at decode time, is listed and left out of PCKh, not scored as 0."""
+    import shutil
+
+    root = Path(shutil.copytree(synthetic_root, tmp_path / "data"))
+    name, people = _damage_val_image(root, how)
+    cfg = replace(tiny, data_dir=str(root), limit_val=None, skip_bad_images=True, decode=decode)
+    record = json.loads(run(cfg, progress=False).record_path.read_text())
+    assert record["status"] == "finished"
+    assert record["dataset"]["skipped_images"] == [f"images/{name}"]
+    val_people = 8  # the synthetic_root fixture's val split
+    if how == "truncated":  # found up front: not in the split at all
+        assert record["dataset"]["val_size"] == val_people - people
+        assert record["results"]["inference"]["n_excluded"] == 0
+    else:  # found while decoding: run, but not scored
+        assert record["dataset"]["val_size"] == val_people
+        assert record["results"]["inference"]["n_excluded"] == people
+    assert record["results"]["pckh"]["count"] == val_people - people
+
+
 def test_fewer_people_than_one_batch_is_a_clear_error(tiny: RunConfig) -> None:
     with pytest.raises(HGBenchError, match="4 training people .* fewer than one batch of 6"):
         run(replace(tiny, limit_train=4, batch_size=6), progress=False)

@@ -403,6 +403,18 @@ class MPIIDataset(Dataset):
         """Position in the split (before `limit` and skipping) of the i-th person of `people`."""
         return int(self._positions[i])
 
+    def indices_of(self, positions: np.ndarray | list[int]) -> np.ndarray:
+        """Indices into `people` of split positions (a sample's "index"); they differ once images were skipped.
+
+        Raises:
+            ValueError: a position that is not one of this dataset's people.
+        """
+        pos = np.asarray(positions, dtype=np.int64)
+        idx = np.searchsorted(self._positions, pos)
+        if pos.size and (idx.max() >= len(self._positions) or not np.array_equal(self._positions[idx], pos)):
+            raise ValueError("positions that are not among this dataset's people")
+        return idx
+
     def image_path(self, i: int) -> Path:
         return self.images_dir / self.people[i].image
 
