@@ -83,9 +83,11 @@ def predict(
             target = batch["target"].to(opts.device, non_blocking=True)
             weight = batch["target_weight"].to(opts.device, non_blocking=True)
             loss_sum += heatmap_loss([heatmaps], target, weight)
-            kept, kept_target = (heatmaps, target) if good is None else (heatmaps[good.to(opts.device)],
-                                                                           target[good.to(opts.device)])  # fmt: skip
-            c, n = metrics.heatmap_acc_counts(kept, kept_target)
+            if good is not None:
+                keep = good.to(opts.device)
+                c, n = metrics.heatmap_acc_counts(heatmaps[keep], target[keep])
+            else:
+                c, n = metrics.heatmap_acc_counts(heatmaps, target)
             correct += c
             count += n
         coords, _ = metrics.get_heatmap_maxima(heatmaps)
