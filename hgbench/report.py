@@ -596,23 +596,52 @@ def _merge_close(
     return [o[0] for o in out], [o[1] for o in out], [o[2] for o in out]
 
 
-def _label_offsets(ys: Sequence[float], xs: Sequence[float], ax: Any, min_gap_pt: float = 9.0) -> list[float]:
-    """Vertical label offsets (points) so labels of nearby markers do not overlap: greedy, bottom to top."""
-    fig = ax.figure
-    to_pt = 72.0 / fig.dpi
-    disp = ax.transData.transform(list(zip(xs, ys, strict=True)))
-    order = sorted(range(len(ys)), key=lambda i: disp[i][1])
-    offsets = [0.0] * len(ys)
-    placed: list[tuple[float, float]] = []  # (x pt, y pt) of placed labels
-    for i in order:
-        x_pt, y_pt = disp[i][0] * to_pt, disp[i][1] * to_pt
-        y_label = y_pt
-        for px, py in placed:
-            if abs(px - x_pt) < 30 and y_label - py < min_gap_pt:
-                y_label = py + min_gap_pt
-        placed.append((x_pt, y_label))
-        offsets[i] = y_label - y_pt
-    return offsets
+def _place_labels(
+    labels: Sequence[str],
+    xs: Sequence[float],
+    ys: Sequence[float],
+    markers: Sequence[tuple[float, float]],
+    ax: Any,
+    *,
+    font_pt: float = 8.0,
+    marker_pt: float = 5.0,
+) -> list[tuple[float, float, str]]:
+    """Where each label goes, as (dx, dy, ha) in points from its marker: clear of every marker and placed label.
+
+    Labels are placed bottom to top; each takes the first free spot of: right, right and up, right and down, left,
+    then further up or down on either side. A spot is free when the label's box (about 0.6 em per character) misses
+    every marker's square (half-side `marker_pt`) and every label placed before it; with no free spot the label
+    goes right, as before.
+    """
+    to_pt = 72.0 / ax.figure.dpi
+    pts = ax.transData.transform(list(zip(xs, ys, strict=True))) * to_pt
+    obstacles = [tuple(m) for m in ax.transData.transform(list(markers)) * to_pt] if markers else []
+    half_h = 0.6 * font_pt
+    gap = 8.0
+    step = 2 * half_h + 1.0
+    placed: list[tuple[float, float, float, float]] = []  # x0, y0, x1, y1 of labels placed so far
+
+    def box(i: int, dx: float, dy: float, ha: str) -> tuple[float, float, float, float]:
+        width = 0.6 * font_pt * len(labels[i])
+        x, y = pts[i][0] + dx, pts[i][1] + dy
+        x0 = x if ha == "left" else x - width
+        return x0, y - half_h, x0 + width, y + half_h
+
+    def free(b: tuple[float, float, float, float]) -> bool:
+        hits_marker = any(b[0] - marker_pt < mx < b[2] + marker_pt and b[1] - marker_pt < my < b[3] + marker_pt
+                          for mx, my in obstacles)  # fmt: skip
+        hits_label = any(b[0] < q[2] and q[0] < b[2] and b[1] < q[3] and q[1] < b[3] for q in placed)
+        return not hits_marker and not hits_label
+
+    spots = [(gap, 0.0, "left"), (gap, step, "left"), (gap, -step, "left"), (-gap, 0.0, "right"),
+             (gap, 2 * step, "left"), (gap, -2 * step, "left"), (-gap, step, "right"), (-gap, -step, "right"),
+             (gap, 3 * step, "left"), (-gap, 2 * step, "right")]  # fmt: skip
+    out: list[tuple[float, float, str]] = [spots[0]] * len(labels)
+    for i in sorted(range(len(labels)), key=lambda i: (pts[i][1], pts[i][0])):
+        choice = next((s for s in spots if free(box(i, *s))), spots[0])
+        placed.append(box(i, *choice))
+        out[i] = choice
+    return out
 
 
 def _panel_setting(runs: Sequence[RunSummary]) -> str:
@@ -705,10 +734,13 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
         # Time from zero: a 3% faster epoch looks 3% shorter, as it is; the right edge leaves room for labels.
         ax.set_xlim(0, 1.15 * max(x + e for x, e in zip(xs, xerr, strict=True)) or 1.0)
         fig.canvas.draw()  # labels are placed in display space, which needs the final limits
+        markers = list(zip(xs, ys, strict=True))
         labels, xs, ys = _merge_close(labels, xs, ys, ax)
-        for label, x, y, dy in zip(labels, xs, ys, _label_offsets(ys, xs, ax), strict=True):
-            ax.annotate(label, (x, y), xytext=(8, dy - 3), textcoords="offset points", fontsize=8, zorder=4,
-                        arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy > 4 else None)  # fmt: skip
+        spots = _place_labels(labels, xs, ys, markers, ax)
+        for label, x, y, (dx, dy, ha) in zip(labels, xs, ys, spots, strict=True):
+            leader = {"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy else None  # a moved label points home
+            ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, zorder=4, ha=ha,
+                        va="center", arrowprops=leader)  # fmt: skip
     notes = ["numbers: case; 'ab' and hollow markers: as built",
              "dashed: frontier (nothing is both faster and more accurate)"]  # fmt: skip
     if len(panels) > 1:

@@ -329,6 +329,36 @@ def test_plot_frontier_writes_a_png(tmp_path: Path, summaries: list[RunSummary])
     assert not [p for p in out.parent.iterdir() if p.suffix == ".tmp"]
 
 
+def test_frontier_labels_avoid_the_markers_and_each_other() -> None:
+    """Case 4's label must not sit on case 1's marker just to its right (the smoke plot's old flaw)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hgbench.report import _place_labels
+
+    fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=120)
+    ax.set_xlim(0, 0.31)
+    ax.set_ylim(-0.4, 2.9)
+    labels, xs, ys = ["4", "1", "2", "5"], [0.198, 0.217, 0.103, 0.110], [0.0, 0.0, 2.38, 2.54]
+    spots = _place_labels(labels, xs, ys, list(zip(xs, ys, strict=True)), ax)
+    to_pt = 72.0 / fig.dpi
+    pts = ax.transData.transform(list(zip(xs, ys, strict=True))) * to_pt
+    boxes = []
+    for (px, py), label, (dx, dy, ha) in zip(pts, labels, spots, strict=True):
+        width = 0.6 * 8 * len(label)
+        x0 = px + dx if ha == "left" else px + dx - width
+        boxes.append((x0, py + dy - 4.8, x0 + width, py + dy + 4.8))
+    for i, b in enumerate(boxes):
+        for mx, my in pts:
+            assert not (b[0] - 5 < mx < b[2] + 5 and b[1] - 5 < my < b[3] + 5), f"label {labels[i]} on a marker"
+        for j, q in enumerate(boxes[:i]):
+            assert not (b[0] < q[2] and q[0] < b[2] and b[1] < q[3] and q[1] < b[3]), (labels[i], labels[j])
+    assert spots[1] == (8.0, 0.0, "left")  # a label with room stays where it always was
+    plt.close(fig)
+
+
 def test_plot_frontier_published_only_and_nothing(tmp_path: Path) -> None:
     out = plot_frontier([], tmp_path / "ref.png", reference=True)
     assert out.read_bytes()[:4] == b"\x89PNG"
