@@ -92,7 +92,9 @@ def test_a_fast_run_on_cuda_records_device_time_and_telemetry(tiny: RunConfig, c
     assert record["results"]["peak_memory_mib"] > 0
     assert record["machine_info"]["gpu_name"]
     if record["results"]["telemetry"]["available"]:
-        assert record["results"]["epochs"][-1]["energy_j"] > 0
+        # Epoch 1 lasts seconds (workers, autotuning, compilation); a later one may be shorter than the counter's tick.
+        assert record["results"]["epochs"][0]["energy_j"] > 0
+        assert all(e["energy_j"] >= 0 for e in record["results"]["epochs"])
 
 
 def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path: Path) -> None:
