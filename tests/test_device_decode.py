@@ -205,7 +205,7 @@ def test_decode_flag_on_the_command_line(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_device_loader_on_cuda_matches_the_cpu(cuda_device: torch.device, synthetic_root: Path) -> None:
-    """nvjpeg and the side-stream prefetch give the CPU path's batches (decoders may differ by a level or two)."""
+    """nvjpeg and the side-stream prefetch give the CPU path's batches."""
     ds = MPIIDataset(synthetic_root, "train", input_res=128, decode="device")
     on_cpu = make_loader(ds, 4, shuffle=False, workers=1, pin_memory=False, drop_last=True, device="cpu")
     on_gpu = make_loader(ds, 4, shuffle=False, workers=1, pin_memory=True, drop_last=True, device=cuda_device)
@@ -213,5 +213,6 @@ def test_device_loader_on_cuda_matches_the_cpu(cuda_device: torch.device, synthe
         assert b["image"].device.type == "cuda"
         assert b["target"].device.type == "cuda"
         levels = (b["image"].cpu() - a["image"]).abs() * 255
-        assert levels.mean() < 1.0
+        # nvjpeg and libjpeg differ in IDCT and chroma upsampling by a level or two; a wrong crop costs tens.
+        assert levels.mean() < 3.0
         torch.testing.assert_close(b["target"].cpu(), a["target"])
