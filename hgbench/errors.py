@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's message squeezed onto one line (its type name when it has none)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class HGBenchError(Exception):
     """A problem with the user's input or environment (bad file, unknown case, full disk...), not a bug.
 

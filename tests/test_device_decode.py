@@ -12,9 +12,10 @@ import torch
 
 from hgbench.cli import main
 from hgbench.config import RunConfig
-from hgbench.data.device_decode import DeviceDecodeLoader, collate, decode_jpegs, normalise_batch, warp_batch
+from hgbench.data.device_decode import DeviceDecodeLoader, collate, normalise_batch, warp_batch
+from hgbench.data.jpeg import decode_jpegs, read_image_bytes
 from hgbench.data.loader import make_loader
-from hgbench.data.mpii import MPIIDataset, read_image_bytes
+from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import MPII_MEAN, crop_matrix, warp_image
 from hgbench.errors import DataError
 from hgbench.results import read_record

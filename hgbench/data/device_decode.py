@@ -25,7 +25,6 @@ process. ``benchmarks/test_data_pipeline.py`` measures both forms on whatever de
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
+from hgbench.data.jpeg import decode_jpegs
 from hgbench.data.transforms import MPII_MEAN
 from hgbench.errors import DataError
 
@@ -45,46 +45,6 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     lists = {k: [s[k] for s in samples] for k in _LIST_KEYS if k in samples[0]}
     rest = default_collate([{k: v for k, v in s.items() if k not in lists} for s in samples])
     return {**rest, **lists}
-
-
-def decode_jpegs(jpegs: Sequence[torch.Tensor], device: torch.device) -> list[torch.Tensor | str]:
-    """Decode encoded JPEGs to [3, H, W] uint8 RGB tensors on `device`, in one batched call.
-
-    The batched decoder returns nothing when one image fails, so after a failure each image is decoded alone to tell
-    the good from the bad.
-
-    Returns:
-        Per image, the decoded tensor, or a one-line reason (str) when it could not be decoded.
-    """
-    try:
-        return [_rgb(im) for im in _decode(list(jpegs), device)]
-    except (RuntimeError, ValueError):
-        pass
-    out: list[torch.Tensor | str] = []
-    for data in jpegs:
-        try:
-            out.append(_rgb(_decode([data], device)[0]))
-        except (RuntimeError, ValueError) as exc:
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            if reason.startswith("decode_jpeg, "):  # "decode_jpeg, <C++ source>:<line>, <reason>": keep the reason
-                reason = reason.split(", ", 2)[-1]
-            out.append(f"the JPEG decoder says: {reason}")
-    return out
-
-
-def _decode(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    if any(j.numel() == 0 for j in jpegs):
-        raise ValueError("empty file")
-    with warnings.catch_warnings():  # torchvision 0.29's notice that its codecs move to TorchCodec (see mpii.py)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
-
-
-def _rgb(image: torch.Tensor) -> torch.Tensor:
-    """A grey JPEG may come back with one channel from decoders that ignore the RGB request."""
-    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
 
 
 def crop_theta(matrices: torch.Tensor, image_sizes: Sequence[tuple[int, int]], canvas: tuple[int, int],

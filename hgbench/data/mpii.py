@@ -26,7 +26,6 @@ import gzip
 import hashlib
 import json
 import math
-import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -36,6 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hgbench.data.device_decode import DECODE_MODES
+from hgbench.data.jpeg import decode_jpeg_bytes, read_image_bytes
 from hgbench.data.transforms import (
     NO_AUGMENTATION,
     adjust_center_scale,
@@ -47,7 +48,7 @@ from hgbench.data.transforms import (
     to_input_tensor,
     warp_image,
 )
-from hgbench.errors import DataError
+from hgbench.errors import DataError, one_line
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, bundled_ground_truth_path, load_ground_truth
 from hgbench.skeleton import FLIP_INDEX, NUM_JOINTS
 
@@ -135,7 +136,7 @@ def _load_cached(path_str: str, _mtime_ns: int, _size: int) -> tuple[PersonRecor
             raw = gzip.decompress(raw)
         entries = json.loads(raw)
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"annotation file {path} is not valid (gzipped) JSON: {_one_line(exc)}") from exc
+        raise DataError(f"annotation file {path} is not valid (gzipped) JSON: {one_line(exc)}") from exc
     if not isinstance(entries, list):
         raise DataError(f"annotation file {path}: expected a JSON list of person entries, got {type(entries).__name__}")
     return tuple(_parse_entry(path, i, e) for i, e in enumerate(entries))
@@ -195,10 +196,6 @@ def _parse_entry(path: Path, i: int, e: object) -> PersonRecord:
     )
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
 def check_jpeg(path: Path) -> str | None:
     """Cheap structural check of one JPEG: None if it looks whole, else the reason (one line).
 
@@ -228,41 +225,14 @@ def check_jpeg(path: Path) -> str | None:
 
 
 def decode_jpeg_file(path: Path) -> np.ndarray:
-    """Decode a JPEG to an [H, W, 3] uint8 RGB array with `torchvision.io.decode_jpeg`.
-
-    torchvision raises on truncated data, which `cv2.imread` would hide behind a grey fill (environment.md).
+    """Decode a JPEG file to an [H, W, 3] uint8 RGB array on the CPU.
 
     Raises:
         DataError: the file cannot be read or decoded; the message is the reason only (callers add the file).
     """
-    from torchvision.io import ImageReadMode, decode_jpeg
-
-    data = read_image_bytes(path)
-    try:
-        # torchvision 0.29 deprecates its codecs in favour of TorchCodec (not a dependency) and warns on every call;
-        # decode_jpeg is still the decoder that detects truncated files (environment.md), so silence that notice.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            img = decode_jpeg(data, mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError) as exc:
-        reason = _one_line(exc)
-        if reason.startswith("decode_jpeg, "):  # "decode_jpeg, <C++ source>:<line>, <reason>": keep the reason
-            reason = reason.split(", ", 2)[-1]
-        raise DataError(f"the JPEG decoder says: {reason}") from exc
+    img = decode_jpeg_bytes(read_image_bytes(path), torch.device("cpu"))
     # decode_jpeg returns a CHW view of HWC memory, so this permute is free and already C-contiguous.
     return np.ascontiguousarray(img.permute(1, 2, 0).numpy())
-
-
-def read_image_bytes(path: Path) -> torch.Tensor:
-    """A file's bytes as the 1-D uint8 tensor `decode_jpeg` takes.
-
-    Raises:
-        DataError: the file cannot be read; the message is the reason only (callers add the file).
-    """
-    try:
-        return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
-    except OSError as exc:
-        raise DataError(f"cannot read it ({exc.strerror or exc})") from exc
 
 
 def dataset_name(annotation_file: Path) -> str:
@@ -323,8 +293,8 @@ class MPIIDataset(Dataset):
         """
         if split not in ("train", "val"):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-        if decode not in ("workers", "device"):
-            raise ValueError(f"decode must be 'workers' or 'device', got {decode!r}")
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
         if input_res <= 0 or input_res % 4:
             raise ValueError(f"input_res must be a positive multiple of 4, got {input_res}")
         self.root = Path(root).expanduser()
