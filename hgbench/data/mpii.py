@@ -444,23 +444,20 @@ class MPIIDataset(Dataset):
             The sample keys ({"image"}, or {"jpeg", "matrix", "image_name"}) and whether the image was found bad
             (only with `skip_bad_images`; the crop is then black).
         """
+        on_device = self.decode == "device"
         path = self.images_dir / image
         try:
-            if self.decode == "device":
-                data = read_image_bytes(path)
-            else:
-                decoded = decode_jpeg_file(path)
+            data = read_image_bytes(path) if on_device else decode_jpeg_file(path)
+            bad = False
         except DataError as exc:
             if not self.skip_bad_images:
                 raise DataError(self.corrupt_message(image, str(exc))) from None
-            data, decoded = torch.zeros(0, dtype=torch.uint8), None
-            bad = True
-        else:
-            bad = False
-        if self.decode == "device":
-            return {"jpeg": data, "matrix": torch.from_numpy(to_crop), "image_name": image}, bad
+            data, bad = None, True
+        if on_device:
+            jpeg = torch.zeros(0, dtype=torch.uint8) if data is None else data  # empty: the decoder reports it bad
+            return {"jpeg": jpeg, "matrix": torch.from_numpy(to_crop), "image_name": image}, bad
         r = self.input_res
-        crop = np.zeros((r, r, 3), dtype=np.uint8) if decoded is None else warp_image(decoded, to_crop, r)
+        crop = np.zeros((r, r, 3), dtype=np.uint8) if data is None else warp_image(data, to_crop, r)
         return {"image": to_input_tensor(crop, gain)}, bad
 
     def collect_bad(self, batch: dict[str, torch.Tensor]) -> list[str]:
