@@ -157,14 +157,13 @@ def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
     `--fast` turns on the best mode for the device (hgbench.bench.best_mode); ``decode="auto"`` becomes the fast
     mode's choice with `--fast` and "workers" (the study's pipeline) without. An explicit ``--decode`` is kept.
     """
+    if not config.fast:
+        return replace(config, decode="workers") if config.decode == "auto" else config
     from hgbench.bench import best_mode
 
     mode = best_mode(device)
-    if config.fast:
-        config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
-    if config.decode == "auto":
-        config = replace(config, decode=mode["decode"] if config.fast else "workers")
-    return config
+    config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
+    return replace(config, decode=mode["decode"]) if config.decode == "auto" else config
 
 
 def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
