@@ -47,13 +47,11 @@ def collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {**rest, **lists}
 
 
-def crop_theta(matrices: torch.Tensor, image_sizes: Sequence[tuple[int, int]], canvas: tuple[int, int],
-               res: int) -> torch.Tensor:  # fmt: skip
+def crop_theta(matrices: torch.Tensor, canvas: tuple[int, int], res: int) -> torch.Tensor:
     """`F.affine_grid` thetas that sample each crop from a zero-padded canvas holding its image at the top left.
 
     Args:
         matrices: [B, 2, 3] image-to-crop matrices (`crop_matrix`, pixel-centre convention).
-        image_sizes: (H, W) of each image (unused but for checking: the canvas must hold it).
         canvas: (H, W) of the padded batch.
         res: crop side.
 
@@ -62,8 +60,6 @@ def crop_theta(matrices: torch.Tensor, image_sizes: Sequence[tuple[int, int]], c
         (``align_corners=True``: -1 and 1 are the centres of the first and last pixels).
     """
     ch, cw = canvas
-    if any(h > ch or w > cw for h, w in image_sizes):
-        raise ValueError("every image must fit in the canvas")
     b = matrices.shape[0]
     m = torch.zeros(b, 3, 3, dtype=torch.float64)
     m[:, :2] = matrices.to(torch.float64)
@@ -98,7 +94,7 @@ def warp_batch(images: Sequence[torch.Tensor], matrices: torch.Tensor, res: int)
     canvas = torch.zeros((len(images), 3, ch, cw), dtype=torch.uint8, device=device)
     for i, im in enumerate(images):
         canvas[i, :, : sizes[i][0], : sizes[i][1]] = im
-    theta = crop_theta(matrices.detach().cpu(), sizes, (ch, cw), res).to(device, torch.float32)
+    theta = crop_theta(matrices.detach().cpu(), (ch, cw), res).to(device, torch.float32)
     grid = F.affine_grid(theta, [len(images), 3, res, res], align_corners=True)
     return F.grid_sample(canvas.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
