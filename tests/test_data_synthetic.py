@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.damage import garble_jpeg, truncate_jpeg
 
 from hgbench.cli import main
 from hgbench.data.loader import make_loader
@@ -200,8 +201,7 @@ def _train_image(root: Path) -> tuple[str, int]:
 
 def test_truncated_jpeg_is_named_or_skipped_and_counted(damaged: Path) -> None:
     name, people_in_it = _train_image(damaged)
-    path = damaged / "images" / name
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    truncate_jpeg(damaged / "images" / name)
     with pytest.raises(DataError, match=f"corrupt image .*{name}: .*--skip-bad-images") as info:
         MPIIDataset(damaged, "train")
     assert "\n" not in str(info.value)
@@ -214,10 +214,7 @@ def test_truncated_jpeg_is_named_or_skipped_and_counted(damaged: Path) -> None:
 def test_corruption_found_only_when_decoding(damaged: Path) -> None:
     """A file with intact JPEG markers but garbage inside passes the cheap check and fails at decode time."""
     name, _ = _train_image(damaged)
-    path = damaged / "images" / name
-    data = bytearray(path.read_bytes())
-    data[2:-2] = bytes(len(data) - 4)  # keep SOI and EOI, zero the rest
-    path.write_bytes(bytes(data))
+    garble_jpeg(damaged / "images" / name)
     ds = MPIIDataset(damaged, "train")
     i = next(k for k, p in enumerate(ds.people) if p.image == name)
     with pytest.raises(DataError, match=f"corrupt image .*{name}"):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.damage import garble_jpeg
 
 from hgbench.cli import main
 from hgbench.config import RunConfig
@@ -128,10 +129,7 @@ def garbled(synthetic_root: Path, tmp_path: Path) -> tuple[Path, str]:
     root = Path(shutil.copytree(synthetic_root, tmp_path / "copy"))
     entries = json.loads((root / "mpii_annotations.json").read_text())
     name = next(e["img_paths"] for e in entries if not e["isValidation"])
-    path = root / "images" / name
-    data = bytearray(path.read_bytes())
-    data[2:-2] = bytes(len(data) - 4)
-    path.write_bytes(bytes(data))
+    garble_jpeg(root / "images" / name)
     return root, name
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.damage import garble_jpeg, truncate_jpeg
 
 from hgbench import results as store
 from hgbench.checkpoint import load_checkpoint
@@ -201,13 +202,7 @@ def _damage_val_image(root: Path, how: str) -> tuple[str, int]:
     entries = json.loads((root / "mpii_annotations.json").read_text())
     vals = [e["img_paths"] for e in entries if e["isValidation"]]
     name = vals[1]
-    path = root / "images" / name
-    data = bytearray(path.read_bytes())
-    if how == "truncated":
-        data = data[: len(data) // 2]
-    else:
-        data[2:-2] = bytes(len(data) - 4)
-    path.write_bytes(bytes(data))
+    (truncate_jpeg if how == "truncated" else garble_jpeg)(root / "images" / name)
     return name, vals.count(name)
 
 
