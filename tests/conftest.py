@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hgbench.config import RunConfig
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MPII = REPO.parent / "shared" / "data" / "mpii"
 
@@ -77,3 +79,13 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     return generate(tmp_path_factory.mktemp("synthetic") / "synth24", people=24, seed=0, image_size=(320, 240),
                     val_fraction=1 / 3)  # fmt: skip
+
+
+@pytest.fixture
+def tiny(tmp_path: Path, synthetic_root: Path) -> RunConfig:
+    """hg1 at 64x64 on a handful of synthetic people, no worker processes: seconds per epoch on a CPU."""
+    return RunConfig(
+        case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=0,
+        data_dir=str(synthetic_root), limit_train=8, limit_val=6, out=str(tmp_path / "results"),
+        checkpoint_dir=str(tmp_path / "runs"),
+    )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -155,11 +156,8 @@ def test_corrupt_image_on_the_device_path_is_one_line_or_blanked(garbled: tuple[
     assert skipping.collect_bad(batch) == [f"images/{name}"]
 
 
-def test_a_run_with_device_decoding(tmp_path: Path, synthetic_root: Path) -> None:
-    cfg = RunConfig(case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=1,
-                    data_dir=str(synthetic_root), limit_train=8, limit_val=6, out=str(tmp_path / "results"),
-                    checkpoint_dir=str(tmp_path / "runs"), decode="device")  # fmt: skip
-    outcome = run(cfg, progress=False)
+def test_a_run_with_device_decoding(tiny: RunConfig) -> None:
+    outcome = run(replace(tiny, workers=1, decode="device"), progress=False)
     assert outcome.status == "finished"
     record = json.loads(outcome.record_path.read_text())
     assert record["config"]["decode"] == "device"
@@ -183,11 +181,8 @@ def test_fast_on_cuda_decodes_on_the_device(cuda_device: torch.device) -> None:
     assert resolve_config(RunConfig(fast=True), cuda_device).decode == "device"
 
 
-def test_records_written_before_decode_existed_read_as_workers(tmp_path: Path, synthetic_root: Path) -> None:
-    cfg = RunConfig(case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=0,
-                    data_dir=str(synthetic_root), limit_train=4, limit_val=4, out=str(tmp_path / "results"),
-                    checkpoint_dir=str(tmp_path / "runs"), flip_test=False)  # fmt: skip
-    path = run(cfg, progress=False).record_path
+def test_records_written_before_decode_existed_read_as_workers(tiny: RunConfig) -> None:
+    path = run(replace(tiny, limit_train=4, limit_val=4, flip_test=False), progress=False).record_path
     record = json.loads(path.read_text())
     del record["config"]["decode"]
     path.write_text(json.dumps(record))

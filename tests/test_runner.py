@@ -23,16 +23,6 @@ from hgbench.runner import run
 DETERMINISTIC_KEYS = ("train_loss", "val_loss", "heatmap_acc", "pckh", "lr", "steps", "images")
 
 
-@pytest.fixture
-def tiny(tmp_path: Path, synthetic_root: Path) -> RunConfig:
-    """hg1 at 64x64 on a handful of synthetic people, no worker processes: seconds per epoch on a CPU."""
-    return RunConfig(
-        case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=0,
-        data_dir=str(synthetic_root), limit_train=8, limit_val=6, out=str(tmp_path / "results"),
-        checkpoint_dir=str(tmp_path / "runs"),
-    )  # fmt: skip
-
-
 def _epochs(record: dict) -> list[dict]:
     return [{k: e[k] for k in DETERMINISTIC_KEYS} for e in record["results"]["epochs"]]
 
