@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 # Keys that change what a run computes; two runs agreeing on these are the same experiment (resume, sweep skip).
 # Device, workers, output paths and progress display do not change the numbers (on the same machine).
@@ -61,7 +63,23 @@ class RunConfig:
         d = self.to_dict()
         return {k: d[k] for k in RUN_IDENTITY_KEYS}
 
-    def identity_hash(self, extra: dict | None = None) -> str:
-        """Stable short hash of `identity()` plus anything else that pins the experiment (spec, dataset)."""
-        payload = {"config": self.identity(), **(extra or {})}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_identity(config: Mapping[str, Any], *, spec_fingerprint: str, dataset_fingerprint: str, version: str) -> str:
+    """The one definition of "the same run": a short hash of everything that changes what a run measures.
+
+    Resume accepts a checkpoint only of the same identity, and the sweep skips a case only when a finished record of
+    the same identity exists (`hgbench.results.record_identity` recomputes it from a record). It covers the network
+    (the spec's fingerprint), every `RUN_IDENTITY_KEYS` setting, the data (the dataset's fingerprint: annotation
+    bytes, split and limit, so real MPII and the synthetic default never match) and the hgbench version (code that
+    changes the figures bumps it).
+
+    Args:
+        config: a `RunConfig.to_dict()` or a record's ``config`` (keys in `ADDED_KEYS` may be missing: old records).
+        spec_fingerprint: `CaseSpec.fingerprint()` of the network as built.
+        dataset_fingerprint: the record's ``dataset.fingerprint`` (train and val).
+        version: hgbench's version.
+    """
+    settings = {k: config.get(k, ADDED_KEYS.get(k)) for k in RUN_IDENTITY_KEYS}
+    payload = {"config": settings, "spec": spec_fingerprint, "dataset": dataset_fingerprint, "version": version}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

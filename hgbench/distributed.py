@@ -1,6 +1,8 @@
 """Distributed training under `torchrun`: process-group set-up, synchronised BatchNorm, gathers and reductions.
 
-nanoGPT-style: torchrun is detected from `RANK`; only rank 0 writes. NCCL on GPU, gloo on CPU. `nn.SyncBatchNorm`
+nanoGPT-style: torchrun is detected from `RANK`; only rank 0 writes. NCCL on GPU, gloo on CPU. NCCL only reduces
+tensors that live on the process's own GPU, so every tensor collective here moves its input to `DistContext.device`
+first: call sites never have to remember where the process group's tensors must live. `nn.SyncBatchNorm`
 runs only on accelerators, so on CPU hgbench swaps in `AllReduceBatchNorm2d`, which computes the batch statistics
 over all ranks with a differentiable all-reduce: a run on W processes with batch B/W each then computes the same
 function as one process with batch B.
@@ -9,7 +11,7 @@ function as one process with batch B.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,6 +26,7 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives' tensors must be
 
     @property
     def is_main(self) -> bool:
@@ -45,11 +48,12 @@ def init_distributed(device_type: str) -> DistContext:
     world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device("cuda", local) if device_type == "cuda" else torch.device("cpu")
     if world > 1 and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
-    return DistContext(rank=rank, world_size=world, local_rank=local)
+    return DistContext(rank=rank, world_size=world, local_rank=local, device=device)
 
 
 def shutdown(ctx: DistContext) -> None:
@@ -58,17 +62,33 @@ def shutdown(ctx: DistContext) -> None:
 
 
 def barrier(ctx: DistContext) -> None:
-    if ctx.enabled:
+    if not ctx.enabled:
+        return
+    if ctx.device.type == "cuda":  # NCCL otherwise guesses the device from the rank and warns
+        dist.barrier(device_ids=[ctx.device.index])
+    else:
         dist.barrier()
 
 
 def all_reduce_sum(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:
-    """Sum of `tensor` over ranks (returned; the input is not modified)."""
+    """Sum of `tensor` over ranks, on the process group's device (the input is not modified).
+
+    The input may live anywhere (a host count, a loss on the GPU); it is copied to `ctx.device` first, because NCCL
+    rejects host tensors. Without a process group the input is returned as it is.
+    """
     if not ctx.enabled:
         return tensor
-    out = tensor.clone()
+    out = tensor.to(ctx.device, copy=True)
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
+
+
+def sum_over_ranks(ctx: DistContext, *values: float) -> tuple[float, ...]:
+    """Host numbers summed over ranks, in one collective (one host read after it, outside any timed loop)."""
+    if not ctx.enabled:
+        return tuple(float(v) for v in values)
+    total = all_reduce_sum(ctx, torch.tensor(values, dtype=torch.float64))
+    return tuple(total.tolist())
 
 
 def all_gather_objects(ctx: DistContext, obj: Any) -> list[Any]:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from hgbench import metrics
-from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum
+from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
 from hgbench.groundtruth import GroundTruth
 from hgbench.loss import heatmap_loss
 from hgbench.telemetry import StepTimer
@@ -56,38 +56,42 @@ def predict(
 ) -> PassResult:
     """Run `model` over `loader` and decode predictions; with `ctx`, results are gathered from every rank.
 
+    Nothing inside the per-batch loop reads a device value on the host or copies host data to the device
+    synchronously: the loss, the accuracy counts and the decoded peaks stay on the device until the loop ends.
+
     A sample whose image turned out undecodable (``bad``, only with ``--skip-bad-images``) is run like the others
     (the batch keeps its shape) but left out of the loss, the accuracy and the predictions: it is listed in
     `excluded`, and `on_batch` (e.g. the dataset's `collect_bad`) sees every batch to record it.
+
+    The loss is the training loss's own: summed over every stack's heatmaps, so train and val loss compare.
+    ``timing["wall_s"]`` is the pass as a user waits for it: from the first batch requested to the last prediction
+    in image pixels on the host. ``timing["compute_s"]`` sums the per-batch compute spans on the device clock.
     """
     model.eval()
+    t_start = time.perf_counter()
     timer = StepTimer(opts.device, capacity=len(loader))  # CUDA events made up front, not in the loop
     coords_dev, centers, scales, rotations, indices, bad = [], [], [], [], [], []
     loss_sum = torch.zeros((), device=opts.device)
-    correct = torch.zeros(16, device=opts.device)
-    count = torch.zeros(16, device=opts.device)
+    correct = torch.zeros(16, dtype=torch.int64, device=opts.device)
+    count = torch.zeros(16, dtype=torch.int64, device=opts.device)
     batches = images = 0
     for batch in timer.iter_data(loader):  # every next(), the exhausted one too, counts as data wait
         if on_batch is not None:
             on_batch(batch)
-        # A host-side flag: only a batch that holds an undecodable image pays for the masking below.
-        good = ~batch["bad"] if "bad" in batch and bool(batch["bad"].any()) else None
         timer.compute_start()
         x = opts.to_device(batch["image"])
         with opts.autocast():
-            heatmaps = model(x)[-1].float()
+            outputs = model(x)
+            heatmaps = outputs[-1].float()
             if flip:
                 mirrored = model(torch.flip(x, dims=[3]))[-1].float()
                 heatmaps = (heatmaps + metrics.flip_back(mirrored)) / 2
         if with_targets:
             target = batch["target"].to(opts.device, non_blocking=True)
-            weight = batch["target_weight"].to(opts.device, non_blocking=True)
-            loss_sum += heatmap_loss([heatmaps], target, weight)
-            if good is not None:
-                keep = good.to(opts.device)
-                c, n = metrics.heatmap_acc_counts(heatmaps[keep], target[keep])
-            else:
-                c, n = metrics.heatmap_acc_counts(heatmaps, target)
+            weight = batch["target_weight"].to(opts.device, non_blocking=True)  # zero for undecodable samples
+            loss_sum += heatmap_loss(outputs, target, weight)
+            valid = ~batch["bad"].to(opts.device, non_blocking=True) if "bad" in batch else None
+            c, n = metrics.heatmap_acc_counts(heatmaps, target, valid=valid)
             correct += c
             count += n
         coords, _ = metrics.get_heatmap_maxima(heatmaps)
@@ -111,17 +115,18 @@ def predict(
         heatmap_res,
         rotation=torch.cat(rotations).numpy() if rotations else None,
     )
+    wall_s = time.perf_counter() - t_start
     index = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
     is_bad = torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, dtype=bool)
     excluded = index[is_bad]
     preds, index = preds[~is_bad], index[~is_bad]
-    timing = {"wall_s": t["wall_s"], "device_s": t["compute_s"] if opts.device.type == "cuda" else None,
-              "compute_s": t["compute_s"], "data_wait_s": t["data_wait_s"], "images": images,
-              "images_per_s": images / t["wall_s"] if t["wall_s"] > 0 else None}  # fmt: skip
+    timing = {"wall_s": wall_s, "device_s": t["compute_s"] if t["clock"] == "cuda_event" else None,
+              "compute_s": t["compute_s"], "clock": t["clock"], "data_wait_s": t["data_wait_s"], "images": images,
+              "images_per_s": images / wall_s if wall_s > 0 else None}  # fmt: skip
     if ctx is not None and ctx.enabled:
         loss_sum = all_reduce_sum(ctx, loss_sum)
         correct, count = all_reduce_sum(ctx, correct), all_reduce_sum(ctx, count)
-        batches = int(all_reduce_sum(ctx, torch.tensor(batches)).item())
+        (batches,) = sum_over_ranks(ctx, batches)
         parts = all_gather_objects(ctx, (preds, index, excluded))
         preds = np.concatenate([p for p, _, _ in parts])
         index = np.concatenate([i for _, i, _ in parts])
@@ -136,6 +141,53 @@ def predict(
         timing=timing,
         excluded=np.sort(excluded),
     )
+
+
+@torch.no_grad()
+def warm_up(model: nn.Module, loader, opts: StepOptions, *, flip: bool, tail: int, batches: int = 2) -> None:
+    """Bring `model` and `loader` to the state a timed pass should start from, untimed.
+
+    Runs the first `batches` batches (which starts the loader's persistent workers and tunes cuDNN or compiles for
+    the eval shapes), plus one forward at the last, partial batch size `tail` (0: none), so that neither timed pass
+    pays a one-off cost the other does not.
+    """
+    model.eval()
+    with opts.autocast():
+        x = None
+        for i, batch in enumerate(loader):
+            x = opts.to_device(batch["image"])
+            model(x)
+            if flip:
+                model(torch.flip(x, dims=[3]))
+            if i + 1 >= batches:
+                break
+        if x is not None and tail:
+            part = opts.to_device(x[:1].repeat(tail, 1, 1, 1))
+            model(part)
+            if flip:
+                model(torch.flip(part, dims=[3]))
+    if opts.device.type == "cuda":
+        torch.cuda.synchronize(opts.device)
+
+
+def timed_passes(
+    model: nn.Module,
+    loader,
+    opts: StepOptions,
+    *,
+    input_res: int,
+    flip_test: bool,
+    tail: int,
+    on_batch: Callable[[dict], object] | None = None,
+) -> dict[str, PassResult]:
+    """The timed inference passes over one loader, each from the same warm state: ``plain`` and (with `flip_test`)
+    ``flip``. `tail` is the size of the loader's last, partial batch (0 when it divides evenly)."""
+    warm_up(model, loader, opts, flip=flip_test, tail=tail)
+    passes = {"plain": predict(model, loader, opts, input_res=input_res, with_targets=False, on_batch=on_batch)}
+    if flip_test:
+        passes["flip"] = predict(model, loader, opts, input_res=input_res, flip=True, with_targets=False,
+                                 on_batch=on_batch)  # fmt: skip
+    return passes
 
 
 @dataclass

@@ -21,6 +21,7 @@ and the caller moves the small [N, K, 2] / [K] results to the host once.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -81,7 +82,9 @@ def _peaks(hm: Heatmaps, *, neighbours: bool = False) -> tuple[Heatmaps, Heatmap
         maxval = flat.gather(-1, idx[..., None])[..., 0]
         nb = None
         if neighbours:
-            cand = (idx[..., None] + torch.tensor(offsets, device=flat.device)).clamp(0, h * w - 1)
+            # Python-scalar arithmetic on the device tensor: building an offsets tensor from host values here would be
+            # a blocking host-to-device copy on every batch of a timed loop.
+            cand = torch.stack([idx + o for o in offsets], dim=-1).clamp(0, h * w - 1)
             nb = flat.gather(-1, cand)
         return idx, maxval, nb
     flat = np.asarray(hm).reshape(n, k, h * w)
@@ -109,7 +112,7 @@ class HeatmapAccuracy(NamedTuple):
 
 
 def heatmap_acc_counts(
-    pred: Heatmaps, target: Heatmaps, thr: float = HEATMAP_ACC_THRESHOLD
+    pred: Heatmaps, target: Heatmaps, thr: float = HEATMAP_ACC_THRESHOLD, *, valid: Heatmaps | None = None
 ) -> tuple[Heatmaps, Heatmaps]:
     """Per-joint (correct, counted) sums of the heatmap accuracy for one batch; add them across batches and ranks.
 
@@ -120,6 +123,8 @@ def heatmap_acc_counts(
         pred: [N, K, H, W] predicted heatmaps (numpy or torch).
         target: [N, K, H, W] target heatmaps; a target whose maximum is <= 0 (empty) is not counted.
         thr: correct when ||argmax(pred) - argmax(target)|| / (W / 10) < thr.
+        valid: optional [N] bool, False for samples to leave out (same kind and device as `pred`); a mask rather than
+            an index, because indexing a GPU tensor by a mask makes the host wait for the mask's count.
 
     Returns:
         correct [K] and count [K]. A predicted heatmap with no positive value counts as wrong (the reference placed
@@ -135,6 +140,8 @@ def heatmap_acc_counts(
     dx, dy = idx_p % w - idx_t % w, idx_p // w - idx_t // w
     radius = thr * w / HEATMAP_ACC_NORM_DIVISOR
     counted = max_t > 0
+    if valid is not None:
+        counted = counted & valid[:, None]
     correct = counted & (max_p > 0) & (dx * dx + dy * dy < radius * radius)
     return correct.sum(0), counted.sum(0)
 
@@ -249,9 +256,8 @@ def get_heatmap_maxima(heatmaps: Heatmaps) -> tuple[Heatmaps, Heatmaps]:
     if _is_torch(heatmaps):
         import torch
 
-        zero = torch.zeros((), dtype=diff_x.dtype, device=diff_x.device)
-        sx, sy = torch.where(inner_x, diff_x.sign(), zero), torch.where(inner_y, diff_y.sign(), zero)
-        coords = torch.stack([x + SUBPIXEL_SHIFT * sx.float(), y + SUBPIXEL_SHIFT * sy.float()], dim=-1).float()
+        sx, sy = diff_x.sign().float() * inner_x, diff_y.sign().float() * inner_y
+        coords = torch.stack([x + SUBPIXEL_SHIFT * sx, y + SUBPIXEL_SHIFT * sy], dim=-1).float()
         return coords, maxval.float()
     sx, sy = np.where(inner_x, np.sign(diff_x), 0.0), np.where(inner_y, np.sign(diff_y), 0.0)
     coords = np.stack([x + SUBPIXEL_SHIFT * sx, y + SUBPIXEL_SHIFT * sy], axis=-1).astype(np.float64)
@@ -316,8 +322,19 @@ def flip_back(heatmaps: Heatmaps) -> Heatmaps:
     """
     _check_heatmaps(heatmaps)
     if _is_torch(heatmaps):
-        return heatmaps.flip(-1)[:, list(FLIP_INDEX)]
+        return heatmaps.flip(-1).index_select(1, _flip_index_on(heatmaps.device))
     return np.asarray(heatmaps)[:, list(FLIP_INDEX), :, ::-1].copy()
+
+
+@functools.cache
+def _flip_index_on(device: torch.device) -> torch.Tensor:
+    """`FLIP_INDEX` as a tensor on `device`, copied there once (indexing by a Python list copies it every call)."""
+    import torch
+
+    index = torch.tensor(FLIP_INDEX, dtype=torch.int64)
+    if device.type == "cuda":
+        index = index.pin_memory()  # an asynchronous copy, so even the first call does not stall the host
+    return index.to(device, non_blocking=True)
 
 
 def average_flip(heatmaps: Heatmaps, heatmaps_of_mirror: Heatmaps) -> Heatmaps:

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hgbench.config import ADDED_KEYS
+from hgbench.cases import CaseSpec
+from hgbench.config import ADDED_KEYS, run_identity
 
 SCHEMA = "hgbench.run/1"
 STATUSES: tuple[str, ...] = ("finished", "interrupted", "failed", "running")
@@ -332,8 +333,8 @@ class RunSummary:
     data_wait_pct: float | None  # 100 * fraction of epoch wall time spent waiting for data
     pckh_mean: float | None  # final PCKh@0.5 Mean (%), the table's "validation accuracy"
     heatmap_acc: float | None  # fraction, final validation epoch
-    inference_min: float | None  # minutes for one plain pass over the validation set
-    inference_clock: str | None  # "device" or "wall": which clock `inference_min` was read from
+    inference_min: float | None  # minutes for one plain pass over the validation set, wall clock, on every device
+    inference_device_min: float | None  # the pass's per-batch compute summed on the GPU clock (CUDA events); None on CPU
     images_per_s: float | None  # training throughput
     energy_j_per_epoch: float | None  # None without an NVIDIA GPU
     peak_memory_mib: float | None  # torch.cuda.max_memory_allocated
@@ -378,8 +379,6 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
     gpu = info.get("gpu_name")
     device = str(gpu) if gpu else (f"CPU: {info['cpu']}" if info.get("cpu") else "unknown device")
     plain = _get(record, "results.inference.plain") or {}
-    device_min, wall_min = _num(plain.get("device_min")), _num(plain.get("wall_min"))
-    inference_min, clock = (device_min, "device") if device_min is not None else (wall_min, "wall")
     wait = _num(_get(record, "results.train.data_wait_fraction"))
     stats = _get(record, "results.train.min_per_epoch")
     data = stats.get("data") if isinstance(stats, Mapping) else None
@@ -407,8 +406,8 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         data_wait_pct=None if wait is None else 100.0 * wait,
         pckh_mean=_num(_get(record, "results.pckh.Mean")),
         heatmap_acc=_num(_get(record, "results.heatmap_acc")),
-        inference_min=inference_min,
-        inference_clock=clock if inference_min is not None else None,
+        inference_min=_num(plain.get("wall_min")),
+        inference_device_min=_num(plain.get("device_min")),
         images_per_s=_num(_get(record, "results.train.images_per_s")),
         energy_j_per_epoch=_num(_get(record, "results.train.energy_j_per_epoch")),
         peak_memory_mib=_num(_get(record, "results.peak_memory_mib")),
@@ -553,21 +552,25 @@ def _normal(value: Any) -> Any:
     return json.loads(json.dumps(_jsonable(value)))
 
 
-def find_finished(
-    results_dir: str | Path,
-    case: str | int,
-    as_built: bool,
-    config_subset: Mapping[str, Any],
-    *,
-    machine_id: str | None = None,
-) -> Path | None:
-    """The newest finished record of a case whose config matches `config_subset`, so a sweep can skip it.
+def record_identity(record: Mapping[str, Any]) -> str | None:
+    """The run identity (`hgbench.config.run_identity`) of a record, recomputed from what it stores; None if it cannot
+    be (a record without spec, config or dataset fingerprint)."""
+    try:
+        spec = CaseSpec.from_dict(record["spec"])
+        dataset = record["dataset"]["fingerprint"]
+        return run_identity(record["config"], spec_fingerprint=spec.fingerprint(), dataset_fingerprint=str(dataset),
+                            version=str(record.get("hgbench_version")))  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | None = None) -> Path | None:
+    """The newest finished record of the run whose identity is `identity`, so a sweep can skip it.
 
     Args:
         results_dir: the results root to search (recursively).
-        case: case id (``spec.name``).
-        as_built: the form that must match (``spec.as_built``).
-        config_subset: config keys that must be equal (e.g. epochs, batch_size, seed, amp); others are ignored.
+        identity: the planned run's `hgbench.config.run_identity` (see `hgbench.runner.planned_identity`): the same
+            function resume uses, so "already finished" and "can be resumed" never disagree.
         machine_id: only look in this machine's sub-folder (timings from another machine are not a finished run here).
 
     Returns:
@@ -578,18 +581,13 @@ def find_finished(
         root = root / machine_id
     if not root.is_dir():
         return None
-    wanted = {k: _normal(v) for k, v in config_subset.items()}
     found: Path | None = None
     for path in _walk(root):
         record, _ = read_record(path)
-        if record is None or record["status"] != "finished":
+        if record is None or record["status"] != "finished" or record_identity(record) != identity:
             continue
-        if str(_get(record, "spec.name")) != str(case) or bool(_get(record, "spec.as_built")) != bool(as_built):
-            continue
-        config = record["config"]
-        if all(k in config and _normal(config[k]) == v for k, v in wanted.items()):
-            if found is None or _order_key(path) >= _order_key(found):
-                found = path
+        if found is None or _order_key(path) >= _order_key(found):
+            found = path
     return found
 
 

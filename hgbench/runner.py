@@ -9,6 +9,7 @@ carries model, optimizer, scheduler and RNG states.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import signal
@@ -26,12 +27,13 @@ from torch import nn
 from hgbench import results as store
 from hgbench.cases import CaseSpec, get_spec, measure_cost
 from hgbench.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from hgbench.config import RunConfig
+from hgbench import __version__
+from hgbench.config import RunConfig, run_identity
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import (
     DistContext,
     all_gather_objects,
-    all_reduce_sum,
+    sum_over_ranks,
     barrier,
     broadcast_object,
     convert_sync_batchnorm,
@@ -39,7 +41,7 @@ from hgbench.distributed import (
     shutdown,
 )
 from hgbench.errors import HGBenchError, RunFailed
-from hgbench.inference import PassResult, predict
+from hgbench.inference import predict, timed_passes
 from hgbench.metrics import evaluate_pckh
 from hgbench.models import build_model
 from hgbench.record import inference_entry, new_record, train_summary, utc_now
@@ -164,6 +166,24 @@ def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
     mode = best_mode(device)
     config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
     return replace(config, decode=mode["decode"]) if config.decode == "auto" else config
+
+
+def planned_identity(config: RunConfig) -> str:
+    """The identity (`hgbench.config.run_identity`) that `run(config)` would give its run, for a sweep's skip check.
+
+    Opens the datasets to fingerprint them (generating the synthetic default if it is not cached yet, as the run
+    would); trains nothing.
+    """
+    spec = get_spec(config.case, as_built=config.as_built)
+    device = resolve_device(config.device)
+    config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device)
+    train_ds, val_ds = open_datasets(
+        config.data_dir, input_res=config.input_res, limit_train=config.limit_train, limit_val=config.limit_val,
+        synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
+        seed=config.seed, decode=config.decode,
+    )  # fmt: skip
+    return run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(),
+                        dataset_fingerprint=_dataset_info(train_ds, val_ds)["fingerprint"], version=__version__)  # fmt: skip
 
 
 def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
@@ -322,7 +342,8 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
             "use a smaller --batch or more data"
         )
     dataset = _dataset_info(train_ds, val_ds)
-    identity = config.identity_hash({"spec": spec.fingerprint(), "dataset": dataset["fingerprint"]})
+    identity = run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(),
+                            dataset_fingerprint=dataset["fingerprint"], version=__version__)  # fmt: skip
     run_dir = ckpt_root / f"{_stem(config, spec)}-{identity}"
     last_path = run_dir / "last.pt"
 
@@ -332,7 +353,8 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
         ckpt = load_checkpoint(last_path, map_location="cpu")
         check_compatible(ckpt, spec, config.input_res)
         if ckpt.identity != identity:
-            raise HGBenchError(f"checkpoint {last_path} is of another experiment (config or dataset changed)")
+            raise HGBenchError(f"checkpoint {last_path} is of another experiment (settings, data or hgbench version "
+                               "changed)")  # fmt: skip
     elif resume and say:
         print(f"hgbench: no checkpoint at {last_path}; starting {spec.label} from scratch", flush=True)
 
@@ -429,7 +451,8 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
         record["results"]["train"] = train_summary(record["results"]["epochs"])
         store.write_json_atomic(record_path, record)
 
-    epoch = start_epoch
+    # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
+    first_epoch = epoch = start_epoch + 1
     with NvmlSampler(device) as sampler, _sigterm_as_interrupt():
         if say and not sampler.available:
             print(f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null",
@@ -453,10 +476,9 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                 val = predict(model, val_loader, opts, input_res=config.input_res, ctx=ctx,
                               on_batch=val_ds.collect_bad if config.skip_bad_images else None)  # fmt: skip
                 scheduler.step()
-                images = int(all_reduce_sum(ctx, torch.tensor(stats.images)).item())
                 # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean.
-                loss_sum = all_reduce_sum(ctx, torch.tensor(stats.train_loss, dtype=torch.float64))
-                train_loss = float(loss_sum) / ctx.world_size
+                images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
+                images, train_loss = int(images), loss_sum / ctx.world_size
                 pckh = (evaluate_pckh(val.predictions, gt.subset(val_ds.indices_of(val.index))).mean
                         if ctx.is_main else None)  # fmt: skip
                 best_pckh = pckh if best_pckh is None or (pckh is not None and pckh > best_pckh) else best_pckh
@@ -467,7 +489,7 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                     "compute_s": stats.compute_s, "data_wait_s": stats.data_wait_s,
                     "device_idle_s": stats.device_idle_s, "steps": stats.steps,
                     "images": images, "images_per_s": images / stats.wall_s if stats.wall_s > 0 else None,
-                    "val_wall_s": val.timing["wall_s"], "warmup": epoch == 1,
+                    "val_wall_s": val.timing["wall_s"], "warmup": epoch == first_epoch,
                     "energy_j": tel.get("energy_j"), "gpu_util_mean": tel.get("gpu_util_mean"),
                     "gpu_mem_used_max_mib": tel.get("gpu_mem_used_max_mib"), "power_mean_w": tel.get("power_mean_w"),
                 }  # fmt: skip
@@ -480,9 +502,14 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                 if stop_after_epoch is not None and epoch >= stop_after_epoch and epoch < config.epochs:
                     return RunOutcome("interrupted", record_path, last_path, record if ctx.is_main else None)
 
-            # The timed inference pass: rank 0 alone, as on the study's single GPU.
+            # The timed inference pass: rank 0 alone, as on the study's single GPU, with the model as trained.
             if ctx.is_main:
-                record["results"].update(_inference_pass(raw_model, val_ds, gt, config, opts, say))
+                infer_model, infer_loader = train_model, val_loader  # warm: validation ran them last epoch
+                if ctx.enabled:  # not the DDP wrapper (rank 0 runs alone), and over the whole split, not a shard
+                    infer_model = torch.compile(raw_model) if config.compile else raw_model
+                    infer_loader = make_loader(val_ds, config.test_batch_size, shuffle=False, workers=config.workers,
+                                               pin_memory=pin, drop_last=False, device=device)  # fmt: skip
+                record["results"].update(_inference_pass(infer_model, infer_loader, val_ds, gt, config, opts, say))
                 record["results"]["peak_memory_mib"] = peak_memory_mib(device)
                 record["results"]["telemetry"] = sampler.summary()
                 finish("finished", None)
@@ -506,18 +533,15 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
     return RunOutcome("finished", record_path, last_path, record if ctx.is_main else None)
 
 
-def _inference_pass(model: nn.Module, val_ds, gt, config: RunConfig, opts: StepOptions, say: bool) -> dict:
-    """One timed pass over the whole validation split at the test batch size, plain and with flip test."""
-    from hgbench.data.loader import make_loader
+def _inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opts: StepOptions, say: bool) -> dict:
+    """One timed pass over the whole validation split at the test batch size, plain and with flip test.
 
-    loader = make_loader(val_ds, config.test_batch_size, shuffle=False, workers=config.workers,
-                         pin_memory=opts.device.type == "cuda", drop_last=False, device=opts.device)  # fmt: skip
+    `model` is the network as trained (compiled with --compile) and `loader` one whose workers the passes share, so
+    both passes start warm (`hgbench.inference.timed_passes`).
+    """
     collect = val_ds.collect_bad if config.skip_bad_images else None
-    passes: dict[str, PassResult] = {"plain": predict(model, loader, opts, input_res=config.input_res,
-                                                      with_targets=False, on_batch=collect)}  # fmt: skip
-    if config.flip_test:
-        passes["flip"] = predict(model, loader, opts, input_res=config.input_res, flip=True, with_targets=False,
-                                 on_batch=collect)  # fmt: skip
+    passes = timed_passes(model, loader, opts, input_res=config.input_res, flip_test=config.flip_test,
+                          tail=len(val_ds) % config.test_batch_size, on_batch=collect)  # fmt: skip
     scores = {k: evaluate_pckh(p.predictions, gt.subset(val_ds.indices_of(p.index))) for k, p in passes.items()}
     final = "flip" if config.flip_test else "plain"
     inference = {"n_images": len(val_ds), "n_excluded": len(passes[final].excluded),

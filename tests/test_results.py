@@ -225,8 +225,8 @@ def test_summarize_takes_fields_where_the_doc_says() -> None:
     assert s.heatmap_acc == record["results"]["heatmap_acc"]
     assert s.images_per_s == record["results"]["train"]["images_per_s"]
     assert s.energy_j_per_epoch is None
-    # no device clock on the CPU: inference minutes fall back to the wall clock
-    assert (s.inference_min, s.inference_clock) == (record["results"]["inference"]["plain"]["wall_min"], "wall")
+    # no device clock on the CPU: no device-compute figure, and the headline is the wall-clock pass as everywhere
+    assert (s.inference_min, s.inference_device_min) == (record["results"]["inference"]["plain"]["wall_min"], None)
     assert s.device == "CPU: AMD EPYC 7B13"
     assert s.machine_id == "cpu-pt2.14.1"
     assert s.dataset == "synthetic"
@@ -234,11 +234,14 @@ def test_summarize_takes_fields_where_the_doc_says() -> None:
     assert s.finished
 
 
-def test_summarize_gpu_record_uses_device_clock_and_gpu_name() -> None:
+def test_summarize_gpu_record_headlines_the_wall_clock_pass_with_device_compute_beside_it() -> None:
     record = golden("0001_case1_seed0.json", GPU_DIR)
     s = summarize(record, GPU_DIR / "0001_case1_seed0.json")
     assert s.device == "NVIDIA H100 80GB HBM3"
-    assert (s.inference_min, s.inference_clock) == (record["results"]["inference"]["plain"]["device_min"], "device")
+    plain = record["results"]["inference"]["plain"]
+    assert plain["device_min"] != plain["wall_min"]
+    # The study timed a whole pass, data included: the table must not mix clocks across rows.
+    assert (s.inference_min, s.inference_device_min) == (plain["wall_min"], plain["device_min"])
     assert s.energy_j_per_epoch == 850.0
 
 
@@ -308,25 +311,47 @@ def test_read_record_reasons(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- find_finished
-def test_find_finished(tmp_path: Path) -> None:
+def _identity(folder: str, name: str) -> str:
+    return results.record_identity(json.loads((RECORDS / folder / name).read_text()))
+
+
+def test_find_finished_matches_the_run_identity(tmp_path: Path) -> None:
     shutil.copytree(RECORDS, tmp_path / "results")
     root = tmp_path / "results"
-    cfg = {"epochs": 3, "batch_size": 6, "seed": 1, "lr_milestones": (150, 175, 200), "amp": False}
-    assert find_finished(root, "3", False, cfg) == root / "cpu-pt2.14.1" / "0003_case3_seed1.json"
-    assert find_finished(root, 3, False, {**cfg, "seed": 0}).name == "0002_case3_seed0.json"
-    assert find_finished(root, "3", True, cfg) is None  # other form
-    assert find_finished(root, "3", False, {**cfg, "epochs": 50}) is None  # other config
-    assert find_finished(root, "3", False, {**cfg, "no_such_key": 1}) is None
-    assert find_finished(root, "2", False, {"seed": 0}) is None  # interrupted does not count
-    assert find_finished(root, "5", True, {"seed": 0}).name == "0004_case5-asbuilt_seed0.json"
-    gpu = "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0"
-    assert find_finished(root, "1", False, {"seed": 0}, machine_id=gpu) == root / gpu / "0001_case1_seed0.json"
-    assert find_finished(root, "3", False, cfg, machine_id=gpu) is None
-    assert find_finished(tmp_path / "nowhere", "3", False, cfg) is None
+    case3_seed1 = _identity("cpu-pt2.14.1", "0003_case3_seed1.json")
+    assert find_finished(root, case3_seed1) == root / "cpu-pt2.14.1" / "0003_case3_seed1.json"
+    assert find_finished(root, _identity("cpu-pt2.14.1", "0002_case3_seed0.json")).name == "0002_case3_seed0.json"
+    assert find_finished(root, _identity("cpu-pt2.14.1", "0004_case5-asbuilt_seed0.json")) is not None
+    assert find_finished(root, "000000000000") is None
+    assert find_finished(root, case3_seed1, machine_id="nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0") is None
+    assert find_finished(tmp_path / "nowhere", case3_seed1) is None
+    # An interrupted run is not finished, whatever its identity.
+    interrupted = golden("0005_case2_seed0.json")
+    assert interrupted["status"] == "interrupted"
+    assert find_finished(root, results.record_identity(interrupted)) is None
+
+
+def test_record_identity_covers_data_settings_and_version() -> None:
+    record = golden()
+    base = results.record_identity(record)
+    assert base is not None and results.record_identity(copy.deepcopy(record)) == base
+    for path, value in [(("dataset", "fingerprint"), "another-dataset"), (("config", "epochs"), 50),
+                        (("config", "seed"), 7), (("spec", "num_feats"), 64), (("hgbench_version",), "9.9.9")]:  # fmt: skip
+        changed = copy.deepcopy(record)
+        target = changed
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        assert results.record_identity(changed) != base, path
+    # Settings that do not change what is measured leave the identity alone.
+    moved = copy.deepcopy(record)
+    moved["config"].update(out="elsewhere", checkpoint_dir="ckpts", workers=7, tag="x", data_dir="/somewhere/else")
+    assert results.record_identity(moved) == base
+    assert results.record_identity({"schema": SCHEMA}) is None
 
 
 def test_find_finished_prefers_the_newest(tmp_path: Path) -> None:
     record = golden()
     for name in ("0002_case3_seed0.json", "0010_case3_seed0.json"):
         write_json_atomic(tmp_path / "m" / name, copy.deepcopy(record))
-    assert find_finished(tmp_path, "3", False, {"seed": 0}).name == "0010_case3_seed0.json"
+    assert find_finished(tmp_path, results.record_identity(record)).name == "0010_case3_seed0.json"

@@ -87,7 +87,7 @@ def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hgbench import results as store
-    from hgbench.runner import resolve_config, resolve_device, run
+    from hgbench.runner import planned_identity, resolve_device, run
 
     if args.case.lower() == "all":
         cases = list(STUDY_CASES)
@@ -106,8 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for case in cases:
         cfg = config_from_args(args, case)
         if len(cases) > 1:
-            cfg = resolve_config(cfg, device)  # compared as the record will store it
-            done = store.find_finished(cfg.out, case, cfg.as_built, cfg.identity(), machine_id=machine)
+            done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
             if done is not None:
                 print(f"hgbench: case {case}{' (as built)' if cfg.as_built else ''}: already finished with this "
                       f"config ({done}); skipping", flush=True)  # fmt: skip

@@ -25,6 +25,7 @@ process. ``benchmarks/test_data_pipeline.py`` measures both forms on whatever de
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -94,16 +95,35 @@ def warp_batch(images: Sequence[torch.Tensor], matrices: torch.Tensor, res: int)
     canvas = torch.zeros((len(images), 3, ch, cw), dtype=torch.uint8, device=device)
     for i, im in enumerate(images):
         canvas[i, :, : sizes[i][0], : sizes[i][1]] = im
-    theta = crop_theta(matrices.detach().cpu(), (ch, cw), res).to(device, torch.float32)
+    theta = to_device_async(crop_theta(matrices.detach().cpu(), (ch, cw), res).float(), device)
     grid = F.affine_grid(theta, [len(images), 3, res, res], align_corners=True)
     return F.grid_sample(canvas.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without making the host wait: on CUDA through pinned memory with ``non_blocking``.
+
+    A copy from pageable memory is synchronous, and on the side stream it would also wait for the step the stream
+    follows: batch preparation would then run between steps instead of beside them.
+    """
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+@functools.cache
+def _mean_on(device: torch.device, mean: tuple[float, ...]) -> torch.Tensor:
+    """The [1, 3, 1, 1] mean on `device`, copied there once, not per batch."""
+    return to_device_async(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), device)
+
+
 def normalise_batch(crops: torch.Tensor, gain: torch.Tensor, mean: Sequence[float] = MPII_MEAN) -> torch.Tensor:
-    """[B, 3, R, R] crops in 0..255 -> network input: times gain / 255, clamped to [0, 1], minus the mean (in place)."""
-    g = gain.to(crops.device, torch.float32).view(-1, 3, 1, 1) / 255.0
-    m = torch.tensor(mean, dtype=torch.float32, device=crops.device).view(1, 3, 1, 1)
-    return crops.mul_(g).clamp_(0.0, 1.0).sub_(m)
+    """[B, 3, R, R] crops in 0..255 -> network input: times gain / 255, clamped to [0, 1], minus the mean (in place).
+
+    `gain` [B, 3] may be on the host (pinned, as the loader delivers it) or on the device.
+    """
+    g = to_device_async(gain.float(), crops.device).view(-1, 3, 1, 1) / 255.0
+    return crops.mul_(g).clamp_(0.0, 1.0).sub_(_mean_on(crops.device, tuple(mean)))
 
 
 class DeviceDecodeLoader:
@@ -158,8 +178,8 @@ class DeviceDecodeLoader:
         out = {k: v for k, v in batch.items() if k != "jpeg"}
         out["image"] = x
         out["bad"] = bad
-        out["target"] = batch["target"].to(self.device, non_blocking=True)
-        out["target_weight"] = weight.to(self.device, non_blocking=True)
+        out["target"] = to_device_async(batch["target"], self.device)
+        out["target_weight"] = to_device_async(weight, self.device)
         return out
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -176,7 +196,12 @@ class DeviceDecodeLoader:
             raise
 
     def _iter_prefetch(self) -> Iterator[dict[str, Any]]:
-        """One batch ahead on a side stream; the compute stream waits for it only when it is consumed."""
+        """One batch ahead on a side stream; the compute stream waits for it only when it is consumed.
+
+        The side stream does not wait for the compute stream: batch k+1 is decoded and cropped while step k runs.
+        Memory stays bounded because batch k+2 is launched only after batch k+1 was handed out, and every copy into
+        the side stream is asynchronous (`to_device_async`), so launching never blocks the host either.
+        """
         side = torch.cuda.Stream(device=self.device)
         main = torch.cuda.current_stream(self.device)
         it = iter(self.loader)
@@ -185,7 +210,6 @@ class DeviceDecodeLoader:
             batch = next(it, None)
             if batch is None:
                 return None
-            side.wait_stream(main)  # never more than one step ahead of the compute stream: bounded memory
             with torch.cuda.stream(side):
                 return self.prepare(batch)
 

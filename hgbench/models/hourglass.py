@@ -104,8 +104,10 @@ class StackedHourglass(nn.Module):
             y = self.fc[i](self.res[i](self.hg[i](x)))
             score = self.score[i](y)
             outputs.append(score)
-            # As in the study's code: the merge is computed whenever a next stack was *built*, even if it never runs.
-            if i < len(self.fc_):
+            # The merge feeds the next stack, so the last stack that *runs* computes none. The study's as-built cases 3
+            # and 4 build 8 stacks but run 6 (its forward loops `if i < self.num_stacks - 1` with num_stacks = 6): the
+            # sixth stack's merge layers exist, hold parameters, and never run.
+            if i < self.stacks_run - 1:
                 x = x + self.fc_[i](y) + self.score_[i](score)
         return outputs
 
