@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from hgbench.cases import (
     PUBLISHED,
@@ -70,6 +71,20 @@ def test_as_built_dead_stacks_get_no_gradient() -> None:
     assert len(inner) == 5
     assert all(p.grad is None for p in inner[4].parameters())
     assert all(p.grad is not None for p in inner[3].parameters())
+
+
+@pytest.mark.parametrize(("case", "gflops"), [("3", 43.45), ("4", 14.34)])
+def test_as_built_cases_3_and_4_compute_no_merge_after_their_last_running_stack(case: str, gflops: float) -> None:
+    """The study's forward merges only `if i < self.num_stacks - 1` with num_stacks = 6: the sixth stack feeds none."""
+    spec = get_spec(case, as_built=True)
+    assert measure_cost(spec, input_res=256).gflops == pytest.approx(gflops, abs=0.005)
+    model = build_model(spec).eval()
+    calls: list[int] = []
+    for i, layer in enumerate(model.fc_):
+        layer.register_forward_hook(lambda m, a, out, i=i: calls.append(i))
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    assert calls == [0, 1, 2, 3, 4]
 
 
 def test_measured_used_params_match_the_backward_pass() -> None:

@@ -163,3 +163,22 @@ def test_checkpoint_branch_wiring(tiny, capsys, monkeypatch, tmp_path: Path) -> 
     assert doc["case"] == "3"
     assert doc["timing"]["wall_s"] == 1.25
     assert doc["pckh"]["Mean"] == pytest.approx(100 * 41 / 42)
+
+
+def test_a_trained_checkpoint_is_scored_for_real(synthetic_root: Path, tmp_path: Path, capsys) -> None:
+    """No stub: a run's checkpoint, evaluated on the same validation people, gives the run's own final PCKh."""
+    from hgbench.config import RunConfig
+    from hgbench.runner import run as train
+
+    config = RunConfig(case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=0,
+                       data_dir=str(synthetic_root), limit_train=8, limit_val=6, flip_test=False,
+                       out=str(tmp_path / "results"), checkpoint_dir=str(tmp_path / "runs"))  # fmt: skip
+    outcome = train(config, progress=False)
+    rc, out, _ = run(capsys, "--checkpoint", outcome.checkpoint_path, "--data-dir", synthetic_root, "--limit", "6",
+                     "--batch", "4", "--device", "cpu", "--workers", "0", "--format", "json")  # fmt: skip
+    assert rc == 0
+    doc = json.loads(out)
+    assert doc["case"] == "hg1"
+    assert doc["timing"]["images"] == 6
+    assert doc["timing"]["wall_s"] > 0
+    assert doc["pckh"]["Mean"] == pytest.approx(outcome.record["results"]["pckh"]["Mean"], abs=1e-6)

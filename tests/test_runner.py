@@ -79,7 +79,9 @@ def test_a_fast_run_on_cuda_records_device_time_and_telemetry(tiny: RunConfig, c
         assert 0 < e["compute_s"] <= e["wall_s"]
         assert e["device_idle_s"] is not None
         assert 0 <= e["device_idle_s"] <= e["wall_s"]
-    assert record["results"]["inference"]["plain"]["device_min"] > 0
+    for kind in ("plain", "flip"):
+        timed = record["results"]["inference"][kind]
+        assert 0 < timed["device_min"] <= timed["wall_min"]  # the GPU's part of a pass the host waited for
     assert record["results"]["peak_memory_mib"] > 0
     assert record["machine_info"]["gpu_name"]
     if record["results"]["telemetry"]["available"]:
@@ -103,6 +105,29 @@ def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path
     assert b["status"] == "finished"
     assert _epochs(a) == _epochs(b)
     assert a["results"]["pckh"] == b["results"]["pckh"]
+    # The resumed process paid its own start-up (workers, autotuning): its first epoch is a warm-up epoch too.
+    assert [e["warmup"] for e in a["results"]["epochs"]] == [True, False]
+    assert [e["warmup"] for e in b["results"]["epochs"]] == [True, True]
+
+
+def test_resume_and_the_sweeps_skip_share_one_identity(tiny: RunConfig, synthetic_root: Path, tmp_path: Path) -> None:
+    from hgbench.runner import planned_identity
+
+    outcome = run(tiny, progress=False)
+    record = json.loads(outcome.record_path.read_text())
+    identity = planned_identity(tiny)
+    assert load_checkpoint(outcome.checkpoint_path).identity == identity == store.record_identity(record)
+    assert store.find_finished(tiny.out, identity) == outcome.record_path
+    # The same flags on other data (the data directory is not a setting, the data's fingerprint is) are another run.
+    other = tmp_path / "other-data"
+    shutil.copytree(synthetic_root, other)
+    annotations = other / "mpii_annotations.json"
+    people = json.loads(annotations.read_text())
+    people[0]["scale_provided"] *= 1.01
+    annotations.write_text(json.dumps(people))
+    moved = replace(tiny, data_dir=str(other))
+    assert planned_identity(moved) != identity
+    assert store.find_finished(tiny.out, planned_identity(moved)) is None
 
 
 def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: Path) -> None:

@@ -27,7 +27,6 @@ from hgbench.telemetry import (
 )
 
 STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
-SLACK = 0.25  # seconds a shared 2-core machine may add on top of a sleep; the lower bounds are exact
 
 
 # ------------------------------------------------------------------------------------------------------ StepTimer
@@ -48,8 +47,9 @@ def test_step_timer_separates_data_wait_and_compute_on_cpu() -> None:
     assert s["steps"] == 3
     assert s["clock"] == "perf_counter"
     assert s["device_idle_s"] is None
-    assert 0.12 <= s["data_wait_s"] < 0.12 + SLACK
-    assert 0.06 <= s["compute_s"] < 0.06 + SLACK
+    # Lower bounds only: a loaded machine may stretch a sleep by any amount, never shorten it.
+    assert s["data_wait_s"] >= 0.12
+    assert s["compute_s"] >= 0.06
     assert len(s["per_step_compute_ms"]) == 3
     assert all(ms >= 20.0 for ms in s["per_step_compute_ms"])
     assert s["compute_s"] == pytest.approx(sum(s["per_step_compute_ms"]) / 1000)
@@ -73,8 +73,8 @@ def test_step_timer_iter_data_and_context_managers() -> None:
     s = timer.summary()
     assert seen == [0, 1]
     assert s["steps"] == 2
-    assert 0.06 <= s["data_wait_s"] < 0.06 + SLACK
-    assert 0.02 <= s["compute_s"] < 0.02 + SLACK
+    assert s["data_wait_s"] >= 0.06
+    assert s["compute_s"] >= 0.02
 
 
 def test_step_timer_misuse_and_idempotent_summary() -> None:
@@ -101,6 +101,39 @@ def test_step_timer_empty_epoch() -> None:
     assert s["compute_s"] == 0
     assert s["wall_s"] == 0
     assert s["per_step_compute_ms"] == []
+
+
+def _sleep_cycles_for(seconds: float, device: torch.device) -> int:
+    """GPU clock cycles that `torch.cuda._sleep` spins for about `seconds`, calibrated on the host clock."""
+    cycles = 10_000_000
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    torch.cuda._sleep(cycles)
+    torch.cuda.synchronize(device)
+    return int(cycles * seconds / (time.perf_counter() - t0))
+
+
+def test_step_timer_measures_a_known_device_workload(cuda_device: torch.device) -> None:
+    """A 50 ms device sleep, measured by the event timer within 10%, and each step's compute within the wall time."""
+    cycles = _sleep_cycles_for(0.05, cuda_device)
+    torch.cuda.synchronize(cuda_device)
+    t0 = time.perf_counter()
+    torch.cuda._sleep(cycles)
+    torch.cuda.synchronize(cuda_device)
+    reference_ms = 1000 * (time.perf_counter() - t0)
+    timer = StepTimer(cuda_device, capacity=4)
+    for _ in range(4):
+        timer.data_start()
+        timer.data_end()
+        timer.compute_start()
+        torch.cuda._sleep(cycles)
+        timer.compute_end()
+    s = timer.summary()
+    for ms in s["per_step_compute_ms"]:
+        assert ms == pytest.approx(reference_ms, rel=0.10)
+    assert s["compute_s"] <= s["wall_s"]
+    # The host queued all four sleeps at once: the GPU ran them back to back.
+    assert s["device_idle_s"] < 0.1 * s["compute_s"]
 
 
 def test_step_timer_cuda_events(cuda_device: torch.device) -> None:
@@ -303,7 +336,7 @@ def test_nvml_sampler_energy_from_counter(fake_nvml: types.ModuleType) -> None:
     assert w["gpu_util_mean"] == pytest.approx(50.0)
     assert w["power_mean_w"] == pytest.approx(100.0)
     assert w["gpu_mem_used_max_mib"] == pytest.approx(3072)
-    assert w["samples"] >= 3  # the two marks plus background samples
+    assert w["samples"] >= 2  # the two marks (background samples depend on how busy the machine is)
     later = s.window("epoch1-end", "after")
     assert later["energy_j"] == pytest.approx(3.0)
     whole = s.summary()
@@ -386,6 +419,25 @@ def test_nvml_sampler_real_gpu(cuda_device: torch.device) -> None:
     assert w["samples"] >= 2
     assert w["energy_j"] is not None
     assert w["energy_j"] >= 0
+
+
+def test_nvml_energy_agrees_with_mean_power_times_time(cuda_device: torch.device) -> None:
+    """Two seconds of matrix products: the energy counter (or power integral) against mean sampled power x time."""
+    if _nvml_really_absent():
+        pytest.skip("CUDA without an NVML library")
+    a = torch.randn(4096, 4096, device=cuda_device)
+    with NvmlSampler(cuda_device, interval_s=0.02) as s:
+        s.mark("a")
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 2.0:
+            for _ in range(20):
+                a = a @ a / 64
+            torch.cuda.synchronize(cuda_device)
+        s.mark("b")
+        elapsed = time.perf_counter() - t0
+        w = s.window("a", "b")
+    assert w["power_mean_w"] > 0
+    assert w["energy_j"] == pytest.approx(w["power_mean_w"] * elapsed, rel=0.3)
 
 
 # ------------------------------------------------------------------------------------------------------ environment

@@ -1,0 +1,98 @@
+"""The prediction passes (hgbench/inference.py): what the validation loss sums, and how the timed passes start."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from helpers.host_sync import fake_batches
+from torch import nn
+
+from hgbench.cases import get_spec
+from hgbench.config import RunConfig
+from hgbench.inference import predict, timed_passes
+from hgbench.loss import heatmap_loss
+from hgbench.models import build_model
+from hgbench.runner import run
+from hgbench.training import StepOptions
+
+CPU = StepOptions(torch.device("cpu"))
+
+
+def test_validation_loss_sums_every_stack_as_the_training_loss_does() -> None:
+    torch.manual_seed(0)
+    model = build_model(get_spec("hg2")).eval()
+    (batch,) = fake_batches(1)
+    result = predict(model, [batch], CPU, input_res=64)
+    with torch.no_grad():
+        outputs = model(batch["image"])
+    assert len(outputs) == 2
+    expected = heatmap_loss(outputs, batch["target"], batch["target_weight"]).item()
+    assert result.loss == pytest.approx(expected, rel=1e-5)
+    assert result.loss > heatmap_loss(outputs[-1:], batch["target"], batch["target_weight"]).item()
+
+
+class ColdStartLoader:
+    """A loader whose first iteration pays a start-up (as new DataLoader workers do); it remembers who paid it."""
+
+    def __init__(self, batches: list[dict]) -> None:
+        self.batches = batches
+        self.started = False
+        self.cold_iterations = 0
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        if not self.started:
+            self.started = True
+            self.cold_iterations += 1
+        yield from self.batches
+
+
+class CountingModel(nn.Module):
+    """Counts forward calls in eval mode; stands in for the compiled model."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.eval_calls = 0
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if not self.training:
+            self.eval_calls += 1
+        return self.inner(x)
+
+
+def test_both_timed_passes_start_warm() -> None:
+    loader = ColdStartLoader(fake_batches(3))
+    shapes: list[int] = []
+    model = build_model(get_spec("hg1"))
+    model.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape[0]))
+    passes = timed_passes(model, loader, CPU, input_res=64, flip_test=True, tail=1)
+    assert set(passes) == {"plain", "flip"}
+    assert loader.cold_iterations == 1  # paid once, by the untimed warm-up, not by the plain pass
+    # The warm-up also ran the last, partial batch size (plain and mirrored) before anything was timed.
+    warm = shapes[: len(shapes) - 3 - 2 * 3]
+    assert 1 in warm and warm.count(1) == 2
+
+
+def test_a_compiled_run_times_inference_with_the_compiled_model(
+    tiny: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrappers: list[CountingModel] = []
+
+    def fake_compile(model: nn.Module, **kwargs: object) -> nn.Module:
+        wrappers.append(CountingModel(model))
+        return wrappers[-1]
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    outcome = run(replace(tiny, compile=True), progress=False)
+    record = json.loads(outcome.record_path.read_text())
+    assert record["config"]["compile"] is True
+    (compiled,) = wrappers
+    batches = -(-tiny.limit_val // tiny.test_batch_size)
+    # Every batch of the plain and the flip pass (two forwards each) went through the compiled model.
+    assert compiled.eval_calls >= batches + 2 * batches
