@@ -53,6 +53,7 @@ def predict(
     with_targets: bool = True,
     ctx: DistContext | None = None,
     on_batch: Callable[[dict], object] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> PassResult:
     """Run `model` over `loader` and decode predictions; with `ctx`, results are gathered from every rank.
 
@@ -61,7 +62,8 @@ def predict(
 
     A sample whose image turned out undecodable (``bad``, only with ``--skip-bad-images``) is run like the others
     (the batch keeps its shape) but left out of the loss, the accuracy and the predictions: it is listed in
-    `excluded`, and `on_batch` (e.g. the dataset's `collect_bad`) sees every batch to record it.
+    `excluded`, and `on_batch` (e.g. the dataset's `collect_bad`) sees every batch to record it. `on_progress` gets
+    the count of batches done after each one (a progress bar).
 
     The loss is the training loss's own: summed over every stack's heatmaps, so train and val loss compare.
     ``timing["wall_s"]`` is the pass as a user waits for it: from the first batch requested to the last prediction
@@ -104,6 +106,8 @@ def predict(
         bad.append(batch["bad"] if "bad" in batch else torch.zeros(len(batch["index"]), dtype=torch.bool))
         batches += 1
         images += x.shape[0]
+        if on_progress is not None:
+            on_progress(batches)
     coords_host = torch.cat(coords_dev).cpu().numpy() if coords_dev else np.zeros((0, 16, 2))
     t = timer.summary()
     heatmap_res = input_res // 4

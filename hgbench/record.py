@@ -48,7 +48,7 @@ def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
 
 
 def new_record(*, run_id: str, machine_info: dict, commit_info: dict, spec: dict, config: dict, dataset: dict,
-               model: dict) -> dict:  # fmt: skip
+               model: dict, checkpoint: str | None = None) -> dict:  # fmt: skip
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""
     now = utc_now()
     return {
@@ -60,6 +60,7 @@ def new_record(*, run_id: str, machine_info: dict, commit_info: dict, spec: dict
         "status": "interrupted",
         "status_reason": "started; no epoch finished yet",
         "run_id": run_id,
+        "checkpoint": checkpoint,  # the run's last.pt (resume, evaluate --checkpoint); null once deleted
         "machine_info": machine_info,
         "commit_info": commit_info,
         "spec": spec,

@@ -334,7 +334,7 @@ class RunSummary:
     pckh_mean: float | None  # final PCKh@0.5 Mean (%), the table's "validation accuracy"
     heatmap_acc: float | None  # fraction, final validation epoch
     inference_min: float | None  # minutes for one plain pass over the validation set, wall clock, on every device
-    inference_device_min: float | None  # the pass's per-batch compute summed on the GPU clock (CUDA events); None on CPU
+    inference_device_min: float | None  # the pass's per-batch compute on the GPU clock (CUDA events); None on CPU
     images_per_s: float | None  # training throughput
     energy_j_per_epoch: float | None  # None without an NVIDIA GPU
     peak_memory_mib: float | None  # torch.cuda.max_memory_allocated
@@ -589,6 +589,25 @@ def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | N
         if found is None or _order_key(path) >= _order_key(found):
             found = path
     return found
+
+
+def interrupted_runs(results_dir: str | Path, case: str, as_built: bool, *,
+                     machine_id: str | None = None) -> list[tuple[Path, dict]]:  # fmt: skip
+    """Records of `case` (in that form) that stopped before finishing and whose checkpoint is still there, newest
+    first: the runs `hgbench run --resume` can continue."""
+    root = Path(results_dir) / machine_id if machine_id is not None else Path(results_dir)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in _walk(root):
+        record, _ = read_record(path)
+        if record is None or record["status"] != "interrupted" or not record.get("checkpoint"):
+            continue
+        if str(_get(record, "spec.name")) != str(case) or bool(_get(record, "spec.as_built")) != bool(as_built):
+            continue
+        if Path(record["checkpoint"]).is_file():
+            found.append((path, record))
+    return sorted(found, key=lambda item: _order_key(item[0]), reverse=True)
 
 
 def _order_key(path: Path) -> tuple[int, str]:

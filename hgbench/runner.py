@@ -24,21 +24,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from hgbench import __version__
 from hgbench import results as store
 from hgbench.cases import CaseSpec, get_spec, measure_cost
 from hgbench.checkpoint import check_compatible, load_checkpoint, save_checkpoint
-from hgbench import __version__
 from hgbench.config import RunConfig, run_identity
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import (
     DistContext,
     all_gather_objects,
-    sum_over_ranks,
     barrier,
     broadcast_object,
     convert_sync_batchnorm,
     init_distributed,
     shutdown,
+    sum_over_ranks,
 )
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.inference import predict, timed_passes
@@ -66,7 +66,10 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
     """`auto` picks CUDA when present; under torchrun each process takes its local GPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError:  # torch's own message is a wall of every device type it knows
+        raise HGBenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise HGBenchError("--device cuda asked for, but no CUDA device is available (use --device cpu)")
@@ -182,8 +185,28 @@ def planned_identity(config: RunConfig) -> str:
         synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
         seed=config.seed, decode=config.decode,
     )  # fmt: skip
-    return run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(),
-                        dataset_fingerprint=_dataset_info(train_ds, val_ds)["fingerprint"], version=__version__)  # fmt: skip
+    dataset = _dataset_info(train_ds, val_ds)["fingerprint"]
+    return run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(), dataset_fingerprint=dataset,
+                        version=__version__)  # fmt: skip
+
+
+def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig) -> RunFailed | None:
+    """A one-line `RunFailed` with a hint when `exc` is the device or the host running out of memory, else None.
+
+    PyTorch reports a failed CPU allocation as a plain RuntimeError ("DefaultCPUAllocator: not enough memory"), so
+    the message decides; a CUDA one is `torch.OutOfMemoryError`.
+    """
+    text = str(exc)
+    is_oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
+        s in text for s in ("out of memory", "not enough memory", "can't allocate memory")
+    )
+    if not is_oom:
+        return None
+    where = "GPU" if isinstance(exc, torch.OutOfMemoryError) or device.type == "cuda" else "host"
+    return RunFailed(
+        f"out of {where} memory at batch {config.batch_size}, input {config.input_res}x{config.input_res}: use a "
+        f"smaller --batch or --input-res (or --amp to halve activations)"
+    )
 
 
 def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
@@ -252,11 +275,12 @@ class _Progress:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self._bar = Progress(
-            TextColumn(f"{self.label} epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True,
         )  # fmt: skip
         self._bar.start()
-        self._task = self._bar.add_task("train", total=steps, info="")
+        self._prefix = f"{self.label} epoch {epoch}/{epochs}"
+        self._task = self._bar.add_task(f"{self._prefix} train", total=steps, info="")
 
     def step(self, steps: int, loss: float | None) -> None:
         if loss is not None:
@@ -266,6 +290,14 @@ class _Progress:
             rate = steps * self._batch / elapsed if elapsed > 0 else 0.0
             loss_txt = f"loss {self._loss:.3g}" if self._loss is not None else "loss …"
             self._bar.update(self._task, completed=steps, info=f"{loss_txt}  {rate:.1f} img/s")
+
+    def start_validation(self, batches: int) -> None:
+        if self._bar is not None:
+            self._task = self._bar.add_task(f"{self._prefix} validate", total=batches, info="")
+
+    def validation_step(self, batches: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=batches)
 
     def abort(self) -> None:
         if self._bar is not None:
@@ -291,6 +323,7 @@ def run(
     quiet: bool = False,
     progress: bool = True,
     stop_after_epoch: int | None = None,
+    keep_checkpoint: bool = True,
 ) -> RunOutcome:
     """Train and evaluate one case as `config` says; returns where the record and checkpoint went.
 
@@ -300,6 +333,8 @@ def run(
         quiet: one log line per epoch instead of a progress bar.
         progress: print anything at all.
         stop_after_epoch: end the process's work right after this epoch's checkpoint, as a kill would (tests).
+        keep_checkpoint: keep the last checkpoint once the run finished (False: delete it, e.g. smoke runs, whose
+            checkpoints only serve a resume).
 
     Raises:
         HGBenchError: bad configuration or data (before training starts where it can be checked).
@@ -311,13 +346,13 @@ def run(
     ctx = init_distributed(probe_device.type)
     try:
         return _run(config, spec, ctx, resume=resume, quiet=quiet, progress=progress,
-                    stop_after_epoch=stop_after_epoch)  # fmt: skip
+                    stop_after_epoch=stop_after_epoch, keep_checkpoint=keep_checkpoint)  # fmt: skip
     finally:
         shutdown(ctx)
 
 
 def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, quiet: bool, progress: bool,
-         stop_after_epoch: int | None) -> RunOutcome:  # fmt: skip
+         stop_after_epoch: int | None, keep_checkpoint: bool = True) -> RunOutcome:  # fmt: skip
     device = resolve_device(config.device, ctx)
     if device.type == "cuda":
         # Autotuned convolutions: the tuning lands in epoch 1, which the record reports apart (warm-up).
@@ -374,7 +409,7 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
             record_path = store.next_record_path(out_dir, machine, _stem(config, spec))
             record = new_record(run_id=record_path.stem, machine_info=machine_info,
                                 commit_info=collect_commit_info(), spec=spec.to_dict(), config=config.to_dict(),
-                                dataset=dataset, model=model_info)  # fmt: skip
+                                dataset=dataset, model=model_info, checkpoint=str(last_path))  # fmt: skip
             if ckpt is not None:
                 record["results"]["epochs"] = ckpt.state["record"]["results"]["epochs"]
         store.write_json_atomic(record_path, record)
@@ -473,8 +508,10 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                     on_batch=train_ds.collect_bad if config.skip_bad_images else None,
                 )
                 sampler.mark(f"epoch{epoch}-end")
+                bar.start_validation(len(val_loader))
                 val = predict(model, val_loader, opts, input_res=config.input_res, ctx=ctx,
-                              on_batch=val_ds.collect_bad if config.skip_bad_images else None)  # fmt: skip
+                              on_batch=val_ds.collect_bad if config.skip_bad_images else None,
+                              on_progress=bar.validation_step)  # fmt: skip
                 scheduler.step()
                 # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean.
                 images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
@@ -512,12 +549,23 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                 record["results"].update(_inference_pass(infer_model, infer_loader, val_ds, gt, config, opts, say))
                 record["results"]["peak_memory_mib"] = peak_memory_mib(device)
                 record["results"]["telemetry"] = sampler.summary()
+                if not keep_checkpoint:
+                    record["checkpoint"] = None  # the record first: a kill in between leaves a stray file, no lie
                 finish("finished", None)
+                if not keep_checkpoint:
+                    shutil.rmtree(run_dir, ignore_errors=True)
             barrier(ctx)
         except RunFailed as exc:
             bar.abort()
             finish("failed", str(exc))
             raise
+        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+            failure = out_of_memory(exc, device=device, config=config)
+            if failure is None:
+                raise
+            bar.abort()
+            finish("failed", str(failure))
+            raise failure from None
         except KeyboardInterrupt:
             bar.abort()
             done = len(record["results"]["epochs"])
@@ -528,9 +576,12 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
                 else f"interrupted during epoch {epoch}",
             )
             raise
+    kept = last_path if keep_checkpoint else None
     if say:
-        print(f"hgbench: {spec.label} finished; record {record_path}", flush=True)
-    return RunOutcome("finished", record_path, last_path, record if ctx.is_main else None)
+        where = (f"checkpoint {last_path} ({last_path.stat().st_size / 2**20:.0f} MiB)" if kept is not None
+                 else "checkpoint not kept (--keep-checkpoints keeps it)")  # fmt: skip
+        print(f"hgbench: {spec.label} finished; record {record_path}; {where}", flush=True)
+    return RunOutcome("finished", record_path, kept, record if ctx.is_main else None)
 
 
 def _inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opts: StepOptions, say: bool) -> dict:

@@ -1,7 +1,8 @@
 """One training epoch: the hot loop, with data wait and compute timed apart and no host syncs inside it.
 
-The loss is accumulated on the device and copied to the host asynchronously every `log_every` steps, so the progress
-bar and the NaN check run one interval behind instead of stalling the GPU each step.
+The loss is accumulated on the device and its running mean copied to the host asynchronously after every step (into
+a small ring of pinned buffers), so the progress bar shows the newest value that has landed, a step or a few behind,
+and the NaN check every `log_every` steps reads it without stalling the GPU.
 """
 
 from __future__ import annotations
@@ -38,25 +39,34 @@ class StepOptions:
 
 
 class AsyncScalar:
-    """A device scalar mirrored to the host without blocking: `read()` returns the value copied at the last `post()`."""
+    """A device scalar mirrored to the host without blocking: `read()` gives the newest posted value that has landed.
 
-    def __init__(self, device: torch.device) -> None:
-        self._pinned = device.type == "cuda"
-        self._host = torch.zeros((), pin_memory=self._pinned)
-        self._event = torch.cuda.Event() if self._pinned else None
-        self._posted = False
+    Each `post` copies into the next of `slots` host buffers (pinned on CUDA) and records an event; `read` looks for
+    the newest completed copy. With one buffer, a value posted every step would rarely have landed by the next read
+    (the GPU runs behind the host), and the host would see nothing all epoch.
+    """
+
+    def __init__(self, device: torch.device, *, slots: int = 4) -> None:
+        self._cuda = device.type == "cuda"
+        self._async = device.type != "cpu"  # on the CPU a copy is a copy; elsewhere the host must not wait
+        self._host = [torch.zeros((), pin_memory=self._cuda) for _ in range(slots)]
+        self._events = [torch.cuda.Event() if self._cuda else None for _ in range(slots)]
+        self._posted: list[int] = []  # slot indices, oldest first
 
     def post(self, value: torch.Tensor) -> None:
-        self._host.copy_(value.detach().float(), non_blocking=self._pinned)
-        if self._event is not None:
-            self._event.record()
-        self._posted = True
+        slot = (self._posted[-1] + 1) % len(self._host) if self._posted else 0
+        self._host[slot].copy_(value.detach().float(), non_blocking=self._async)
+        if self._cuda:
+            self._events[slot].record()
+        self._posted = [i for i in self._posted if i != slot] + [slot]
 
     def read(self) -> float | None:
-        """The last posted value once its copy has landed (never waits)."""
-        if not self._posted or (self._event is not None and not self._event.query()):
-            return None
-        return float(self._host)
+        """The newest posted value whose copy has landed (never waits); None before any has."""
+        for slot in reversed(self._posted):
+            event = self._events[slot]
+            if event is None or event.query():
+                return float(self._host[slot])
+        return None
 
 
 @dataclass
@@ -110,15 +120,12 @@ def train_one_epoch(
         timer.compute_end()
         steps += 1
         images += x.shape[0]
-        if steps % log_every == 0:
-            last = mirror.read()  # the value posted one interval ago: no wait
-            if last is not None and not math.isfinite(last):
-                raise RunFailed(f"loss became {last} in epoch {epoch} (before step {steps}); stopping")
-            mirror.post(loss_sum / steps)
-            if on_progress is not None:
-                on_progress(steps, last)
-        elif on_progress is not None:
-            on_progress(steps, None)
+        mirror.post(loss_sum / steps)  # an asynchronous copy: the host never waits for this step to finish
+        last = mirror.read()  # the newest running mean that has reached the host, maybe a few steps old
+        if steps % log_every == 0 and last is not None and not math.isfinite(last):
+            raise RunFailed(f"loss became {last} in epoch {epoch} (by step {steps}); stopping")
+        if on_progress is not None:
+            on_progress(steps, last)
     t = timer.summary()  # one synchronisation, at the end of the epoch
     mean_loss = float(loss_sum) / max(steps, 1)
     if not math.isfinite(mean_loss):

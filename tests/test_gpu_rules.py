@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from helpers.host_sync import count_host_syncs, fake_batches
 from torch import nn
 
 from hgbench import runner
@@ -28,7 +29,6 @@ from hgbench.distributed import DistContext
 from hgbench.inference import predict
 from hgbench.models import build_model
 from hgbench.training import StepOptions, train_one_epoch
-from helpers.host_sync import count_host_syncs, fake_batches
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ class NcclLikeGroup:
 
     def all_reduce(self, tensor: torch.Tensor, op: object = None, **kwargs: object) -> None:
         if tensor.device != self.device:
-            raise RuntimeError(f"collective on a tensor on {tensor.device}; the process group's device is {self.device}")
+            raise RuntimeError(f"collective on a tensor on {tensor.device}; the group's device is {self.device}")
         self.reduced.append(tensor.device)
         tensor.mul_(2)  # the other rank holds the same value
 

@@ -76,7 +76,8 @@ def test_both_timed_passes_start_warm() -> None:
     assert loader.cold_iterations == 1  # paid once, by the untimed warm-up, not by the plain pass
     # The warm-up also ran the last, partial batch size (plain and mirrored) before anything was timed.
     warm = shapes[: len(shapes) - 3 - 2 * 3]
-    assert 1 in warm and warm.count(1) == 2
+    assert 1 in warm
+    assert warm.count(1) == 2
 
 
 def test_a_compiled_run_times_inference_with_the_compiled_model(
@@ -96,3 +97,19 @@ def test_a_compiled_run_times_inference_with_the_compiled_model(
     batches = -(-tiny.limit_val // tiny.test_batch_size)
     # Every batch of the plain and the flip pass (two forwards each) went through the compiled model.
     assert compiled.eval_calls >= batches + 2 * batches
+
+
+def test_progress_shows_the_loss_during_the_epoch_and_validation_batches() -> None:
+    from hgbench.training import train_one_epoch
+
+    model = build_model(get_spec("hg1"))
+    seen: list[tuple[int, float | None]] = []
+    train_one_epoch(model, fake_batches(4), torch.optim.Adam(model.parameters()), CPU, epoch=1,
+                    on_progress=lambda step, loss: seen.append((step, loss)))  # fmt: skip
+    assert [step for step, _ in seen] == [1, 2, 3, 4]
+    losses = [loss for _, loss in seen]
+    assert all(loss is not None and loss > 0 for loss in losses)  # every step, not only every 20th
+    assert len(set(losses)) > 1  # the running mean moves within the epoch
+    done: list[int] = []
+    predict(model, fake_batches(3), CPU, input_res=64, on_progress=done.append)
+    assert done == [1, 2, 3]

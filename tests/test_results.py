@@ -334,9 +334,11 @@ def test_find_finished_matches_the_run_identity(tmp_path: Path) -> None:
 def test_record_identity_covers_data_settings_and_version() -> None:
     record = golden()
     base = results.record_identity(record)
-    assert base is not None and results.record_identity(copy.deepcopy(record)) == base
-    for path, value in [(("dataset", "fingerprint"), "another-dataset"), (("config", "epochs"), 50),
-                        (("config", "seed"), 7), (("spec", "num_feats"), 64), (("hgbench_version",), "9.9.9")]:  # fmt: skip
+    assert base is not None
+    assert results.record_identity(copy.deepcopy(record)) == base
+    changes = [(("dataset", "fingerprint"), "another-dataset"), (("config", "epochs"), 50), (("config", "seed"), 7),
+               (("spec", "num_feats"), 64), (("hgbench_version",), "9.9.9")]
+    for path, value in changes:
         changed = copy.deepcopy(record)
         target = changed
         for key in path[:-1]:

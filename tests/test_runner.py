@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -139,6 +140,45 @@ def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: 
         check_compatible(load_checkpoint(outcome.checkpoint_path), get_spec("2"), 64)
     with pytest.raises(HGBenchError, match="trained at input 64x64, not 128"):
         check_compatible(load_checkpoint(outcome.checkpoint_path), get_spec("hg1"), 128)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 96.00 GiB"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+                     "allocate 412316860416 bytes."),  # fmt: skip
+    ],
+    ids=["device", "host"],
+)
+def test_out_of_memory_is_a_failed_record_and_one_line(
+    tiny: RunConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, error: Exception
+) -> None:
+    import hgbench.runner as runner
+
+    def exhausted(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(runner, "train_one_epoch", exhausted)
+    argv = ["run", "--case", "hg1", "--epochs", "1", "--batch", "4", "--input-res", "64", "--device", "cpu",
+            "--workers", "0", "--data-dir", tiny.data_dir, "--limit-train", "8", "--limit-val", "6",
+            "--out", tiny.out, "--checkpoint-dir", tiny.checkpoint_dir, "--quiet"]  # fmt: skip
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "out of" in err
+    assert "memory" in err
+    assert "smaller --batch or --input-res" in err
+    (path,) = Path(tiny.out).rglob("*.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed"
+    assert "smaller --batch" in record["status_reason"]
+
+
+def test_an_unknown_device_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", "--case", "hg1", "--device", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "hgbench: error: unknown device 'gpu'; use auto, cpu, cuda or cuda:N"
 
 
 def test_nan_loss_stops_the_run_with_a_failed_record(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -309,3 +349,48 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
     assert e2[1]["val_loss"] == pytest.approx(e1[1]["val_loss"], rel=5e-2)
     # Predictions are gathered from both ranks: the PCKh covers every validation person exactly once.
     assert two["results"]["pckh"]["count"] == one["results"]["pckh"]["count"] == 6
+
+
+def _argv(tiny: RunConfig, *extra: str) -> list[str]:
+    return ["run", "--device", "cpu", "--workers", "0", "--data-dir", tiny.data_dir, "--out", tiny.out,
+            "--checkpoint-dir", tiny.checkpoint_dir, "--quiet", *extra]  # fmt: skip
+
+
+def test_resume_finds_the_interrupted_run_of_the_case_and_says_which(
+    tiny: RunConfig, capsys: pytest.CaptureFixture
+) -> None:
+    killed = run(replace(tiny, epochs=2), progress=False, stop_after_epoch=1)
+    capsys.readouterr()
+    # Only the case (and where things live): the run's own settings come from its record, not from the defaults.
+    assert main(_argv(tiny, "--case", "hg1", "--resume")) == 0
+    out = capsys.readouterr().out
+    assert f"resuming the latest interrupted run of case hg1: {killed.record_path}" in out
+    record = json.loads(killed.record_path.read_text())
+    assert record["status"] == "finished"
+    assert len(record["results"]["epochs"]) == 2
+    assert f"checkpoint {record['checkpoint']}" in out  # printed and recorded
+
+
+def test_resume_refuses_rather_than_start_another_run(tiny: RunConfig, capsys: pytest.CaptureFixture) -> None:
+    assert main(_argv(tiny, "--case", "hg2", "--resume")) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hgbench: error: --resume: no interrupted run of case hg2")
+    assert not list(Path(tiny.out).rglob("*.json"))  # nothing was started
+    killed = run(replace(tiny, epochs=2), progress=False, stop_after_epoch=1)
+    assert main(_argv(tiny, "--case", "hg1", "--resume", "--epochs", "5")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"hgbench run --case hg1 --resume {killed.record_path}" in err
+    assert main(_argv(tiny, "--case", "hg1", "--resume", str(killed.record_path))) == 0
+
+
+def test_the_record_names_the_checkpoint_and_smoke_runs_do_not_keep_theirs(tiny: RunConfig) -> None:
+    kept = run(tiny, progress=False)
+    assert json.loads(kept.record_path.read_text())["checkpoint"] == str(kept.checkpoint_path)
+    assert kept.checkpoint_path.is_file()
+    dropped = run(replace(tiny, seed=1), progress=False, keep_checkpoint=False)
+    record = json.loads(dropped.record_path.read_text())
+    assert record["status"] == "finished"
+    assert record["checkpoint"] is None
+    assert dropped.checkpoint_path is None
+    assert len(list(Path(tiny.checkpoint_dir).glob("*/last.pt"))) == 1

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import replace
+from pathlib import Path
 
 from hgbench.cases import STUDY_CASES, get_spec
 from hgbench.config import RunConfig
@@ -42,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--batch", type=int, default=None, help=f"global training batch (default {d.batch_size})")
     p.add_argument("--test-batch", type=int, default=None, help=f"inference batch (default {d.test_batch_size})")
-    p.add_argument("--optim", choices=("adam", "rmsprop"), default=d.optimizer, help="optimizer (default adam)")
+    p.add_argument("--optim", choices=("adam", "rmsprop"), default=None, help="optimizer (default adam)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4 adam, 2.5e-4 rmsprop)")
     p.add_argument("--input-res", type=int, default=None, help=f"input side in pixels (default {d.input_res})")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
@@ -52,7 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decode", choices=("auto", *DECODE_MODES), default=None,
                    help="decode and crop JPEGs in the DataLoader workers or in batches on the device (nvjpeg on "
                         "CUDA); auto (default): device with --fast on CUDA, else workers")  # fmt: skip
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {d.workers})")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="first N training people only")
     p.add_argument("--limit-val", type=int, default=None, metavar="N", help="first N validation people only")
@@ -63,14 +65,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=d.out, help="results folder (default results/)")
     p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="checkpoint folder (default runs/)")
     p.add_argument("--tag", default=None, help="label added to the record's file name")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+                   help="continue an interrupted run from its last epoch: the run these flags describe, else the "
+                        "latest interrupted run of the case that agrees with every flag given; or RUN, a record "
+                        "(.json) or checkpoint (last.pt) path")  # fmt: skip
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep each run's checkpoint after it finished (default: kept, except with --smoke)")
     p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
     p.set_defaults(func=cmd_run)
 
 
 def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
     """The RunConfig the flags describe: defaults, then --smoke, then explicit flags."""
-    cfg = RunConfig(case=case, as_built=args.as_built, seed=args.seed, device=args.device, optimizer=args.optim,
+    cfg = RunConfig(case=case, as_built=args.as_built, device=args.device, optimizer=args.optim or "adam",
                     amp=args.amp, channels_last=args.channels_last, compile=args.compile, fast=args.fast,
                     data_dir=args.data_dir, flip_test=not args.no_flip_test, skip_bad_images=args.skip_bad_images,
                     out=args.out, checkpoint_dir=args.checkpoint_dir)  # fmt: skip
@@ -81,8 +88,76 @@ def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
     explicit = {"epochs": args.epochs, "batch_size": args.batch, "test_batch_size": args.test_batch, "lr": args.lr,
                 "input_res": args.input_res, "workers": args.workers, "limit_train": args.limit_train,
                 "limit_val": args.limit_val, "synthetic_people": args.synthetic, "tag": args.tag,
-                "decode": args.decode}  # fmt: skip
+                "decode": args.decode, "seed": args.seed}  # fmt: skip
     return replace(cfg, **{k: v for k, v in explicit.items() if v is not None})
+
+
+def explicit_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The settings (RunConfig keys and values) the command line named, as opposed to defaults."""
+    named = {"epochs": args.epochs, "batch_size": args.batch, "test_batch_size": args.test_batch, "lr": args.lr,
+             "input_res": args.input_res, "limit_train": args.limit_train, "limit_val": args.limit_val,
+             "synthetic_people": args.synthetic, "decode": args.decode, "seed": args.seed, "optimizer": args.optim,
+             "data_dir": args.data_dir, "tag": args.tag}  # fmt: skip
+    named = {k: v for k, v in named.items() if v is not None}
+    named.update({k: True for k in ("amp", "channels_last", "compile", "fast") if getattr(args, k)})
+    if args.no_flip_test:
+        named["flip_test"] = False
+    if args.smoke:
+        named = {**{k: v for k, v in SMOKE.items() if k != "workers"}, **named}
+    return named
+
+
+def _config_of(path: Path, args: argparse.Namespace) -> RunConfig:
+    """The RunConfig of the run a record (.json) or checkpoint file belongs to, to run on this machine's device."""
+    from hgbench.checkpoint import load_checkpoint
+
+    if path.suffix == ".json":
+        from hgbench import results as store
+
+        record, problem = store.read_record(path)
+        if record is None:
+            raise HGBenchError(f"--resume {path}: {problem}")
+        stored = record["config"]
+    else:
+        stored = load_checkpoint(path).config
+    fields = set(RunConfig.__dataclass_fields__)
+    cfg = RunConfig(**{k: v for k, v in stored.items() if k in fields})
+    overrides = {"device": args.device, "workers": args.workers}
+    return replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> RunConfig:
+    """The run `--resume` continues, said aloud; never a fresh run that the flags only happen to describe.
+
+    The newest interrupted run of the case on this machine whose settings agree with every flag given (so the run the
+    flags describe exactly, when there is one), found from the records, which name their checkpoints.
+
+    Raises:
+        HGBenchError: no interrupted run fits; the message lists the interrupted runs of the case and how to resume
+            each.
+    """
+    from hgbench import results as store
+
+    if isinstance(args.resume, str):
+        return _config_of(Path(args.resume), args)
+    label = f"case {cfg.case}{' (as built)' if cfg.as_built else ''}"
+    runs = store.interrupted_runs(cfg.out, cfg.case, cfg.as_built, machine_id=machine)
+    given = {k: json.loads(json.dumps(v)) for k, v in explicit_settings(args).items()}
+    fits = [(p, r) for p, r in runs if all(r["config"].get(k) == v for k, v in given.items())]
+    if fits:
+        path, record = fits[0]
+        stored = record["config"]
+        done = len(record["results"]["epochs"])
+        print(f"hgbench: resuming the latest interrupted run of {label}: {path} (epoch {done} of {stored['epochs']}, "
+              f"input {stored['input_res']}, batch {stored['batch_size']})", flush=True)  # fmt: skip
+        return _config_of(path, args)
+    if not runs:
+        raise HGBenchError(f"--resume: no interrupted run of {label} with a checkpoint in {cfg.out}/{machine}; "
+                           "run it without --resume to start one")  # fmt: skip
+    listed = "; ".join(f"{p} (epoch {len(r['results']['epochs'])} of {r['config']['epochs']}): hgbench run --case "
+                       f"{cfg.case} --resume {p}" for p, r in runs[:5])  # fmt: skip
+    raise HGBenchError(f"--resume: no interrupted run of {label} agrees with the flags given; interrupted runs: "
+                       f"{listed}")  # fmt: skip
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -97,14 +172,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise HGBenchError(str(exc)) from exc
     failed = []
-    machine = None
-    if len(cases) > 1:  # a run finished on another machine is not this machine's measurement
-        from hgbench.telemetry import collect_environment
+    from hgbench.telemetry import collect_environment
 
-        device = resolve_device(args.device)
-        machine = store.machine_id(collect_environment(device))
+    # A run finished on another machine is not this machine's measurement, nor its run to resume.
+    machine = store.machine_id(collect_environment(resolve_device(args.device)))
+    keep = args.keep_checkpoints or not args.smoke
     for case in cases:
         cfg = config_from_args(args, case)
+        if args.resume and len(cases) == 1:
+            cfg = resume_target(args, cfg, machine)
         if len(cases) > 1:
             done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
             if done is not None:
@@ -112,7 +188,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"config ({done}); skipping", flush=True)  # fmt: skip
                 continue
         try:
-            outcome = run(cfg, resume=args.resume, quiet=args.quiet)
+            outcome = run(cfg, resume=bool(args.resume), quiet=args.quiet, keep_checkpoint=keep)
         except HGBenchError as exc:
             if len(cases) == 1:
                 raise

@@ -97,6 +97,10 @@ def count_host_syncs(device: torch.device, *, reads: bool = True) -> Iterator[Co
     def copy_(self: torch.Tensor, src: torch.Tensor, non_blocking: bool = False) -> torch.Tensor:
         if watched(self) and src.device.type == "cpu" and not non_blocking:
             counts["upload:copy_"] += 1
+        if reads and watched(src) and self.device.type == "cpu":
+            if not non_blocking:
+                counts["read:copy_"] += 1
+            return self  # a download from a meta tensor: nothing to copy, the host keeps what it had
         return original_copy(self, src, non_blocking)
 
     def creator(name: str) -> Any:
