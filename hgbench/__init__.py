@@ -1,3 +1,3 @@
 """hgbench: a benchmarking harness for Stacked Hourglass human-pose networks (Newell et al., 2016) on MPII."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
