@@ -56,6 +56,7 @@ OTHER_JSON_DIRS: frozenset[str] = frozenset({"benchmarks", "bench", ".benchmarks
 
 _NUMBERED = re.compile(r"^(\d{4,})_")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_CPU_NOISE = re.compile(r"\((?:r|tm)\)|\b(?:cpu|processor)\b|@.*$", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------------- writing
@@ -172,23 +173,41 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
 
 
-def machine_id(machine_info: Mapping[str, Any]) -> str:
-    """The results sub-folder for a machine: device, torch version and (on a GPU) CUDA version, slugified.
+def _cpu_slug(name: str) -> str:
+    """A CPU model as a short slug: trademark marks, the words CPU and Processor, and the clock (``@ 2.20GHz``) go.
 
-    Examples: ``cpu-pt2.14.1`` and ``nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0``. The torch local version (``+cu130``)
-    is dropped; CUDA is named only for GPU runs, since a CUDA build running on the CPU times the CPU.
+    ``Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz`` becomes ``intel-xeon-platinum-8375c``; what is left is what
+    tells two CPUs apart, capped at 40 characters so the folder name stays readable.
+    """
+    return _slug(_CPU_NOISE.sub(" ", name))[:40].strip("-.")
+
+
+def machine_id(machine_info: Mapping[str, Any]) -> str:
+    """The results sub-folder for a machine: the device, torch version and (on a GPU) CUDA version, slugified.
+
+    On a CPU the device is the CPU model and its logical core count, since CPU timings depend on both: two CPUs that
+    share a torch version are not the same machine. Examples: ``cpu-amd-epyc-7b13-2c-pt2.14.1`` and
+    ``nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0``. The torch local version (``+cu130``) is dropped; CUDA is named only for
+    GPU runs, since a CUDA build running on the CPU times the CPU. Records written before the CPU was named (folder
+    ``cpu-pt2.14.1``) keep the id they stored in ``machine_info.machine_id``, which the readers use.
 
     Args:
-        machine_info: the record's ``machine_info`` (``gpu_name``, ``torch``, ``cuda``, ``device``).
+        machine_info: the record's ``machine_info`` (``gpu_name``, ``torch``, ``cuda``, ``device``, ``cpu``,
+            ``cpu_count``).
     """
     gpu = machine_info.get("gpu_name") or None
     on_gpu = bool(gpu) and machine_info.get("device", "cuda") != "cpu"
-    head = _slug(str(gpu)) if on_gpu else "cpu"
+    if on_gpu:
+        parts = [_slug(str(gpu)) or "gpu"]
+    else:
+        parts = ["cpu", _cpu_slug(str(machine_info.get("cpu") or ""))]
+        cores = machine_info.get("cpu_count")
+        parts.append(f"{cores}c" if _is_number(cores) and cores > 0 else "")
     torch_version = str(machine_info.get("torch") or "unknown").split("+")[0]
-    parts = [head or "gpu", f"pt{_slug(torch_version) or 'unknown'}"]
+    parts.append(f"pt{_slug(torch_version) or 'unknown'}")
     if on_gpu and machine_info.get("cuda"):
         parts.append(f"cu{_slug(str(machine_info['cuda']))}")
-    return "-".join(parts)
+    return "-".join(p for p in parts if p)
 
 
 def _safe_stem(stem: str) -> str:

@@ -46,12 +46,17 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("info", "expected"),
     [
-        ({"device": "cpu", "gpu_name": None, "torch": "2.14.1+cu130", "cuda": "13.0"}, "cpu-pt2.14.1"),
-        ({"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "cuda": "13.0"},
-         "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0"),
-        ({"device": "cpu", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1", "cuda": "13.0"}, "cpu-pt2.14.1"),
+        ({"device": "cpu", "gpu_name": None, "torch": "2.14.1+cu130", "cuda": "13.0", "cpu": "AMD EPYC 7B13",
+          "cpu_count": 2}, "cpu-amd-epyc-7b13-2c-pt2.14.1"),
+        ({"device": "cpu", "cpu": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "cpu_count": 16, "torch": "2.14.1"},
+         "cpu-intel-xeon-platinum-8375c-16c-pt2.14.1"),
+        ({"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "cuda": "13.0",
+          "cpu": "AMD EPYC 7B13", "cpu_count": 2}, "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0"),
+        ({"device": "cpu", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1", "cuda": "13.0", "cpu": "AMD EPYC",
+          "cpu_count": 8}, "cpu-amd-epyc-8c-pt2.14.1"),
         ({"device": "cuda", "gpu_name": "Quadro RTX 6000 (rev/2)", "torch": "1.8.1", "cuda": None},
          "quadro-rtx-6000-rev-2-pt1.8.1"),
+        ({"device": "cpu", "torch": "2.14.1"}, "cpu-pt2.14.1"),
         ({}, "cpu-ptunknown"),
     ],
 )  # fmt: skip
@@ -59,9 +64,19 @@ def test_machine_id(info: dict, expected: str) -> None:
     assert machine_id(info) == expected
 
 
-def test_machine_id_of_golden_records_matches_their_folder() -> None:
+def test_machine_id_tells_cpus_apart() -> None:
+    """Two CPUs on one torch version are two machines (a sweep on one must not skip runs finished on the other)."""
+    base = {"device": "cpu", "torch": "2.14.1", "cpu": "AMD EPYC 7B13", "cpu_count": 2}
+    ids = {machine_id(base), machine_id({**base, "cpu_count": 4}), machine_id({**base, "cpu": "AMD EPYC 9654"})}
+    assert len(ids) == 3
+
+
+def test_golden_records_keep_the_machine_id_they_stored() -> None:
+    """Records written before the CPU was named sit in ``cpu-pt2.14.1/`` and are read under that id."""
     for path in VALID:
-        assert machine_id(json.loads(path.read_text())["machine_info"]) == path.parent.name
+        record = json.loads(path.read_text())
+        assert record["machine_info"]["machine_id"] == path.parent.name
+        assert summarize(record, path).machine_id == path.parent.name
 
 
 # ----------------------------------------------------------------------------------------------- numbering
