@@ -229,7 +229,8 @@ def _table_notes(
 ) -> list[str]:
     notes: list[str] = []
     if not finished:
-        notes.append("No finished runs yet: run `hgbench run --case all` (or `make run`), then `make table`.")
+        notes.append("No finished runs yet: `make run` (or `hgbench run --case all --smoke`) measures this machine; "
+                     "the README's example records are in results/published/.")  # fmt: skip
     else:
         devices = sorted({s.device for s in finished})
         if len(devices) == 1:

@@ -5,6 +5,8 @@ reporter, `hgbench table/compare/plot`, the sweep's skip logic) use `load_record
 `find_finished`. The record's shape, ``hgbench.run/1``, is documented in docs/record.md; it follows pytest-benchmark's
 JSON (``machine_info``, ``commit_info``, timing stats named ``min/max/mean/stddev/median/iqr/rounds/data``), and its
 file layout follows pytest-benchmark's ``storage/file.py``: ``results/<machine_id>/NNNN_<stem>.json``.
+The committed example records live in ``results/published/``; readers take them only where a source names that
+folder, so they are never mistaken for this machine's runs.
 
 Readers never crash on a bad file: a corrupt, truncated or foreign JSON is skipped with a one-line warning that names
 the file.
@@ -53,6 +55,11 @@ NUMERIC_PATHS: tuple[str, ...] = (
 # Sub-folders of results/ that hold other JSON by design (pytest-benchmark saves, micro-benchmarks): a directory
 # walk skips them silently; naming one of their files explicitly still gets a warning.
 OTHER_JSON_DIRS: frozenset[str] = frozenset({"benchmarks", "bench", ".benchmarks"})
+
+# The sub-folder of results/ that holds the README's published example records (committed, measured elsewhere): a
+# folder walk or a glob reads it only when the path or pattern names it, so `hgbench table`, `compare`, `plot` and the
+# sweep's skip check never take those records for this machine's runs.
+PUBLISHED_DIR = "published"
 
 _NUMBERED = re.compile(r"^(\d{4,})_")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -441,16 +448,25 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
 
 
 def _walk(directory: Path) -> Iterator[Path]:
-    """Every *.json under `directory`, sorted, skipping the folders that hold other JSON by design."""
+    """Every *.json under `directory`, sorted, skipping the folders that hold other JSON by design and published/."""
+    skipped = OTHER_JSON_DIRS | {PUBLISHED_DIR}
     for path in sorted(directory.rglob("*.json")):
         rel = path.relative_to(directory).parts[:-1]
-        if any(part in OTHER_JSON_DIRS or part.startswith(".") for part in rel) or path.name.startswith("."):
+        if any(part in skipped or part.startswith(".") for part in rel) or path.name.startswith("."):
             continue
         yield path
 
 
+def _reaches_unnamed_published(match: Path, pattern: str) -> bool:
+    """Whether a glob match lies in a published/ folder that the pattern does not name as a literal part."""
+    return PUBLISHED_DIR in match.parts and PUBLISHED_DIR not in Path(pattern).expanduser().parts
+
+
 def expand_sources(sources: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     """Resolve files, directories (recursive ``*.json``) and glob patterns into record files.
+
+    A ``published/`` folder (`PUBLISHED_DIR`) is read only where a source names it: ``results`` and ``results/*``
+    leave it out, ``results/published`` and ``results/published/*/*.json`` read it.
 
     Args:
         sources: paths or patterns, in the order given.
@@ -477,7 +493,7 @@ def expand_sources(sources: Iterable[str | Path]) -> tuple[list[Path], list[str]
         elif path.is_file():
             add(path)
         elif _GLOB_CHARS.search(text) and (matches := _glob(text)):
-            for match in map(Path, matches):
+            for match in (Path(m) for m in matches if not _reaches_unnamed_published(Path(m), text)):
                 if match.is_dir():
                     for found in _walk(match):
                         add(found)
@@ -536,7 +552,8 @@ def load_records(sources: Iterable[str | Path]) -> tuple[list[RunSummary], list[
 
     Never raises for bad data: a corrupt, empty or foreign JSON and a source that matches nothing each add a warning
     line naming it. Inside a directory walk, the sub-folders ``benchmarks/`` and ``bench/`` (pytest-benchmark saves
-    and micro-benchmark JSON) and files of another known kind are skipped silently.
+    and micro-benchmark JSON) and files of another known kind are skipped silently, and so is ``published/`` (the
+    README's example records) unless a source names it.
 
     Args:
         sources: what to read, e.g. ``["results"]`` or ``["results/cpu-*/00*_case3_*.json"]``.
@@ -583,7 +600,7 @@ def find_finished(
     """The newest finished record of a case whose config matches `config_subset`, so a sweep can skip it.
 
     Args:
-        results_dir: the results root to search (recursively).
+        results_dir: the results root to search (recursively; its ``published/`` folder is not this machine's).
         case: case id (``spec.name``).
         as_built: the form that must match (``spec.as_built``).
         config_subset: config keys that must be equal (e.g. epochs, batch_size, seed, amp); others are ignored.

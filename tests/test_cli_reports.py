@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -128,3 +129,20 @@ def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert out.strip() == f"wrote {out_png}"
     assert "0006_case8_seed0.json" in err
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_table_renders_the_readme_table_from_the_published_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make table`'s own command line, run on a copy of the repository, leaves README.md as committed."""
+    repo = Path(__file__).resolve().parents[1]
+    recipe = (repo / "Makefile").read_text().split("\ntable:", 1)[1].split("\n")[1]
+    argv = shlex.split(recipe.strip())
+    assert argv[0] == "$(BIN)/hgbench"
+    assert "results/published" in argv
+    shutil.copytree(repo / "results", tmp_path / "results")
+    shutil.copy(repo / "README.md", tmp_path / "README.md")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv[1:], capsys)
+    assert (code, err) == (0, "")
+    assert "already up to date" in out

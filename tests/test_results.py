@@ -345,3 +345,45 @@ def test_find_finished_prefers_the_newest(tmp_path: Path) -> None:
     for name in ("0002_case3_seed0.json", "0010_case3_seed0.json"):
         write_json_atomic(tmp_path / "m" / name, copy.deepcopy(record))
     assert find_finished(tmp_path, "3", False, {"seed": 0}).name == "0010_case3_seed0.json"
+
+
+# ------------------------------------------------------------------------------------------------ published/
+def _published_layout(root: Path) -> tuple[Path, Path]:
+    """A results root with one of this machine's records and one published example record."""
+    ours = root / "cpu-amd-epyc-2c-pt2.14.1" / "0001_case1_seed0.json"
+    theirs = root / "published" / "cpu-pt2.14.1" / "0001_case3_seed0_smoke.json"
+    for path, golden in ((ours, "0001_case1_seed0.json"), (theirs, "0002_case3_seed0.json")):
+        path.parent.mkdir(parents=True)
+        shutil.copy(CPU_DIR / golden, path)
+    return ours, theirs
+
+
+def test_published_records_are_read_only_where_named(tmp_path: Path) -> None:
+    ours, theirs = _published_layout(tmp_path)
+    for sources, expected in (
+        ([tmp_path], [ours]),  # the default scan: results/ without published/
+        ([str(tmp_path / "*")], [ours]),  # a wildcard does not name published/
+        ([str(tmp_path / "**" / "*.json")], [ours]),
+        ([tmp_path / "published"], [theirs]),
+        ([str(tmp_path / "published" / "*" / "*.json")], [theirs]),
+        ([theirs], [theirs]),
+    ):
+        found, warnings = load_records(sources)
+        assert [s.path for s in found] == expected, sources
+        assert warnings == []
+
+
+def test_sweep_skip_never_counts_a_published_record(tmp_path: Path) -> None:
+    _, theirs = _published_layout(tmp_path)
+    assert find_finished(tmp_path, "3", False, {"seed": 0}) is None
+    assert find_finished(tmp_path / "published", "3", False, {"seed": 0}) == theirs
+
+
+def test_fresh_clone_results_hold_no_run_of_this_machine() -> None:
+    """The committed records are the README's example: a default scan of the repository's results/ finds none."""
+    results_dir = Path(__file__).parents[1] / "results"
+    found, _ = load_records([results_dir])
+    assert found == []
+    published, warnings = load_records([results_dir / "published"])
+    assert len(published) == 8
+    assert warnings == []

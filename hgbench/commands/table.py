@@ -1,5 +1,8 @@
 """`hgbench table`: the comparison table of the finished runs in results/, as Markdown or CSV, or into README.md.
 
+By default it reads results/ without results/published/ (the README's example, measured on another machine); name
+that folder to read it: `--results results/published`.
+
 Behaviour on bad input: a results folder (or pattern) that does not exist is an error (one line, exit 2); a folder
 that exists but holds no finished run prints the table header with a "no finished runs" note and exits 0 (an empty
 results/ is a normal state before the first run, and `make table` then writes that note into the README). Corrupt or
@@ -24,11 +27,13 @@ from hgbench.report import (
 from hgbench.results import RunSummary, expand_sources, load_records
 
 EXAMPLES = """examples:
-  hgbench table                               Markdown table of results/
+  hgbench table                               Markdown table of your runs (results/, without results/published)
   hgbench table --reference                   with the study's published figures beside ours
   hgbench table --format csv > table.csv      for tools (one header line, stable snake_case columns)
   hgbench table --results 'results/cpu-*'     only this machine's records (files, folders or globs)
-  hgbench table --reference --readme README.md    rewrite README's results section (what `make table` does)
+  hgbench table --reference --results results/published --readme README.md
+                                              rewrite README's results section from the published example
+                                              (what `make table` does)
   hgbench table --bench                       the speed modes measured by `hgbench bench` (results/bench)
 """
 
@@ -39,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--format", choices=("md", "csv"), default="md", help="output format (default: md)")
     p.add_argument("--results", action="append", metavar="DIR", default=None,
-                   help="record file, folder or glob; repeatable (default: results)")  # fmt: skip
+                   help="record file, folder or glob; repeatable (default: results, where published/ is read only "
+                        "when named)")  # fmt: skip
     p.add_argument("--reference", action="store_true", help="add the study's published rows and ours/published ratios")
     p.add_argument("--bench", action="store_true",
                    help="the speed modes of hgbench bench records instead (default: results/bench)")  # fmt: skip
