@@ -369,6 +369,8 @@ class RunSummary:
     pckh: dict = field(default_factory=dict)  # the PCKh table: Head, Shoulder, ..., Mean
     epoch_minutes: list[float] = field(default_factory=list)  # per-epoch minutes behind min_per_epoch (stats.data)
     dataset_info: dict = field(default_factory=dict)  # dataset section without the skipped-images list
+    hgbench_version: str | None = None  # the code version that measured the run (rows never pool two versions)
+    gflops_input_res: int | None = None  # the input side `gflops` was counted at (model.gflops_input_res)
 
     @property
     def finished(self) -> bool:
@@ -444,6 +446,8 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         pckh=dict(pckh) if isinstance(pckh, Mapping) else {},
         epoch_minutes=[float(x) for x in data if _num(x) is not None] if isinstance(data, list) else [],
         dataset_info={k: v for k, v in dataset.items() if k != "skipped_images"},
+        hgbench_version=str(record["hgbench_version"]) if record.get("hgbench_version") is not None else None,
+        gflops_input_res=_int(_get(record, "model.gflops_input_res")),
     )
 
 
