@@ -837,7 +837,8 @@ def _panel_setting(runs: Sequence[RunSummary]) -> str:
     epochs = one({r.config.get("epochs", "?") for r in runs})
     batch = one({r.config.get("batch_size", "?") for r in runs})
     res = one({r.config.get("input_res", "?") for r in runs})
-    return f"{data} data ({people} train) · {epochs} epochs · batch {batch} · {res} px"
+    smoke = f"{SMOKE_MARK} smoke accuracy: " if any(smoke_reasons(r) for r in runs) else ""
+    return f"{smoke}{data} data ({people} train) · {epochs} epochs · batch {batch} · {res} px"
 
 
 @dataclass
