@@ -24,8 +24,9 @@ nothing: one row per case and form), and a warning above the table says so. CSV 
   ``ratio_note`` (why the ratios are empty, e.g. ``not the study's setting: synthetic data, 128 px input``)
 
 Empty CSV cells mean "not measured" (null in the record). Run comparison (`compare_runs`) CSV columns: ``group,
-metric, a_mean, a_std, a_n, b_mean, b_std, b_n, delta, delta_pct, p_value, p_note`` (delta = B - A, delta_pct relative
-to A; p_value from Welch's t-test, `scipy.stats.ttest_ind(equal_var=False)`, and p_note says which test or why none).
+metric, a_mean, a_std, a_n, b_mean, b_std, b_n, delta, delta_pct, p_value, p_note, significant`` (delta = B - A,
+delta_pct relative to A; p_value from Welch's t-test, `scipy.stats.ttest_ind(equal_var=False)`, and p_note says which
+test or why none; significant: p < 0.05 and, for a timing, a change of 5% or more, `TIMING_CAVEAT`; empty untested).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ _TEXT_COLUMNS: frozenset[str] = frozenset({*ID_COLUMNS, "ratio_note"})
 _INT_COLUMNS: tuple[str, ...] = ("runs", "params", "gflops_input_res")
 COMPARE_COLUMNS: tuple[str, ...] = (
     "group", "metric", "a_mean", "a_std", "a_n", "b_mean", "b_std", "b_n", "delta", "delta_pct", "p_value", "p_note",
+    "significant",
 )  # fmt: skip
 
 # Metrics of `hgbench compare`, with their labels; the two tested ones get a Welch p-value where possible.
@@ -82,6 +84,19 @@ COMPARE_METRICS: dict[str, str] = {
 }
 TESTED_METRICS: tuple[str, ...] = ("pckh_mean", "min_per_epoch")
 
+# A difference is called significant at p < SIGNIFICANCE_P; a timing also needs a change of TIMING_MIN_EFFECT_PCT or
+# more, because timings on one machine are not independent draws: load from other processes shifts whole runs, so two
+# seeds of one config can differ by a few percent with a low p and no difference in the code.
+SIGNIFICANCE_P = 0.05
+TIMING_MIN_EFFECT_PCT = 5.0
+TIMING_METRICS: frozenset[str] = frozenset({"min_per_epoch"})
+TIMING_CAVEAT = (
+    "What a timing p-value means: it says that A's and B's minutes differ by more than the spread within each side. "
+    "It cannot say why: on a shared or busy machine, other processes' load shifts whole runs, so a low p between "
+    "two seeds of one config is noise of the machine, not a speed difference of the code. A timing counts as "
+    f"different here only with p < {SIGNIFICANCE_P} and a change of {TIMING_MIN_EFFECT_PCT:.0f}% or more; to "
+    "measure a small one, alternate A and B runs on an idle machine."
+)
 # The study's setting, which a ratio to its published minutes needs: a full MPII epoch (and, for inference, a full
 # validation pass) at 256 px. A smaller or lower-resolution epoch is not a faster one, so it gets no ratio. A run
 # within 1% of the full size (a few corrupt images skipped) still counts as full.
@@ -652,7 +667,9 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
         b: the side compared with it (delta = B - A).
 
     Returns:
-        A frame with `COMPARE_COLUMNS`; ``attrs["notes"]`` has the devices and what was left out.
+        A frame with `COMPARE_COLUMNS`; ``significant`` is true where p < `SIGNIFICANCE_P` and, for a timing, the
+        change is at least `TIMING_MIN_EFFECT_PCT` (null without a p-value); ``attrs["notes"]`` has the devices,
+        what was left out and, where a timing was tested, `TIMING_CAVEAT`.
 
     Raises:
         HGBenchError: a side has no finished run, or the sides share no case to compare.
@@ -689,11 +706,14 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
             delta = mb - ma if va and vb else math.nan
             pct = 100.0 * delta / ma if va and vb and ma != 0 else math.nan
             p, why = _welch(metric, ra, rb)
+            if p is not None and metric in TIMING_METRICS:
+                why += f"; a timing: significant only with a change of {TIMING_MIN_EFFECT_PCT:.0f}%+ (see below)"
             rows.append({"group": label, "metric": name, "a_mean": ma, "a_std": sa, "a_n": len(va), "b_mean": mb,
                          "b_std": sb, "b_n": len(vb), "delta": delta, "delta_pct": pct, "p_value": p,
-                         "p_note": why})  # fmt: skip
+                         "p_note": why, "significant": _significant(metric, p, pct)})  # fmt: skip
     df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     df["p_value"] = pd.to_numeric(df["p_value"], errors="coerce").astype("float64")
+    df["significant"] = df["significant"].astype("boolean")
     for side, runs in (("A", fa), ("B", fb)):
         devices = sorted({r.device for r in runs})
         notes.insert(0, f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}"
@@ -704,8 +724,36 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
         skipped = [r.run_id for r in runs if not r.finished]
         if skipped:
             notes.append(f"{side}: not finished, left out: {', '.join(skipped)}.")
+    if any(m in TIMING_METRICS for m in df.loc[df["p_value"].notna(), "metric"].map(_METRIC_KEYS)):
+        notes.append(TIMING_CAVEAT)
     df.attrs["notes"] = notes
     return df
+
+
+_METRIC_KEYS: dict[str, str] = {label: key for key, label in COMPARE_METRICS.items()}
+
+
+def _significant(metric: str, p: float | None, delta_pct: float) -> bool | None:
+    """Whether a tested difference counts: p below `SIGNIFICANCE_P` and, for a timing, a large enough change.
+
+    None where there is no p-value. A timing's p alone is not enough (`TIMING_CAVEAT`): the runs of one machine share
+    its load, so a tiny, consistent shift gives a low p without any difference in the code.
+    """
+    if p is None:
+        return None
+    if metric in TIMING_METRICS and not abs(delta_pct) >= TIMING_MIN_EFFECT_PCT:
+        return False
+    return p < SIGNIFICANCE_P
+
+
+def _verdict(row: pd.Series) -> str:
+    """``differs`` or ``within noise`` for a tested metric (naming the effect-size rule where it decided), else ""."""
+    if _is_missing(row["significant"]):
+        return ""
+    if row["significant"]:
+        return "differs"
+    small = _METRIC_KEYS.get(str(row["metric"])) in TIMING_METRICS and row["p_value"] < SIGNIFICANCE_P
+    return f"within noise (< {TIMING_MIN_EFFECT_PCT:.0f}%)" if small else "within noise"
 
 
 def compare_rich_table(df: pd.DataFrame) -> Any:
@@ -721,8 +769,8 @@ def compare_rich_table(df: pd.DataFrame) -> Any:
     for group, rows in df.groupby("group", sort=False):
         runs_a, runs_b = int(rows["a_n"].max()), int(rows["b_n"].max())
         table = Table(title=f"{group}  (A: {runs_a} run(s), B: {runs_b}; delta = B - A)", title_justify="left")
-        for col in ("metric", "A", "B", "delta", "delta %", "p"):
-            table.add_column(col, justify="left" if col == "metric" else "right")
+        for col in ("metric", "A", "B", "delta", "delta %", "p", "verdict"):
+            table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
         reasons = []
         for _, r in rows.iterrows():
             d = _decimals(float(r["a_mean"])) if not _is_missing(r["a_mean"]) else None
@@ -739,7 +787,7 @@ def compare_rich_table(df: pd.DataFrame) -> Any:
                 p = p or "—"
                 reasons.append(f"{r['metric']}: {r['p_note']}")
             table.add_row(str(r["metric"]), side(r["a_mean"], r["a_std"]), side(r["b_mean"], r["b_std"]), delta, pct,
-                          p)  # fmt: skip
+                          p, _verdict(r))  # fmt: skip
         if reasons:
             table.caption = "p: " + "; ".join(reasons)
             table.caption_justify = "left"

@@ -105,7 +105,9 @@ def test_compare_files_and_globs(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["compare", a, b, "--format", "csv"], capsys)
     assert code == 0
     assert err == ""
-    assert out.splitlines()[0] == "group,metric,a_mean,a_std,a_n,b_mean,b_std,b_n,delta,delta_pct,p_value,p_note"
+    assert out.splitlines()[0] == (
+        "group,metric,a_mean,a_std,a_n,b_mean,b_std,b_n,delta,delta_pct,p_value,p_note,significant"
+    )
     assert "case 1 vs case 3,PCKh@0.5 Mean,42.5,,1,42,1.414213562,2,-0.5," in out
     code, out, _ = run(["compare", a, b], capsys)
     assert code == 0
@@ -119,6 +121,19 @@ def test_compare_missing_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 2
     assert err.count("\n") == 1
     assert "nope" in err
+    assert "--results" not in err  # compare has no such option
+    assert "A and B are record files, folders or quoted globs" in err
+
+
+def test_compare_help_example_names_files_that_exist() -> None:
+    """The first example of `hgbench compare --help` runs as written from the repository root."""
+    from hgbench.commands.compare import EXAMPLES
+
+    repo = Path(__file__).resolve().parents[1]
+    named = [w for w in EXAMPLES.split() if w.startswith("results/published/") and w.endswith(".json")]
+    assert len(named) == 2
+    assert all((repo / w).is_file() for w in named), named
+    assert {"0001_case1_seed0_smoke.json", "0008_case8_seed0_smoke.json"} == {Path(w).name for w in named}
 
 
 def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

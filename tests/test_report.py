@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from hgbench.cases import PUBLISHED, PUBLISHED_HARDWARE
 from hgbench.errors import HGBenchError
@@ -20,6 +21,7 @@ from hgbench.report import (
     REFERENCE_COLUMNS,
     SMOKE_MARK,
     TABLE_COLUMNS,
+    TIMING_CAVEAT,
     compare_rich_table,
     compare_runs,
     comparison_table,
@@ -409,6 +411,37 @@ def test_compare_seeds_gives_welch_p_value() -> None:
     assert math.isnan(df.loc["data-wait %", "p_value"])
 
 
+def test_compare_timing_p_value_alone_is_not_a_speed_difference() -> None:
+    """Two seeds a side, 2% apart in min/epoch with tiny spread: p is low, yet the verdict is noise, with the caveat."""
+    a = seeds("0001_case1_seed0.json", [42.0, 42.5], [0.1710, 0.1712])
+    b = seeds("0001_case1_seed0.json", [42.2, 42.4], [0.1750, 0.1752])
+    df = compare_runs(a, b)
+    timing = df.set_index("metric").loc["min/epoch"]
+    assert timing["p_value"] < 0.05
+    assert abs(timing["delta_pct"]) < 5
+    assert not timing["significant"]
+    assert "a timing: significant only with a change of 5%+" in timing["p_note"]
+    assert TIMING_CAVEAT in df.attrs["notes"]
+    assert "noise of the machine, not a speed difference of the code" in TIMING_CAVEAT
+    console = Console(width=160, record=True)
+    console.print(compare_rich_table(df))
+    line = next(ln for ln in console.export_text().splitlines() if ln.lstrip("│ ").startswith("min/epoch"))
+    assert "within noise (< 5%)" in line
+
+
+def test_compare_significance_needs_p_and_for_timings_a_large_change() -> None:
+    a = seeds("0001_case1_seed0.json", [83.0, 83.4, 82.9], [18.0, 18.2, 17.9])
+    b = seeds("0004_case5-asbuilt_seed0.json", [78.8, 79.1], [14.7, 14.6])
+    df = compare_runs(a, b).set_index("metric")
+    assert df.loc["PCKh@0.5 Mean", "significant"]
+    assert df.loc["min/epoch", "significant"]  # -19%: a speed difference the machine's noise does not explain
+    assert pd.isna(df.loc["images/s", "significant"])  # not tested
+    same = compare_runs(a, seeds("0001_case1_seed0.json", [83.1, 83.2], [18.1, 18.0])).set_index("metric")
+    assert not same.loc["PCKh@0.5 Mean", "significant"]
+    single = compare_runs(*([variant("0001_case1_seed0.json", epoch_minutes=[])],) * 2)
+    assert TIMING_CAVEAT not in single.attrs["notes"]  # no timing was tested, no caveat
+
+
 def test_compare_one_seed_against_many_has_null_p_with_reason() -> None:
     a = seeds("0001_case1_seed0.json", [83.0], [18.0])
     b = seeds("0001_case1_seed0.json", [83.1, 83.3], [18.1, 18.0])
@@ -446,6 +479,7 @@ def test_compare_csv_header(cpu_only: list[RunSummary]) -> None:
     text = to_csv(compare_runs(cpu_only[:1], cpu_only[1:2]))
     assert text.splitlines()[0] == ",".join(COMPARE_COLUMNS)
     assert len(text.splitlines()) == 1 + 7
+    assert text.splitlines()[0].endswith(",p_value,p_note,significant")
 
 
 # ------------------------------------------------------------------------------------------------------- plot

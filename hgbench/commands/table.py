@@ -55,19 +55,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_table, _parser=p)
 
 
-def require_sources(sources: list[str]) -> None:
-    """Raise a one-line `HGBenchError` naming every source (file, folder, glob) that matches nothing."""
+# What a missing source's error suggests: table and plot take --results, compare takes its paths as arguments.
+RESULTS_HINT = "run `hgbench run` first or pass --results DIR"
+
+
+def require_sources(sources: list[str], *, hint: str = RESULTS_HINT) -> None:
+    """Raise a one-line `HGBenchError` naming every source (file, folder, glob) that matches nothing.
+
+    Args:
+        sources: record files, folders or globs.
+        hint: what the user can do about it, in the calling command's own options.
+    """
     _, missing = expand_sources(sources)
     if missing:
         raise HGBenchError(
-            f"results not found: {', '.join(missing)} (no such file, folder or matching pattern; "
-            "run `hgbench run` first or pass --results DIR)"
+            f"results not found: {', '.join(missing)} (no such file, folder or matching pattern; {hint})"
         )
 
 
-def load_or_fail(sources: list[str]) -> list[RunSummary]:
+def load_or_fail(sources: list[str], *, hint: str = RESULTS_HINT) -> list[RunSummary]:
     """Load the records of `sources`, printing skip warnings to stderr; a source that matches nothing is an error."""
-    require_sources(sources)
+    require_sources(sources, hint=hint)
     summaries, warnings = load_records(sources)
     for warning in warnings:
         print(f"hgbench: warning: {warning}", file=sys.stderr)
