@@ -6,10 +6,11 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test table bench gpu-check lint clean
 
-$(STAMP): pyproject.toml
+# The dev extra (test tools and ruff) so that every target below works; a Makefile change reinstalls once.
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
