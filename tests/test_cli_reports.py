@@ -161,3 +161,18 @@ def test_make_table_renders_the_readme_table_from_the_published_records(
     code, out, err = run(argv[1:], capsys)
     assert (code, err) == (0, "")
     assert "already up to date" in out
+
+
+def test_table_on_a_fresh_clone_shows_no_run_as_the_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before `make run`, `hgbench table` shows nothing as this machine's; the published example is one flag away."""
+    shutil.copytree(Path(__file__).resolve().parents[1] / "results", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["table", "--reference"], capsys)
+    assert (code, err) == (0, "")
+    assert "No finished runs yet" in out
+    assert "CPU: AMD EPYC" not in out
+    code, out, _ = run(["table", "--reference", "--results", "results/published"], capsys)
+    assert code == 0
+    assert out.count("| CPU: AMD EPYC |") == 8

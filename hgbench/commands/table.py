@@ -4,9 +4,9 @@ By default it reads results/ without results/published/ (the README's example, m
 that folder to read it: `--results results/published`.
 
 Behaviour on bad input: a results folder (or pattern) that does not exist is an error (one line, exit 2); a folder
-that exists but holds no finished run prints the table header with a "no finished runs" note and exits 0 (an empty
-results/ is a normal state before the first run, and `make table` then writes that note into the README). Corrupt or
-foreign JSON files are skipped with a warning on stderr naming each file; the table still renders.
+that exists but holds no finished run prints the table header with a "no finished runs" note and exits 0 (that is
+a fresh clone's state before the first run: its results/ holds only published/, which the default leaves out). Corrupt
+or foreign JSON files are skipped with a warning on stderr naming each file; the table still renders.
 """
 
 from __future__ import annotations
