@@ -116,7 +116,7 @@ _SETTING_KEYS: tuple[str, ...] = tuple(k for k in RUN_IDENTITY_KEYS if k not in 
 
 # The shared setting note names these, in this order, when every row agrees on them.
 _SETTING_WORDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
-    ("epochs", lambda v: f"{v} epochs"),
+    ("epochs", lambda v: _epochs(v)),
     ("batch_size", lambda v: f"batch {v}"),
     ("optimizer", str),
     ("lr", lambda v: f"lr {v}"),
@@ -130,6 +130,11 @@ _SETTING_WORDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
+def _epochs(n: Any) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _case_order(case: str) -> tuple[int, str]:
     """Registry order (1..8, hg1, hg2, hg8), unknown names after, naturally sorted."""
     known = list_cases()
@@ -189,7 +194,7 @@ def smoke_reasons(run: RunSummary) -> list[str]:
         reasons.append(f"{run.dataset or 'unknown'} data")
     epochs = run.config.get("epochs")
     if isinstance(epochs, int) and epochs < ACCURACY_MIN_EPOCHS:
-        reasons.append(f"{epochs} epochs")
+        reasons.append(_epochs(epochs))
     val_size = run.dataset_info.get("val_size")
     if isinstance(val_size, int) and val_size < ACCURACY_MIN_VAL_PEOPLE:
         reasons.append(f"{val_size} val people")
