@@ -3,25 +3,31 @@
 It only reads `RunSummary` lists (from `hgbench.results.load_records`) and never runs anything, as pytest-benchmark's
 ``compare`` only reads saved JSON. Only finished runs enter a table; the others are counted in a note.
 
-Comparison table (`comparison_table`), one row per (case, as_built, device, setting) in case order, where *setting*
-is whatever in the config differs between rows (usually nothing: one row per case and form). CSV columns, in order:
+Comparison table (`comparison_table`), one row per (case, as_built, device, setting) in case order. A row pools only
+runs identical in case, form, machine, dataset (name, sizes, fingerprint), hgbench version and every config key of
+`hgbench.config.RUN_IDENTITY_KEYS` except the seed; *setting* names whatever of these differs between rows (usually
+nothing: one row per case and form), and a warning above the table says so. CSV columns, in order:
 
-- ``case`` (str), ``as_built`` (true/false), ``description``, ``runs`` (finished runs averaged), ``seeds`` (e.g.
-  ``0 1 2``), ``device`` (GPU name or ``CPU: <model>``), ``setting`` (the experiment-defining config keys,
-  `hgbench.config.RUN_IDENTITY_KEYS`, and the dataset, that differ between rows, as ``key=value, ...``; empty when
-  every row shares one setting)
-- ``params``, ``gflops`` (forward, at the run's input size)
+- ``case`` (str), ``as_built`` (true/false), ``description``, ``runs`` (finished runs pooled), ``seeds`` (each run's
+  seed, repeats kept: ``0 1 2``, or ``0 0`` for a rerun), ``device`` (GPU name or ``CPU: <model>``), ``setting``
+  (``key=value, ...`` of the keys above that differ between rows; empty when every row shares one setting),
+  ``smoke`` (why the row's accuracies are smoke figures, e.g. ``synthetic data, 2 epochs, 12 val people``; empty
+  when they are not, see `smoke_reasons`)
+- ``params``, ``gflops`` (forward), ``gflops_input_res`` (the input side the GFLOPs were counted at)
 - ``min_per_epoch``, ``data_wait_pct``, ``pckh_mean`` (validation accuracy, PCKh@0.5 Mean, %), ``heatmap_acc``
   (fraction), ``inference_min`` (the wall-clock pass), ``inference_device_min`` (its GPU compute, CUDA events),
   ``images_per_s``, ``energy_j_per_epoch``;
-  each followed by ``<name>_std``: the sample standard deviation over runs (seeds), empty with fewer than 2 values
+  each followed by ``<name>_std``: the sample standard deviation over the row's runs, empty with fewer than 2 values
 - with ``reference=True`` also ``published_min_per_epoch``, ``published_val_acc``, ``published_inference_min``
-  (the study's figures, `hgbench.cases.PUBLISHED_HARDWARE`) and ``min_per_epoch_ratio``, ``inference_min_ratio``
-  (ours / published; the hardware differs, so a ratio measures the speed gap, not a code difference)
+  (the study's figures, `hgbench.cases.PUBLISHED_HARDWARE`), ``min_per_epoch_ratio``, ``inference_min_ratio``
+  (ours / published, only where our runs are the study's setting: full MPII epochs at 256 px, `ratio_blockers`;
+  the hardware still differs, so a ratio measures the gap between two set-ups, not a code difference) and
+  ``ratio_note`` (why the ratios are empty, e.g. ``not the study's setting: synthetic data, 128 px input``)
 
 Empty CSV cells mean "not measured" (null in the record). Run comparison (`compare_runs`) CSV columns: ``group,
-metric, a_mean, a_std, a_n, b_mean, b_std, b_n, delta, delta_pct, p_value, p_note`` (delta = B - A, delta_pct relative
-to A; p_value from Welch's t-test, `scipy.stats.ttest_ind(equal_var=False)`, and p_note says which test or why none).
+metric, a_mean, a_std, a_n, b_mean, b_std, b_n, delta, delta_pct, p_value, p_note, significant`` (delta = B - A,
+delta_pct relative to A; p_value from Welch's t-test, `scipy.stats.ttest_ind(equal_var=False)`, and p_note says which
+test or why none; significant: p < 0.05 and, for a timing, a change of 5% or more, `TIMING_CAVEAT`; empty untested).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import math
 import re
 import textwrap
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +58,19 @@ METRICS: tuple[str, ...] = (
     "images_per_s", "energy_j_per_epoch",
 )  # fmt: skip
 
-ID_COLUMNS: tuple[str, ...] = ("case", "as_built", "description", "runs", "seeds", "device", "setting")
+ID_COLUMNS: tuple[str, ...] = ("case", "as_built", "description", "runs", "seeds", "device", "setting", "smoke")
 TABLE_COLUMNS: tuple[str, ...] = (
-    *ID_COLUMNS, "params", "gflops", *(c for m in METRICS for c in (m, f"{m}_std")),
+    *ID_COLUMNS, "params", "gflops", "gflops_input_res", *(c for m in METRICS for c in (m, f"{m}_std")),
 )  # fmt: skip
 REFERENCE_COLUMNS: tuple[str, ...] = (
     "published_min_per_epoch", "published_val_acc", "published_inference_min", "min_per_epoch_ratio",
-    "inference_min_ratio",
+    "inference_min_ratio", "ratio_note",
 )  # fmt: skip
+_TEXT_COLUMNS: frozenset[str] = frozenset({*ID_COLUMNS, "ratio_note"})
+_INT_COLUMNS: tuple[str, ...] = ("runs", "params", "gflops_input_res")
 COMPARE_COLUMNS: tuple[str, ...] = (
     "group", "metric", "a_mean", "a_std", "a_n", "b_mean", "b_std", "b_n", "delta", "delta_pct", "p_value", "p_note",
+    "significant",
 )  # fmt: skip
 
 # Metrics of `hgbench compare`, with their labels; the two tested ones get a Welch p-value where possible.
@@ -76,13 +86,39 @@ COMPARE_METRICS: dict[str, str] = {
 }
 TESTED_METRICS: tuple[str, ...] = ("pckh_mean", "min_per_epoch")
 
+# A difference is called significant at p < SIGNIFICANCE_P; a timing also needs a change of TIMING_MIN_EFFECT_PCT or
+# more, because timings on one machine are not independent draws: load from other processes shifts whole runs, so two
+# seeds of one config can differ by a few percent with a low p and no difference in the code.
+SIGNIFICANCE_P = 0.05
+TIMING_MIN_EFFECT_PCT = 5.0
+TIMING_METRICS: frozenset[str] = frozenset({"min_per_epoch"})
+TIMING_CAVEAT = (
+    "What a timing p-value means: it says that A's and B's minutes differ by more than the spread within each side. "
+    "It cannot say why: on a shared or busy machine, other processes' load shifts whole runs, so a low p between "
+    "two seeds of one config is noise of the machine, not a speed difference of the code. A timing counts as "
+    f"different here only with p < {SIGNIFICANCE_P} and a change of {TIMING_MIN_EFFECT_PCT:.0f}% or more; to "
+    "measure a small one, alternate A and B runs on an idle machine."
+)
+# The study's setting, which a ratio to its published minutes needs: a full MPII epoch (and, for inference, a full
+# validation pass) at 256 px. A smaller or lower-resolution epoch is not a faster one, so it gets no ratio. A run
+# within 1% of the full size (a few corrupt images skipped) still counts as full.
+STUDY_INPUT_RES = 256
+STUDY_TRAIN_PEOPLE = 22_246
+STUDY_VAL_PEOPLE = 2_958
+
+# An accuracy measured below these, or on data other than MPII, is a smoke figure: it shows that the pipeline
+# trains, not what the case reaches (the study trained 50 epochs and scored 2,958 people).
+ACCURACY_MIN_EPOCHS = 10
+ACCURACY_MIN_VAL_PEOPLE = 100
+SMOKE_MARK = "†"
+
 # The config keys that define the experiment (the runner's own list: resume and the sweep's skip use it too), less
 # those that name the row or are averaged over; paths, workers, device and tags do not split rows.
 _SETTING_KEYS: tuple[str, ...] = tuple(k for k in RUN_IDENTITY_KEYS if k not in {"case", "as_built", "seed"})
 
 # The shared setting note names these, in this order, when every row agrees on them.
 _SETTING_WORDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
-    ("epochs", lambda v: f"{v} epochs"),
+    ("epochs", lambda v: _epochs(v)),
     ("batch_size", lambda v: f"batch {v}"),
     ("optimizer", str),
     ("lr", lambda v: f"lr {v}"),
@@ -96,6 +132,11 @@ _SETTING_WORDS: tuple[tuple[str, Callable[[Any], str]], ...] = (
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
+def _epochs(n: Any) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _case_order(case: str) -> tuple[int, str]:
     """Registry order (1..8, hg1, hg2, hg8), unknown names after, naturally sorted."""
     known = list_cases()
@@ -118,139 +159,278 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def _union(lists: Iterable[Iterable[str]]) -> list[str]:
+    """Every distinct item of the lists, in first-seen order."""
+    return list(dict.fromkeys(item for items in lists for item in items))
+
+
 def _setting(run: RunSummary) -> dict[str, str]:
-    """The config (and dataset identity) that shaped a run, as comparable JSON strings."""
+    """Everything but case, form and seed that shapes a run's figures, as comparable JSON strings.
+
+    The experiment-defining config keys, the dataset (name, sizes, fingerprint), the machine and the hgbench version:
+    two runs pool into one table row only when all of these agree.
+    """
     out = {k: json.dumps(run.config[k], sort_keys=True) for k in _SETTING_KEYS if k in run.config}
     out["dataset"] = json.dumps(run.dataset)
-    for key in ("train_size", "val_size"):
+    for key in ("train_size", "val_size", "fingerprint"):
         out[key] = json.dumps(run.dataset_info.get(key))
+    out["machine"] = json.dumps(run.machine_id)
+    out["hgbench"] = json.dumps(run.hgbench_version)
     return out
 
 
-def _nan_to_none(x: Any) -> Any:
-    return None if isinstance(x, float) and math.isnan(x) else x
+def _setting_value(key: str, setting: dict[str, str]) -> str:
+    """One setting value as the table shows it (a fingerprint by its first 8 characters)."""
+    value = json.loads(setting[key]) if key in setting else None
+    return str(value)[:8] if key == "fingerprint" and value else str(value)
 
 
 def _is_missing(x: Any) -> bool:
     return x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x))
 
 
+def smoke_reasons(run: RunSummary) -> list[str]:
+    """Why a run's accuracy is a smoke figure (data other than MPII, few epochs, a small validation set); [] if not."""
+    reasons = []
+    if run.dataset != "mpii":
+        reasons.append(f"{run.dataset or 'unknown'} data")
+    epochs = run.config.get("epochs")
+    if isinstance(epochs, int) and epochs < ACCURACY_MIN_EPOCHS:
+        reasons.append(_epochs(epochs))
+    val_size = run.dataset_info.get("val_size")
+    if isinstance(val_size, int) and val_size < ACCURACY_MIN_VAL_PEOPLE:
+        reasons.append(f"{val_size} val people")
+    return reasons
+
+
+def ratio_blockers(run: RunSummary, phase: str) -> list[str]:
+    """What keeps a run's minutes from being set against the study's: anything but a full MPII pass at 256 px.
+
+    Args:
+        run: the run.
+        phase: ``train`` (an epoch over the training split) or ``inference`` (a pass over the validation split).
+
+    Returns:
+        One short phrase per difference (e.g. ``128 px input``, ``24 train people``); empty when comparable.
+    """
+    blockers = []
+    if run.dataset != "mpii":
+        blockers.append(f"{run.dataset or 'unknown'} data")
+    res = run.config.get("input_res")
+    if res != STUDY_INPUT_RES:
+        blockers.append(f"{res} px input")
+    key, full, word = ("train_size", STUDY_TRAIN_PEOPLE, "train") if phase == "train" else (
+        "val_size", STUDY_VAL_PEOPLE, "val")  # fmt: skip
+    size = run.dataset_info.get(key)
+    if not isinstance(size, int) or size < 0.99 * full:
+        blockers.append(f"{size} {word} people")
+    return blockers
+
+
 # ---------------------------------------------------------------------------------------------------- the table
+@dataclass
+class RowGroups:
+    """Finished runs grouped into table rows: within a row the runs agree on everything but the seed."""
+
+    groups: dict[tuple[str, bool, str, str], list[RunSummary]]  # (case, as_built, device, setting text) -> runs
+    varying: list[str]  # setting keys (`_setting`) that differ between runs: what the setting column shows
+    settings: dict[int, dict[str, str]]  # id(run) -> its `_setting`
+    texts: dict[int, str]  # id(run) -> its setting text ("epochs=2, limit_train=24"; "" when nothing varies)
+
+
+def group_runs(finished: Sequence[RunSummary]) -> RowGroups:
+    """Group finished runs into rows of the same case, form, device and setting, so that only seeds are pooled.
+
+    A key on which every run agrees needs no column; the keys that differ are written into each run's setting text,
+    so grouping by (case, as_built, device, text) is grouping by every setting key at once. The machine id is left
+    out of the text where the device column already tells the machines apart.
+    """
+    settings = {id(s): _setting(s) for s in finished}
+    keys = sorted({k for st in settings.values() for k in st})
+    varying = [k for k in keys if len({st.get(k) for st in settings.values()}) > 1]
+    machines = {(s.device, settings[id(s)]["machine"]) for s in finished}
+    if len(machines) == len({device for device, _ in machines}):  # one machine id per device
+        varying = [k for k in varying if k != "machine"]
+    texts = {i: ", ".join(f"{k}={_setting_value(k, st)}" for k in varying) for i, st in settings.items()}
+    groups: dict[tuple[str, bool, str, str], list[RunSummary]] = {}
+    for run in finished:
+        groups.setdefault((run.case, run.as_built, run.device, texts[id(run)]), []).append(run)
+    return RowGroups(groups=groups, varying=varying, settings=settings, texts=texts)
+
+
 def comparison_table(summaries: Iterable[RunSummary], *, reference: bool = False) -> pd.DataFrame:
-    """One row per (case, as_built, device, setting) of the finished runs, in case order; mean and std over seeds.
+    """One row per (case, as_built, device, setting) of the finished runs, in case order; mean and std over runs.
+
+    A row pools only runs identical in case, form, machine, dataset, hgbench version and every experiment-defining
+    config key (`hgbench.config.RUN_IDENTITY_KEYS`) but the seed; runs differing otherwise are separate rows whose
+    setting column names the difference, with a warning above the table.
 
     Args:
         summaries: run summaries (any status; only finished ones are shown, the others are counted in a note).
-        reference: add the study's published figures and the ours/published ratios of the two time columns, and a
-            row (with no runs) for every published case not measured yet.
+        reference: add the study's published figures and the ours/published ratios of the two time columns (only
+            where our run is the study's setting, `ratio_blockers`), and a row (with no runs) for every published
+            case not measured yet.
 
     Returns:
         The table with the columns of `TABLE_COLUMNS` (+ `REFERENCE_COLUMNS`), numeric where numeric. ``df.attrs``
-        holds ``warnings`` (mixed devices...) and ``notes`` (seeds, published hardware, skipped runs, shared setting)
-        as lists of one-line strings, which `to_markdown` prints.
+        holds ``warnings`` (mixed devices or settings) and ``notes`` (seeds, smoke figures, published hardware,
+        skipped runs, shared setting) as lists of one-line strings, which `to_markdown` prints.
     """
     summaries = list(summaries)
     finished = [s for s in summaries if s.finished]
     unfinished = [s for s in summaries if not s.finished]
-
-    settings = {id(s): _setting(s) for s in finished}
-    keys = sorted({k for st in settings.values() for k in st})
-    varying = [k for k in keys if len({st.get(k) for st in settings.values()}) > 1]
-
-    def setting_text(run: RunSummary) -> str:
-        st = settings[id(run)]
-        return ", ".join(f"{k}={json.loads(st[k]) if k in st else None}" for k in varying)
-
-    groups: dict[tuple, list[RunSummary]] = {}
-    for run in finished:
-        groups.setdefault((run.case, run.as_built, run.device, setting_text(run)), []).append(run)
-
-    rows: list[dict[str, Any]] = []
-    for (case, as_built, device, setting), runs in groups.items():
-        seeds = sorted({r.seed for r in runs if r.seed is not None})
-        row: dict[str, Any] = {
-            "case": case,
-            "as_built": as_built,
-            "description": runs[0].description,
-            "runs": len(runs),
-            "seeds": " ".join(map(str, seeds)),
-            "device": device,
-            "setting": setting,
-            "params": next((r.params for r in runs if r.params is not None), None),
-            "gflops": next((r.gflops for r in runs if r.gflops is not None), None),
-        }
-        for metric in METRICS:
-            row[metric], row[f"{metric}_std"] = _mean_std(_values(runs, metric))
-        rows.append(row)
-
+    grouped = group_runs(finished)
+    rows = [_measured_row(key, runs, reference=reference) for key, runs in grouped.groups.items()]
     if reference:
         measured = {r["case"] for r in rows}
-        for case in PUBLISHED:
-            if case not in measured:  # the published row still shows, with our side empty
-                rows.append({"case": case, "as_built": False, "description": get_spec(case).description,
-                             "runs": 0, "seeds": "", "device": "", "setting": ""})  # fmt: skip
-        for row in rows:
-            pub = PUBLISHED.get(row["case"])
-            row["published_min_per_epoch"] = pub.min_per_epoch if pub else None
-            row["published_val_acc"] = pub.val_acc if pub else None
-            row["published_inference_min"] = pub.inference_min if pub else None
-            for metric in ("min_per_epoch", "inference_min"):
-                ours, theirs = row.get(metric), row[f"published_{metric}"]
-                ok = not _is_missing(ours) and theirs
-                row[f"{metric}_ratio"] = ours / theirs if ok else None
-
+        rows += [_published_only_row(case) for case in PUBLISHED if case not in measured]
     rows.sort(key=lambda r: (_case_order(r["case"]), r["as_built"], r["device"], r["setting"]))
     columns = [*TABLE_COLUMNS, *(REFERENCE_COLUMNS if reference else ())]
     df = pd.DataFrame(rows, columns=columns)
-    for col in ("runs", "params"):
+    for col in _INT_COLUMNS:
         df[col] = pd.array([None if _is_missing(v) else int(v) for v in df[col]], dtype="Int64")
     for col in columns:
-        if col not in ID_COLUMNS and col != "params":
+        if col not in _TEXT_COLUMNS and col not in _INT_COLUMNS:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["as_built"] = df["as_built"].astype(bool)
-    df.attrs["warnings"] = _table_warnings(finished)
-    df.attrs["notes"] = _table_notes(finished, unfinished, settings, varying, reference=reference)
+    df.attrs["warnings"] = _table_warnings(finished, grouped.varying)
+    df.attrs["notes"] = _table_notes(df, finished, unfinished, grouped, reference=reference)
     return df
 
 
-def _table_warnings(finished: Sequence[RunSummary]) -> list[str]:
+def _measured_row(key: tuple[str, bool, str, str], runs: Sequence[RunSummary], *, reference: bool) -> dict[str, Any]:
+    """One table row: the runs' identity, mean and std of every metric, and (reference) the published side."""
+    case, as_built, device, setting = key
+    row: dict[str, Any] = {
+        "case": case,
+        "as_built": as_built,
+        "description": runs[0].description,
+        "runs": len(runs),
+        "seeds": " ".join(str(s) for s in sorted(r.seed for r in runs if r.seed is not None)),  # repeats kept
+        "device": device,
+        "setting": setting,
+        "smoke": ", ".join(_union(smoke_reasons(r) for r in runs)),
+        "params": next((r.params for r in runs if r.params is not None), None),
+        "gflops": next((r.gflops for r in runs if r.gflops is not None), None),
+        "gflops_input_res": next((r.gflops_input_res for r in runs if r.gflops_input_res is not None), None),
+    }
+    for metric in METRICS:
+        row[metric], row[f"{metric}_std"] = _mean_std(_values(runs, metric))
+    if reference:
+        row.update(_published_side(case, row, runs))
+    return row
+
+
+def _published_only_row(case: str) -> dict[str, Any]:
+    """A published case we have not measured: the study's figures, our side empty."""
+    row = {"case": case, "as_built": False, "description": get_spec(case).description, "runs": 0, "seeds": "",
+           "device": "", "setting": "", "smoke": ""}  # fmt: skip
+    return {**row, **_published_side(case, row, [])}
+
+
+def _published_side(case: str, row: dict[str, Any], runs: Sequence[RunSummary]) -> dict[str, Any]:
+    """The study's figures for a row, and our/published time ratios where our runs are the study's setting."""
+    pub = PUBLISHED.get(case)
+    out: dict[str, Any] = {
+        "published_min_per_epoch": pub.min_per_epoch if pub else None,
+        "published_val_acc": pub.val_acc if pub else None,
+        "published_inference_min": pub.inference_min if pub else None,
+    }
+    blocked: list[str] = []
+    for metric, phase in (("min_per_epoch", "train"), ("inference_min", "inference")):
+        ours, theirs = row.get(metric), out[f"published_{metric}"]
+        blockers = _union(ratio_blockers(r, phase) for r in runs)
+        measured = not _is_missing(ours) and bool(theirs)
+        out[f"{metric}_ratio"] = ours / theirs if measured and not blockers else None
+        blocked += blockers if measured else []
+    out["ratio_note"] = f"not the study's setting: {', '.join(_union([blocked]))}" if blocked else ""
+    return out
+
+
+def _table_warnings(finished: Sequence[RunSummary], varying: Sequence[str]) -> list[str]:
+    """Warnings printed above the table: rows from several devices, or of several settings."""
+    warnings = []
     devices = sorted({s.device for s in finished})
     if len(devices) > 1:
-        return [f"These runs come from {len(devices)} different devices ({'; '.join(devices)}): compare times only "
-                "between rows of the same device."]  # fmt: skip
-    return []
+        warnings.append(f"These runs come from {len(devices)} different devices ({'; '.join(devices)}): compare "
+                        "times only between rows of the same device.")  # fmt: skip
+    if varying:
+        warnings.append(f"The runs differ in more than case and form: {', '.join(varying)}. A row pools only runs "
+                        "identical in everything but the seed, and its setting column names what differs; compare "
+                        "rows only where it agrees.")  # fmt: skip
+    return warnings
 
 
 def _table_notes(
+    df: pd.DataFrame,
     finished: Sequence[RunSummary],
     unfinished: Sequence[RunSummary],
-    settings: dict[int, dict[str, str]],
-    varying: Sequence[str],
+    grouped: RowGroups,
     *,
     reference: bool,
 ) -> list[str]:
+    """The footnotes under the table, one line each."""
     notes: list[str] = []
     if not finished:
-        notes.append("No finished runs yet: run `hgbench run --case all` (or `make run`), then `make table`.")
+        notes.append("No finished runs yet: `make run` (or `hgbench run --case all --smoke`) measures this machine; "
+                     "the README's example records are in results/published/.")  # fmt: skip
     else:
         devices = sorted({s.device for s in finished})
         if len(devices) == 1:
             notes.append(f"Measured on {devices[0]}.")
-        common = _common_setting(finished[0], settings[id(finished[0])], varying)
+        common = _common_setting(finished[0], grouped.settings[id(finished[0])], grouped.varying)
         if common:
             notes.append(f"Setting shared by every row: {common}.")
-        notes.append("Where a row averages several runs (seeds), each figure is mean ± sample standard deviation.")
+        notes += _pooling_notes(grouped)
+        notes += _smoke_notes(df)
         notes.append("Validation accuracy is PCKh@0.5 Mean (%); inference min is one plain pass over the validation "
                      "set on the wall clock, first batch requested to last prediction on the host (as the study "
                      "timed it), on every device; GPU compute min is that pass's forward and decoding on the GPU's "
                      "own clock (CUDA events), data loading excluded; — means not measured.")  # fmt: skip
     if reference:
-        notes.append(f"published: the study's figures, {PUBLISHED_HARDWARE}; ratio = ours / published. The "
-                     "hardware differs, so a ratio measures the speed gap between the two set-ups.")  # fmt: skip
+        notes += _reference_notes(df)
     if unfinished:
         listed = ", ".join(f"{s.run_id} ({s.status})" for s in unfinished[:5])
         more = f" and {len(unfinished) - 5} more" if len(unfinished) > 5 else ""
         notes.append(f"Not shown, not finished: {listed}{more}.")
+    return notes
+
+
+def _pooling_notes(grouped: RowGroups) -> list[str]:
+    """How a row of several runs reads, and that a repeated seed is a rerun, not another seed."""
+    pooled = [runs for runs in grouped.groups.values() if len(runs) > 1]
+    if not pooled:
+        return []
+    notes = ["Where a row pools several runs, each figure is mean ± sample standard deviation over them; seeds lists "
+             "each run's seed."]  # fmt: skip
+    seeds = [[r.seed for r in runs] for runs in pooled]
+    if any(len(set(s)) < len(s) for s in seeds):
+        notes.append("A seed listed twice is a rerun of the same experiment: the ± of its row is this machine's "
+                     "run-to-run noise, not seed-to-seed variation.")  # fmt: skip
+    return notes
+
+
+def _smoke_notes(df: pd.DataFrame) -> list[str]:
+    """The footnote of the smoke marker on accuracies, naming why those figures are smoke figures."""
+    reasons = _union(str(s).split(", ") for s in df["smoke"] if s)
+    if not reasons:
+        return []
+    return [f"{SMOKE_MARK} smoke accuracy ({', '.join(reasons)}): it shows that the pipeline trains, not what the case "
+            f"reaches; an accuracy needs MPII, {ACCURACY_MIN_EPOCHS}+ epochs and {ACCURACY_MIN_VAL_PEOPLE}+ validation "
+            "people (the study: 50 epochs, 2,958 people)."]  # fmt: skip
+
+
+def _reference_notes(df: pd.DataFrame) -> list[str]:
+    """What the published columns are, when a ratio is shown, and why some are not."""
+    notes = [f"published: the study's figures, {PUBLISHED_HARDWARE}. train ratio and infer ratio = our minutes / "
+             f"published minutes, shown only where our run is the study's setting: full MPII epochs "
+             f"({STUDY_TRAIN_PEOPLE:,} train people; {STUDY_VAL_PEOPLE:,} val people for inference) at "
+             f"{STUDY_INPUT_RES} px. Even then the hardware differs, so a ratio measures the gap between the two "
+             "set-ups, not between the codes."]  # fmt: skip
+    blocked = _union(str(n).removeprefix("not the study's setting: ").split(", ") for n in df["ratio_note"] if n)
+    if blocked:
+        notes.append(f"— in a ratio column: our runs are not the study's setting ({', '.join(blocked)}), so no ratio "
+                     "is shown: a smaller or lower-resolution epoch is not a faster one.")  # fmt: skip
     return notes
 
 
@@ -318,24 +498,45 @@ def _md_cell(text: Any) -> str:
     return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-# (header, alignment, cell) for the Markdown table; reference-only columns are marked.
+def _fmt_accuracy(row: pd.Series, metric: str, decimals: int) -> str:
+    """``mean ± std``, with the smoke mark where the row's setting cannot measure an accuracy (`smoke_reasons`)."""
+    text = _fmt_pm(row, metric, decimals)
+    return f"{text} {SMOKE_MARK}" if text != "—" and row.get("smoke") else text
+
+
+def _gflops_column(df: pd.DataFrame) -> tuple[str, Callable[[pd.Series], str]]:
+    """The GFLOPs header and cell: the input size in the header when every row shares it, else in each cell."""
+    sizes = {int(v) for v in df["gflops_input_res"].dropna()} if "gflops_input_res" in df.columns else set()
+    if len(sizes) == 1:
+        return f"GFLOPs @{sizes.pop()}px", lambda r: _fmt(r["gflops"], 2)
+
+    def cell(r: pd.Series) -> str:
+        res = r.get("gflops_input_res")
+        return _fmt(r["gflops"], 2) + ("" if _is_missing(r["gflops"]) or _is_missing(res) else f" @{int(res)}px")
+
+    return "GFLOPs", cell
+
+
+# (header, alignment, cell) for the Markdown table; reference-only columns are marked. "GFLOPs" is resolved per
+# table by `_gflops_column` (its header names the input size).
 _MD_COLUMNS: tuple[tuple[str, str, Callable[[pd.Series], str], bool], ...] = (
     ("case", "left", _fmt_case, False),
     ("description", "left", lambda r: str(r["description"]), False),
     ("runs", "right", lambda r: str(r["runs"]), False),
+    ("seeds", "left", lambda r: str(r["seeds"]) or "—", False),
     ("params", "right", lambda r: _fmt_params(r["params"]), False),
     ("GFLOPs", "right", lambda r: _fmt(r["gflops"], 2), False),
     ("min/epoch", "right", lambda r: _fmt_pm(r, "min_per_epoch"), False),
     ("published min/epoch", "right", lambda r: _fmt(r["published_min_per_epoch"], 1), True),
-    ("ratio", "right", lambda r: _fmt_ratio(r["min_per_epoch_ratio"]), True),
+    ("train ratio", "right", lambda r: _fmt_ratio(r["min_per_epoch_ratio"]), True),
     ("data-wait %", "right", lambda r: _fmt_pm(r, "data_wait_pct", 1), False),
-    ("val. acc (PCKh@0.5 %)", "right", lambda r: _fmt_pm(r, "pckh_mean", 2), False),
+    ("val. acc (PCKh@0.5 %)", "right", lambda r: _fmt_accuracy(r, "pckh_mean", 2), False),
     ("published val. acc", "right", lambda r: _fmt(r["published_val_acc"], 2), True),
-    ("heatmap acc", "right", lambda r: _fmt_pm(r, "heatmap_acc", 3), False),
+    ("heatmap acc", "right", lambda r: _fmt_accuracy(r, "heatmap_acc", 3), False),
     ("inference min", "right", lambda r: _fmt_pm(r, "inference_min"), False),
     ("GPU compute min", "right", lambda r: _fmt_pm(r, "inference_device_min"), False),
     ("published inference min", "right", lambda r: _fmt(r["published_inference_min"], 2), True),
-    ("ratio ", "right", lambda r: _fmt_ratio(r["inference_min_ratio"]), True),
+    ("infer ratio", "right", lambda r: _fmt_ratio(r["inference_min_ratio"]), True),
     ("images/s", "right", lambda r: _fmt_pm(r, "images_per_s"), False),
     ("energy J/epoch", "right", lambda r: _fmt_pm(r, "energy_j_per_epoch", 0, thousands=True), False),
     ("device", "left", lambda r: str(r["device"]) or "—", False),
@@ -354,18 +555,19 @@ def to_markdown(df: pd.DataFrame, *, title: str | None = None, notes: bool = Tru
         The Markdown text, ending with a newline; deterministic (no timestamps), so a README rewrite is idempotent.
     """
     reference = "published_min_per_epoch" in df.columns
-    columns = [(h, a, f) for h, a, f, ref in _MD_COLUMNS if reference or not ref]
+    gflops = _gflops_column(df)
+    columns = [gflops + (a,) if h == "GFLOPs" else (h, f, a) for h, a, f, ref in _MD_COLUMNS if reference or not ref]
     if "setting" in df.columns and (df["setting"].astype(str) != "").any():
-        columns.insert(2, ("setting", "left", lambda r: str(r["setting"])))
+        columns.insert(2, ("setting", lambda r: str(r["setting"]), "left"))
     lines: list[str] = []
     if title:
         lines += [f"**{title}**", ""]
     for warning in df.attrs.get("warnings", []):
         lines += [f"> **Warning:** {warning}", ""]
-    lines.append("| " + " | ".join(_md_cell(h.strip()) for h, _, _ in columns) + " |")
-    lines.append("|" + "|".join("---:" if a == "right" else ":---" for _, a, _ in columns) + "|")
+    lines.append("| " + " | ".join(_md_cell(h) for h, _, _ in columns) + " |")
+    lines.append("|" + "|".join("---:" if a == "right" else ":---" for _, _, a in columns) + "|")
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_md_cell(f(row)) for _, _, f in columns) + " |")
+        lines.append("| " + " | ".join(_md_cell(f(row)) for _, f, _ in columns) + " |")
     if notes and df.attrs.get("notes"):
         lines.append("")
         lines += [f"- {note}" for note in df.attrs["notes"]]
@@ -475,7 +677,9 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
         b: the side compared with it (delta = B - A).
 
     Returns:
-        A frame with `COMPARE_COLUMNS`; ``attrs["notes"]`` has the devices and what was left out.
+        A frame with `COMPARE_COLUMNS`; ``significant`` is true where p < `SIGNIFICANCE_P` and, for a timing, the
+        change is at least `TIMING_MIN_EFFECT_PCT` (null without a p-value); ``attrs["notes"]`` has the devices,
+        what was left out and, where a timing was tested, `TIMING_CAVEAT`.
 
     Raises:
         HGBenchError: a side has no finished run, or the sides share no case to compare.
@@ -512,11 +716,14 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
             delta = mb - ma if va and vb else math.nan
             pct = 100.0 * delta / ma if va and vb and ma != 0 else math.nan
             p, why = _welch(metric, ra, rb)
+            if p is not None and metric in TIMING_METRICS:
+                why += f"; a timing: significant only with a change of {TIMING_MIN_EFFECT_PCT:.0f}%+ (see below)"
             rows.append({"group": label, "metric": name, "a_mean": ma, "a_std": sa, "a_n": len(va), "b_mean": mb,
                          "b_std": sb, "b_n": len(vb), "delta": delta, "delta_pct": pct, "p_value": p,
-                         "p_note": why})  # fmt: skip
+                         "p_note": why, "significant": _significant(metric, p, pct)})  # fmt: skip
     df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     df["p_value"] = pd.to_numeric(df["p_value"], errors="coerce").astype("float64")
+    df["significant"] = df["significant"].astype("boolean")
     for side, runs in (("A", fa), ("B", fb)):
         devices = sorted({r.device for r in runs})
         notes.insert(0, f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}"
@@ -527,8 +734,36 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
         skipped = [r.run_id for r in runs if not r.finished]
         if skipped:
             notes.append(f"{side}: not finished, left out: {', '.join(skipped)}.")
+    if any(m in TIMING_METRICS for m in df.loc[df["p_value"].notna(), "metric"].map(_METRIC_KEYS)):
+        notes.append(TIMING_CAVEAT)
     df.attrs["notes"] = notes
     return df
+
+
+_METRIC_KEYS: dict[str, str] = {label: key for key, label in COMPARE_METRICS.items()}
+
+
+def _significant(metric: str, p: float | None, delta_pct: float) -> bool | None:
+    """Whether a tested difference counts: p below `SIGNIFICANCE_P` and, for a timing, a large enough change.
+
+    None where there is no p-value. A timing's p alone is not enough (`TIMING_CAVEAT`): the runs of one machine share
+    its load, so a tiny, consistent shift gives a low p without any difference in the code.
+    """
+    if p is None:
+        return None
+    if metric in TIMING_METRICS and not abs(delta_pct) >= TIMING_MIN_EFFECT_PCT:
+        return False
+    return p < SIGNIFICANCE_P
+
+
+def _verdict(row: pd.Series) -> str:
+    """``differs`` or ``within noise`` for a tested metric (naming the effect-size rule where it decided), else ""."""
+    if _is_missing(row["significant"]):
+        return ""
+    if row["significant"]:
+        return "differs"
+    small = _METRIC_KEYS.get(str(row["metric"])) in TIMING_METRICS and row["p_value"] < SIGNIFICANCE_P
+    return f"within noise (< {TIMING_MIN_EFFECT_PCT:.0f}%)" if small else "within noise"
 
 
 def compare_rich_table(df: pd.DataFrame) -> Any:
@@ -544,8 +779,8 @@ def compare_rich_table(df: pd.DataFrame) -> Any:
     for group, rows in df.groupby("group", sort=False):
         runs_a, runs_b = int(rows["a_n"].max()), int(rows["b_n"].max())
         table = Table(title=f"{group}  (A: {runs_a} run(s), B: {runs_b}; delta = B - A)", title_justify="left")
-        for col in ("metric", "A", "B", "delta", "delta %", "p"):
-            table.add_column(col, justify="left" if col == "metric" else "right")
+        for col in ("metric", "A", "B", "delta", "delta %", "p", "verdict"):
+            table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
         reasons = []
         for _, r in rows.iterrows():
             d = _decimals(float(r["a_mean"])) if not _is_missing(r["a_mean"]) else None
@@ -562,7 +797,7 @@ def compare_rich_table(df: pd.DataFrame) -> Any:
                 p = p or "—"
                 reasons.append(f"{r['metric']}: {r['p_note']}")
             table.add_row(str(r["metric"]), side(r["a_mean"], r["a_std"]), side(r["b_mean"], r["b_std"]), delta, pct,
-                          p)  # fmt: skip
+                          p, _verdict(r))  # fmt: skip
         if reasons:
             table.caption = "p: " + "; ".join(reasons)
             table.caption_justify = "left"
@@ -650,25 +885,55 @@ def _place_labels(
 
 
 def _panel_setting(runs: Sequence[RunSummary]) -> str:
-    """What a panel's runs were trained on (data, epochs, batch), so synthetic accuracy is not read as MPII's."""
+    """What a panel's runs were trained on (data, epochs, batch, input), so synthetic accuracy is not read as MPII's."""
 
     def one(values: set) -> str:
         return "/".join(map(str, sorted(values, key=str)))
 
     data = one({r.dataset or "?" for r in runs})
+    people = one({r.dataset_info.get("train_size", "?") for r in runs})
     epochs = one({r.config.get("epochs", "?") for r in runs})
     batch = one({r.config.get("batch_size", "?") for r in runs})
-    return f"{data} data · {epochs} epochs · batch {batch}"
+    res = one({r.config.get("input_res", "?") for r in runs})
+    smoke = f"{SMOKE_MARK} smoke accuracy: " if any(smoke_reasons(r) for r in runs) else ""
+    return f"{smoke}{data} data ({people} train) · {epochs} epochs · batch {batch} · {res} px"
+
+
+@dataclass
+class FrontierPanel:
+    """One panel of our runs in the frontier plot: one device and one setting, so its frontier joins only those."""
+
+    device: str  # GPU name or "CPU: <model>"
+    setting: str  # the setting text of its rows (`group_runs`); "" when every run shares one setting
+    rows: pd.DataFrame  # its `comparison_table` rows that have both an accuracy and a time
+    runs: list[RunSummary]  # the finished runs behind those rows
+
+
+def frontier_panels(finished: Sequence[RunSummary]) -> tuple[list[FrontierPanel], list[str]]:
+    """Our panels of the frontier plot, one per (device, setting), and the rows left out (no accuracy or time).
+
+    A frontier line joining a 2-epoch, 24-image point to a 6-epoch, 240-image one would read as a trade-off between
+    cases when it is a difference of settings: each setting gets its own panel and line.
+    """
+    df = comparison_table(finished, reference=False)
+    drawable = df["pckh_mean"].notna() & df["min_per_epoch"].notna()
+    left_out = [f"{_fmt_case(r)} on {r['device']}" for _, r in df[~drawable].iterrows()]
+    texts = group_runs(finished).texts
+    panels = []
+    for (device, setting), rows in df[drawable].groupby(["device", "setting"], sort=True):
+        runs = [r for r in finished if r.device == device and texts[id(r)] == setting]
+        panels.append(FrontierPanel(device=str(device), setting=str(setting), rows=rows, runs=runs))
+    return panels, left_out
 
 
 def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, reference: bool = True) -> Path:
     """Write a PNG of validation accuracy (PCKh@0.5 Mean) against training minutes per epoch, one point per case.
 
-    One panel per device of our finished runs, and (with `reference`) one for the published figures: the two were
-    measured on different hardware (and perhaps data), so each panel has its own axes and the same case keeps the
-    same colour across panels; read the *shape* of the frontier across panels, not absolute positions. Error bars
-    show the standard deviation over seeds; hollow markers are as-built forms; the dashed line joins the points no
-    other point in the panel beats on both time and accuracy.
+    One panel per device and setting of our finished runs (`frontier_panels`), and (with `reference`) one for the
+    published figures: they were measured on different hardware or settings (and perhaps data), so each panel has
+    its own axes and the same case keeps the same colour across panels; read the *shape* of the frontier across
+    panels, not absolute positions. Error bars show the standard deviation over runs; hollow markers are as-built
+    forms; the dashed line joins the points no other point in the panel beats on both time and accuracy.
 
     Args:
         summaries: run summaries (only finished runs with both figures are drawn).
@@ -690,24 +955,20 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
         raise HGBenchError("`hgbench plot` needs matplotlib: pip install matplotlib") from None
 
     summaries = [r for r in summaries if r.finished]
-    df = comparison_table(summaries, reference=False)
-    ours = df[df["pckh_mean"].notna() & df["min_per_epoch"].notna()]
-    left_out = [f"{_fmt_case(r)} on {r['device']}" for _, r in df.iterrows() if r.name not in ours.index]
-    panels: list[tuple[str, pd.DataFrame | None]] = [(str(dev), ours[ours["device"] == dev])
-                                                      for dev in sorted(ours["device"].unique())]  # fmt: skip
-    if reference:
-        panels.append(("published", None))
+    ours, left_out = frontier_panels(summaries)
+    panels: list[FrontierPanel | None] = [*ours, *([None] if reference else [])]  # None: the published panel
     if not panels:
         raise HGBenchError("no finished run has both an accuracy and a time to plot")
 
-    cases = [c for c in list_cases() if c in set(df["case"]) or (reference and c in PUBLISHED)]
-    cases += sorted(set(df["case"]) - set(cases), key=_case_order)
+    measured = {r.case for r in summaries}
+    cases = [c for c in list_cases() if c in measured or (reference and c in PUBLISHED)]
+    cases += sorted(measured - set(cases), key=_case_order)
     cmap = plt.get_cmap("tab10")
     colour = {c: cmap(i % 10) for i, c in enumerate(cases)}
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False, dpi=120)
-    for ax, (device, rows) in zip(axes[0], panels, strict=True):
-        if rows is None:
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel is None:
             xs = [p.min_per_epoch for p in PUBLISHED.values()]
             ys = [p.val_acc for p in PUBLISHED.values()]
             labels, xerr = list(PUBLISHED), [0.0] * len(xs)
@@ -718,6 +979,7 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
             ax.text(0.98, 0.02, "MPII · 50 epochs · batch 6", ha="right", transform=ax.transAxes, fontsize=7.5,
                     color="0.35")  # fmt: skip
         else:
+            rows = panel.rows
             xs, ys = rows["min_per_epoch"].tolist(), rows["pckh_mean"].tolist()
             labels = [str(c) + ("ab" if ab else "") for c, ab in zip(rows["case"], rows["as_built"], strict=True)]
             xerr, yerr = rows["min_per_epoch_std"].fillna(0).tolist(), rows["pckh_mean_std"].fillna(0).tolist()
@@ -725,11 +987,13 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
                 ax.errorbar(x, y, xerr=xe or None, yerr=ye or None, fmt="o", ms=7, color=colour[case],
                             ecolor="0.5", elinewidth=0.8, capsize=2, mfc="white" if h else colour[case], mew=1.4,
                             zorder=3)  # fmt: skip
-            title = f"ours: {device}"
-            ax.set_title(title if len(title) < 48 else title[:45] + "...", fontsize=10)
+            title = f"ours: {panel.device}"
+            title = title if len(title) < 48 else title[:45] + "..."
+            setting = panel.setting if len(panel.setting) < 60 else panel.setting[:57] + "..."
+            ax.set_title(f"{title}\n{setting}" if setting else title, fontsize=10 if not setting else 9)
             ax.set_ylabel("validation accuracy, PCKh@0.5 Mean (%)")
-            ax.text(0.98, 0.02, _panel_setting([r for r in summaries if r.device == device]), ha="right",
-                    transform=ax.transAxes, fontsize=7.5, color="0.35")  # fmt: skip
+            ax.text(0.98, 0.02, _panel_setting(panel.runs), ha="right", transform=ax.transAxes, fontsize=7.5,
+                    color="0.35")  # fmt: skip
         ax.set_xlabel("training minutes per epoch")
         front = _pareto(list(zip(xs, ys, strict=True)))
         if len(front) > 1:
@@ -749,7 +1013,7 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
     notes = ["numbers: case; 'ab' and hollow markers: as built",
              "dashed: frontier (nothing is both faster and more accurate)"]  # fmt: skip
     if len(panels) > 1:
-        notes.append("each panel has its own axes: different hardware")
+        notes.append("each panel has its own axes: different hardware or setting")
     if left_out:
         notes.append("not drawn (no accuracy or time): " + ", ".join(left_out[:4]))
     fig.suptitle("Stacked Hourglass variants: accuracy against training cost", fontsize=12)

@@ -5,6 +5,8 @@ reporter, `hgbench table/compare/plot`, the sweep's skip logic) use `load_record
 `find_finished`. The record's shape, ``hgbench.run/1``, is documented in docs/record.md; it follows pytest-benchmark's
 JSON (``machine_info``, ``commit_info``, timing stats named ``min/max/mean/stddev/median/iqr/rounds/data``), and its
 file layout follows pytest-benchmark's ``storage/file.py``: ``results/<machine_id>/NNNN_<stem>.json``.
+The committed example records live in ``results/published/``; readers take them only where a source names that
+folder, so they are never mistaken for this machine's runs.
 
 Readers never crash on a bad file: a corrupt, truncated or foreign JSON is skipped with a one-line warning that names
 the file.
@@ -55,8 +57,14 @@ NUMERIC_PATHS: tuple[str, ...] = (
 # walk skips them silently; naming one of their files explicitly still gets a warning.
 OTHER_JSON_DIRS: frozenset[str] = frozenset({"benchmarks", "bench", ".benchmarks"})
 
+# The sub-folder of results/ that holds the README's published example records (committed, measured elsewhere): a
+# folder walk or a glob reads it only when the path or pattern names it, so `hgbench table`, `compare`, `plot` and the
+# sweep's skip check never take those records for this machine's runs.
+PUBLISHED_DIR = "published"
+
 _NUMBERED = re.compile(r"^(\d{4,})_")
 _GLOB_CHARS = re.compile(r"[*?\[]")
+_CPU_NOISE = re.compile(r"\((?:r|tm)\)|\b(?:cpu|processor)\b|@.*$", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------------------------------------- writing
@@ -173,23 +181,41 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
 
 
-def machine_id(machine_info: Mapping[str, Any]) -> str:
-    """The results sub-folder for a machine: device, torch version and (on a GPU) CUDA version, slugified.
+def _cpu_slug(name: str) -> str:
+    """A CPU model as a short slug: trademark marks, the words CPU and Processor, and the clock (``@ 2.20GHz``) go.
 
-    Examples: ``cpu-pt2.14.1`` and ``nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0``. The torch local version (``+cu130``)
-    is dropped; CUDA is named only for GPU runs, since a CUDA build running on the CPU times the CPU.
+    ``Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz`` becomes ``intel-xeon-platinum-8375c``; what is left is what
+    tells two CPUs apart, capped at 40 characters so the folder name stays readable.
+    """
+    return _slug(_CPU_NOISE.sub(" ", name))[:40].strip("-.")
+
+
+def machine_id(machine_info: Mapping[str, Any]) -> str:
+    """The results sub-folder for a machine: the device, torch version and (on a GPU) CUDA version, slugified.
+
+    On a CPU the device is the CPU model and its logical core count, since CPU timings depend on both: two CPUs that
+    share a torch version are not the same machine. Examples: ``cpu-amd-epyc-7b13-2c-pt2.14.1`` and
+    ``nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0``. The torch local version (``+cu130``) is dropped; CUDA is named only for
+    GPU runs, since a CUDA build running on the CPU times the CPU. Records written before the CPU was named (folder
+    ``cpu-pt2.14.1``) keep the id they stored in ``machine_info.machine_id``, which the readers use.
 
     Args:
-        machine_info: the record's ``machine_info`` (``gpu_name``, ``torch``, ``cuda``, ``device``).
+        machine_info: the record's ``machine_info`` (``gpu_name``, ``torch``, ``cuda``, ``device``, ``cpu``,
+            ``cpu_count``).
     """
     gpu = machine_info.get("gpu_name") or None
     on_gpu = bool(gpu) and machine_info.get("device", "cuda") != "cpu"
-    head = _slug(str(gpu)) if on_gpu else "cpu"
+    if on_gpu:
+        parts = [_slug(str(gpu)) or "gpu"]
+    else:
+        parts = ["cpu", _cpu_slug(str(machine_info.get("cpu") or ""))]
+        cores = machine_info.get("cpu_count")
+        parts.append(f"{cores}c" if _is_number(cores) and cores > 0 else "")
     torch_version = str(machine_info.get("torch") or "unknown").split("+")[0]
-    parts = [head or "gpu", f"pt{_slug(torch_version) or 'unknown'}"]
+    parts.append(f"pt{_slug(torch_version) or 'unknown'}")
     if on_gpu and machine_info.get("cuda"):
         parts.append(f"cu{_slug(str(machine_info['cuda']))}")
-    return "-".join(parts)
+    return "-".join(p for p in parts if p)
 
 
 def _safe_stem(stem: str) -> str:
@@ -344,6 +370,8 @@ class RunSummary:
     pckh: dict = field(default_factory=dict)  # the PCKh table: Head, Shoulder, ..., Mean
     epoch_minutes: list[float] = field(default_factory=list)  # per-epoch minutes behind min_per_epoch (stats.data)
     dataset_info: dict = field(default_factory=dict)  # dataset section without the skipped-images list
+    hgbench_version: str | None = None  # the code version that measured the run (rows never pool two versions)
+    gflops_input_res: int | None = None  # the input side `gflops` was counted at (model.gflops_input_res)
 
     @property
     def finished(self) -> bool:
@@ -417,20 +445,31 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         pckh=dict(pckh) if isinstance(pckh, Mapping) else {},
         epoch_minutes=[float(x) for x in data if _num(x) is not None] if isinstance(data, list) else [],
         dataset_info={k: v for k, v in dataset.items() if k != "skipped_images"},
+        hgbench_version=str(record["hgbench_version"]) if record.get("hgbench_version") is not None else None,
+        gflops_input_res=_int(_get(record, "model.gflops_input_res")),
     )
 
 
 def _walk(directory: Path) -> Iterator[Path]:
-    """Every *.json under `directory`, sorted, skipping the folders that hold other JSON by design."""
+    """Every *.json under `directory`, sorted, skipping the folders that hold other JSON by design and published/."""
+    skipped = OTHER_JSON_DIRS | {PUBLISHED_DIR}
     for path in sorted(directory.rglob("*.json")):
         rel = path.relative_to(directory).parts[:-1]
-        if any(part in OTHER_JSON_DIRS or part.startswith(".") for part in rel) or path.name.startswith("."):
+        if any(part in skipped or part.startswith(".") for part in rel) or path.name.startswith("."):
             continue
         yield path
 
 
+def _reaches_unnamed_published(match: Path, pattern: str) -> bool:
+    """Whether a glob match lies in a published/ folder that the pattern does not name as a literal part."""
+    return PUBLISHED_DIR in match.parts and PUBLISHED_DIR not in Path(pattern).expanduser().parts
+
+
 def expand_sources(sources: Iterable[str | Path]) -> tuple[list[Path], list[str]]:
     """Resolve files, directories (recursive ``*.json``) and glob patterns into record files.
+
+    A ``published/`` folder (`PUBLISHED_DIR`) is read only where a source names it: ``results`` and ``results/*``
+    leave it out, ``results/published`` and ``results/published/*/*.json`` read it.
 
     Args:
         sources: paths or patterns, in the order given.
@@ -457,7 +496,7 @@ def expand_sources(sources: Iterable[str | Path]) -> tuple[list[Path], list[str]
         elif path.is_file():
             add(path)
         elif _GLOB_CHARS.search(text) and (matches := _glob(text)):
-            for match in map(Path, matches):
+            for match in (Path(m) for m in matches if not _reaches_unnamed_published(Path(m), text)):
                 if match.is_dir():
                     for found in _walk(match):
                         add(found)
@@ -516,7 +555,8 @@ def load_records(sources: Iterable[str | Path]) -> tuple[list[RunSummary], list[
 
     Never raises for bad data: a corrupt, empty or foreign JSON and a source that matches nothing each add a warning
     line naming it. Inside a directory walk, the sub-folders ``benchmarks/`` and ``bench/`` (pytest-benchmark saves
-    and micro-benchmark JSON) and files of another known kind are skipped silently.
+    and micro-benchmark JSON) and files of another known kind are skipped silently, and so is ``published/`` (the
+    README's example records) unless a source names it.
 
     Args:
         sources: what to read, e.g. ``["results"]`` or ``["results/cpu-*/00*_case3_*.json"]``.
@@ -547,11 +587,6 @@ def _try_json(path: Path) -> Any:
         return None
 
 
-def _normal(value: Any) -> Any:
-    """JSON round trip, so tuples equal lists and ints equal the floats JSON gives back."""
-    return json.loads(json.dumps(_jsonable(value)))
-
-
 def record_identity(record: Mapping[str, Any]) -> str | None:
     """The run identity (`hgbench.config.run_identity`) of a record, recomputed from what it stores; None if it cannot
     be (a record without spec, config or dataset fingerprint)."""
@@ -568,7 +603,7 @@ def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | N
     """The newest finished record of the run whose identity is `identity`, so a sweep can skip it.
 
     Args:
-        results_dir: the results root to search (recursively).
+        results_dir: the results root to search (recursively; its ``published/`` folder is not this machine's).
         identity: the planned run's `hgbench.config.run_identity` (see `hgbench.runner.planned_identity`): the same
             function resume uses, so "already finished" and "can be resumed" never disagree.
         machine_id: only look in this machine's sub-folder (timings from another machine are not a finished run here).

@@ -133,8 +133,9 @@ def test_bench_cli_writes_a_record_and_prints_a_table(tmp_path: Path, capsys: py
     assert "images/s" in text
     files = sorted(out.glob("*/*.json"))
     assert [f.name for f in files] == ["0001_bench_hg1.json"]
-    assert files[0].parent.name.startswith("cpu-pt")
     record = json.loads(files[0].read_text())
+    assert files[0].parent.name == record["machine_info"]["machine_id"]
+    assert files[0].parent.name.startswith("cpu-")
     assert record["schema"] == "hgbench.bench/1"
     for key in ("hgbench_version", "datetime", "machine_info", "commit_info", "spec", "config", "model", "results"):
         assert key in record, key
@@ -234,3 +235,35 @@ def test_bench_records_render_through_the_reporter(tmp_path: Path, capsys: pytes
 def test_bench_table_without_records_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["table", "--bench", "--results", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().startswith("hgbench: error: no hgbench bench records")
+
+
+def _widest_record() -> dict:
+    """A bench record with the widest figures and labels a real run prints (every mode on a GPU, one failed)."""
+    phase = {"ms_per_step_median": 1234.5, "iqr": 0.1234, "images_per_s": 12345.6, "tflops": 1234.567,
+             "pct_conv_peak": 100.0, "peak_memory_mib": 123456.0, "warmup_s": 1234.5}  # fmt: skip
+    labels = {"eager": "fp32", "channels_last": "channels_last", "bf16": "channels_last+bf16",
+              "compile": "channels_last+bf16+compile", "cudagraphs": "channels_last+bf16+cudagraphs"}  # fmt: skip
+    results = {mode: {"status": "ok", "label": label, "reason": None, "train": phase, "infer": phase}
+               for mode, label in labels.items()}  # fmt: skip
+    results["compile"] = {**results["compile"], "status": "failed", "reason": "RuntimeError: " + "x" * 200}
+    return {"config": {"batch_size": 32, "input_res": 256, "steps": 10},
+            "machine_info": {"gpu_name": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC 7B13", "torch_threads": 2},
+            "device_peak": {"conv_tflops": 989.4}, "spec": {"name": "8", "as_built": True},
+            "model": {"gflops": 88.77}, "results": results}  # fmt: skip
+
+
+def test_bench_table_reads_in_full_at_120_columns() -> None:
+    from rich.console import Console
+
+    from hgbench.commands.bench import TABLE_WIDTH, bench_rich_table
+
+    table, notes = bench_rich_table(_widest_record())
+    console = Console(width=TABLE_WIDTH, record=True)
+    console.print(table)
+    text = console.export_text()
+    assert "…" not in text
+    for header in ("ms/step", "IQR ms", "images/s", "x eager", "TFLOP/s", "% peak", "peak MiB", "warm-up s"):
+        assert header in text
+    assert "1234.567" in text
+    assert "channels_last" in text
+    assert any("x" * 200 in n for n in notes)  # a failure's reason goes below the table, whole

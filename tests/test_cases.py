@@ -145,3 +145,21 @@ def test_list_csv_prints_the_19_rows_with_the_required_leading_columns(capsys: p
     assert keyed[("hg1", "false")][2] == "3586960"
     assert keyed[("3", "true")][2:4] == ["25594624", "19306720"]
     assert keyed[("1", "false")][4] == "56.19"
+
+
+@pytest.mark.parametrize(("argv", "width"), [(["list"], 80), (["list", "--wide"], 140)])
+def test_list_reads_in_full_at_its_width(argv: list[str], width: int, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    """`hgbench list` at 80 columns (and `--wide` at 140) cuts no cell short with an ellipsis."""
+    from rich.console import Console
+
+    from hgbench.commands import list as list_command
+
+    monkeypatch.setattr(list_command, "Console", lambda **kw: Console(**{"width": width, **kw}))
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "…" not in text
+    assert max(map(len, text.splitlines())) <= width
+    for needle in ("[2x3,3x3,4x2]", "42,485,440", "5,137,760", "88.77", "6/8", "as built", "described"):
+        assert needle in text
+    assert ("4-4-4-4-4-4-4-4" in text) == ("--wide" in argv)

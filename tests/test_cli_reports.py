@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 from pathlib import Path
 
@@ -42,8 +43,8 @@ def test_table_csv(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["table", "--format", "csv", "--reference", "--results", str(CPU_DIR)], capsys)
     lines = out.splitlines()
     assert code == 0
-    assert lines[0].startswith("case,as_built,description,runs,seeds,device,setting,params,gflops,")
-    assert lines[0].endswith(",min_per_epoch_ratio,inference_min_ratio")
+    assert lines[0].startswith("case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,")
+    assert lines[0].endswith(",min_per_epoch_ratio,inference_min_ratio,ratio_note")
     assert len(lines) == 1 + 8
 
 
@@ -104,7 +105,9 @@ def test_compare_files_and_globs(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(["compare", a, b, "--format", "csv"], capsys)
     assert code == 0
     assert err == ""
-    assert out.splitlines()[0] == "group,metric,a_mean,a_std,a_n,b_mean,b_std,b_n,delta,delta_pct,p_value,p_note"
+    assert out.splitlines()[0] == (
+        "group,metric,a_mean,a_std,a_n,b_mean,b_std,b_n,delta,delta_pct,p_value,p_note,significant"
+    )
     assert "case 1 vs case 3,PCKh@0.5 Mean,42.5,,1,42,1.414213562,2,-0.5," in out
     code, out, _ = run(["compare", a, b], capsys)
     assert code == 0
@@ -118,6 +121,19 @@ def test_compare_missing_side(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert code == 2
     assert err.count("\n") == 1
     assert "nope" in err
+    assert "--results" not in err  # compare has no such option
+    assert "A and B are record files, folders or quoted globs" in err
+
+
+def test_compare_help_example_names_files_that_exist() -> None:
+    """The first example of `hgbench compare --help` runs as written from the repository root."""
+    from hgbench.commands.compare import EXAMPLES
+
+    repo = Path(__file__).resolve().parents[1]
+    named = [w for w in EXAMPLES.split() if w.startswith("results/published/") and w.endswith(".json")]
+    assert len(named) == 2
+    assert all((repo / w).is_file() for w in named), named
+    assert {"0001_case1_seed0_smoke.json", "0008_case8_seed0_smoke.json"} == {Path(w).name for w in named}
 
 
 def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,3 +144,35 @@ def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert out.strip() == f"wrote {out_png}"
     assert "0006_case8_seed0.json" in err
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_table_renders_the_readme_table_from_the_published_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make table`'s own command line, run on a copy of the repository, leaves README.md as committed."""
+    repo = Path(__file__).resolve().parents[1]
+    recipe = (repo / "Makefile").read_text().split("\ntable:", 1)[1].split("\n")[1]
+    argv = shlex.split(recipe.strip())
+    assert argv[0] == "$(BIN)/hgbench"
+    assert "results/published" in argv
+    shutil.copytree(repo / "results", tmp_path / "results")
+    shutil.copy(repo / "README.md", tmp_path / "README.md")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(argv[1:], capsys)
+    assert (code, err) == (0, "")
+    assert "already up to date" in out
+
+
+def test_table_on_a_fresh_clone_shows_no_run_as_the_users(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before `make run`, `hgbench table` shows nothing as this machine's; the published example is one flag away."""
+    shutil.copytree(Path(__file__).resolve().parents[1] / "results", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["table", "--reference"], capsys)
+    assert (code, err) == (0, "")
+    assert "No finished runs yet" in out
+    assert "CPU: AMD EPYC" not in out
+    code, out, _ = run(["table", "--reference", "--results", "results/published"], capsys)
+    assert code == 0
+    assert out.count("| CPU: AMD EPYC |") == 8

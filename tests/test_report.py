@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from rich.console import Console
 
 from hgbench.cases import PUBLISHED, PUBLISHED_HARDWARE
 from hgbench.errors import HGBenchError
@@ -18,10 +19,13 @@ from hgbench.report import (
     README_END,
     README_START,
     REFERENCE_COLUMNS,
+    SMOKE_MARK,
     TABLE_COLUMNS,
+    TIMING_CAVEAT,
     compare_rich_table,
     compare_runs,
     comparison_table,
+    frontier_panels,
     plot_frontier,
     rewrite_readme,
     to_csv,
@@ -34,13 +38,13 @@ CPU_DIR = RECORDS / "cpu-pt2.14.1"
 
 # The CSV header is a contract with tools: changing it must be deliberate (and documented in report.py).
 EXPECTED_HEADER = (
-    "case,as_built,description,runs,seeds,device,setting,params,gflops,min_per_epoch,min_per_epoch_std,data_wait_pct,"
-    "data_wait_pct_std,pckh_mean,pckh_mean_std,heatmap_acc,heatmap_acc_std,inference_min,inference_min_std,"
+    "case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,gflops_input_res,min_per_epoch,"
+    "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,heatmap_acc,heatmap_acc_std,inference_min,inference_min_std,"
     "images_per_s,images_per_s_std,energy_j_per_epoch,energy_j_per_epoch_std"
 )
 EXPECTED_REFERENCE_HEADER = (
     EXPECTED_HEADER + ",published_min_per_epoch,published_val_acc,published_inference_min,min_per_epoch_ratio,"
-    "inference_min_ratio"
+    "inference_min_ratio,ratio_note"
 )
 
 
@@ -94,15 +98,21 @@ def test_table_mixed_devices_warns_and_keeps_rows_apart(summaries: list[RunSumma
     assert "> **Warning:** These runs come from 2 different devices" in md
 
 
-def test_table_reference_columns_and_ratios(cpu_only: list[RunSummary]) -> None:
+def mpii_run(name: str, **changes: object) -> RunSummary:
+    """A golden record turned into the study's setting: full MPII, 50 epochs, 256 px (config changes on top)."""
+    base = variant(name)
+    info = {**base.dataset_info, "name": "mpii", "train_size": 22_246, "val_size": 2_958, "fingerprint": "mpii-full"}
+    config = {**base.config, "epochs": 50, "input_res": 256, **changes.pop("config", {})}
+    return variant(name, **{"dataset": "mpii", "dataset_info": info, "config": config, **changes})
+
+
+def test_table_reference_columns(cpu_only: list[RunSummary]) -> None:
     df = comparison_table(cpu_only, reference=True)
     assert list(df.columns) == [*TABLE_COLUMNS, *REFERENCE_COLUMNS]
     assert sorted(set(df["case"]), key=int) == [str(i) for i in range(1, 9)]  # every published case is shown
     case3 = df[df["case"] == "3"].iloc[0]
     assert case3["published_min_per_epoch"] == PUBLISHED["3"].min_per_epoch
     assert case3["published_val_acc"] == PUBLISHED["3"].val_acc
-    assert case3["min_per_epoch_ratio"] == pytest.approx(case3["min_per_epoch"] / PUBLISHED["3"].min_per_epoch)
-    assert case3["inference_min_ratio"] == pytest.approx(case3["inference_min"] / PUBLISHED["3"].inference_min)
     case7 = df[df["case"] == "7"].iloc[0]
     assert case7["runs"] == 0
     assert math.isnan(case7["min_per_epoch_ratio"])
@@ -110,6 +120,72 @@ def test_table_reference_columns_and_ratios(cpu_only: list[RunSummary]) -> None:
     assert "published min/epoch" in md
     assert "published val. acc" in md
     assert PUBLISHED_HARDWARE in md
+
+
+def test_reference_ratio_only_for_the_studys_setting() -> None:
+    """A ratio sets our minutes against the study's only for full MPII epochs at 256 px."""
+    full = mpii_run("0001_case1_seed0.json")
+    df = comparison_table([full], reference=True)
+    case1 = df[df["case"] == "1"].iloc[0]
+    assert case1["min_per_epoch_ratio"] == pytest.approx(full.min_per_epoch / PUBLISHED["1"].min_per_epoch)
+    assert case1["inference_min_ratio"] == pytest.approx(full.inference_min / PUBLISHED["1"].inference_min)
+    assert case1["ratio_note"] == ""
+    assert "our runs are not the study's setting" not in to_markdown(df)
+
+    small = mpii_run("0001_case1_seed0.json", config={"input_res": 128})
+    limited = mpii_run("0002_case3_seed0.json", dataset_info={**full.dataset_info, "train_size": 24, "val_size": 12})
+    df = comparison_table([small, limited], reference=True)
+    case1, case3 = (df[df["case"] == c].iloc[0] for c in ("1", "3"))
+    assert math.isnan(case1["min_per_epoch_ratio"])
+    assert math.isnan(case1["inference_min_ratio"])
+    assert case1["ratio_note"] == "not the study's setting: 128 px input"
+    assert math.isnan(case3["min_per_epoch_ratio"])
+    assert case3["ratio_note"] == "not the study's setting: 24 train people, 12 val people"
+    md = to_markdown(df)
+    assert "our runs are not the study's setting (128 px input, 24 train people, 12 val people)" in md
+
+
+def test_reference_table_at_smoke_scale_shows_no_ratio(cpu_only: list[RunSummary]) -> None:
+    """Synthetic data is never the study's epoch: both ratio columns read —, and the footnote says why."""
+    df = comparison_table(cpu_only, reference=True)
+    assert df["min_per_epoch_ratio"].isna().all()
+    assert df["inference_min_ratio"].isna().all()
+    md = to_markdown(df)
+    header = md.splitlines()[0]
+    assert "| train ratio |" in header
+    assert "| infer ratio |" in header
+    assert "| ratio |" not in header
+    case3 = next(ln for ln in md.splitlines() if ln.startswith("| 3 "))
+    assert "×" not in case3
+    assert "not the study's setting (synthetic data, 120 train people, 40 val people)" in md
+
+
+def test_smoke_accuracies_are_marked_in_the_table(cpu_only: list[RunSummary]) -> None:
+    md = to_markdown(comparison_table(cpu_only, reference=True))
+    case3 = next(ln for ln in md.splitlines() if ln.startswith("| 3 "))
+    assert f"42.00 ± 1.41 {SMOKE_MARK}" in case3
+    assert f"0.500 ± 0.000 {SMOKE_MARK}" in case3  # the heatmap accuracy too
+    assert "| 83.13 |" in case3  # the published figure is not ours: no mark
+    assert f"- {SMOKE_MARK} smoke accuracy (synthetic data, 3 epochs, 40 val people)" in md
+
+    few_epochs = mpii_run("0001_case1_seed0.json", config={"epochs": 2})
+    study = mpii_run("0002_case3_seed0.json")
+    df = comparison_table([few_epochs, study])
+    assert df.set_index("case").loc["1", "smoke"] == "2 epochs"
+    assert df.set_index("case").loc["3", "smoke"] == ""
+    md = to_markdown(df)
+    assert f"41.00 {SMOKE_MARK}" not in md
+    assert f"42.50 {SMOKE_MARK}" in md
+
+
+def test_gflops_header_names_the_input_size(cpu_only: list[RunSummary]) -> None:
+    assert "| GFLOPs @256px |" in to_markdown(comparison_table(cpu_only))
+    small = variant("0001_case1_seed0.json", config={**cpu_only[0].config, "input_res": 128}, gflops=14.05,
+                    gflops_input_res=128)  # fmt: skip
+    md = to_markdown(comparison_table([*cpu_only, small]))
+    assert "| GFLOPs |" in md
+    assert "| 14.05 @128px |" in md
+    assert "| 56.19 @256px |" in md
 
 
 def test_table_setting_column_when_configs_differ(cpu_only: list[RunSummary]) -> None:
@@ -121,6 +197,60 @@ def test_table_setting_column_when_configs_differ(cpu_only: list[RunSummary]) ->
     assert "| setting |" not in to_markdown(comparison_table(cpu_only))
     elsewhere = variant("0001_case1_seed0.json", config={**cpu_only[0].config, "workers": 8, "data_dir": "/x"})
     assert comparison_table([*cpu_only, elsewhere])["runs"].tolist() == [2, 2, 1]  # paths and workers do not split
+
+
+@pytest.mark.parametrize(
+    ("changes", "shown"),
+    [
+        ({"hgbench_version": "0.2.0"}, "hgbench=0.2.0"),
+        ({"machine_id": "cpu-amd-epyc-7b13-2c-pt2.14.1"}, "machine=cpu-amd-epyc-7b13-2c-pt2.14.1"),
+        ({"dataset_info": {"name": "synthetic", "train_size": 120, "val_size": 40, "fingerprint": "0123456789abcdef"}},
+         "fingerprint=01234567"),
+        ({"config_changes": {"lr": 0.001}}, "lr=0.001"),
+        ({"config_changes": {"limit_train": 24}}, "limit_train=24"),
+    ],
+)  # fmt: skip
+def test_rows_pool_only_runs_that_differ_in_seed_alone(changes: dict, shown: str) -> None:
+    """Case 3's two seeds pool; a third run differing in anything but the seed is its own row, named by a warning."""
+    changes = dict(changes)
+    base = variant("0002_case3_seed0.json")
+    if "config_changes" in changes:
+        changes["config"] = {**base.config, **changes.pop("config_changes")}
+    other = variant("0002_case3_seed0.json", seed=2, **changes)
+    df = comparison_table([base, variant("0003_case3_seed1.json"), other])
+    assert sorted(df["runs"]) == [1, 2]
+    assert df.loc[df["runs"] == 1, "setting"].item() == shown
+    key = shown.split("=")[0]
+    assert any(w.startswith(f"The runs differ in more than case and form: {key}.") for w in df.attrs["warnings"])
+    assert f"| {shown} |" in to_markdown(df)
+
+
+def test_a_rerun_of_one_seed_is_shown_as_runs_not_seeds() -> None:
+    first, rerun = variant("0002_case3_seed0.json"), variant("0002_case3_seed0.json", pckh_mean=40.0)
+    df = comparison_table([first, rerun])
+    row = df.iloc[0]
+    assert (row["runs"], row["seeds"]) == (2, "0 0")
+    notes = " ".join(df.attrs["notes"])
+    assert "seeds lists each run's seed" in notes
+    assert "A seed listed twice is a rerun" in notes
+    assert "(seeds)" not in notes
+    assert "| 3 | 6 stacks | 2 | 0 0 |" in to_markdown(df)
+    single = comparison_table([first])
+    assert not any("pools several runs" in n for n in single.attrs["notes"])
+
+
+def test_frontier_panels_never_join_two_settings(cpu_only: list[RunSummary]) -> None:
+    """A 1-epoch smoke run of case 1 and the 3-epoch runs are drawn in separate panels, each with its own line."""
+    smoke = variant("0001_case1_seed0.json", config={**cpu_only[0].config, "epochs": 1}, pckh_mean=5.0)
+    panels, left_out = frontier_panels([s for s in [*cpu_only, smoke] if s.finished])
+    assert [(p.device, p.setting) for p in panels] == [("CPU: AMD EPYC 7B13", "epochs=1"),
+                                                       ("CPU: AMD EPYC 7B13", "epochs=3")]  # fmt: skip
+    assert panels[0].rows["case"].tolist() == ["1"]
+    assert panels[0].runs == [smoke]
+    assert panels[1].rows["case"].tolist() == ["1", "3", "5"]
+    assert left_out == []
+    one, _ = frontier_panels([s for s in cpu_only if s.finished])
+    assert [p.setting for p in one] == [""]
 
 
 def test_table_empty() -> None:
@@ -281,6 +411,37 @@ def test_compare_seeds_gives_welch_p_value() -> None:
     assert math.isnan(df.loc["data-wait %", "p_value"])
 
 
+def test_compare_timing_p_value_alone_is_not_a_speed_difference() -> None:
+    """Two seeds a side, 2% apart in min/epoch with tiny spread: p is low, yet the verdict is noise, with the caveat."""
+    a = seeds("0001_case1_seed0.json", [42.0, 42.5], [0.1710, 0.1712])
+    b = seeds("0001_case1_seed0.json", [42.2, 42.4], [0.1750, 0.1752])
+    df = compare_runs(a, b)
+    timing = df.set_index("metric").loc["min/epoch"]
+    assert timing["p_value"] < 0.05
+    assert abs(timing["delta_pct"]) < 5
+    assert not timing["significant"]
+    assert "a timing: significant only with a change of 5%+" in timing["p_note"]
+    assert TIMING_CAVEAT in df.attrs["notes"]
+    assert "noise of the machine, not a speed difference of the code" in TIMING_CAVEAT
+    console = Console(width=160, record=True)
+    console.print(compare_rich_table(df))
+    line = next(ln for ln in console.export_text().splitlines() if ln.lstrip("│ ").startswith("min/epoch"))
+    assert "within noise (< 5%)" in line
+
+
+def test_compare_significance_needs_p_and_for_timings_a_large_change() -> None:
+    a = seeds("0001_case1_seed0.json", [83.0, 83.4, 82.9], [18.0, 18.2, 17.9])
+    b = seeds("0004_case5-asbuilt_seed0.json", [78.8, 79.1], [14.7, 14.6])
+    df = compare_runs(a, b).set_index("metric")
+    assert df.loc["PCKh@0.5 Mean", "significant"]
+    assert df.loc["min/epoch", "significant"]  # -19%: a speed difference the machine's noise does not explain
+    assert pd.isna(df.loc["images/s", "significant"])  # not tested
+    same = compare_runs(a, seeds("0001_case1_seed0.json", [83.1, 83.2], [18.1, 18.0])).set_index("metric")
+    assert not same.loc["PCKh@0.5 Mean", "significant"]
+    single = compare_runs(*([variant("0001_case1_seed0.json", epoch_minutes=[])],) * 2)
+    assert TIMING_CAVEAT not in single.attrs["notes"]  # no timing was tested, no caveat
+
+
 def test_compare_one_seed_against_many_has_null_p_with_reason() -> None:
     a = seeds("0001_case1_seed0.json", [83.0], [18.0])
     b = seeds("0001_case1_seed0.json", [83.1, 83.3], [18.1, 18.0])
@@ -318,6 +479,7 @@ def test_compare_csv_header(cpu_only: list[RunSummary]) -> None:
     text = to_csv(compare_runs(cpu_only[:1], cpu_only[1:2]))
     assert text.splitlines()[0] == ",".join(COMPARE_COLUMNS)
     assert len(text.splitlines()) == 1 + 7
+    assert text.splitlines()[0].endswith(",p_value,p_note,significant")
 
 
 # ------------------------------------------------------------------------------------------------------- plot

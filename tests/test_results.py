@@ -46,12 +46,17 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("info", "expected"),
     [
-        ({"device": "cpu", "gpu_name": None, "torch": "2.14.1+cu130", "cuda": "13.0"}, "cpu-pt2.14.1"),
-        ({"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "cuda": "13.0"},
-         "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0"),
-        ({"device": "cpu", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1", "cuda": "13.0"}, "cpu-pt2.14.1"),
+        ({"device": "cpu", "gpu_name": None, "torch": "2.14.1+cu130", "cuda": "13.0", "cpu": "AMD EPYC 7B13",
+          "cpu_count": 2}, "cpu-amd-epyc-7b13-2c-pt2.14.1"),
+        ({"device": "cpu", "cpu": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "cpu_count": 16, "torch": "2.14.1"},
+         "cpu-intel-xeon-platinum-8375c-16c-pt2.14.1"),
+        ({"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "cuda": "13.0",
+          "cpu": "AMD EPYC 7B13", "cpu_count": 2}, "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0"),
+        ({"device": "cpu", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1", "cuda": "13.0", "cpu": "AMD EPYC",
+          "cpu_count": 8}, "cpu-amd-epyc-8c-pt2.14.1"),
         ({"device": "cuda", "gpu_name": "Quadro RTX 6000 (rev/2)", "torch": "1.8.1", "cuda": None},
          "quadro-rtx-6000-rev-2-pt1.8.1"),
+        ({"device": "cpu", "torch": "2.14.1"}, "cpu-pt2.14.1"),
         ({}, "cpu-ptunknown"),
     ],
 )  # fmt: skip
@@ -59,9 +64,19 @@ def test_machine_id(info: dict, expected: str) -> None:
     assert machine_id(info) == expected
 
 
-def test_machine_id_of_golden_records_matches_their_folder() -> None:
+def test_machine_id_tells_cpus_apart() -> None:
+    """Two CPUs on one torch version are two machines (a sweep on one must not skip runs finished on the other)."""
+    base = {"device": "cpu", "torch": "2.14.1", "cpu": "AMD EPYC 7B13", "cpu_count": 2}
+    ids = {machine_id(base), machine_id({**base, "cpu_count": 4}), machine_id({**base, "cpu": "AMD EPYC 9654"})}
+    assert len(ids) == 3
+
+
+def test_golden_records_keep_the_machine_id_they_stored() -> None:
+    """Records written before the CPU was named sit in ``cpu-pt2.14.1/`` and are read under that id."""
     for path in VALID:
-        assert machine_id(json.loads(path.read_text())["machine_info"]) == path.parent.name
+        record = json.loads(path.read_text())
+        assert record["machine_info"]["machine_id"] == path.parent.name
+        assert summarize(record, path).machine_id == path.parent.name
 
 
 # ----------------------------------------------------------------------------------------------- numbering
@@ -357,3 +372,46 @@ def test_find_finished_prefers_the_newest(tmp_path: Path) -> None:
     for name in ("0002_case3_seed0.json", "0010_case3_seed0.json"):
         write_json_atomic(tmp_path / "m" / name, copy.deepcopy(record))
     assert find_finished(tmp_path, results.record_identity(record)).name == "0010_case3_seed0.json"
+
+
+# ------------------------------------------------------------------------------------------------ published/
+def _published_layout(root: Path) -> tuple[Path, Path]:
+    """A results root with one of this machine's records and one published example record."""
+    ours = root / "cpu-amd-epyc-2c-pt2.14.1" / "0001_case1_seed0.json"
+    theirs = root / "published" / "cpu-pt2.14.1" / "0001_case3_seed0_smoke.json"
+    for path, golden in ((ours, "0001_case1_seed0.json"), (theirs, "0002_case3_seed0.json")):
+        path.parent.mkdir(parents=True)
+        shutil.copy(CPU_DIR / golden, path)
+    return ours, theirs
+
+
+def test_published_records_are_read_only_where_named(tmp_path: Path) -> None:
+    ours, theirs = _published_layout(tmp_path)
+    for sources, expected in (
+        ([tmp_path], [ours]),  # the default scan: results/ without published/
+        ([str(tmp_path / "*")], [ours]),  # a wildcard does not name published/
+        ([str(tmp_path / "**" / "*.json")], [ours]),
+        ([tmp_path / "published"], [theirs]),
+        ([str(tmp_path / "published" / "*" / "*.json")], [theirs]),
+        ([theirs], [theirs]),
+    ):
+        found, warnings = load_records(sources)
+        assert [s.path for s in found] == expected, sources
+        assert warnings == []
+
+
+def test_sweep_skip_never_counts_a_published_record(tmp_path: Path) -> None:
+    _, theirs = _published_layout(tmp_path)
+    identity = results.record_identity(json.loads(theirs.read_text()))
+    assert find_finished(tmp_path, identity) is None
+    assert find_finished(tmp_path / "published", identity) == theirs
+
+
+def test_fresh_clone_results_hold_no_run_of_this_machine() -> None:
+    """The committed records are the README's example: a default scan of the repository's results/ finds none."""
+    results_dir = Path(__file__).parents[1] / "results"
+    found, _ = load_records([results_dir])
+    assert found == []
+    published, warnings = load_records([results_dir / "published"])
+    assert len(published) == 8
+    assert warnings == []

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hgbench import telemetry
+from hgbench.results import machine_id
 from hgbench.telemetry import (
     NO_DRIVER,
     NvmlSampler,
@@ -453,7 +454,8 @@ def test_collect_environment_on_cpu() -> None:
     assert isinstance(info["nvml"], bool)
     assert info["gpu_name"] is None
     assert info["gpu_state"] is None
-    assert info["machine_id"].startswith("cpu-pt")
+    assert info["machine_id"] == machine_id(info)  # CPU model and core count: hgbench.results.machine_id
+    assert info["machine_id"].startswith("cpu-")
     assert info["cudnn"] is None or isinstance(info["cudnn"], int)
     if not info["nvml"]:
         assert info["driver"] is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 import torch
 
@@ -99,9 +100,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_table(record: dict) -> None:
-    """Render a bench record: one row per mode and phase, with the speed-up over eager of the same phase."""
-    from rich.console import Console
+TABLE_WIDTH = 120  # the table is laid out for this many columns at least (a narrower terminal wraps it)
+
+
+def bench_rich_table(record: dict) -> tuple[Any, list[str]]:
+    """A bench record as a rich table (one row per mode and phase, speed-up over eager of the same phase) and the
+    notes that go below it; laid out to read in full at `TABLE_WIDTH` columns."""
+    from rich import box
     from rich.table import Table
 
     cfg, mi, peak = record["config"], record["machine_info"], record["device_peak"]["conv_tflops"]
@@ -109,24 +114,33 @@ def print_table(record: dict) -> None:
     spec = record["spec"]
     name = f"case {spec['name']}" if spec["name"].isdigit() else spec["name"]
     name += " (as built)" if spec["as_built"] else ""
+    peak_note = f"; % peak: of the measured bf16 conv peak, {peak:.1f} TFLOP/s" if peak else ""
     table = Table(
         title=f"hgbench bench: {name}, batch {cfg['batch_size']}, {cfg['input_res']}x{cfg['input_res']}, "
         f"{cfg['steps']} timed steps, on {where}",
         caption=f"ms/step: median on the device clock; {record['model']['gflops']:.2f} forward GFLOPs/image, "
-        "a training step counts 3x forward" + (f"; measured bf16 conv peak {peak:.1f} TFLOP/s" if peak else ""),
+        f"a training step counts 3x forward{peak_note}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        caption_justify="left",
     )
     cols = ["mode", "settings", "phase", "ms/step", "IQR ms", "images/s", "x eager", "TFLOP/s"]
-    cols += ["% conv peak"] if peak else []
+    cols += ["% peak"] if peak else []
     cols += ["peak MiB", "warm-up s"]
     for c in cols:
-        text = c in ("mode", "settings", "phase")
-        table.add_column(c, justify="left" if text else "right", no_wrap=text)
+        # Settings wrap at their "+" (a long label must not push the figures out of the table); the rest never wrap.
+        if c == "settings":
+            table.add_column(c, min_width=len("channels_last"), overflow="fold")
+        else:
+            table.add_column(c, justify="left" if c in ("mode", "phase") else "right", no_wrap=True)
     eager = record["results"].get("eager") or {}
     notes = []
     for mode, r in record["results"].items():
+        settings = (r["label"] or "").replace("+", " + ")
         if r["status"] != "ok":
             # The reason goes below the table: a long line squeezed into one cell would wrap the whole table.
-            table.add_row(mode, r["label"] or "", r["status"], *[""] * (len(cols) - 3),
+            table.add_row(mode, settings, r["status"], *[""] * (len(cols) - 3),
                           style="dim" if r["status"] == "skipped" else "red")  # fmt: skip
             notes.append(f"{mode}: {r['status']}: {r['reason']}")
             continue
@@ -135,13 +149,21 @@ def print_table(record: dict) -> None:
         for phase in ("train", "infer"):
             s = r[phase]
             base = (eager.get(phase) or {}).get("images_per_s") if eager.get("status") == "ok" else None
-            row = [mode if phase == "train" else "", r["label"] if phase == "train" else "", phase,
+            row = [mode if phase == "train" else "", settings if phase == "train" else "", phase,
                    _fmt(s["ms_per_step_median"], ".1f"), _fmt(s["iqr"] * 1e3, ".1f"), _fmt(s["images_per_s"], ".1f"),
                    _fmt(s["images_per_s"] / base if base else None, ".2f"), _fmt(s["tflops"], ".3f")]  # fmt: skip
             row += [_fmt(s["pct_conv_peak"], ".0f")] if peak else []
             row += [_fmt(s["peak_memory_mib"], ".0f"), _fmt(s["warmup_s"], ".1f")]
             table.add_row(*row)
-    console = Console(width=max(120, Console().width))
+    return table, notes
+
+
+def print_table(record: dict) -> None:
+    """Print a bench record's table and its notes."""
+    from rich.console import Console
+
+    table, notes = bench_rich_table(record)
+    console = Console(width=max(TABLE_WIDTH, Console().width))
     console.print(table)
     for line in notes:
         console.print(f"  {line}", highlight=False, markup=False)

@@ -2,7 +2,11 @@
 
 A and B are each a record file, a results folder or a glob (quote it). Each metric gets A, B, B - A and the relative
 change; where both sides hold 2+ seeds, Welch's t-test (scipy) says whether the PCKh and min/epoch differences stand
-out from the seed-to-seed noise (p is blank otherwise, and the last column says why).
+out from the spread within each side (p is blank otherwise, and the caption says why).
+
+A timing p-value says less than an accuracy one: the runs of one machine share its load, so on a shared or busy machine
+two seeds of one config can give a low p for min/epoch with no difference in the code. A timing is called different
+only with p < 0.05 and a change of 5% or more, and the output says so beside the test.
 """
 
 from __future__ import annotations
@@ -14,11 +18,18 @@ from hgbench.commands.table import load_or_fail, require_sources
 from hgbench.report import compare_rich_table, compare_runs, to_csv
 
 EXAMPLES = """examples:
-  hgbench compare results/cpu-pt2.14.1/0001_case1_seed0.json results/cpu-pt2.14.1/0002_case8_seed0.json
-  hgbench compare 'results/*/*_case1_seed*.json' 'results/*/*_case8_seed*.json'   seeds vs seeds, with p-values
-  hgbench compare results/cpu-pt2.14.1 results/nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0   two machines, per case
+  # two of the published example's runs: case 1 against case 8
+  hgbench compare results/published/cpu-pt2.14.1/0001_case1_seed0_smoke.json \\
+                  results/published/cpu-pt2.14.1/0008_case8_seed0_smoke.json
+  # your seeds of case 1 against your seeds of case 8, with p-values
+  hgbench compare 'results/*/*_case1_seed*.json' 'results/*/*_case8_seed*.json'
+  # the published example against your machine's runs, case by case
+  hgbench compare results/published results/cpu-amd-epyc-7b13-2c-pt2.14.1
   hgbench compare A.json B.json --format csv
 """
+
+# compare takes its sources as arguments (it has no --results option).
+HINT = "A and B are record files, folders or quoted globs; `hgbench run` writes records under results/"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,8 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    require_sources([args.a, args.b])  # both sides checked before any warning is printed
-    df = compare_runs(load_or_fail([args.a]), load_or_fail([args.b]))
+    require_sources([args.a, args.b], hint=HINT)  # both sides checked before any warning is printed
+    df = compare_runs(load_or_fail([args.a], hint=HINT), load_or_fail([args.b], hint=HINT))
     if args.format == "csv":
         sys.stdout.write(to_csv(df))
         return 0

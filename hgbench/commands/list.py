@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
+from collections.abc import Callable
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from hgbench.cases import get_spec, list_cases, measure_cost
 
@@ -39,11 +44,56 @@ def case_rows(*, input_res: int = 256) -> list[dict]:
     return rows
 
 
+# (header, justify, cell, wide only): the default view fits an 80-column terminal (the description wraps); --wide
+# adds the structure columns, for terminals of about 130 columns.
+COLUMNS: tuple[tuple[str, str, Callable[[dict], str], bool], ...] = (
+    ("case", "left", lambda r: r["case"], False),
+    ("form", "left", lambda r: "as built" if r["as_built"] else "described", False),
+    ("description", "left", lambda r: r["description"], False),
+    ("stacks", "right", lambda r: _stacks(r), False),
+    ("feats", "right", lambda r: str(r["feats"]), True),
+    ("blocks", "right", lambda r: str(r["blocks"]), True),
+    ("depths", "left", lambda r: r["depths"], True),
+    ("norm", "left", lambda r: r["norm"], True),
+    ("steps", "right", lambda r: str(r["steps"]), True),
+    ("params", "right", lambda r: f"{r['params']:,}", False),
+    ("used", "right", lambda r: f"{r['params_used']:,}", False),
+    ("GFLOPs", "right", lambda r: f"{r['gflops']:.2f}", False),
+)
+WIDE_WIDTH = 140  # a --wide table is printed this wide at least, so a narrower terminal wraps it instead of cutting
+
+
+def _stacks(row: dict) -> str:
+    """Stacks that run, and (as built) the stacks constructed when they differ: ``6/8``."""
+    stacks = str(row["stacks_run"])
+    return stacks + (f"/{row['stacks_built']}" if row["stacks_run"] != row["stacks_built"] else "")
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list every case with its size and cost", description=__doc__)
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default: table)")
     p.add_argument("--input-res", type=int, default=256, help="input side for the GFLOPs column (default: 256)")
+    p.add_argument("--wide", action="store_true",
+                   help="also feats, blocks, depths, norm and bottleneck steps (about 130 columns)")  # fmt: skip
     p.set_defaults(func=cmd_list)
+
+
+def cases_table(rows: list[dict], *, input_res: int, wide: bool) -> Table:
+    """The cases as a rich table: the default columns read at 80 columns, `wide` adds the structure."""
+    caption = "stacks: run/built where they differ; used: parameters that receive a gradient"
+    table = Table(title=f"hgbench cases (GFLOPs: forward, 1x3x{input_res}x{input_res})", caption=caption,
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption_justify="left")  # fmt: skip
+    columns = [c for c in COLUMNS if wide or not c[3]]
+    for header, justify, _, _ in columns:
+        # Numbers and short codes never wrap; the description is the one column that gives way (folding a long word
+        # rather than cutting it).
+        if header == "description":
+            table.add_column(header, justify=justify, overflow="fold")
+        else:
+            table.add_column(header, justify=justify, no_wrap=True)
+    for r in rows:
+        table.add_row(*(cell(r) for _, _, cell, _ in columns))
+    return table
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -55,25 +105,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             writer.writerow({**r, "as_built": str(r["as_built"]).lower()})
         return 0
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"hgbench cases (GFLOPs: forward, 1x3x{args.input_res}x{args.input_res})")
-    for col, justify in [
-        ("case", "left"), ("form", "left"), ("description", "left"), ("stacks", "right"), ("feats", "right"),
-        ("blocks", "right"), ("depths", "left"), ("norm", "left"), ("steps", "right"), ("params", "right"),
-        ("params used", "right"), ("GFLOPs", "right"),
-    ]:  # fmt: skip
-        table.add_column(col, justify=justify)
-    for r in rows:
-        stacks = str(r["stacks_run"])
-        if r["stacks_run"] != r["stacks_built"]:
-            stacks += f"/{r['stacks_built']}"  # as built: stacks that run / stacks constructed
-        table.add_row(
-            r["case"], "as built" if r["as_built"] else "described", r["description"], stacks, str(r["feats"]),
-            str(r["blocks"]), r["depths"], r["norm"], str(r["steps"]), f"{r['params']:,}", f"{r['params_used']:,}",
-            f"{r['gflops']:.2f}",
-        )  # fmt: skip
-    Console().print(table)
+    console = Console()
+    if args.wide:
+        console = Console(width=max(WIDE_WIDTH, console.width))
+    console.print(cases_table(rows, input_res=args.input_res, wide=args.wide))
     return 0

@@ -12,7 +12,9 @@ from hgbench.commands.table import load_or_fail
 from hgbench.report import plot_frontier
 
 EXAMPLES = """examples:
-  hgbench plot                                 results/ -> results/frontier.png, with the published panel
+  hgbench plot                                 your runs in results/ -> results/frontier.png, with the published panel
+  hgbench plot --results results/published --out results/published/frontier.png
+                                               README's example figure, from the published records
   hgbench plot --no-reference --out fig.png    our runs only
 """
 
@@ -22,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--results", action="append", metavar="DIR", default=None,
-                   help="record file, folder or glob; repeatable (default: results)")  # fmt: skip
+                   help="record file, folder or glob; repeatable (default: results, where published/ is read only "
+                        "when named)")  # fmt: skip
     p.add_argument("--out", default="results/frontier.png", help="PNG to write (default: results/frontier.png)")
     p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
                    help="draw the published panel (default: on)")  # fmt: skip

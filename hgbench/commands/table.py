@@ -1,9 +1,12 @@
 """`hgbench table`: the comparison table of the finished runs in results/, as Markdown or CSV, or into README.md.
 
+By default it reads results/ without results/published/ (the README's example, measured on another machine); name
+that folder to read it: `--results results/published`.
+
 Behaviour on bad input: a results folder (or pattern) that does not exist is an error (one line, exit 2); a folder
-that exists but holds no finished run prints the table header with a "no finished runs" note and exits 0 (an empty
-results/ is a normal state before the first run, and `make table` then writes that note into the README). Corrupt or
-foreign JSON files are skipped with a warning on stderr naming each file; the table still renders.
+that exists but holds no finished run prints the table header with a "no finished runs" note and exits 0 (that is
+a fresh clone's state before the first run: its results/ holds only published/, which the default leaves out). Corrupt
+or foreign JSON files are skipped with a warning on stderr naming each file; the table still renders.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from hgbench.report import (
 from hgbench.results import RunSummary, expand_sources, load_records
 
 EXAMPLES = """examples:
-  hgbench table                               Markdown table of results/
+  hgbench table                               Markdown table of your runs (results/, without results/published)
   hgbench table --reference                   with the study's published figures beside ours
   hgbench table --format csv > table.csv      for tools (one header line, stable snake_case columns)
   hgbench table --results 'results/cpu-*'     only this machine's records (files, folders or globs)
-  hgbench table --reference --readme README.md    rewrite README's results section (what `make table` does)
+  hgbench table --reference --results results/published --readme README.md
+                                              rewrite README's results section from the published example
+                                              (what `make table` does)
   hgbench table --bench                       the speed modes measured by `hgbench bench` (results/bench)
 """
 
@@ -39,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--format", choices=("md", "csv"), default="md", help="output format (default: md)")
     p.add_argument("--results", action="append", metavar="DIR", default=None,
-                   help="record file, folder or glob; repeatable (default: results)")  # fmt: skip
+                   help="record file, folder or glob; repeatable (default: results, where published/ is read only "
+                        "when named)")  # fmt: skip
     p.add_argument("--reference", action="store_true", help="add the study's published rows and ours/published ratios")
     p.add_argument("--bench", action="store_true",
                    help="the speed modes of hgbench bench records instead (default: results/bench)")  # fmt: skip
@@ -49,19 +55,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_table, _parser=p)
 
 
-def require_sources(sources: list[str]) -> None:
-    """Raise a one-line `HGBenchError` naming every source (file, folder, glob) that matches nothing."""
+# What a missing source's error suggests: table and plot take --results, compare takes its paths as arguments.
+RESULTS_HINT = "run `hgbench run` first or pass --results DIR"
+
+
+def require_sources(sources: list[str], *, hint: str = RESULTS_HINT) -> None:
+    """Raise a one-line `HGBenchError` naming every source (file, folder, glob) that matches nothing.
+
+    Args:
+        sources: record files, folders or globs.
+        hint: what the user can do about it, in the calling command's own options.
+    """
     _, missing = expand_sources(sources)
     if missing:
         raise HGBenchError(
-            f"results not found: {', '.join(missing)} (no such file, folder or matching pattern; "
-            "run `hgbench run` first or pass --results DIR)"
+            f"results not found: {', '.join(missing)} (no such file, folder or matching pattern; {hint})"
         )
 
 
-def load_or_fail(sources: list[str]) -> list[RunSummary]:
+def load_or_fail(sources: list[str], *, hint: str = RESULTS_HINT) -> list[RunSummary]:
     """Load the records of `sources`, printing skip warnings to stderr; a source that matches nothing is an error."""
-    require_sources(sources)
+    require_sources(sources, hint=hint)
     summaries, warnings = load_records(sources)
     for warning in warnings:
         print(f"hgbench: warning: {warning}", file=sys.stderr)

@@ -1,0 +1,55 @@
+"""Tests of `hgbench run --case all`'s sweep through the real entry point, with the training itself replaced by a fake.
+
+What is under test is which cases the sweep trains and which it skips as already finished on this machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hgbench import cli, runner
+from hgbench.cases import STUDY_CASES
+from hgbench.config import RunConfig
+from hgbench.results import machine_id
+from hgbench.telemetry import collect_environment
+
+REPO = Path(__file__).resolve().parents[1]
+PUBLISHED_RECORDS = REPO / "results" / "published" / "cpu-pt2.14.1"
+
+
+@pytest.fixture
+def trained(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The cases the sweep asks the runner to train (none is trained for real)."""
+    calls: list[str] = []
+
+    def fake_run(config: RunConfig, **_: object) -> runner.RunOutcome:
+        calls.append(config.case)
+        return runner.RunOutcome(status="finished", record_path=None, checkpoint_path=None, record=None)
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    return calls
+
+
+def test_make_run_on_a_fresh_clone_trains_every_case(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: list[str]
+) -> None:
+    """The committed records (results/published/) are the README's example, not a finished run of this machine."""
+    shutil.copytree(REPO / "results", tmp_path / "results")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--case", "all", "--smoke"]) == 0
+    assert trained == list(STUDY_CASES)
+
+
+def test_sweep_skips_the_runs_this_machine_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same records in this machine's own folder do count as finished (so the fresh-clone test means something)."""
+    here = machine_id(collect_environment("cpu"))
+    shutil.copytree(PUBLISHED_RECORDS, tmp_path / "results" / here)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "--case", "all", "--smoke"]) == 0
+    assert trained == []
+    assert capsys.readouterr().out.count("already finished with this config") == len(STUDY_CASES)
