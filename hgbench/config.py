@@ -1,4 +1,4 @@
-"""`RunConfig`: every hyperparameter of a run, with the study's defaults (shared/spec/protocol.md)."""
+"""`RunConfig`: every hyperparameter of a run, with the study's defaults (docs/protocol.md)."""
 
 from __future__ import annotations
 

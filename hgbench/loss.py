@@ -1,7 +1,7 @@
 """The training loss: intermediate supervision over every stack, masked per sample and per joint.
 
 The reference code broadcast its `target_weight` mask across the batch by mistake; hgbench masks each sample's
-joints by that sample's own weights (shared/spec/protocol.md).
+joints by that sample's own weights (docs/protocol.md).
 """
 
 from __future__ import annotations
