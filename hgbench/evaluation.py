@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hgbench.atomic_io import jsonable
 from hgbench.errors import DataError, HGBenchError
 from hgbench.metrics import PCKH_LOW_THRESHOLD, PCKH_THRESHOLD, PCKhResult, describe_non_finite
 from hgbench.skeleton import JOINT_NAMES, NUM_JOINTS, PCKH_PARTS
@@ -150,23 +151,6 @@ def format_csv(result: PCKhResult) -> str:
     return ",".join(COLUMNS) + "\n" + ",".join(_row(result)) + "\n"
 
 
-def _jsonable(obj: object) -> object:
-    """Plain JSON values: numpy scalars and arrays unpacked, paths as strings, nan/inf as null."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
-
-
 def format_json(result: PCKhResult, extra: dict | None = None) -> str:
     """Everything as one JSON document: the `PCKhResult.to_dict()` figures under "pckh", per-joint counts and
     PCKh@0.1, the conventions, and `extra` (e.g. the predictions file, timing) merged at the top level.
@@ -185,4 +169,4 @@ def format_json(result: PCKhResult, extra: dict | None = None) -> str:
         "mean_weighted_convention": "the same 14 joints weighted by annotated count (mmpose)",
     }
     doc.update(extra or {})
-    return json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"
+    return json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n"
