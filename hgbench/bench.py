@@ -9,7 +9,7 @@ a ladder, each adding one setting to the previous one where the device supports 
 A mode that does not apply on the device is reported as skipped with its reason; one that fails (a compiler error,
 out of memory) is reported as failed with its reason, and the other modes still run. Times are per-iteration device
 times from `hgbench.telemetry.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
-come from the counted forward FLOPs of `hgbench.cases.measure_cost` (a training step counts as 3 x forward).
+come from the counted forward FLOPs of `hgbench.models.measure_cost` (a training step counts as 3 x forward).
 
 References: timm `benchmark.py` (modes side by side, images/s), TorchBench `run.py` (event timing), nanoGPT
 `bench.py` (burn-in before measuring).
@@ -31,10 +31,12 @@ import torch
 from torch import nn
 
 from hgbench import __version__
-from hgbench.cases import CaseSpec, measure_cost
+from hgbench.atomic_io import next_record_path, write_json_atomic
+from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError
 from hgbench.loss import heatmap_loss
-from hgbench.results import machine_id, next_record_path, write_json_atomic
+from hgbench.models import build_model, measure_cost
+from hgbench.results import machine_id
 from hgbench.telemetry import (
     collect_commit_info,
     collect_environment,
@@ -241,8 +243,6 @@ def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_r
         device: where to run.
         seed: for the synthetic tensors and the initial weights.
     """
-    from hgbench.models import build_model
-
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -1,10 +1,12 @@
-"""`RunConfig`: every hyperparameter of a run, with the study's defaults (shared/spec/protocol.md)."""
+"""`RunConfig`: every hyperparameter of a run, with the study's defaults (shared/spec/protocol.md); the cache root."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 # Keys that change what a run computes; two runs agreeing on these are the same experiment (resume, sweep skip).
 # Device, workers, output paths and progress display do not change the numbers (on the same machine).
@@ -65,3 +67,11 @@ class RunConfig:
         """Stable short hash of `identity()` plus anything else that pins the experiment (spec, dataset)."""
         payload = {"config": self.identity(), **(extra or {})}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def cache_root() -> Path:
+    """Where hgbench caches what it generates or measures once (synthetic datasets, model costs).
+
+    ``$HGBENCH_CACHE_DIR``, else ``~/.cache/hgbench``.
+    """
+    return Path(os.environ.get("HGBENCH_CACHE_DIR") or Path.home() / ".cache" / "hgbench").expanduser()

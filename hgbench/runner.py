@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from hgbench import results as store
-from hgbench.cases import CaseSpec, get_spec, measure_cost
+from hgbench.cases import CaseSpec, get_spec
 from hgbench.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from hgbench.config import RunConfig
 from hgbench.data.device_decode import DECODE_MODES
@@ -41,7 +41,7 @@ from hgbench.distributed import (
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.inference import PassResult, predict
 from hgbench.metrics import evaluate_pckh
-from hgbench.models import build_model
+from hgbench.models import build_model, measure_cost
 from hgbench.record import inference_entry, new_record, train_summary, utc_now
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.telemetry import NvmlSampler, collect_commit_info, collect_environment, peak_memory_mib, reset_peak_memory

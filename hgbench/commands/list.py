@@ -6,7 +6,8 @@ import argparse
 import csv
 import sys
 
-from hgbench.cases import get_spec, list_cases, measure_cost
+from hgbench.cases import get_spec, list_cases
+from hgbench.models import measure_cost
 
 CSV_LEAD = ("case", "as_built", "params", "params_used", "gflops")
 
