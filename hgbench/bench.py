@@ -8,7 +8,7 @@ a ladder, each adding one setting to the previous one where the device supports 
 
 A mode that does not apply on the device is reported as skipped with its reason; one that fails (a compiler error,
 out of memory) is reported as failed with its reason, and the other modes still run. Times are per-iteration device
-times from `hgbench.telemetry.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
+times from `hgbench.timing.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
 come from the counted forward FLOPs of `hgbench.models.measure_cost` (a training step counts as 3 x forward).
 
 References: timm `benchmark.py` (modes side by side, images/s), TorchBench `run.py` (event timing), nanoGPT
@@ -33,18 +33,11 @@ from torch import nn
 from hgbench import __version__
 from hgbench.atomic_io import next_record_path, write_json_atomic
 from hgbench.cases import CaseSpec
+from hgbench.environment import collect_commit_info, collect_environment, cpu_has_native_bf16, machine_id
 from hgbench.errors import HGBenchError
 from hgbench.loss import heatmap_loss
 from hgbench.models import build_model, measure_cost
-from hgbench.results import machine_id
-from hgbench.telemetry import (
-    collect_commit_info,
-    collect_environment,
-    cpu_has_native_bf16,
-    peak_memory_mib,
-    reset_peak_memory,
-    time_fn,
-)
+from hgbench.timing import peak_memory_mib, reset_peak_memory, time_fn
 
 SCHEMA = "hgbench.bench/1"
 MODES: tuple[str, ...] = ("eager", "channels_last", "bf16", "compile", "cudagraphs")

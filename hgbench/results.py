@@ -26,6 +26,7 @@ from hgbench.atomic_io import NUMBERED_NAME as _NUMBERED
 from hgbench.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
 from hgbench.atomic_io import jsonable as _jsonable
 from hgbench.config import ADDED_KEYS
+from hgbench.environment import machine_id
 
 SCHEMA = "hgbench.run/1"
 STATUSES: tuple[str, ...] = ("finished", "interrupted", "failed", "running")
@@ -56,31 +57,6 @@ NUMERIC_PATHS: tuple[str, ...] = (
 OTHER_JSON_DIRS: frozenset[str] = frozenset({"benchmarks", "bench", ".benchmarks"})
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
-
-
-# ------------------------------------------------------------------------------------------------------ numbering
-def _slug(text: str) -> str:
-    """Lower-case, runs of anything but letters, digits and dots become one hyphen."""
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
-
-
-def machine_id(machine_info: Mapping[str, Any]) -> str:
-    """The results sub-folder for a machine: device, torch version and (on a GPU) CUDA version, slugified.
-
-    Examples: ``cpu-pt2.14.1`` and ``nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0``. The torch local version (``+cu130``)
-    is dropped; CUDA is named only for GPU runs, since a CUDA build running on the CPU times the CPU.
-
-    Args:
-        machine_info: the record's ``machine_info`` (``gpu_name``, ``torch``, ``cuda``, ``device``).
-    """
-    gpu = machine_info.get("gpu_name") or None
-    on_gpu = bool(gpu) and machine_info.get("device", "cuda") != "cpu"
-    head = _slug(str(gpu)) if on_gpu else "cpu"
-    torch_version = str(machine_info.get("torch") or "unknown").split("+")[0]
-    parts = [head or "gpu", f"pt{_slug(torch_version) or 'unknown'}"]
-    if on_gpu and machine_info.get("cuda"):
-        parts.append(f"cu{_slug(str(machine_info['cuda']))}")
-    return "-".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------------- reading

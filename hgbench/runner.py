@@ -38,13 +38,15 @@ from hgbench.distributed import (
     init_distributed,
     shutdown,
 )
+from hgbench.environment import collect_commit_info, collect_environment
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.inference import PassResult, predict
 from hgbench.metrics import evaluate_pckh
 from hgbench.models import build_model, measure_cost
+from hgbench.nvml import NvmlSampler
 from hgbench.record import inference_entry, new_record, train_summary, utc_now
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
-from hgbench.telemetry import NvmlSampler, collect_commit_info, collect_environment, peak_memory_mib, reset_peak_memory
+from hgbench.timing import peak_memory_mib, reset_peak_memory
 from hgbench.training import StepOptions, train_one_epoch
 
 MIN_FREE_BYTES = 64 * 2**20  # below this on the output disk a run refuses to start

@@ -1,12 +1,15 @@
-"""Shared fixtures: devices, and the real MPII files in ../shared/data/mpii when they are present."""
+"""Shared fixtures: devices, a fake NVML, and the real MPII files in ../shared/data/mpii when they are present."""
 
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.fake_nvml import make_fake_nvml
 
 from hgbench.config import RunConfig
 
@@ -40,6 +43,14 @@ def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     return torch.device("cuda")
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A fake pynvml in ``sys.modules`` (`helpers.fake_nvml.make_fake_nvml`); readings are set through ``.state``."""
+    fake = make_fake_nvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    return fake
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from hgbench.bench import MODES, BenchConfig, ModeSettings, best_mode, parse_mod
 from hgbench.cases import get_spec
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
-from hgbench.telemetry import time_fn
+from hgbench.timing import time_fn
 
 STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
 TINY = ["--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]

@@ -99,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = []
     machine = None
     if len(cases) > 1:  # a run finished on another machine is not this machine's measurement
-        from hgbench.telemetry import collect_environment
+        from hgbench.environment import collect_environment
 
         device = resolve_device(args.device)
         machine = store.machine_id(collect_environment(device))
