@@ -9,14 +9,14 @@ import pytest
 import torch
 from scipy.io import loadmat
 
-from hgbench.data.loader import EpochShuffleSampler, make_loader, unwrap_worker_message
-from hgbench.data.mpii import (
-    MPIIDataset,
+from hgbench.data.annotations import (
     bundled_annotations_path,
     find_annotation_file,
     load_annotations,
     match_ground_truth,
 )
+from hgbench.data.loader import EpochShuffleSampler, make_loader, unwrap_worker_message
+from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import adjust_center_scale, apply_affine, heatmap_matrix, invert
 from hgbench.errors import DataError
 from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth

@@ -15,8 +15,9 @@ import torch
 from helpers.damage import garble_jpeg, truncate_jpeg
 
 from hgbench.cli import main
+from hgbench.data.annotations import load_annotations
 from hgbench.data.loader import make_loader
-from hgbench.data.mpii import MPIIDataset, load_annotations
+from hgbench.data.mpii import MPIIDataset
 from hgbench.data.synthetic import GENERATOR_VERSION, default_dataset, generate
 from hgbench.errors import DataError
 

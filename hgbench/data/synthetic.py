@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from hgbench.config import cache_root
+from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
 from hgbench.data.figures import render_image
 from hgbench.errors import DataError
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
@@ -35,8 +36,7 @@ GENERATOR_VERSION = 1  # bump whenever the output for a given seed changes (it n
 DEFAULT_PEOPLE = 600
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 DEFAULT_VAL_FRACTION = 0.15  # MPII: 2,958 / 25,204 = 0.117; a little more keeps small datasets' val meaningful
-ANNOTATION_FILENAME = "mpii_annotations.json"
-MARKER_FILENAME = "dataset.json"
+ANNOTATION_FILENAME = ANNOTATION_FILENAMES[0]  # written plain, not gzipped
 
 _MATLAB_EMPTY = {"_ArrayType_": "double", "_ArraySize_": [0, 0], "_ArrayData_": None}
 _MAT_HEADER = b"MATLAB 5.0 MAT-file, written by the hgbench synthetic MPII generator"
@@ -159,13 +159,13 @@ def _write(root: Path, *, people: int, seed: int, size: tuple[int, int], val_fra
     rng = np.random.default_rng([seed, GENERATOR_VERSION])
     sizes = _layout(rng, people)
     val = _val_images(rng, sizes, val_fraction)
-    (root / "images").mkdir()
+    (root / IMAGES_DIRNAME).mkdir()
     entries: list[dict] = []
     gt_joints, gt_boxes = [], []
     for i, n in enumerate(sizes):
         name = f"{i + 1:09d}.jpg"
         jpeg, figs = render_image(np.random.default_rng([seed, i, GENERATOR_VERSION]), n, size)
-        (root / "images" / name).write_bytes(jpeg)
+        (root / IMAGES_DIRNAME / name).write_bytes(jpeg)
         for k, p in enumerate(figs):
             others = [q for q_i, q in enumerate(figs) if q_i != k]
             one = len(others) == 1
