@@ -33,8 +33,10 @@ from torch import nn
 from hgbench import __version__
 from hgbench.atomic_io import next_record_path, write_json_atomic
 from hgbench.cases import CaseSpec
+from hgbench.config import DEFAULT_LR
 from hgbench.environment import collect_commit_info, collect_environment, cpu_has_native_bf16, machine_id
 from hgbench.errors import HGBenchError
+from hgbench.geometry import heatmap_res
 from hgbench.loss import heatmap_loss
 from hgbench.models import build_model, measure_cost
 from hgbench.timing import peak_memory_mib, reset_peak_memory, time_fn
@@ -44,7 +46,7 @@ MODES: tuple[str, ...] = ("eager", "channels_last", "bf16", "compile", "cudagrap
 # Warm-up calls a mode needs before its times mean anything: compile traces on the first call (and again for
 # backward), and CUDA graphs (torch.compile mode="reduce-overhead") record on a later call than the first.
 MIN_WARMUP: dict[str, int] = {"eager": 1, "channels_last": 1, "bf16": 1, "compile": 2, "cudagraphs": 3}
-LR = 5e-4  # the study's Adam learning rate: the optimiser step costs the same as in a real run
+LR = DEFAULT_LR["adam"]  # the study's Adam learning rate: the optimiser step costs the same as in a real run
 
 
 @dataclass(frozen=True)
@@ -242,7 +244,7 @@ def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_r
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     model: nn.Module = build_model(spec).to(dev, memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    hm = input_res // 4
+    hm = heatmap_res(input_res)
     x = torch.randn(batch, 3, input_res, input_res, generator=gen).to(dev, memory_format=fmt)
     target = torch.rand(batch, spec.num_joints, hm, hm, generator=gen).to(dev)
     weight = (torch.rand(batch, spec.num_joints, generator=gen) > 0.2).float().to(dev)  # ~20% joints unseen

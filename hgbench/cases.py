@@ -16,6 +16,8 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
+from hgbench.geometry import HEATMAP_STRIDE
+
 # Normalisation layers a spec may name (built by `hgbench.models.blocks.make_norm`): BatchNorm2d, InstanceNorm2d with
 # affine parameters (case 5 as described) and GroupNorm with one group (case 5 as the study's code built it).
 NORMS: tuple[str, ...] = ("batch", "instance", "group1")
@@ -31,6 +33,18 @@ class PublishedRow:
 
 
 PUBLISHED_HARDWARE = "Quadro RTX 6000, PyTorch 1.8.1, batch 6, 50 epochs (published)"
+
+
+def case_label(name: str, as_built: bool = False, *, short: bool = False) -> str:
+    """How a case is named to people: ``case 4``, ``case 4 (as built)``, ``hg2``.
+
+    Args:
+        name: the registry id (a record's ``spec.name``).
+        as_built: the study's code as it ran (adds `` (as built)``).
+        short: without the word "case" (``4 (as built)``), for a table column already headed "case".
+    """
+    head = f"case {name}" if name.isdigit() and not short else name
+    return f"{head} (as built)" if as_built else head
 
 
 @dataclass(frozen=True)
@@ -71,17 +85,21 @@ class CaseSpec:
     def min_input_res(self) -> int:
         """Smallest square input this network can train at.
 
-        Every hourglass level halves the heatmap (input/4), so the input must be a multiple of ``4 * 2**depth``;
-        instance norm cannot normalise the 1x1 innermost level in training, so it needs one more halving.
+        Every hourglass level halves the heatmap (input / `HEATMAP_STRIDE`), so the input must be a multiple of
+        ``HEATMAP_STRIDE * 2**depth``; instance norm cannot normalise the 1x1 innermost level in training, so it needs
+        one more halving.
         """
-        depth = max(self.depths)
-        return 4 * 2 ** (depth + (1 if self.norm == "instance" else 0))
+        return self._input_multiple() * (2 if self.norm == "instance" else 1)
+
+    def _input_multiple(self) -> int:
+        """The input side must be a multiple of this: the heatmap must halve cleanly at every hourglass level."""
+        return HEATMAP_STRIDE * 2 ** max(self.depths)
 
     def check_input_res(self, input_res: int) -> None:
         """Raise `ValueError` with a one-line reason if the network cannot train at this input size."""
-        depth = max(self.depths)
-        if input_res <= 0 or input_res % (4 * 2**depth):
-            raise ValueError(f"{self.label}: input size {input_res} must be a positive multiple of {4 * 2**depth}")
+        multiple = self._input_multiple()
+        if input_res <= 0 or input_res % multiple:
+            raise ValueError(f"{self.label}: input size {input_res} must be a positive multiple of {multiple}")
         if input_res < self.min_input_res():
             raise ValueError(
                 f"{self.label}: input size {input_res} is too small for {self.norm} norm "
@@ -91,8 +109,7 @@ class CaseSpec:
     @property
     def label(self) -> str:
         """Human-readable id, e.g. ``case 4 (as built)``."""
-        prefix = f"case {self.name}" if self.name.isdigit() else self.name
-        return f"{prefix} (as built)" if self.as_built else prefix
+        return case_label(self.name, self.as_built)
 
     def to_dict(self) -> dict:
         """Plain-dict form for records and checkpoints (tuples become lists)."""

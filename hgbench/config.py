@@ -20,6 +20,12 @@ RUN_IDENTITY_KEYS: tuple[str, ...] = (
 # `hgbench.results.read_record` fills them in, so old and new records compare (sweep skip, table settings).
 ADDED_KEYS: dict[str, object] = {"decode": "workers"}
 
+# Learning rate per optimiser when none is given: Adam as in the study's example command, RMSprop as in the reference
+# hourglass training code.
+DEFAULT_LR: dict[str, float] = {"adam": 5e-4, "rmsprop": 2.5e-4}
+
+DEFAULT_SYNTHETIC_PEOPLE = 600  # people in the synthetic dataset a run uses without --data-dir
+
 
 @dataclass
 class RunConfig:
@@ -31,7 +37,7 @@ class RunConfig:
     batch_size: int = 6  # global training batch (split across DDP ranks)
     test_batch_size: int = 6  # validation / inference batch
     optimizer: str = "adam"  # adam | rmsprop
-    lr: float = 5e-4  # 5e-4 for Adam (the study's example command); use 2.5e-4 with rmsprop
+    lr: float = DEFAULT_LR["adam"]  # see DEFAULT_LR for rmsprop's
     lr_milestones: list[int] = field(default_factory=lambda: [150, 175, 200])  # step schedule (epochs)
     lr_gamma: float = 0.1
     input_res: int = 256  # square input side; heatmaps are input/4
@@ -45,7 +51,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 2  # DataLoader worker processes
     data_dir: str | None = None  # real MPII directory; None = the synthetic default
-    synthetic_people: int = 600  # size of the synthetic default dataset
+    synthetic_people: int = DEFAULT_SYNTHETIC_PEOPLE  # size of the synthetic default dataset
     skip_bad_images: bool = False
     limit_train: int | None = None  # first N training people only
     limit_val: int | None = None  # first N validation people only

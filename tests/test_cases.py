@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hgbench.cases import PUBLISHED, STUDY_CASES, CaseSpec, get_spec, list_cases
+from hgbench.cases import PUBLISHED, STUDY_CASES, CaseSpec, case_label, get_spec, list_cases
 from hgbench.cli import main
 from hgbench.models import build_model, count_params, count_used_params, create_model, measure_cost
 
@@ -107,6 +107,13 @@ def test_invalid_specs_are_rejected() -> None:
         CaseSpec(name="x", description="x", num_stacks=2)
     with pytest.raises(ValueError, match="norm"):
         CaseSpec(name="x", description="x", norm="layer")
+
+
+def test_case_labels() -> None:
+    assert get_spec(4, as_built=True).label == case_label("4", True) == "case 4 (as built)"
+    assert get_spec("hg2").label == case_label("hg2") == "hg2"
+    assert case_label("5", True, short=True) == "5 (as built)"
+    assert case_label("hg8", True, short=True) == case_label("hg8", True) == "hg8 (as built)"
 
 
 def test_input_size_checks() -> None:

@@ -19,6 +19,7 @@ from hgbench.data.loader import EpochShuffleSampler, make_loader, unwrap_worker_
 from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import adjust_center_scale, apply_affine, heatmap_matrix, invert
 from hgbench.errors import DataError
+from hgbench.geometry import heatmap_res
 from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.skeleton import FLIP_INDEX, HEAD_TOP
 
@@ -109,8 +110,8 @@ def test_sample_ground_truth_is_the_first_five_val_people(mpii_sample: Path) -> 
 def _expected_heatmap_points(sample: dict, joints: np.ndarray, input_res: int = 256) -> np.ndarray:
     """Where the protocol puts each target channel's peak, from the sample's own metadata."""
     flip = bool(sample["flip"])
-    m = heatmap_matrix(sample["center"].double().numpy(), float(sample["scale"]), float(sample["rotation"]),
-                       input_res, input_res // 4, flip=flip)  # fmt: skip
+    center, scale, rotation = sample["center"].double().numpy(), float(sample["scale"]), float(sample["rotation"])
+    m = heatmap_matrix(center, scale, rotation, input_res, heatmap_res(input_res), flip=flip)
     src = joints[list(FLIP_INDEX)] if flip else joints
     return apply_affine(src[:, :2], m)
 

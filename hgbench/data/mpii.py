@@ -49,6 +49,7 @@ from hgbench.data.transforms import (
     warp_image,
 )
 from hgbench.errors import DataError
+from hgbench.geometry import HEATMAP_STRIDE, heatmap_res
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, bundled_ground_truth_path, load_ground_truth
 from hgbench.skeleton import FLIP_INDEX
 
@@ -86,7 +87,7 @@ class MPIIDataset(Dataset):
         Args:
             root: data directory holding `images/` and (optionally) the annotation file.
             split: "train" or "val".
-            input_res: side of the square input; heatmaps are ``input_res // 4``.
+            input_res: side of the square input; heatmaps are `heatmap_res(input_res)` (a quarter of it).
             augment: apply the training augmentation; default: ``split == "train"``.
             limit: keep only the first `limit` people of the split.
             skip_bad_images: leave corrupt images out (listed in `bad_images`) instead of raising. A missing image
@@ -106,8 +107,8 @@ class MPIIDataset(Dataset):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
-        if input_res <= 0 or input_res % 4:
-            raise ValueError(f"input_res must be a positive multiple of 4, got {input_res}")
+        if input_res <= 0 or input_res % HEATMAP_STRIDE:
+            raise ValueError(f"input_res must be a positive multiple of {HEATMAP_STRIDE}, got {input_res}")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"data directory not found: {self.root}")
@@ -118,7 +119,7 @@ class MPIIDataset(Dataset):
         self.name = dataset_name(self.annotation_file)
         self.split = split
         self.input_res = int(input_res)
-        self.heatmap_res = self.input_res // 4
+        self.heatmap_res = heatmap_res(self.input_res)
         self.augment = split == "train" if augment is None else bool(augment)
         self.limit = limit
         self.skip_bad_images = skip_bad_images

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from hgbench.config import cache_root
+from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
 from hgbench.data.figures import render_image
 from hgbench.errors import DataError
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
 
 GENERATOR_VERSION = 1  # bump whenever the output for a given seed changes (it names the cache directory)
-DEFAULT_PEOPLE = 600
+DEFAULT_PEOPLE = DEFAULT_SYNTHETIC_PEOPLE
 DEFAULT_IMAGE_SIZE: tuple[int, int] = (320, 240)  # (width, height)
 DEFAULT_VAL_FRACTION = 0.15  # MPII: 2,958 / 25,204 = 0.117; a little more keeps small datasets' val meaningful
 ANNOTATION_FILENAME = ANNOTATION_FILENAMES[0]  # written plain, not gzipped
