@@ -1,4 +1,5 @@
-"""Tests for `hgbench bench` and hgbench.bench: mode planning, the fast-path choice, the record, and CLI errors.
+"""Tests for `hgbench bench`, hgbench.bench and hgbench.speed_modes: mode planning, the fast-path choice, the record,
+and CLI errors.
 
 Only eager and channels_last run here (hg1 at 64x64, batch 2): torch.compile of even hg1 takes minutes on this CPU
 when its cache is cold, so compile is checked to be planned and listed, not timed.
@@ -12,11 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench import bench
-from hgbench.bench import MODES, BenchConfig, ModeSettings, best_mode, parse_modes, plan_modes, run_bench
+from hgbench import bench, speed_modes
+from hgbench.bench import BenchConfig, run_bench
 from hgbench.cases import get_spec
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
+from hgbench.speed_modes import MODES, ModeSettings, best_mode, parse_modes, plan_modes
 from hgbench.timing import time_fn
 
 STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
@@ -36,7 +38,7 @@ def test_parse_modes() -> None:
 
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_plan_modes_on_cpu_is_a_ladder_with_reasons(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
-    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(speed_modes, "cpu_has_native_bf16", lambda: native_bf16)
     plans = {p.mode: p for p in plan_modes(MODES, "cpu")}
     assert list(plans) == list(MODES)  # nothing silently dropped
     assert plans["eager"].settings == ModeSettings()
@@ -58,7 +60,7 @@ def test_plan_modes_on_cpu_is_a_ladder_with_reasons(monkeypatch: pytest.MonkeyPa
 
 
 def test_compile_skipped_without_a_cpu_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setattr(speed_modes.shutil, "which", lambda name: None)
     (plan,) = plan_modes(["compile"], "cpu")
     assert plan.settings is None
     assert "C++ compiler" in plan.skip_reason
