@@ -82,8 +82,9 @@ def _cudnn_benchmark(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = old
 
 
-def _phase_result(stats: Any, *, batch: int, gflops_per_image: float, factor: int, peak_conv: float | None,
-                  peak_mem: float | None) -> dict:  # fmt: skip
+def _phase_result(
+    stats: Any, *, batch: int, gflops_per_image: float, factor: int, peak_conv: float | None, peak_mem: float | None
+) -> dict:
     """Stats dict plus the derived figures; throughput from the median step (robust to a stray slow step)."""
     med = stats.median
     tflops = factor * gflops_per_image * batch / med / 1e3
@@ -112,8 +113,9 @@ class Workload:
     optimizer: torch.optim.Optimizer  # Adam at the study's learning rate
 
 
-def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_res: int,
-                  device: str | torch.device, seed: int = 0) -> Workload:  # fmt: skip
+def make_workload(
+    spec: CaseSpec, settings: ModeSettings, *, batch: int, input_res: int, device: str | torch.device, seed: int = 0
+) -> Workload:
     """Build a case's model and synthetic tensors of the real shapes, and the step callables for one mode.
 
     The input is ``[batch, 3, input_res, input_res]`` noise; the targets are ``[batch, 16, input_res/4, input_res/4]``
@@ -166,9 +168,19 @@ def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_r
     return Workload(model, train_step, infer_step, optimizer)
 
 
-def bench_mode(spec: CaseSpec, settings: ModeSettings, *, batch: int, steps: int, warmup: int, input_res: int,
-               device: str | torch.device, gflops_per_image: float, peak_conv: float | None = None,
-               seed: int = 0) -> dict:  # fmt: skip
+def bench_mode(
+    spec: CaseSpec,
+    settings: ModeSettings,
+    *,
+    batch: int,
+    steps: int,
+    warmup: int,
+    input_res: int,
+    device: str | torch.device,
+    gflops_per_image: float,
+    peak_conv: float | None = None,
+    seed: int = 0,
+) -> dict:
     """Time training steps, then inference batches, of one case under one mode.
 
     Args:
@@ -214,8 +226,15 @@ def _release(device: torch.device, *, compiled: bool) -> None:
         torch.cuda.empty_cache()
 
 
-def measure_peak_conv_tflops(device: str | torch.device, dtype: torch.dtype = torch.bfloat16, *, batch: int = 32,
-                             channels: int = 256, size: int = 64, iters: int = 20) -> float | None:  # fmt: skip
+def measure_peak_conv_tflops(
+    device: str | torch.device,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    batch: int = 32,
+    channels: int = 256,
+    size: int = 64,
+    iters: int = 20,
+) -> float | None:
     """The device's achievable convolution throughput: one big 3x3 conv forward, channels_last, cuDNN autotuned.
 
     The reference for "% of measured conv peak" (issue 7's target: >= 40% of it at batch 32). CUDA only: on the
@@ -280,8 +299,15 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
     _release(dev, compiled=False)
     results: dict[str, dict] = {}
     for plan in plan_modes(config.modes, dev):
-        entry: dict[str, Any] = {"status": "skipped", "reason": plan.skip_reason, "settings": None, "label": None,
-                                 "warmup": None, "train": None, "infer": None}  # fmt: skip
+        entry: dict[str, Any] = {
+            "status": "skipped",
+            "reason": plan.skip_reason,
+            "settings": None,
+            "label": None,
+            "warmup": None,
+            "train": None,
+            "infer": None,
+        }
         if plan.settings is not None:
             warmup = max(config.warmup, MIN_WARMUP[plan.mode])
             entry.update(settings=asdict(plan.settings), label=plan.settings.label(), warmup=warmup)
@@ -289,9 +315,18 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
                 progress(f"{plan.mode} ({plan.settings.label()}): {warmup} warm-up + {config.steps} timed steps")
             try:
                 skips = _cudagraph_skips()
-                phases = bench_mode(spec, plan.settings, batch=config.batch_size, steps=config.steps, warmup=warmup,
-                                    input_res=config.input_res, device=dev, gflops_per_image=cost.gflops,
-                                    peak_conv=peak_conv, seed=config.seed)  # fmt: skip
+                phases = bench_mode(
+                    spec,
+                    plan.settings,
+                    batch=config.batch_size,
+                    steps=config.steps,
+                    warmup=warmup,
+                    input_res=config.input_res,
+                    device=dev,
+                    gflops_per_image=cost.gflops,
+                    peak_conv=peak_conv,
+                    seed=config.seed,
+                )
                 entry.update(status="ok", reason=None, **phases)
                 if plan.settings.cudagraphs:
                     # Inductor silently falls back to plain compiled code when a graph cannot be captured: say so.

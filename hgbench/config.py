@@ -11,10 +11,28 @@ from pathlib import Path
 # Keys that change what a run computes; two runs agreeing on these are the same experiment (resume, sweep skip).
 # Device, workers, output paths and progress display do not change the numbers (on the same machine).
 RUN_IDENTITY_KEYS: tuple[str, ...] = (
-    "case", "as_built", "epochs", "batch_size", "test_batch_size", "optimizer", "lr", "lr_milestones", "lr_gamma",
-    "input_res", "sigma", "amp", "channels_last", "compile", "seed", "limit_train", "limit_val", "flip_test",
-    "world_size", "synthetic_people", "decode",
-)  # fmt: skip
+    "case",
+    "as_built",
+    "epochs",
+    "batch_size",
+    "test_batch_size",
+    "optimizer",
+    "lr",
+    "lr_milestones",
+    "lr_gamma",
+    "input_res",
+    "sigma",
+    "amp",
+    "channels_last",
+    "compile",
+    "seed",
+    "limit_train",
+    "limit_val",
+    "flip_test",
+    "world_size",
+    "synthetic_people",
+    "decode",
+)
 
 # Keys added to RunConfig after records were first written, with the value every older record implicitly ran with;
 # `hgbench.results.read_record` fills them in, so old and new records compare (sweep skip, table settings).

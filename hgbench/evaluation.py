@@ -31,8 +31,10 @@ def _as_preds(arr: np.ndarray, *, field: str, source: str) -> np.ndarray:
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"predictions file {source}: field {field!r} is not numeric (dtype {arr.dtype})")
     if arr.ndim != 3 or arr.shape[1:] != (NUM_JOINTS, 2) or arr.shape[0] == 0:
-        raise DataError(f"predictions file {source}: {field!r} has shape {arr.shape} once read as people x joints x "
-                        f"xy; expected N x {NUM_JOINTS} x 2 with N > 0")  # fmt: skip
+        raise DataError(
+            f"predictions file {source}: {field!r} has shape {arr.shape} once read as people x joints x "
+            f"xy; expected N x {NUM_JOINTS} x 2 with N > 0"
+        )
     out = arr.astype(np.float64)
     msg = describe_non_finite(f"predictions file {source}: the predictions", out)
     if msg:
@@ -74,12 +76,15 @@ def load_predictions(path: str | Path) -> np.ndarray:
     if "pos_pred_src" in mat:
         src = np.asarray(mat["pos_pred_src"])
         if src.ndim != 3 or src.shape[:2] != (NUM_JOINTS, 2):
-            raise DataError(f"predictions file {path}: 'pos_pred_src' has shape {src.shape}; expected "
-                            f"{NUM_JOINTS} x 2 x N")  # fmt: skip
+            raise DataError(
+                f"predictions file {path}: 'pos_pred_src' has shape {src.shape}; expected {NUM_JOINTS} x 2 x N"
+            )
         return _as_preds(np.transpose(src, (2, 0, 1)), field="pos_pred_src", source=str(path))
     fields = ", ".join(sorted(k for k in mat if not k.startswith("__"))) or "none"
-    raise DataError(f"predictions file {path} has neither 'preds' (N x 16 x 2) nor 'pos_pred_src' (16 x 2 x N); "
-                    f"its fields: {fields}")  # fmt: skip
+    raise DataError(
+        f"predictions file {path} has neither 'preds' (N x 16 x 2) nor 'pos_pred_src' (16 x 2 x N); "
+        f"its fields: {fields}"
+    )
 
 
 def save_predictions(path: str | Path, preds: np.ndarray) -> Path:

@@ -88,15 +88,25 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from hgbench.data.synthetic import generate
 
-    return generate(tmp_path_factory.mktemp("synthetic") / "synth24", people=24, seed=0, image_size=(320, 240),
-                    val_fraction=1 / 3)  # fmt: skip
+    return generate(
+        tmp_path_factory.mktemp("synthetic") / "synth24", people=24, seed=0, image_size=(320, 240), val_fraction=1 / 3
+    )
 
 
 @pytest.fixture
 def tiny(tmp_path: Path, synthetic_root: Path) -> RunConfig:
     """hg1 at 64x64 on a handful of synthetic people, no worker processes: seconds per epoch on a CPU."""
     return RunConfig(
-        case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=0,
-        data_dir=str(synthetic_root), limit_train=8, limit_val=6, out=str(tmp_path / "results"),
+        case="hg1",
+        epochs=1,
+        batch_size=4,
+        test_batch_size=4,
+        input_res=64,
+        device="cpu",
+        workers=0,
+        data_dir=str(synthetic_root),
+        limit_train=8,
+        limit_val=6,
+        out=str(tmp_path / "results"),
         checkpoint_dir=str(tmp_path / "runs"),
-    )  # fmt: skip
+    )

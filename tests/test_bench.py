@@ -105,16 +105,26 @@ def instant_modes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
             raise RuntimeError("compiler exploded\nsecond line")
         stats = time_fn(lambda: None, warmup=warmup, iters=steps, device="cpu")
         common = {"batch": batch, "gflops_per_image": gflops_per_image, "peak_conv": peak_conv, "peak_mem": None}
-        return {"train": bench._phase_result(stats, factor=3, **common),
-                "infer": bench._phase_result(stats, factor=1, **common)}  # fmt: skip
+        return {
+            "train": bench._phase_result(stats, factor=3, **common),
+            "infer": bench._phase_result(stats, factor=1, **common),
+        }
 
     monkeypatch.setattr(bench, "bench_mode", fake)
     return calls
 
 
 def test_failed_mode_is_recorded_and_others_still_run(instant_modes: list[tuple[str, int]]) -> None:
-    config = BenchConfig(case="hg1", as_built=False, batch_size=2, steps=1, warmup=0, input_res=64, device="cpu",
-                         modes=("eager", "channels_last", "cudagraphs"))  # fmt: skip
+    config = BenchConfig(
+        case="hg1",
+        as_built=False,
+        batch_size=2,
+        steps=1,
+        warmup=0,
+        input_res=64,
+        device="cpu",
+        modes=("eager", "channels_last", "cudagraphs"),
+    )
     record = run_bench(get_spec("hg1"), config)
     res = record["results"]
     assert res["eager"]["status"] == "ok"
@@ -166,15 +176,22 @@ def test_bench_cli_writes_a_record_and_prints_a_table(tmp_path: Path, capsys: py
     assert sorted(f.name for f in out.glob("*/*.json")) == ["0001_bench_hg1.json", "0002_bench_hg1.json"]
 
 
-def test_bench_cli_json_without_saving(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-                                       instant_modes: list) -> None:  # fmt: skip
+def test_bench_cli_json_without_saving(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, instant_modes: list
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["bench", *TINY, "--steps", "1", "--modes", "eager,cudagraphs", "--format", "json", "--no-save"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["results"]["eager"]["status"] == "ok"
-    assert record["results"]["cudagraphs"] == {"status": "skipped", "reason": "CUDA graphs need a CUDA device",
-                                               "settings": None, "label": None, "warmup": None, "train": None,
-                                               "infer": None}  # fmt: skip
+    assert record["results"]["cudagraphs"] == {
+        "status": "skipped",
+        "reason": "CUDA graphs need a CUDA device",
+        "settings": None,
+        "label": None,
+        "warmup": None,
+        "train": None,
+        "infer": None,
+    }
     assert not (tmp_path / "results").exists()
 
 
@@ -188,8 +205,9 @@ def test_bench_cli_json_without_saving(tmp_path: Path, capsys: pytest.CaptureFix
         (["--device", "tpu"], "device"),
     ],
 )
-def test_bench_cli_errors_are_one_line(extra: list[str], message: str, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_bench_cli_errors_are_one_line(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     rc = main(["bench", *TINY, *extra, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc != 0
@@ -207,8 +225,8 @@ def test_bench_cli_cuda_requested_without_cuda(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_bench_cli_cuda(cuda_device: torch.device, tmp_path: Path) -> None:
-    args = ["bench", "--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1",
-            "--device", "cuda", "--modes", "eager,channels_last,bf16", "--out", str(tmp_path)]  # fmt: skip
+    options = "--case hg1 --input-res 64 --batch 2 --steps 2 --warmup 1 --device cuda --modes eager,channels_last,bf16"
+    args = ["bench", *options.split(), "--out", str(tmp_path)]
     assert main(args) == 0
     (path,) = tmp_path.glob("*/*.json")
     record = json.loads(path.read_text())

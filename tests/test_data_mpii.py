@@ -83,8 +83,12 @@ def test_sample_directory_loads_both_splits(mpii_sample: Path) -> None:
     train = MPIIDataset(mpii_sample, "train")
     assert val.name == "mpii"
     assert [p.image for p in val.people] == [
-        "005808361.jpg", "052475643.jpg", "051423444.jpg", "004645041.jpg", "060754485.jpg",
-    ]  # fmt: skip
+        "005808361.jpg",
+        "052475643.jpg",
+        "051423444.jpg",
+        "004645041.jpg",
+        "060754485.jpg",
+    ]
     assert [p.image for p in train.people] == ["000033016.jpg", "000316731.jpg"]
     assert not val.augment
     assert train.augment
@@ -231,8 +235,9 @@ def test_loader_batches_are_reproducible_and_worker_independent(synthetic_root: 
             assert torch.equal(x[key], y[key])
             assert torch.equal(x[key], z[key])
     assert [b["index"].tolist() for b in first] != [b["index"].tolist() for b in other]
-    assert isinstance(make_loader(ds, 4, shuffle=True, workers=0, pin_memory=False, drop_last=False).sampler,
-                      EpochShuffleSampler)  # fmt: skip
+    assert isinstance(
+        make_loader(ds, 4, shuffle=True, workers=0, pin_memory=False, drop_last=False).sampler, EpochShuffleSampler
+    )
 
 
 def test_persistent_workers_see_set_epoch(synthetic_root: Path) -> None:

@@ -68,8 +68,9 @@ def test_commit_info_without_git_binary(monkeypatch: pytest.MonkeyPatch, tmp_pat
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_commit_info_in_a_repository(tmp_path: Path) -> None:
     def git(*args: str) -> None:
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     git("init", "-q")
     (tmp_path / "f.txt").write_text("a")

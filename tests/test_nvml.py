@@ -37,8 +37,14 @@ def test_nvml_sampler_without_driver_is_null_not_fake() -> None:
         assert not s.available
         assert s.reason == NO_DRIVER
         w = s.window("a", "b")
-    assert w == {"gpu_util_mean": None, "gpu_mem_used_max_mib": None, "power_mean_w": None, "energy_j": None,
-                 "samples": 0, "energy_method": None}  # fmt: skip
+    assert w == {
+        "gpu_util_mean": None,
+        "gpu_mem_used_max_mib": None,
+        "power_mean_w": None,
+        "energy_j": None,
+        "samples": 0,
+        "energy_method": None,
+    }
     summary = s.summary()
     assert summary["available"] is False
     assert summary["reason"] == NO_DRIVER
