@@ -36,10 +36,11 @@ from hgbench.config import DEFAULT_LR
 from hgbench.environment import collect_commit_info, collect_environment, machine_id
 from hgbench.geometry import heatmap_res
 from hgbench.loss import heatmap_loss
-from hgbench.models import build_model, measure_cost
+from hgbench.models import ModelCost, build_model, measure_cost
 from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
     MIN_WARMUP,
     MODES,
+    ModePlan,
     ModeSettings,
     best_mode,
     parse_modes,
@@ -275,6 +276,57 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+def _run_mode(
+    spec: CaseSpec,
+    plan: ModePlan,
+    config: BenchConfig,
+    dev: torch.device,
+    cost: ModelCost,
+    peak_conv: float | None,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """One mode's entry of the record: skipped (with the plan's reason), ok (with its phases) or failed (why)."""
+    entry: dict[str, Any] = {
+        "status": "skipped",
+        "reason": plan.skip_reason,
+        "settings": None,
+        "label": None,
+        "warmup": None,
+        "train": None,
+        "infer": None,
+    }
+    if plan.settings is None:
+        return entry
+    warmup = max(config.warmup, MIN_WARMUP[plan.mode])
+    entry.update(settings=asdict(plan.settings), label=plan.settings.label(), warmup=warmup)
+    if progress:
+        progress(f"{plan.mode} ({plan.settings.label()}): {warmup} warm-up + {config.steps} timed steps")
+    try:
+        skips = _cudagraph_skips()
+        phases = bench_mode(
+            spec,
+            plan.settings,
+            batch=config.batch_size,
+            steps=config.steps,
+            warmup=warmup,
+            input_res=config.input_res,
+            device=dev,
+            gflops_per_image=cost.gflops,
+            peak_conv=peak_conv,
+            seed=config.seed,
+        )
+        entry.update(status="ok", reason=None, **phases)
+        if plan.settings.cudagraphs:
+            # Inductor silently falls back to plain compiled code when a graph cannot be captured: say so.
+            entry["cudagraph_skips"] = _cudagraph_skips() - skips
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a mode failing (compiler error, OOM) is a result, not a crash
+        entry.update(status="failed", reason=_one_line(exc))
+    _release(dev, compiled=plan.settings.compile)  # after the except: no traceback keeps the model alive
+    return entry
+
+
 def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], None] | None = None) -> dict:
     """Benchmark every requested mode of one case and return the full record (not yet written).
 
@@ -297,46 +349,10 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
     except RuntimeError as exc:  # e.g. out of memory on a small GPU: the case figures still stand without it
         peak_conv, peak_error = None, _one_line(exc)
     _release(dev, compiled=False)
-    results: dict[str, dict] = {}
-    for plan in plan_modes(config.modes, dev):
-        entry: dict[str, Any] = {
-            "status": "skipped",
-            "reason": plan.skip_reason,
-            "settings": None,
-            "label": None,
-            "warmup": None,
-            "train": None,
-            "infer": None,
-        }
-        if plan.settings is not None:
-            warmup = max(config.warmup, MIN_WARMUP[plan.mode])
-            entry.update(settings=asdict(plan.settings), label=plan.settings.label(), warmup=warmup)
-            if progress:
-                progress(f"{plan.mode} ({plan.settings.label()}): {warmup} warm-up + {config.steps} timed steps")
-            try:
-                skips = _cudagraph_skips()
-                phases = bench_mode(
-                    spec,
-                    plan.settings,
-                    batch=config.batch_size,
-                    steps=config.steps,
-                    warmup=warmup,
-                    input_res=config.input_res,
-                    device=dev,
-                    gflops_per_image=cost.gflops,
-                    peak_conv=peak_conv,
-                    seed=config.seed,
-                )
-                entry.update(status="ok", reason=None, **phases)
-                if plan.settings.cudagraphs:
-                    # Inductor silently falls back to plain compiled code when a graph cannot be captured: say so.
-                    entry["cudagraph_skips"] = _cudagraph_skips() - skips
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - a mode failing (compiler error, OOM) is a result, not a crash
-                entry.update(status="failed", reason=_one_line(exc))
-            _release(dev, compiled=plan.settings.compile)  # after the except: no traceback keeps the model alive
-        results[plan.mode] = entry
+    results = {
+        plan.mode: _run_mode(spec, plan, config, dev, cost, peak_conv, progress)
+        for plan in plan_modes(config.modes, dev)
+    }
     return {
         "schema": SCHEMA,
         "hgbench_version": __version__,
