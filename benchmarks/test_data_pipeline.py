@@ -177,8 +177,9 @@ def test_pipeline_device_decode_worker_side(benchmark: BenchmarkFixture, device_
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("batch_size", [6, 32])
-def test_pipeline_device_decode_batch(benchmark: BenchmarkFixture, device_dataset: MPIIDataset,
-                                      batch_size: int) -> None:  # fmt: skip
+def test_pipeline_device_decode_batch(
+    benchmark: BenchmarkFixture, device_dataset: MPIIDataset, batch_size: int
+) -> None:
     """One batch decoded, cropped and normalised on the device (CUDA when present; here the CPU, one thread)."""
     dev = _bench_device()
     samples = [device_dataset[i % len(device_dataset)] for i in range(batch_size)]
@@ -196,9 +197,15 @@ def test_pipeline_device_decode_batch(benchmark: BenchmarkFixture, device_datase
 
     benchmark.pedantic(one_batch, rounds=rounds(ROUNDS * 2), iterations=1, warmup_rounds=1)
     mean = benchmark.stats.stats.mean
-    benchmark.extra_info.update({"device": str(dev), "batch_size": batch_size,
-                                 "images_per_s": round(batch_size / mean, 1), "image_size": "720x1280",
-                                 "input_res": INPUT_RES})  # fmt: skip
+    benchmark.extra_info.update(
+        {
+            "device": str(dev),
+            "batch_size": batch_size,
+            "images_per_s": round(batch_size / mean, 1),
+            "image_size": "720x1280",
+            "input_res": INPUT_RES,
+        }
+    )
     print(f"\ndecode='device' on {dev}: {batch_size / mean:.1f} images/s at batch {batch_size}")
 
 

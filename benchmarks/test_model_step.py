@@ -48,9 +48,16 @@ def _bench(benchmark, case: str, phase: str, device: torch.device, *, res: int, 
         step = work.infer_step
     benchmark.group = f"{phase}-{device.type}"
     benchmark.extra_info.update(
-        {"case": spec.name, "phase": phase, "batch": batch, "precision": "fp32", "device": str(device),
-         "input_res": res, "threads": torch.get_num_threads()}
-    )  # fmt: skip
+        {
+            "case": spec.name,
+            "phase": phase,
+            "batch": batch,
+            "precision": "fp32",
+            "device": str(device),
+            "input_res": res,
+            "threads": torch.get_num_threads(),
+        }
+    )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     benchmark.pedantic(_synced(step, device), warmup_rounds=1, rounds=rounds, iterations=1)

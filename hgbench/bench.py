@@ -1,15 +1,15 @@
 """Model-only speed benchmark: training steps and inference batches of one case on synthetic tensors, per speed mode.
 
 `hgbench bench` answers "how fast can this network go on this device, and which settings get it there", with no data
-loading in the way (the study's timings were dominated by its input pipeline; see shared/spec/cases.md). Modes form
-a ladder, each adding one setting to the previous one where the device supports it:
+loading in the way (the study's timings were dominated by its input pipeline; see shared/spec/cases.md). The modes
+form a ladder (`hgbench.speed_modes`), each adding one setting to the previous one where the device supports it:
 
     eager (fp32, the study's setting) -> + channels_last -> + bf16 autocast -> + torch.compile -> + CUDA graphs
 
 A mode that does not apply on the device is reported as skipped with its reason; one that fails (a compiler error,
 out of memory) is reported as failed with its reason, and the other modes still run. Times are per-iteration device
-times from `hgbench.telemetry.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
-come from the counted forward FLOPs of `hgbench.cases.measure_cost` (a training step counts as 3 x forward).
+times from `hgbench.timing.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
+come from the counted forward FLOPs of `hgbench.models.measure_cost` (a training step counts as 3 x forward).
 
 References: timm `benchmark.py` (modes side by side, images/s), TorchBench `run.py` (event timing), nanoGPT
 `bench.py` (burn-in before measuring).
@@ -21,8 +21,7 @@ import contextlib
 import datetime as dt
 import gc
 import os
-import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,138 +30,26 @@ import torch
 from torch import nn
 
 from hgbench import __version__
-from hgbench.cases import CaseSpec, measure_cost
-from hgbench.errors import HGBenchError
+from hgbench.atomic_io import next_record_path, write_json_atomic
+from hgbench.cases import CaseSpec
+from hgbench.config import DEFAULT_LR
+from hgbench.environment import collect_commit_info, collect_environment, machine_id
+from hgbench.geometry import heatmap_res
 from hgbench.loss import heatmap_loss
-from hgbench.results import machine_id, next_record_path, write_json_atomic
-from hgbench.telemetry import (
-    collect_commit_info,
-    collect_environment,
-    cpu_has_native_bf16,
-    peak_memory_mib,
-    reset_peak_memory,
-    time_fn,
+from hgbench.models import ModelCost, build_model, measure_cost
+from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
+    MIN_WARMUP,
+    MODES,
+    ModePlan,
+    ModeSettings,
+    best_mode,
+    parse_modes,
+    plan_modes,
 )
+from hgbench.timing import peak_memory_mib, reset_peak_memory, time_fn
 
 SCHEMA = "hgbench.bench/1"
-MODES: tuple[str, ...] = ("eager", "channels_last", "bf16", "compile", "cudagraphs")
-# Warm-up calls a mode needs before its times mean anything: compile traces on the first call (and again for
-# backward), and CUDA graphs (torch.compile mode="reduce-overhead") record on a later call than the first.
-MIN_WARMUP: dict[str, int] = {"eager": 1, "channels_last": 1, "bf16": 1, "compile": 2, "cudagraphs": 3}
-LR = 5e-4  # the study's Adam learning rate: the optimiser step costs the same as in a real run
-
-
-@dataclass(frozen=True)
-class ModeSettings:
-    """What one benchmark mode turns on."""
-
-    channels_last: bool = False  # model and input in NHWC memory format
-    amp: bool = False  # bf16 autocast around the forward pass
-    compile: bool = False  # torch.compile(model)
-    cudagraphs: bool = False  # torch.compile(model, mode="reduce-overhead"): CUDA graphs (CUDA only)
-
-    def label(self) -> str:
-        """E.g. ``fp32`` or ``channels_last+bf16+compile``."""
-        on = [k if k != "amp" else "bf16" for k, v in asdict(self).items() if v]
-        if self.cudagraphs and "compile" in on:
-            on.remove("compile")  # "cudagraphs" already implies compile(mode="reduce-overhead")
-        return "+".join(on) if on else "fp32"
-
-
-@dataclass(frozen=True)
-class ModePlan:
-    """A requested mode resolved for a device: the settings to run, or why it does not apply."""
-
-    mode: str  # one of MODES
-    settings: ModeSettings | None  # None when skipped
-    skip_reason: str | None = None  # one line; set exactly when settings is None
-
-
-def parse_modes(text: str | Sequence[str]) -> list[str]:
-    """Split and check a comma-separated mode list; ``all`` means every mode.
-
-    Raises:
-        HGBenchError: an unknown or empty mode list (one line, listing the valid modes).
-    """
-    items = text.split(",") if isinstance(text, str) else list(text)
-    modes = [m.strip().lower().replace("-", "_") for m in items if m.strip()]
-    if modes == ["all"]:
-        return list(MODES)
-    bad = [m for m in modes if m not in MODES]
-    if bad or not modes:
-        what = f"unknown mode {bad[0]!r}" if bad else "no mode given"
-        raise HGBenchError(f"{what}; valid modes: {', '.join(MODES)} (or all)")
-    return list(dict.fromkeys(modes))  # keep the user's order, drop repeats
-
-
-def _bf16_reason(device: torch.device) -> str | None:
-    """None if bf16 autocast runs natively on the device, else why the bf16 rung does not apply."""
-    if device.type == "cuda":
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older signature without the keyword
-            native = torch.cuda.is_bf16_supported()
-        return None if native else "this GPU has no native bf16 (needs compute capability 8.0+)"
-    if cpu_has_native_bf16():
-        return None
-    return "this CPU has no native bf16 (AVX512-BF16/AMX); autocast would emulate it and only measure the emulation"
-
-
-def _compile_reason(device: torch.device) -> str | None:
-    """None if torch.compile can run here, else why not (inductor on the CPU needs a C++ compiler)."""
-    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        return "torch.compile on the CPU needs a C++ compiler (none found on PATH)"
-    return None
-
-
-def plan_modes(modes: Sequence[str], device: str | torch.device) -> list[ModePlan]:
-    """Resolve each requested mode to the settings it runs on this device (the ladder, minus what does not apply).
-
-    The ladder is cumulative: ``bf16`` = channels_last + bf16, ``compile`` = channels_last + bf16 + compile,
-    ``cudagraphs`` = all of them with CUDA graphs. A setting the device lacks is dropped from the higher rungs (so
-    ``compile`` on a CPU without native bf16 is channels_last + compile), and the rung that introduces it is skipped.
-    """
-    dev = torch.device(device)
-    bf16_why = _bf16_reason(dev)
-    compile_why = _compile_reason(dev)
-    plans = []
-    for mode in modes:
-        if mode not in MODES:
-            raise HGBenchError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
-        rung = MODES.index(mode)
-        amp = rung >= 2 and bf16_why is None
-        why = None
-        if mode == "bf16":
-            why = bf16_why
-        elif mode == "compile":
-            why = compile_why
-        elif mode == "cudagraphs":
-            why = "CUDA graphs need a CUDA device" if dev.type != "cuda" else compile_why
-        if why is not None:
-            plans.append(ModePlan(mode, None, why))
-            continue
-        settings = ModeSettings(channels_last=rung >= 1, amp=amp, compile=rung >= 3, cudagraphs=rung >= 4)
-        plans.append(ModePlan(mode, settings))
-    return plans
-
-
-def best_mode(device: str | torch.device) -> dict[str, bool | str]:
-    """The fast-path settings for ``hgbench run --fast`` on this device.
-
-    CUDA: channels_last + bf16 autocast (where native) + torch.compile, and JPEGs decoded and cropped on the GPU in
-    batches (nvjpeg), which takes the decode, the study's bottleneck, off the few host cores. CPU: channels_last
-    only: bf16 without hardware support is emulated (slower), compile's first step costs minutes for an 8-stack
-    model (see shared/spec/environment.md), which a run of a few epochs never earns back, and decoding in the main
-    process would only serialise what the workers do in parallel.
-
-    Returns:
-        ``{"channels_last": bool, "amp": bool, "compile": bool, "decode": "workers" | "device"}``.
-    """
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        return {"channels_last": True, "amp": _bf16_reason(dev) is None, "compile": _compile_reason(dev) is None,
-                "decode": "device"}  # fmt: skip
-    return {"channels_last": True, "amp": False, "compile": False, "decode": "workers"}
+LR = DEFAULT_LR["adam"]  # the study's Adam learning rate: the optimiser step costs the same as in a real run
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -196,8 +83,9 @@ def _cudnn_benchmark(device: torch.device) -> Iterator[None]:
         torch.backends.cudnn.benchmark = old
 
 
-def _phase_result(stats: Any, *, batch: int, gflops_per_image: float, factor: int, peak_conv: float | None,
-                  peak_mem: float | None) -> dict:  # fmt: skip
+def _phase_result(
+    stats: Any, *, batch: int, gflops_per_image: float, factor: int, peak_conv: float | None, peak_mem: float | None
+) -> dict:
     """Stats dict plus the derived figures; throughput from the median step (robust to a stray slow step)."""
     med = stats.median
     tflops = factor * gflops_per_image * batch / med / 1e3
@@ -226,8 +114,9 @@ class Workload:
     optimizer: torch.optim.Optimizer  # Adam at the study's learning rate
 
 
-def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_res: int,
-                  device: str | torch.device, seed: int = 0) -> Workload:  # fmt: skip
+def make_workload(
+    spec: CaseSpec, settings: ModeSettings, *, batch: int, input_res: int, device: str | torch.device, seed: int = 0
+) -> Workload:
     """Build a case's model and synthetic tensors of the real shapes, and the step callables for one mode.
 
     The input is ``[batch, 3, input_res, input_res]`` noise; the targets are ``[batch, 16, input_res/4, input_res/4]``
@@ -241,15 +130,13 @@ def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_r
         device: where to run.
         seed: for the synthetic tensors and the initial weights.
     """
-    from hgbench.models import build_model
-
     dev = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
     model: nn.Module = build_model(spec).to(dev, memory_format=fmt)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    hm = input_res // 4
+    hm = heatmap_res(input_res)
     x = torch.randn(batch, 3, input_res, input_res, generator=gen).to(dev, memory_format=fmt)
     target = torch.rand(batch, spec.num_joints, hm, hm, generator=gen).to(dev)
     weight = (torch.rand(batch, spec.num_joints, generator=gen) > 0.2).float().to(dev)  # ~20% joints unseen
@@ -282,9 +169,19 @@ def make_workload(spec: CaseSpec, settings: ModeSettings, *, batch: int, input_r
     return Workload(model, train_step, infer_step, optimizer)
 
 
-def bench_mode(spec: CaseSpec, settings: ModeSettings, *, batch: int, steps: int, warmup: int, input_res: int,
-               device: str | torch.device, gflops_per_image: float, peak_conv: float | None = None,
-               seed: int = 0) -> dict:  # fmt: skip
+def bench_mode(
+    spec: CaseSpec,
+    settings: ModeSettings,
+    *,
+    batch: int,
+    steps: int,
+    warmup: int,
+    input_res: int,
+    device: str | torch.device,
+    gflops_per_image: float,
+    peak_conv: float | None = None,
+    seed: int = 0,
+) -> dict:
     """Time training steps, then inference batches, of one case under one mode.
 
     Args:
@@ -330,8 +227,15 @@ def _release(device: torch.device, *, compiled: bool) -> None:
         torch.cuda.empty_cache()
 
 
-def measure_peak_conv_tflops(device: str | torch.device, dtype: torch.dtype = torch.bfloat16, *, batch: int = 32,
-                             channels: int = 256, size: int = 64, iters: int = 20) -> float | None:  # fmt: skip
+def measure_peak_conv_tflops(
+    device: str | torch.device,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    batch: int = 32,
+    channels: int = 256,
+    size: int = 64,
+    iters: int = 20,
+) -> float | None:
     """The device's achievable convolution throughput: one big 3x3 conv forward, channels_last, cuDNN autotuned.
 
     The reference for "% of measured conv peak" (issue 7's target: >= 40% of it at batch 32). CUDA only: on the
@@ -372,6 +276,57 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+def _run_mode(
+    spec: CaseSpec,
+    plan: ModePlan,
+    config: BenchConfig,
+    dev: torch.device,
+    cost: ModelCost,
+    peak_conv: float | None,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """One mode's entry of the record: skipped (with the plan's reason), ok (with its phases) or failed (why)."""
+    entry: dict[str, Any] = {
+        "status": "skipped",
+        "reason": plan.skip_reason,
+        "settings": None,
+        "label": None,
+        "warmup": None,
+        "train": None,
+        "infer": None,
+    }
+    if plan.settings is None:
+        return entry
+    warmup = max(config.warmup, MIN_WARMUP[plan.mode])
+    entry.update(settings=asdict(plan.settings), label=plan.settings.label(), warmup=warmup)
+    if progress:
+        progress(f"{plan.mode} ({plan.settings.label()}): {warmup} warm-up + {config.steps} timed steps")
+    try:
+        skips = _cudagraph_skips()
+        phases = bench_mode(
+            spec,
+            plan.settings,
+            batch=config.batch_size,
+            steps=config.steps,
+            warmup=warmup,
+            input_res=config.input_res,
+            device=dev,
+            gflops_per_image=cost.gflops,
+            peak_conv=peak_conv,
+            seed=config.seed,
+        )
+        entry.update(status="ok", reason=None, **phases)
+        if plan.settings.cudagraphs:
+            # Inductor silently falls back to plain compiled code when a graph cannot be captured: say so.
+            entry["cudagraph_skips"] = _cudagraph_skips() - skips
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a mode failing (compiler error, OOM) is a result, not a crash
+        entry.update(status="failed", reason=_one_line(exc))
+    _release(dev, compiled=plan.settings.compile)  # after the except: no traceback keeps the model alive
+    return entry
+
+
 def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], None] | None = None) -> dict:
     """Benchmark every requested mode of one case and return the full record (not yet written).
 
@@ -394,30 +349,10 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
     except RuntimeError as exc:  # e.g. out of memory on a small GPU: the case figures still stand without it
         peak_conv, peak_error = None, _one_line(exc)
     _release(dev, compiled=False)
-    results: dict[str, dict] = {}
-    for plan in plan_modes(config.modes, dev):
-        entry: dict[str, Any] = {"status": "skipped", "reason": plan.skip_reason, "settings": None, "label": None,
-                                 "warmup": None, "train": None, "infer": None}  # fmt: skip
-        if plan.settings is not None:
-            warmup = max(config.warmup, MIN_WARMUP[plan.mode])
-            entry.update(settings=asdict(plan.settings), label=plan.settings.label(), warmup=warmup)
-            if progress:
-                progress(f"{plan.mode} ({plan.settings.label()}): {warmup} warm-up + {config.steps} timed steps")
-            try:
-                skips = _cudagraph_skips()
-                phases = bench_mode(spec, plan.settings, batch=config.batch_size, steps=config.steps, warmup=warmup,
-                                    input_res=config.input_res, device=dev, gflops_per_image=cost.gflops,
-                                    peak_conv=peak_conv, seed=config.seed)  # fmt: skip
-                entry.update(status="ok", reason=None, **phases)
-                if plan.settings.cudagraphs:
-                    # Inductor silently falls back to plain compiled code when a graph cannot be captured: say so.
-                    entry["cudagraph_skips"] = _cudagraph_skips() - skips
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as exc:  # noqa: BLE001 - a mode failing (compiler error, OOM) is a result, not a crash
-                entry.update(status="failed", reason=_one_line(exc))
-            _release(dev, compiled=plan.settings.compile)  # after the except: no traceback keeps the model alive
-        results[plan.mode] = entry
+    results = {
+        plan.mode: _run_mode(spec, plan, config, dev, cost, peak_conv, progress)
+        for plan in plan_modes(config.modes, dev)
+    }
     return {
         "schema": SCHEMA,
         "hgbench_version": __version__,

@@ -3,6 +3,10 @@
 A case is data, not a class: cases 1-8 are written as `replace(BASELINE, ...)` so each reads as its difference from the
 original 8-stack network. Every numbered case has two forms: as the study *describes* it (the default) and as the
 study's code *built* it (`as_built=True`); see shared/spec/cases.md for what differs and why both matter.
+
+Pure data: this module imports no torch and nothing of hgbench, so anything may read the registry. Building a case's
+network (`hgbench.models.create_model`) and counting its cost (`hgbench.models.measure_cost`) live in `hgbench.models`,
+as timm keeps `_registry` apart from `_factory`.
 """
 
 from __future__ import annotations
@@ -10,14 +14,13 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
-import torch
-from torch import nn
+from hgbench.geometry import HEATMAP_STRIDE
 
-from hgbench.models.blocks import NORMS
+# Normalisation layers a spec may name (built by `hgbench.models.blocks.make_norm`): BatchNorm2d, InstanceNorm2d with
+# affine parameters (case 5 as described) and GroupNorm with one group (case 5 as the study's code built it).
+NORMS: tuple[str, ...] = ("batch", "instance", "group1")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,18 @@ class PublishedRow:
 
 
 PUBLISHED_HARDWARE = "Quadro RTX 6000, PyTorch 1.8.1, batch 6, 50 epochs (published)"
+
+
+def case_label(name: str, as_built: bool = False, *, short: bool = False) -> str:
+    """How a case is named to people: ``case 4``, ``case 4 (as built)``, ``hg2``.
+
+    Args:
+        name: the registry id (a record's ``spec.name``).
+        as_built: the study's code as it ran (adds `` (as built)``).
+        short: without the word "case" (``4 (as built)``), for a table column already headed "case".
+    """
+    head = f"case {name}" if name.isdigit() and not short else name
+    return f"{head} (as built)" if as_built else head
 
 
 @dataclass(frozen=True)
@@ -70,17 +85,21 @@ class CaseSpec:
     def min_input_res(self) -> int:
         """Smallest square input this network can train at.
 
-        Every hourglass level halves the heatmap (input/4), so the input must be a multiple of ``4 * 2**depth``;
-        instance norm cannot normalise the 1x1 innermost level in training, so it needs one more halving.
+        Every hourglass level halves the heatmap (input / `HEATMAP_STRIDE`), so the input must be a multiple of
+        ``HEATMAP_STRIDE * 2**depth``; instance norm cannot normalise the 1x1 innermost level in training, so it needs
+        one more halving.
         """
-        depth = max(self.depths)
-        return 4 * 2 ** (depth + (1 if self.norm == "instance" else 0))
+        return self._input_multiple() * (2 if self.norm == "instance" else 1)
+
+    def _input_multiple(self) -> int:
+        """The input side must be a multiple of this: the heatmap must halve cleanly at every hourglass level."""
+        return HEATMAP_STRIDE * 2 ** max(self.depths)
 
     def check_input_res(self, input_res: int) -> None:
         """Raise `ValueError` with a one-line reason if the network cannot train at this input size."""
-        depth = max(self.depths)
-        if input_res <= 0 or input_res % (4 * 2**depth):
-            raise ValueError(f"{self.label}: input size {input_res} must be a positive multiple of {4 * 2**depth}")
+        multiple = self._input_multiple()
+        if input_res <= 0 or input_res % multiple:
+            raise ValueError(f"{self.label}: input size {input_res} must be a positive multiple of {multiple}")
         if input_res < self.min_input_res():
             raise ValueError(
                 f"{self.label}: input size {input_res} is too small for {self.norm} norm "
@@ -90,8 +109,7 @@ class CaseSpec:
     @property
     def label(self) -> str:
         """Human-readable id, e.g. ``case 4 (as built)``."""
-        prefix = f"case {self.name}" if self.name.isdigit() else self.name
-        return f"{prefix} (as built)" if self.as_built else prefix
+        return case_label(self.name, self.as_built)
 
     def to_dict(self) -> dict:
         """Plain-dict form for records and checkpoints (tuples become lists)."""
@@ -244,98 +262,6 @@ def get_spec(name: str | int, *, as_built: bool = False) -> CaseSpec:
     raise _unknown(str(name))
 
 
-def create_model(name: str | int, *, as_built: bool = False) -> nn.Module:
-    """Build the network of a registered case (keyword-only options, as torchvision's builders)."""
-    from hgbench.models import build_model
-
-    return build_model(get_spec(name, as_built=as_built))
-
-
 def published_row(name: str) -> PublishedRow | None:
     """The study's published row for a numbered case, None for the reference models."""
     return PUBLISHED.get(str(name))
-
-
-@dataclass(frozen=True)
-class ModelCost:
-    """Size and arithmetic cost of a built network."""
-
-    params: int  # all parameters
-    params_used: int  # parameters that receive a gradient in a training step
-    gflops: float  # forward GFLOPs at the given input (FLOPs = 2 x multiply-adds, as torch.utils.flop_counter)
-    input_res: int  # square input side used for `gflops`
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of distinct parameter elements (shared modules counted once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_used_params(model: nn.Module, *, input_res: int = 128) -> int:
-    """Parameter elements that receive a gradient from one training-mode backward pass (batch 2, CPU).
-
-    128 is the smallest input every case can train at (see `CaseSpec.check_input_res`)."""
-    model.train()
-    model.zero_grad(set_to_none=True)
-    x = torch.randn(2, 3, input_res, input_res, generator=torch.Generator().manual_seed(0))
-    outputs = model(x)
-    sum(o.square().mean() for o in outputs).backward()
-    return sum(p.numel() for p in model.parameters() if p.grad is not None)
-
-
-def _cache_file() -> Path:
-    root = os.environ.get("HGBENCH_CACHE_DIR") or Path.home() / ".cache" / "hgbench"
-    return Path(root) / "model_costs.json"
-
-
-def measure_cost(spec: CaseSpec, *, input_res: int = 256, use_cache: bool = True) -> ModelCost:
-    """Count parameters, used parameters and forward FLOPs of a case without allocating real memory.
-
-    FLOPs come from one forward pass under `torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device (eval
-    mode, batch 1, no memory). "Used" parameters are those that get a gradient from a backward pass through every
-    stack's output, measured on a real CPU copy at a 128x128 input (the set does not depend on the input size).
-    Results are cached per spec fingerprint and torch version: the counting mode's per-operator overhead makes an
-    8-stack model cost a second or two.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from hgbench.models import build_model
-
-    key = f"{spec.fingerprint()}@{input_res}@torch{torch.__version__}"
-    cache = _cache_file()
-    if use_cache:
-        try:
-            cached = json.loads(cache.read_text())[key]
-            return ModelCost(**cached)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-
-    with torch.device("meta"):
-        meta_model = build_model(spec).eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        meta_model(torch.zeros(1, 3, input_res, input_res, device="meta"))
-    cost = ModelCost(
-        params=count_params(meta_model),
-        params_used=count_used_params(build_model(spec)),
-        gflops=counter.get_total_flops() / 1e9,
-        input_res=input_res,
-    )
-    if use_cache:
-        _store_cost(cache, key, cost)
-    return cost
-
-
-def _store_cost(cache: Path, key: str, cost: ModelCost) -> None:
-    """Best-effort cache write (atomic replace); a read-only home just means no cache."""
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            data = json.loads(cache.read_text())
-        except (OSError, ValueError):
-            data = {}
-        data[key] = asdict(cost)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(cache)
-    except OSError:
-        pass

@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
+from hgbench.atomic_io import atomic_output
 from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError
-from hgbench.results import atomic_output
 
 CHECKPOINT_FORMAT = "hgbench.checkpoint/1"
 

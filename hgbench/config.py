@@ -1,24 +1,50 @@
-"""`RunConfig`: every hyperparameter of a run, with the study's defaults (docs/protocol.md)."""
+"""`RunConfig`: every hyperparameter of a run, with the study's defaults (docs/protocol.md); the cache root."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Keys that change what a run computes; two runs agreeing on these are the same experiment (resume, sweep skip).
 # Device, workers, output paths and progress display do not change the numbers (on the same machine).
 RUN_IDENTITY_KEYS: tuple[str, ...] = (
-    "case", "as_built", "epochs", "batch_size", "test_batch_size", "optimizer", "lr", "lr_milestones", "lr_gamma",
-    "input_res", "sigma", "amp", "channels_last", "compile", "seed", "limit_train", "limit_val", "flip_test",
-    "world_size", "synthetic_people", "decode",
-)  # fmt: skip
+    "case",
+    "as_built",
+    "epochs",
+    "batch_size",
+    "test_batch_size",
+    "optimizer",
+    "lr",
+    "lr_milestones",
+    "lr_gamma",
+    "input_res",
+    "sigma",
+    "amp",
+    "channels_last",
+    "compile",
+    "seed",
+    "limit_train",
+    "limit_val",
+    "flip_test",
+    "world_size",
+    "synthetic_people",
+    "decode",
+)
 
 # Keys added to RunConfig after records were first written, with the value every older record implicitly ran with;
 # `hgbench.results.read_record` fills them in, so old and new records compare (sweep skip, table settings).
 ADDED_KEYS: dict[str, object] = {"decode": "workers"}
+
+# Learning rate per optimiser when none is given: Adam as in the study's example command, RMSprop as in the reference
+# hourglass training code.
+DEFAULT_LR: dict[str, float] = {"adam": 5e-4, "rmsprop": 2.5e-4}
+
+DEFAULT_SYNTHETIC_PEOPLE = 600  # people in the synthetic dataset a run uses without --data-dir
 
 
 @dataclass
@@ -31,7 +57,7 @@ class RunConfig:
     batch_size: int = 6  # global training batch (split across DDP ranks)
     test_batch_size: int = 6  # validation / inference batch
     optimizer: str = "adam"  # adam | rmsprop
-    lr: float = 5e-4  # 5e-4 for Adam (the study's example command); use 2.5e-4 with rmsprop
+    lr: float = DEFAULT_LR["adam"]  # see DEFAULT_LR for rmsprop's
     lr_milestones: list[int] = field(default_factory=lambda: [150, 175, 200])  # step schedule (epochs)
     lr_gamma: float = 0.1
     input_res: int = 256  # square input side; heatmaps are input/4
@@ -45,7 +71,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     workers: int = 2  # DataLoader worker processes
     data_dir: str | None = None  # real MPII directory; None = the synthetic default
-    synthetic_people: int = 600  # size of the synthetic default dataset
+    synthetic_people: int = DEFAULT_SYNTHETIC_PEOPLE  # size of the synthetic default dataset
     skip_bad_images: bool = False
     limit_train: int | None = None  # first N training people only
     limit_val: int | None = None  # first N validation people only
@@ -63,6 +89,14 @@ class RunConfig:
         d = self.to_dict()
         return {k: d[k] for k in RUN_IDENTITY_KEYS}
 
+
+
+def cache_root() -> Path:
+    """Where hgbench caches what it generates or measures once (synthetic datasets, model costs).
+
+    ``$HGBENCH_CACHE_DIR``, else ``~/.cache/hgbench``.
+    """
+    return Path(os.environ.get("HGBENCH_CACHE_DIR") or Path.home() / ".cache" / "hgbench").expanduser()
 
 
 def run_identity(config: Mapping[str, Any], *, spec_fingerprint: str, dataset_fingerprint: str, version: str) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hgbench.atomic_io import jsonable
 from hgbench.errors import DataError, HGBenchError
 from hgbench.metrics import PCKH_LOW_THRESHOLD, PCKH_THRESHOLD, PCKhResult, describe_non_finite
 from hgbench.skeleton import JOINT_NAMES, NUM_JOINTS, PCKH_PARTS
@@ -30,8 +31,10 @@ def _as_preds(arr: np.ndarray, *, field: str, source: str) -> np.ndarray:
     if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
         raise DataError(f"predictions file {source}: field {field!r} is not numeric (dtype {arr.dtype})")
     if arr.ndim != 3 or arr.shape[1:] != (NUM_JOINTS, 2) or arr.shape[0] == 0:
-        raise DataError(f"predictions file {source}: {field!r} has shape {arr.shape} once read as people x joints x "
-                        f"xy; expected N x {NUM_JOINTS} x 2 with N > 0")  # fmt: skip
+        raise DataError(
+            f"predictions file {source}: {field!r} has shape {arr.shape} once read as people x joints x "
+            f"xy; expected N x {NUM_JOINTS} x 2 with N > 0"
+        )
     out = arr.astype(np.float64)
     msg = describe_non_finite(f"predictions file {source}: the predictions", out)
     if msg:
@@ -73,12 +76,15 @@ def load_predictions(path: str | Path) -> np.ndarray:
     if "pos_pred_src" in mat:
         src = np.asarray(mat["pos_pred_src"])
         if src.ndim != 3 or src.shape[:2] != (NUM_JOINTS, 2):
-            raise DataError(f"predictions file {path}: 'pos_pred_src' has shape {src.shape}; expected "
-                            f"{NUM_JOINTS} x 2 x N")  # fmt: skip
+            raise DataError(
+                f"predictions file {path}: 'pos_pred_src' has shape {src.shape}; expected {NUM_JOINTS} x 2 x N"
+            )
         return _as_preds(np.transpose(src, (2, 0, 1)), field="pos_pred_src", source=str(path))
     fields = ", ".join(sorted(k for k in mat if not k.startswith("__"))) or "none"
-    raise DataError(f"predictions file {path} has neither 'preds' (N x 16 x 2) nor 'pos_pred_src' (16 x 2 x N); "
-                    f"its fields: {fields}")  # fmt: skip
+    raise DataError(
+        f"predictions file {path} has neither 'preds' (N x 16 x 2) nor 'pos_pred_src' (16 x 2 x N); "
+        f"its fields: {fields}"
+    )
 
 
 def save_predictions(path: str | Path, preds: np.ndarray) -> Path:
@@ -150,23 +156,6 @@ def format_csv(result: PCKhResult) -> str:
     return ",".join(COLUMNS) + "\n" + ",".join(_row(result)) + "\n"
 
 
-def _jsonable(obj: object) -> object:
-    """Plain JSON values: numpy scalars and arrays unpacked, paths as strings, nan/inf as null."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return _jsonable(obj.item())
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
-
-
 def format_json(result: PCKhResult, extra: dict | None = None) -> str:
     """Everything as one JSON document: the `PCKhResult.to_dict()` figures under "pckh", per-joint counts and
     PCKh@0.1, the conventions, and `extra` (e.g. the predictions file, timing) merged at the top level.
@@ -185,4 +174,4 @@ def format_json(result: PCKhResult, extra: dict | None = None) -> str:
         "mean_weighted_convention": "the same 14 joints weighted by annotated count (mmpose)",
     }
     doc.update(extra or {})
-    return json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n"
+    return json.dumps(jsonable(doc), indent=2, allow_nan=False) + "\n"

@@ -21,7 +21,7 @@ from hgbench import metrics
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
 from hgbench.groundtruth import GroundTruth
 from hgbench.loss import heatmap_loss
-from hgbench.telemetry import StepTimer
+from hgbench.timing import StepTimer
 from hgbench.training import StepOptions
 
 

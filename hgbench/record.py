@@ -17,8 +17,14 @@ def utc_now() -> str:
 def train_summary(epochs: list[dict]) -> dict:
     """Minutes per epoch (warm-up epoch excluded when there are two or more), data-wait fraction, images/s, energy."""
     if not epochs:
-        return {"min_per_epoch": describe([]), "min_per_epoch_first": None, "data_wait_fraction": None,
-                "images_per_s": None, "energy_j_per_epoch": None, "warmup_excluded": False}  # fmt: skip
+        return {
+            "min_per_epoch": describe([]),
+            "min_per_epoch_first": None,
+            "data_wait_fraction": None,
+            "images_per_s": None,
+            "energy_j_per_epoch": None,
+            "warmup_excluded": False,
+        }
     steady = [e for e in epochs if not e.get("warmup")] or epochs
     wall = sum(e["wall_s"] for e in steady)
     wait = sum(e["data_wait_s"] for e in steady)
@@ -47,8 +53,10 @@ def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
     }
 
 
-def new_record(*, run_id: str, machine_info: dict, commit_info: dict, spec: dict, config: dict, dataset: dict,
-               model: dict, checkpoint: str | None = None) -> dict:  # fmt: skip
+def new_record(
+    *, run_id: str, machine_info: dict, commit_info: dict, spec: dict, config: dict, dataset: dict, model: dict,
+    checkpoint: str | None = None,
+) -> dict:
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""
     now = utc_now()
     return {

@@ -14,20 +14,21 @@ the file.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import math
 import os
 import re
-import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hgbench.atomic_io import NUMBERED_NAME as _NUMBERED
+from hgbench.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
 from hgbench.cases import CaseSpec
 from hgbench.config import ADDED_KEYS, run_identity
+from hgbench.environment import machine_id
 
 SCHEMA = "hgbench.run/1"
 STATUSES: tuple[str, ...] = ("finished", "interrupted", "failed", "running")
@@ -62,214 +63,7 @@ OTHER_JSON_DIRS: frozenset[str] = frozenset({"benchmarks", "bench", ".benchmarks
 # sweep's skip check never take those records for this machine's runs.
 PUBLISHED_DIR = "published"
 
-_NUMBERED = re.compile(r"^(\d{4,})_")
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_CPU_NOISE = re.compile(r"\((?:r|tm)\)|\b(?:cpu|processor)\b|@.*$", re.IGNORECASE)
-
-
-# --------------------------------------------------------------------------------------------------------- writing
-def _jsonable(obj: Any) -> Any:
-    """Make a value strict JSON: numpy scalars/arrays become Python, paths strings, NaN/inf null.
-
-    NaN and infinity are not JSON (other tools reject them); docs/record.md says "not measured is null", and a NaN
-    loss is reported through ``status_reason``, so null is the faithful spelling.
-    """
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, bool)) or obj is None:
-        return obj
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if hasattr(obj, "tolist"):  # numpy / torch scalars and arrays, without importing either
-        return _jsonable(obj.tolist())
-    raise TypeError(f"cannot store a {type(obj).__name__} in a run record")
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Persist a rename: fsync the directory entry (a no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_name(path: Path) -> Path:
-    """A hidden, unique temp name beside `path` (same filesystem, so `os.replace` is atomic; never matches *.json)."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-
-
-def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int | None = None) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a torn one.
-
-    Args:
-        path: destination; its directory is created if needed.
-        data: the complete new content.
-        mode: permission bits for the new file; default: the old file's bits, else 0o666 minus the umask.
-
-    Raises:
-        OSError: the write failed (full disk, permissions); the temp file is removed and `path` is untouched.
-    """
-    path = Path(path)
-    if mode is None:
-        with contextlib.suppress(OSError):
-            mode = path.stat().st_mode & 0o7777
-    with atomic_output(path) as tmp:
-        tmp.write_bytes(data)
-        if mode is not None:
-            tmp.chmod(mode)
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write `obj` as indented, strict JSON to `path` atomically (temp file, flush + fsync, `os.replace`, dir fsync).
-
-    The JSON is serialised before any file is touched, so an unserialisable value leaves nothing behind.
-
-    Args:
-        path: destination file (usually from `next_record_path`).
-        obj: the record; numpy/torch scalars are converted and NaN/inf are written as null.
-
-    Raises:
-        TypeError: `obj` holds a value JSON cannot represent.
-        OSError: the write failed (e.g. a full disk); the old file, if any, is intact and no temp file remains.
-    """
-    data = (json.dumps(_jsonable(obj), indent=2, allow_nan=False) + "\n").encode("utf-8")
-    write_bytes_atomic(path, data)
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path to write to (e.g. with `torch.save`); it replaces `path` only if the block succeeds.
-
-    Example::
-
-        with atomic_output(run_dir / "last.pt") as tmp:
-            torch.save(state, tmp)
-
-    Raises:
-        OSError: the final fsync or rename failed; the temp file is removed.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_name(path)
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise FileNotFoundError(2, "nothing was written to the temp file", os.fspath(tmp))
-        with tmp.open("rb+") as fh:  # the writer may not have fsynced (torch.save does not)
-            os.fsync(fh.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-# ------------------------------------------------------------------------------------------------------ numbering
-def _slug(text: str) -> str:
-    """Lower-case, runs of anything but letters, digits and dots become one hyphen."""
-    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.")
-
-
-def _cpu_slug(name: str) -> str:
-    """A CPU model as a short slug: trademark marks, the words CPU and Processor, and the clock (``@ 2.20GHz``) go.
-
-    ``Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz`` becomes ``intel-xeon-platinum-8375c``; what is left is what
-    tells two CPUs apart, capped at 40 characters so the folder name stays readable.
-    """
-    return _slug(_CPU_NOISE.sub(" ", name))[:40].strip("-.")
-
-
-def machine_id(machine_info: Mapping[str, Any]) -> str:
-    """The results sub-folder for a machine: the device, torch version and (on a GPU) CUDA version, slugified.
-
-    On a CPU the device is the CPU model and its logical core count, since CPU timings depend on both: two CPUs that
-    share a torch version are not the same machine. Examples: ``cpu-amd-epyc-7b13-2c-pt2.14.1`` and
-    ``nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0``. The torch local version (``+cu130``) is dropped; CUDA is named only for
-    GPU runs, since a CUDA build running on the CPU times the CPU. Records written before the CPU was named (folder
-    ``cpu-pt2.14.1``) keep the id they stored in ``machine_info.machine_id``, which the readers use.
-
-    Args:
-        machine_info: the record's ``machine_info`` (``gpu_name``, ``torch``, ``cuda``, ``device``, ``cpu``,
-            ``cpu_count``).
-    """
-    gpu = machine_info.get("gpu_name") or None
-    on_gpu = bool(gpu) and machine_info.get("device", "cuda") != "cpu"
-    if on_gpu:
-        parts = [_slug(str(gpu)) or "gpu"]
-    else:
-        parts = ["cpu", _cpu_slug(str(machine_info.get("cpu") or ""))]
-        cores = machine_info.get("cpu_count")
-        parts.append(f"{cores}c" if _is_number(cores) and cores > 0 else "")
-    torch_version = str(machine_info.get("torch") or "unknown").split("+")[0]
-    parts.append(f"pt{_slug(torch_version) or 'unknown'}")
-    if on_gpu and machine_info.get("cuda"):
-        parts.append(f"cu{_slug(str(machine_info['cuda']))}")
-    return "-".join(p for p in parts if p)
-
-
-def _safe_stem(stem: str) -> str:
-    """A file-name-safe stem: no separators or spaces (``case3 seed/0`` -> ``case3_seed_0``)."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]+", "_", stem).strip("._")
-    if not cleaned:
-        raise ValueError(f"record stem {stem!r} has no usable characters")
-    return cleaned
-
-
-def next_record_path(results_dir: str | Path, machine_id: str, stem: str) -> Path:
-    """Claim the next numbered record file ``<results_dir>/<machine_id>/NNNN_<stem>.json``.
-
-    NNNN is one more than the highest number already in that folder (any stem), zero-padded to 4 digits. Two runs
-    started at the same moment never get the same number, even with different stems: the number itself is claimed
-    first through a hidden ``.NNNN.claim`` file created with ``O_EXCL``, and the claim holder checks that no
-    ``NNNN_*`` file exists before creating its own (also with ``O_EXCL``) and releasing the claim; the loser of a
-    race moves on to the next number. The caller then fills the empty file with `write_json_atomic`.
-
-    Args:
-        results_dir: the results root (``results/``).
-        machine_id: the sub-folder, from `machine_id`.
-        stem: the name after the number, e.g. ``case3_seed0`` (unsafe characters become ``_``).
-
-    Returns:
-        The claimed (empty) file's path.
-    """
-    folder = Path(results_dir) / _safe_stem(machine_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = _safe_stem(stem)
-    number = max(_numbers(folder), default=0) + 1
-    while True:
-        claim = folder / f".{number:04d}.claim"
-        try:
-            os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-        except FileExistsError:  # another run is claiming this number right now
-            number += 1
-            continue
-        try:
-            if number in _numbers(folder):  # taken (any stem) before our claim
-                number += 1
-                continue
-            path = folder / f"{number:04d}_{stem}.json"
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return path
-        finally:
-            # Released only after our file exists, so a later claimer of this number sees it and moves on.
-            with contextlib.suppress(OSError):
-                claim.unlink()
-
-
-def _numbers(folder: Path) -> set[int]:
-    """The record numbers used in a folder (any stem)."""
-    return {int(m.group(1)) for p in folder.iterdir() if (m := _NUMBERED.match(p.name))}
 
 
 # ------------------------------------------------------------------------------------------------------- reading

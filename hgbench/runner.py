@@ -26,7 +26,7 @@ from torch import nn
 
 from hgbench import __version__
 from hgbench import results as store
-from hgbench.cases import CaseSpec, get_spec, measure_cost
+from hgbench.cases import CaseSpec, get_spec
 from hgbench.checkpoint import check_compatible, load_checkpoint, save_checkpoint
 from hgbench.config import RunConfig, run_identity
 from hgbench.data.device_decode import DECODE_MODES
@@ -40,13 +40,15 @@ from hgbench.distributed import (
     shutdown,
     sum_over_ranks,
 )
+from hgbench.environment import collect_commit_info, collect_environment
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.inference import predict, timed_passes
 from hgbench.metrics import evaluate_pckh
-from hgbench.models import build_model
+from hgbench.models import build_model, measure_cost
+from hgbench.nvml import NvmlSampler
 from hgbench.record import inference_entry, new_record, train_summary, utc_now
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
-from hgbench.telemetry import NvmlSampler, collect_commit_info, collect_environment, peak_memory_mib, reset_peak_memory
+from hgbench.timing import peak_memory_mib, reset_peak_memory
 from hgbench.training import StepOptions, train_one_epoch
 
 MIN_FREE_BYTES = 64 * 2**20  # below this on the output disk a run refuses to start
@@ -164,7 +166,7 @@ def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
     """
     if not config.fast:
         return replace(config, decode="workers") if config.decode == "auto" else config
-    from hgbench.bench import best_mode
+    from hgbench.speed_modes import best_mode
 
     mode = best_mode(device)
     config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])

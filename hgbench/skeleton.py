@@ -6,10 +6,23 @@ NUM_JOINTS = 16
 
 # MPII order (shared/data/mpii/README.md).
 JOINT_NAMES: tuple[str, ...] = (
-    "r_ankle", "r_knee", "r_hip", "l_hip", "l_knee", "l_ankle",
-    "pelvis", "thorax", "upper_neck", "head_top",
-    "r_wrist", "r_elbow", "r_shoulder", "l_shoulder", "l_elbow", "l_wrist",
-)  # fmt: skip
+    "r_ankle",  # 0
+    "r_knee",  # 1
+    "r_hip",  # 2
+    "l_hip",  # 3
+    "l_knee",  # 4
+    "l_ankle",  # 5
+    "pelvis",  # 6
+    "thorax",  # 7
+    "upper_neck",  # 8
+    "head_top",  # 9
+    "r_wrist",  # 10
+    "r_elbow",  # 11
+    "r_shoulder",  # 12
+    "l_shoulder",  # 13
+    "l_elbow",  # 14
+    "l_wrist",  # 15
+)
 
 # Index permutation applied when an image is mirrored: joint i of the mirror is joint FLIP_INDEX[i] of the original.
 FLIP_INDEX: tuple[int, ...] = (5, 4, 3, 2, 1, 0, 6, 7, 8, 9, 15, 14, 13, 12, 11, 10)
@@ -34,9 +47,24 @@ PCKH_MEAN_JOINTS: tuple[int, ...] = tuple(j for j in range(NUM_JOINTS) if j not 
 
 # Limbs for drawing: (joint a, joint b, side) with side "left", "right" or "centre".
 LIMBS: tuple[tuple[int, int, str], ...] = (
-    (0, 1, "right"), (1, 2, "right"), (2, 6, "right"),
-    (5, 4, "left"), (4, 3, "left"), (3, 6, "left"),
-    (6, 7, "centre"), (7, 8, "centre"), (8, 9, "centre"),
-    (10, 11, "right"), (11, 12, "right"), (12, 7, "right"),
-    (15, 14, "left"), (14, 13, "left"), (13, 7, "left"),
-)  # fmt: skip
+    # right leg
+    (0, 1, "right"),
+    (1, 2, "right"),
+    (2, 6, "right"),
+    # left leg
+    (5, 4, "left"),
+    (4, 3, "left"),
+    (3, 6, "left"),
+    # spine and head
+    (6, 7, "centre"),
+    (7, 8, "centre"),
+    (8, 9, "centre"),
+    # right arm
+    (10, 11, "right"),
+    (11, 12, "right"),
+    (12, 7, "right"),
+    # left arm
+    (15, 14, "left"),
+    (14, 13, "left"),
+    (13, 7, "left"),
+)

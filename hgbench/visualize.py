@@ -135,8 +135,12 @@ def _banner(width: int, title: str) -> np.ndarray:
     bar = np.full((44, width, 3), 30, dtype=np.uint8)
     cv2.putText(bar, title[:150], (6, 16), font, scale, (255, 255, 255), th, cv2.LINE_AA)
     x = 6
-    for label, colour in [("pred right", SIDE_COLOURS["right"]), ("pred left", SIDE_COLOURS["left"]),
-                          ("pred centre", SIDE_COLOURS["centre"]), ("ground truth", GT_COLOUR)]:  # fmt: skip
+    for label, colour in [
+        ("pred right", SIDE_COLOURS["right"]),
+        ("pred left", SIDE_COLOURS["left"]),
+        ("pred centre", SIDE_COLOURS["centre"]),
+        ("ground truth", GT_COLOUR),
+    ]:
         cv2.line(bar, (x, 33), (x + 18, 33), colour, 1 if colour == GT_COLOUR else 3, cv2.LINE_AA)
         if colour == GT_COLOUR:
             cv2.circle(bar, (x + 9, 33), 4, colour, 1, cv2.LINE_AA)

@@ -1,12 +1,15 @@
-"""Shared fixtures: devices, and the real MPII files in ../shared/data/mpii when they are present."""
+"""Shared fixtures: devices, a fake NVML, and the real MPII files in ../shared/data/mpii when they are present."""
 
 from __future__ import annotations
 
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.fake_nvml import make_fake_nvml
 
 from hgbench.config import RunConfig
 
@@ -40,6 +43,14 @@ def cuda_device() -> torch.device:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     return torch.device("cuda")
+
+
+@pytest.fixture
+def fake_nvml(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
+    """A fake pynvml in ``sys.modules`` (`helpers.fake_nvml.make_fake_nvml`); readings are set through ``.state``."""
+    fake = make_fake_nvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    return fake
 
 
 @pytest.fixture(scope="session")
@@ -77,15 +88,25 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     from hgbench.data.synthetic import generate
 
-    return generate(tmp_path_factory.mktemp("synthetic") / "synth24", people=24, seed=0, image_size=(320, 240),
-                    val_fraction=1 / 3)  # fmt: skip
+    return generate(
+        tmp_path_factory.mktemp("synthetic") / "synth24", people=24, seed=0, image_size=(320, 240), val_fraction=1 / 3
+    )
 
 
 @pytest.fixture
 def tiny(tmp_path: Path, synthetic_root: Path) -> RunConfig:
     """hg1 at 64x64 on a handful of synthetic people, no worker processes: seconds per epoch on a CPU."""
     return RunConfig(
-        case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=0,
-        data_dir=str(synthetic_root), limit_train=8, limit_val=6, out=str(tmp_path / "results"),
+        case="hg1",
+        epochs=1,
+        batch_size=4,
+        test_batch_size=4,
+        input_res=64,
+        device="cpu",
+        workers=0,
+        data_dir=str(synthetic_root),
+        limit_train=8,
+        limit_val=6,
+        out=str(tmp_path / "results"),
         checkpoint_dir=str(tmp_path / "runs"),
-    )  # fmt: skip
+    )

@@ -1,4 +1,5 @@
-"""Tests for `hgbench bench` and hgbench.bench: mode planning, the fast-path choice, the record, and CLI errors.
+"""Tests for `hgbench bench`, hgbench.bench and hgbench.speed_modes: mode planning, the fast-path choice, the record,
+and CLI errors.
 
 Only eager and channels_last run here (hg1 at 64x64, batch 2): torch.compile of even hg1 takes minutes on this CPU
 when its cache is cold, so compile is checked to be planned and listed, not timed.
@@ -12,12 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench import bench
-from hgbench.bench import MODES, BenchConfig, ModeSettings, best_mode, parse_modes, plan_modes, run_bench
+from hgbench import bench, speed_modes
+from hgbench.bench import BenchConfig, run_bench
 from hgbench.cases import get_spec
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
-from hgbench.telemetry import time_fn
+from hgbench.speed_modes import MODES, ModeSettings, best_mode, parse_modes, plan_modes
+from hgbench.timing import time_fn
 
 STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
 TINY = ["--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
@@ -36,7 +38,7 @@ def test_parse_modes() -> None:
 
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_plan_modes_on_cpu_is_a_ladder_with_reasons(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
-    monkeypatch.setattr(bench, "cpu_has_native_bf16", lambda: native_bf16)
+    monkeypatch.setattr(speed_modes, "cpu_has_native_bf16", lambda: native_bf16)
     plans = {p.mode: p for p in plan_modes(MODES, "cpu")}
     assert list(plans) == list(MODES)  # nothing silently dropped
     assert plans["eager"].settings == ModeSettings()
@@ -58,7 +60,7 @@ def test_plan_modes_on_cpu_is_a_ladder_with_reasons(monkeypatch: pytest.MonkeyPa
 
 
 def test_compile_skipped_without_a_cpu_compiler(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    monkeypatch.setattr(speed_modes.shutil, "which", lambda name: None)
     (plan,) = plan_modes(["compile"], "cpu")
     assert plan.settings is None
     assert "C++ compiler" in plan.skip_reason
@@ -103,16 +105,26 @@ def instant_modes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
             raise RuntimeError("compiler exploded\nsecond line")
         stats = time_fn(lambda: None, warmup=warmup, iters=steps, device="cpu")
         common = {"batch": batch, "gflops_per_image": gflops_per_image, "peak_conv": peak_conv, "peak_mem": None}
-        return {"train": bench._phase_result(stats, factor=3, **common),
-                "infer": bench._phase_result(stats, factor=1, **common)}  # fmt: skip
+        return {
+            "train": bench._phase_result(stats, factor=3, **common),
+            "infer": bench._phase_result(stats, factor=1, **common),
+        }
 
     monkeypatch.setattr(bench, "bench_mode", fake)
     return calls
 
 
 def test_failed_mode_is_recorded_and_others_still_run(instant_modes: list[tuple[str, int]]) -> None:
-    config = BenchConfig(case="hg1", as_built=False, batch_size=2, steps=1, warmup=0, input_res=64, device="cpu",
-                         modes=("eager", "channels_last", "cudagraphs"))  # fmt: skip
+    config = BenchConfig(
+        case="hg1",
+        as_built=False,
+        batch_size=2,
+        steps=1,
+        warmup=0,
+        input_res=64,
+        device="cpu",
+        modes=("eager", "channels_last", "cudagraphs"),
+    )
     record = run_bench(get_spec("hg1"), config)
     res = record["results"]
     assert res["eager"]["status"] == "ok"
@@ -165,15 +177,22 @@ def test_bench_cli_writes_a_record_and_prints_a_table(tmp_path: Path, capsys: py
     assert sorted(f.name for f in out.glob("*/*.json")) == ["0001_bench_hg1.json", "0002_bench_hg1.json"]
 
 
-def test_bench_cli_json_without_saving(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch,
-                                       instant_modes: list) -> None:  # fmt: skip
+def test_bench_cli_json_without_saving(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, instant_modes: list
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["bench", *TINY, "--steps", "1", "--modes", "eager,cudagraphs", "--format", "json", "--no-save"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["results"]["eager"]["status"] == "ok"
-    assert record["results"]["cudagraphs"] == {"status": "skipped", "reason": "CUDA graphs need a CUDA device",
-                                               "settings": None, "label": None, "warmup": None, "train": None,
-                                               "infer": None}  # fmt: skip
+    assert record["results"]["cudagraphs"] == {
+        "status": "skipped",
+        "reason": "CUDA graphs need a CUDA device",
+        "settings": None,
+        "label": None,
+        "warmup": None,
+        "train": None,
+        "infer": None,
+    }
     assert not (tmp_path / "results").exists()
 
 
@@ -187,8 +206,9 @@ def test_bench_cli_json_without_saving(tmp_path: Path, capsys: pytest.CaptureFix
         (["--device", "tpu"], "device"),
     ],
 )
-def test_bench_cli_errors_are_one_line(extra: list[str], message: str, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_bench_cli_errors_are_one_line(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     rc = main(["bench", *TINY, *extra, "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc != 0
@@ -206,8 +226,8 @@ def test_bench_cli_cuda_requested_without_cuda(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_bench_cli_cuda(cuda_device: torch.device, tmp_path: Path) -> None:
-    args = ["bench", "--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1",
-            "--device", "cuda", "--modes", "eager,channels_last,bf16", "--out", str(tmp_path)]  # fmt: skip
+    options = "--case hg1 --input-res 64 --batch 2 --steps 2 --warmup 1 --device cuda --modes eager,channels_last,bf16"
+    args = ["bench", *options.split(), "--out", str(tmp_path)]
     assert main(args) == 0
     (path,) = tmp_path.glob("*/*.json")
     record = json.loads(path.read_text())

@@ -5,18 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hgbench.cases import (
-    PUBLISHED,
-    STUDY_CASES,
-    CaseSpec,
-    count_params,
-    count_used_params,
-    get_spec,
-    list_cases,
-    measure_cost,
-)
+from hgbench.cases import PUBLISHED, STUDY_CASES, CaseSpec, case_label, get_spec, list_cases
 from hgbench.cli import main
-from hgbench.models import build_model
+from hgbench.models import build_model, count_params, count_used_params, create_model, measure_cost
 
 ALL_FORMS = [(c, False) for c in list_cases()] + [(c, True) for c in STUDY_CASES]
 
@@ -40,6 +31,14 @@ def test_every_case_builds_with_its_pinned_parameter_count(name: str, as_built: 
     spec = get_spec(name, as_built=as_built)
     assert spec.expected_params is not None
     assert count_params(build_model(spec)) == spec.expected_params
+
+
+def test_create_model_builds_a_case_by_name() -> None:
+    model = create_model("case 3", as_built=True)
+    assert count_params(model) == get_spec(3, as_built=True).expected_params
+    assert model.stacks_run == 6
+    with pytest.raises(ValueError, match="Valid cases"):
+        create_model("9")
 
 
 def test_case_8_costs_1_58x_case_1_in_both_forms() -> None:
@@ -123,6 +122,13 @@ def test_invalid_specs_are_rejected() -> None:
         CaseSpec(name="x", description="x", num_stacks=2)
     with pytest.raises(ValueError, match="norm"):
         CaseSpec(name="x", description="x", norm="layer")
+
+
+def test_case_labels() -> None:
+    assert get_spec(4, as_built=True).label == case_label("4", True) == "case 4 (as built)"
+    assert get_spec("hg2").label == case_label("hg2") == "hg2"
+    assert case_label("5", True, short=True) == "5 (as built)"
+    assert case_label("hg8", True, short=True) == case_label("hg8", True) == "hg8 (as built)"
 
 
 def test_input_size_checks() -> None:

@@ -9,16 +9,17 @@ import pytest
 import torch
 from scipy.io import loadmat
 
-from hgbench.data.loader import EpochShuffleSampler, make_loader, unwrap_worker_message
-from hgbench.data.mpii import (
-    MPIIDataset,
+from hgbench.data.annotations import (
     bundled_annotations_path,
     find_annotation_file,
     load_annotations,
     match_ground_truth,
 )
+from hgbench.data.loader import EpochShuffleSampler, make_loader, unwrap_worker_message
+from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import adjust_center_scale, apply_affine, heatmap_matrix, invert
 from hgbench.errors import DataError
+from hgbench.geometry import heatmap_res
 from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.skeleton import FLIP_INDEX, HEAD_TOP
 
@@ -82,8 +83,12 @@ def test_sample_directory_loads_both_splits(mpii_sample: Path) -> None:
     train = MPIIDataset(mpii_sample, "train")
     assert val.name == "mpii"
     assert [p.image for p in val.people] == [
-        "005808361.jpg", "052475643.jpg", "051423444.jpg", "004645041.jpg", "060754485.jpg",
-    ]  # fmt: skip
+        "005808361.jpg",
+        "052475643.jpg",
+        "051423444.jpg",
+        "004645041.jpg",
+        "060754485.jpg",
+    ]
     assert [p.image for p in train.people] == ["000033016.jpg", "000316731.jpg"]
     assert not val.augment
     assert train.augment
@@ -109,8 +114,8 @@ def test_sample_ground_truth_is_the_first_five_val_people(mpii_sample: Path) -> 
 def _expected_heatmap_points(sample: dict, joints: np.ndarray, input_res: int = 256) -> np.ndarray:
     """Where the protocol puts each target channel's peak, from the sample's own metadata."""
     flip = bool(sample["flip"])
-    m = heatmap_matrix(sample["center"].double().numpy(), float(sample["scale"]), float(sample["rotation"]),
-                       input_res, input_res // 4, flip=flip)  # fmt: skip
+    center, scale, rotation = sample["center"].double().numpy(), float(sample["scale"]), float(sample["rotation"])
+    m = heatmap_matrix(center, scale, rotation, input_res, heatmap_res(input_res), flip=flip)
     src = joints[list(FLIP_INDEX)] if flip else joints
     return apply_affine(src[:, :2], m)
 
@@ -230,8 +235,9 @@ def test_loader_batches_are_reproducible_and_worker_independent(synthetic_root: 
             assert torch.equal(x[key], y[key])
             assert torch.equal(x[key], z[key])
     assert [b["index"].tolist() for b in first] != [b["index"].tolist() for b in other]
-    assert isinstance(make_loader(ds, 4, shuffle=True, workers=0, pin_memory=False, drop_last=False).sampler,
-                      EpochShuffleSampler)  # fmt: skip
+    assert isinstance(
+        make_loader(ds, 4, shuffle=True, workers=0, pin_memory=False, drop_last=False).sampler, EpochShuffleSampler
+    )
 
 
 def test_persistent_workers_see_set_epoch(synthetic_root: Path) -> None:

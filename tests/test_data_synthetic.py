@@ -15,15 +15,28 @@ import torch
 from helpers.damage import garble_jpeg, truncate_jpeg
 
 from hgbench.cli import main
+from hgbench.data.annotations import load_annotations
 from hgbench.data.loader import make_loader
-from hgbench.data.mpii import MPIIDataset, load_annotations
+from hgbench.data.mpii import MPIIDataset
 from hgbench.data.synthetic import GENERATOR_VERSION, default_dataset, generate
 from hgbench.errors import DataError
 
 MPII_FIELDS = [
-    "dataset", "isValidation", "img_paths", "img_width", "img_height", "objpos", "joint_self", "scale_provided",
-    "joint_others", "scale_provided_other", "objpos_other", "annolist_index", "people_index", "numOtherPeople",
-]  # fmt: skip
+    "dataset",
+    "isValidation",
+    "img_paths",
+    "img_width",
+    "img_height",
+    "objpos",
+    "joint_self",
+    "scale_provided",
+    "joint_others",
+    "scale_provided_other",
+    "objpos_other",
+    "annolist_index",
+    "people_index",
+    "numOtherPeople",
+]
 MATLAB_EMPTY = {"_ArrayType_": "double", "_ArraySize_": [0, 0], "_ArrayData_": None}
 
 
@@ -322,8 +335,8 @@ def test_a_tiny_hourglass_learns_the_synthetic_data(tmp_path: Path) -> None:
     torch.manual_seed(0)
     root = generate(tmp_path / "learn", people=120, seed=3, val_fraction=0.2)
     train = MPIIDataset(root, "train", input_res=64)
-    val_batch = next(iter(make_loader(MPIIDataset(root, "val", input_res=64), 64, shuffle=False, workers=0,
-                                      pin_memory=False, drop_last=False)))  # fmt: skip
+    val_ds = MPIIDataset(root, "val", input_res=64)
+    val_batch = next(iter(make_loader(val_ds, 64, shuffle=False, workers=0, pin_memory=False, drop_last=False)))
     model = build_model(dataclasses.replace(get_spec("hg1"), num_feats=32))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
 

@@ -30,7 +30,7 @@ def make_result(**over: object) -> PCKhResult:
             "Hip": 88.0,
             "Knee": 84.1,
             "Ankle": 80.0,
-        },  # fmt: skip
+        },
         mean=88.765,
         mean_weighted=89.123,
         mean_at_0_1=33.333,

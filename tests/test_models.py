@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from hgbench.cases import STUDY_CASES, get_spec, list_cases
+from hgbench.geometry import heatmap_res
 from hgbench.models import Bottleneck, build_model
 
 
@@ -23,13 +24,13 @@ def test_forward_returns_one_heatmap_tensor_per_running_stack(name: str, as_buil
         out = model(torch.randn(2, 3, res, res))
     assert isinstance(out, list)
     assert len(out) == spec.stacks_run
-    assert all(o.shape == (2, 16, res // 4, res // 4) for o in out)
+    assert all(o.shape == (2, 16, heatmap_res(res), heatmap_res(res)) for o in out)  # the stride is the network's
 
 
 @pytest.mark.parametrize("res", [64, 128])
 def test_input_resolution_is_a_parameter(res: int) -> None:
     out = build_model(get_spec("hg1")).eval()(torch.randn(1, 3, res, res))
-    assert out[0].shape == (1, 16, res // 4, res // 4)
+    assert out[0].shape == (1, 16, heatmap_res(res), heatmap_res(res))
 
 
 @pytest.mark.parametrize(

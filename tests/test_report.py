@@ -39,7 +39,8 @@ CPU_DIR = RECORDS / "cpu-pt2.14.1"
 # The CSV header is a contract with tools: changing it must be deliberate (and documented in report.py).
 EXPECTED_HEADER = (
     "case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,gflops_input_res,min_per_epoch,"
-    "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,heatmap_acc,heatmap_acc_std,inference_min,inference_min_std,"
+    "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,heatmap_acc,heatmap_acc_std,"
+    "inference_min,inference_min_std,inference_device_min,inference_device_min_std,"
     "images_per_s,images_per_s_std,energy_j_per_epoch,energy_j_per_epoch_std"
 )
 EXPECTED_REFERENCE_HEADER = (
@@ -478,7 +479,7 @@ def test_compare_errors(summaries: list[RunSummary]) -> None:
 def test_compare_csv_header(cpu_only: list[RunSummary]) -> None:
     text = to_csv(compare_runs(cpu_only[:1], cpu_only[1:2]))
     assert text.splitlines()[0] == ",".join(COMPARE_COLUMNS)
-    assert len(text.splitlines()) == 1 + 7
+    assert len(text.splitlines()) == 1 + 8  # one line per metric of COMPARE_METRICS
     assert text.splitlines()[0].endswith(",p_value,p_note,significant")
 
 

@@ -15,11 +15,30 @@ from hgbench.visualize import GT_COLOUR, SIDE_COLOURS, draw_pose, render_pose, s
 
 def standing_pose() -> np.ndarray:
     """A person 160 px tall facing the camera (their right on the image's left), in a 200 x 200 image."""
-    return np.array([
-        [80, 180], [80, 140], [85, 100], [115, 100], [120, 140], [120, 180],  # ankles, knees, hips
-        [100, 100], [100, 50], [100, 40], [100, 15],  # pelvis, thorax, neck, head top
-        [60, 100], [65, 75], [80, 50], [120, 50], [135, 75], [140, 100],  # right arm, left arm
-    ], dtype=np.float64)  # fmt: skip
+    return np.array(
+        [
+            # right ankle, knee, hip; left hip, knee, ankle
+            [80, 180],
+            [80, 140],
+            [85, 100],
+            [115, 100],
+            [120, 140],
+            [120, 180],
+            # pelvis, thorax, neck, head top
+            [100, 100],
+            [100, 50],
+            [100, 40],
+            [100, 15],
+            # right wrist, elbow, shoulder; left shoulder, elbow, wrist
+            [60, 100],
+            [65, 75],
+            [80, 50],
+            [120, 50],
+            [135, 75],
+            [140, 100],
+        ],
+        dtype=np.float64,
+    )
 
 
 def test_limbs_are_coloured_by_side_and_input_is_untouched() -> None:
@@ -81,8 +100,10 @@ def test_real_sample_images(mpii_sample: Path, shared_mpii: Path, tmp_path: Path
     pred = np.transpose(mat["pos_pred_src"], (2, 0, 1))
     gt = load_ground_truth(shared_mpii / "detections_our_format.mat")
     entries = [e for e in json.loads((mpii_sample / "mpii_annotations.json").read_text()) if e["isValidation"] == 1]
-    items = [(mpii_sample / "images" / e["img_paths"], pred[i], gt.joints[i], gt.missing[i], f"val #{i}")
-             for i, e in enumerate(entries[:2])]  # fmt: skip
+    items = [
+        (mpii_sample / "images" / e["img_paths"], pred[i], gt.joints[i], gt.missing[i], f"val #{i}")
+        for i, e in enumerate(entries[:2])
+    ]
     paths = save_pose_pngs(tmp_path, items, n=2)
     assert len(paths) == 2
     assert all(cv2.imread(str(p)).shape[0] > 400 for p in paths)

@@ -11,7 +11,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from hgbench.cases import get_spec, list_cases, measure_cost
+from hgbench.cases import get_spec, list_cases
+from hgbench.models import measure_cost
 
 CSV_LEAD = ("case", "as_built", "params", "params_used", "gflops")
 

@@ -172,7 +172,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise HGBenchError(str(exc)) from exc
     failed = []
-    from hgbench.telemetry import collect_environment
+    from hgbench.environment import collect_environment
 
     # A run finished on another machine is not this machine's measurement, nor its run to resume.
     machine = store.machine_id(collect_environment(resolve_device(args.device)))

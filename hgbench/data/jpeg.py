@@ -1,4 +1,5 @@
-"""JPEG files to RGB pixels with `torchvision.io.decode_jpeg`, on the CPU or a GPU (nvjpeg), failures as one line.
+"""JPEG files to RGB pixels with `torchvision.io.decode_jpeg`, on the CPU or a GPU (nvjpeg), failures as one line;
+and the cheap structural check the dataset runs on every image up front (`check_jpeg`).
 
 Both input pipelines use it: the workers decode one image at a time on the CPU (`hgbench.data.mpii`), the device
 path a whole batch at once (`hgbench.data.device_decode`). torchvision raises on truncated data, which
@@ -11,9 +12,14 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from hgbench.errors import DataError, one_line
+
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+_TAIL_BYTES = 1024  # where the end-of-image marker is looked for (a few encoders pad after it)
 
 
 def read_image_bytes(path: Path) -> torch.Tensor:
@@ -77,3 +83,42 @@ def _decode(jpegs: list[torch.Tensor], device: torch.device) -> list[torch.Tenso
         images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=device)
     # A grey JPEG may come back with one channel from decoders that ignore the RGB request.
     return [im.expand(3, -1, -1) if im.shape[0] == 1 else im for im in images]
+
+
+def check_jpeg(path: Path) -> str | None:
+    """Cheap structural check of one JPEG: None if it looks whole, else the reason (one line).
+
+    Reads two bytes at the start and the last kilobyte. A file without an end-of-image marker is only condemned
+    after a full decode fails, so a valid file with padding after its marker is never rejected.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+            size = f.seek(0, 2)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+    except FileNotFoundError:
+        return "file not found"
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    if size == 0:
+        return "empty file"
+    if head != _JPEG_SOI:
+        return "not a JPEG file (no start-of-image marker)"
+    if _JPEG_EOI not in tail:
+        try:
+            decode_jpeg_file(path)
+        except DataError as exc:
+            return str(exc)
+    return None
+
+
+def decode_jpeg_file(path: Path) -> np.ndarray:
+    """Decode a JPEG file to an [H, W, 3] uint8 RGB array on the CPU.
+
+    Raises:
+        DataError: the file cannot be read or decoded; the message is the reason only (callers add the file).
+    """
+    img = decode_jpeg_bytes(read_image_bytes(path), torch.device("cpu"))
+    # decode_jpeg returns a CHW view of HWC memory, so this permute is free and already C-contiguous.
+    return np.ascontiguousarray(img.permute(1, 2, 0).numpy())

@@ -1,13 +1,11 @@
-"""MPII annotations and the `MPIIDataset` that turns them into training samples (protocol.md, exactly).
+"""The `MPIIDataset`: one split of an MPII-format data directory as training samples (protocol.md, exactly).
 
-A data directory holds `images/*.jpg` and `mpii_annotations.json` (or `.json.gz`): the annotation file of the PyTorch
-hourglass code, one entry per person, split by `isValidation` (22,246 train / 2,958 val). When only the images are
-there, the copy bundled in `hgbench/assets` is used. The synthetic generator (`hgbench.data.synthetic`) writes the same
-layout plus a `dataset.json` marker, so one loader serves both.
+The annotations are read by `hgbench.data.annotations` (which also knows the directory's layout); the synthetic
+generator (`hgbench.data.synthetic`) writes the same layout, so one dataset serves both.
 
-Bad input never passes silently: a missing directory, image or field, a file that is not JSON, or a corrupt JPEG
-raises `DataError` with one line naming it. Images are checked up front for what is cheap to detect (the file
-exists, starts with a JPEG start-of-image marker and ends with an end-of-image marker; a truncated file, the common
+Bad input never passes silently: a missing directory or image, or a corrupt JPEG raises `DataError` with one line
+naming it. Images are checked up front for what is cheap to detect (`hgbench.data.jpeg.check_jpeg`: the file exists,
+starts with a JPEG start-of-image marker and ends with an end-of-image marker; a truncated file, the common
 corruption, fails the last check and is then confirmed by a full decode). With ``skip_bad_images=True`` those images
 are left out and listed in `bad_images`. A corruption the cheap check cannot see surfaces when the sample is decoded:
 then the sample comes back blank with zero loss weight and ``"bad": True``, keeping the batch shape and the order the
@@ -21,13 +19,7 @@ same data. `set_epoch` writes the epoch into a shared-memory tensor that persist
 
 from __future__ import annotations
 
-import functools
-import gzip
 import hashlib
-import json
-import math
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -35,8 +27,16 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from hgbench.data.annotations import (
+    IMAGES_DIRNAME,
+    PersonRecord,
+    dataset_name,
+    find_annotation_file,
+    load_annotations,
+    match_ground_truth,
+)
 from hgbench.data.device_decode import DECODE_MODES
-from hgbench.data.jpeg import decode_jpeg_bytes, read_image_bytes
+from hgbench.data.jpeg import check_jpeg, decode_jpeg_file, read_image_bytes
 from hgbench.data.transforms import (
     NO_AUGMENTATION,
     adjust_center_scale,
@@ -48,200 +48,12 @@ from hgbench.data.transforms import (
     to_input_tensor,
     warp_image,
 )
-from hgbench.errors import DataError, one_line
+from hgbench.errors import DataError
+from hgbench.geometry import HEATMAP_STRIDE, heatmap_res
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, bundled_ground_truth_path, load_ground_truth
-from hgbench.skeleton import FLIP_INDEX, NUM_JOINTS
-
-ANNOTATION_FILENAMES: tuple[str, ...] = ("mpii_annotations.json", "mpii_annotations.json.gz")
-IMAGES_DIRNAME = "images"
-MARKER_FILENAME = "dataset.json"  # written beside the annotations by the synthetic generator
-GT_TOLERANCE_PX = 0.01  # annotation vs ground-truth joints (they agree to 0.0005 px in the real files)
+from hgbench.skeleton import FLIP_INDEX
 
 _FLIP = np.array(FLIP_INDEX, dtype=np.int64)
-_JPEG_SOI = b"\xff\xd8"
-_JPEG_EOI = b"\xff\xd9"
-_TAIL_BYTES = 1024  # where the end-of-image marker is looked for (a few encoders pad after it)
-
-
-def bundled_annotations_path() -> Path:
-    """The copy of the real MPII annotation file shipped inside the package."""
-    return Path(str(resources.files("hgbench") / "assets" / "mpii_annotations.json.gz"))
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: comparing numpy fields with == is ambiguous
-class PersonRecord:
-    """One annotated person, as the annotation file gives it (no adjustment applied)."""
-
-    image: str  # file name relative to images/
-    width: int  # image width in pixels (img_width)
-    height: int  # image height in pixels (img_height)
-    center: tuple[float, float]  # objpos (x, y)
-    scale: float  # scale_provided: person height / 200 px
-    joints: np.ndarray  # [16, 3] float64 read-only: x, y, visible (1 visible, 0 occluded or missing)
-    is_val: bool  # isValidation == 1
-    index_in_file: int  # position of the entry in the annotation file
-
-    @property
-    def annotated(self) -> np.ndarray:
-        """[16] bool: False for missing joints (exactly x = y = 0)."""
-        return ~((self.joints[:, 0] == 0) & (self.joints[:, 1] == 0))
-
-
-def find_annotation_file(data_dir: str | Path) -> Path:
-    """The annotation file of a data directory.
-
-    Args:
-        data_dir: directory holding `images/` and `mpii_annotations.json` (or `.json.gz`).
-
-    Returns:
-        The file in `data_dir`; else the bundled copy when `data_dir` has an `images/` folder (real MPII images only).
-
-    Raises:
-        DataError: the directory does not exist, or has neither an annotation file nor `images/`.
-    """
-    data_dir = Path(data_dir).expanduser()
-    if not data_dir.is_dir():
-        raise DataError(f"data directory not found: {data_dir}")
-    for name in ANNOTATION_FILENAMES:
-        if (data_dir / name).is_file():
-            return data_dir / name
-    if (data_dir / IMAGES_DIRNAME).is_dir():
-        return bundled_annotations_path()
-    raise DataError(f"{data_dir} is not an MPII data directory: it has neither {ANNOTATION_FILENAMES[0]} nor images/")
-
-
-def load_annotations(path: str | Path) -> list[PersonRecord]:
-    """Read and validate every entry of an MPII annotation file (plain or gzipped JSON).
-
-    Parsed files are cached per (path, mtime, size): the real file takes about two seconds to parse.
-
-    Raises:
-        DataError: the file is missing or not JSON, or an entry lacks a field or has one of the wrong type; the
-            message names the file, the entry (its position and `img_paths`) and the field.
-    """
-    path = Path(path).expanduser()
-    try:
-        st = path.stat()
-    except OSError as exc:
-        raise DataError(f"annotation file not found: {path}") from exc
-    return list(_load_cached(str(path.resolve()), st.st_mtime_ns, st.st_size))
-
-
-@functools.lru_cache(maxsize=4)
-def _load_cached(path_str: str, _mtime_ns: int, _size: int) -> tuple[PersonRecord, ...]:
-    path = Path(path_str)
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":  # gzip magic: accept a .json.gz whatever its name
-            raw = gzip.decompress(raw)
-        entries = json.loads(raw)
-    except (OSError, EOFError, UnicodeDecodeError, ValueError) as exc:
-        raise DataError(f"annotation file {path} is not valid (gzipped) JSON: {one_line(exc)}") from exc
-    if not isinstance(entries, list):
-        raise DataError(f"annotation file {path}: expected a JSON list of person entries, got {type(entries).__name__}")
-    return tuple(_parse_entry(path, i, e) for i, e in enumerate(entries))
-
-
-def _parse_entry(path: Path, i: int, e: object) -> PersonRecord:
-    """Validate one entry; every failure names the entry and the field."""
-    if not isinstance(e, dict):
-        raise DataError(f"{path}: entry {i}: expected an object with the MPII fields, got {type(e).__name__}")
-    name = e.get("img_paths")
-
-    def fail(field: str, what: str) -> DataError:
-        return DataError(f"{path}: entry {i} (img_paths={name!r}): field {field!r} {what}")
-
-    def number(field: str, *, positive: bool = False) -> float:
-        if field not in e:
-            raise fail(field, "is missing")
-        v = e[field]
-        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
-            raise fail(field, f"must be a finite number, got {v!r:.60}")
-        if positive and v <= 0:
-            raise fail(field, f"must be positive, got {v!r}")
-        return float(v)
-
-    def array(field: str, shape: tuple[int, ...], what: str) -> np.ndarray:
-        if field not in e:
-            raise fail(field, "is missing")
-        try:
-            a = np.asarray(e[field])
-        except ValueError:  # ragged nested lists
-            a = np.asarray(None)
-        if a.shape != shape or a.dtype.kind not in "iuf" or not np.all(np.isfinite(a)):
-            got = f"shape {a.shape} of {a.dtype}" if a.dtype.kind != "O" else f"{str(e[field])[:60]}"
-            raise fail(field, f"must be {what}, got {got}")
-        return a.astype(np.float64)
-
-    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
-        raise fail("img_paths", "must be an image file name relative to images/")
-    width = number("img_width", positive=True)
-    height = number("img_height", positive=True)
-    center = array("objpos", (2,), "[x, y]")
-    scale = number("scale_provided", positive=True)
-    joints = array("joint_self", (NUM_JOINTS, 3), f"{NUM_JOINTS} [x, y, visible] triples of numbers")
-    is_val = number("isValidation")
-    if is_val not in (0.0, 1.0):
-        raise fail("isValidation", f"must be 0 or 1, got {is_val!r}")
-    joints.flags.writeable = False  # records are shared by every dataset built from the cached file
-    return PersonRecord(
-        image=name,
-        width=int(width),
-        height=int(height),
-        center=(float(center[0]), float(center[1])),
-        scale=scale,
-        joints=joints,
-        is_val=is_val == 1.0,
-        index_in_file=i,
-    )
-
-
-def check_jpeg(path: Path) -> str | None:
-    """Cheap structural check of one JPEG: None if it looks whole, else the reason (one line).
-
-    Reads two bytes at the start and the last kilobyte. A file without an end-of-image marker is only condemned
-    after a full decode fails, so a valid file with padding after its marker is never rejected.
-    """
-    try:
-        with path.open("rb") as f:
-            head = f.read(2)
-            size = f.seek(0, 2)
-            f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
-    except FileNotFoundError:
-        return "file not found"
-    except OSError as exc:
-        return f"cannot read it ({exc.strerror or exc})"
-    if size == 0:
-        return "empty file"
-    if head != _JPEG_SOI:
-        return "not a JPEG file (no start-of-image marker)"
-    if _JPEG_EOI not in tail:
-        try:
-            decode_jpeg_file(path)
-        except DataError as exc:
-            return str(exc)
-    return None
-
-
-def decode_jpeg_file(path: Path) -> np.ndarray:
-    """Decode a JPEG file to an [H, W, 3] uint8 RGB array on the CPU.
-
-    Raises:
-        DataError: the file cannot be read or decoded; the message is the reason only (callers add the file).
-    """
-    img = decode_jpeg_bytes(read_image_bytes(path), torch.device("cpu"))
-    # decode_jpeg returns a CHW view of HWC memory, so this permute is free and already C-contiguous.
-    return np.ascontiguousarray(img.permute(1, 2, 0).numpy())
-
-
-def dataset_name(annotation_file: Path) -> str:
-    """The dataset's name: "synthetic" when a synthetic-dataset marker sits beside the annotation file, else "mpii"."""
-    marker = annotation_file.parent / MARKER_FILENAME
-    try:
-        return "synthetic" if json.loads(marker.read_text()).get("name") == "synthetic" else "mpii"
-    except (OSError, ValueError, AttributeError):
-        return "mpii"
 
 
 class MPIIDataset(Dataset):
@@ -275,7 +87,7 @@ class MPIIDataset(Dataset):
         Args:
             root: data directory holding `images/` and (optionally) the annotation file.
             split: "train" or "val".
-            input_res: side of the square input; heatmaps are ``input_res // 4``.
+            input_res: side of the square input; heatmaps are `heatmap_res(input_res)` (a quarter of it).
             augment: apply the training augmentation; default: ``split == "train"``.
             limit: keep only the first `limit` people of the split.
             skip_bad_images: leave corrupt images out (listed in `bad_images`) instead of raising. A missing image
@@ -295,8 +107,8 @@ class MPIIDataset(Dataset):
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         if decode not in DECODE_MODES:
             raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
-        if input_res <= 0 or input_res % 4:
-            raise ValueError(f"input_res must be a positive multiple of 4, got {input_res}")
+        if input_res <= 0 or input_res % HEATMAP_STRIDE:
+            raise ValueError(f"input_res must be a positive multiple of {HEATMAP_STRIDE}, got {input_res}")
         self.root = Path(root).expanduser()
         if not self.root.is_dir():
             raise DataError(f"data directory not found: {self.root}")
@@ -307,7 +119,7 @@ class MPIIDataset(Dataset):
         self.name = dataset_name(self.annotation_file)
         self.split = split
         self.input_res = int(input_res)
-        self.heatmap_res = self.input_res // 4
+        self.heatmap_res = heatmap_res(self.input_res)
         self.augment = split == "train" if augment is None else bool(augment)
         self.limit = limit
         self.skip_bad_images = skip_bad_images
@@ -506,40 +318,3 @@ class MPIIDataset(Dataset):
             h.update(f"|split={self.split}|limit={self.limit}".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
-
-
-def match_ground_truth(people: list[PersonRecord], gt: GroundTruth, *, gt_path: Path, ann_path: Path) -> np.ndarray:
-    """Position in `gt` of each val person: the identity when counts agree, else an in-order subsequence."""
-    joints = np.stack([p.joints[:, :2] for p in people])
-    missing = np.stack([~p.annotated for p in people])
-
-    def agree(gt_joints: np.ndarray, gt_missing: np.ndarray, j: np.ndarray, miss: np.ndarray) -> np.ndarray:
-        # A joint agrees when within tolerance, or when the ground truth zeroed a coordinate: the real file does that
-        # to 13 annotated joints (e.g. val person 2763's legs) without marking them missing.
-        close = (np.abs(gt_joints - j).max(axis=-1) <= GT_TOLERANCE_PX) | np.any(gt_joints == 0, axis=-1)
-        return np.all(gt_missing == miss, axis=-1) & np.all(close | miss, axis=-1)
-
-    def mismatch(k: int, what: str) -> DataError:
-        return DataError(
-            f"{ann_path}: val person {k} (entry {people[k].index_in_file}, img_paths={people[k].image!r}) {what} in "
-            f"{gt_path}: the annotations and the ground truth are not the same people in the same order"
-        )
-
-    n, m = len(people), len(gt)
-    if n > m:
-        raise DataError(f"{ann_path} has {n} val people but {gt_path} only {m}: they do not belong together")
-    if n == m:
-        ok = agree(gt.joints, gt.missing, joints, missing)
-        if not ok.all():
-            k = int(np.argmin(ok))
-            raise mismatch(k, f"does not match entry {k}")
-        return np.arange(n)
-    out = np.empty(n, dtype=np.int64)
-    j = 0
-    for k in range(n):
-        hits = np.flatnonzero(agree(gt.joints[j:], gt.missing[j:], joints[k], missing[k]))
-        if hits.size == 0:
-            raise mismatch(k, f"matches no entry from {j} on")
-        out[k] = j + hits[0]
-        j = out[k] + 1
-    return out

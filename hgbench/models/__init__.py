@@ -1,6 +1,19 @@
-"""Model definitions: one configurable StackedHourglass and its blocks."""
+"""Model definitions: one configurable StackedHourglass and its blocks, building by case name, and cost counting."""
 
 from hgbench.models.blocks import Bottleneck, make_norm
+from hgbench.models.cost import ModelCost, count_params, count_used_params, measure_cost
+from hgbench.models.factory import create_model
 from hgbench.models.hourglass import Hourglass, StackedHourglass, build_model
 
-__all__ = ["Bottleneck", "Hourglass", "StackedHourglass", "build_model", "make_norm"]
+__all__ = [
+    "Bottleneck",
+    "Hourglass",
+    "ModelCost",
+    "StackedHourglass",
+    "build_model",
+    "count_params",
+    "count_used_params",
+    "create_model",
+    "make_norm",
+    "measure_cost",
+]

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-NORMS = ("batch", "instance", "group1")
+from hgbench.cases import NORMS
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

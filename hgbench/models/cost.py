@@ -1,0 +1,96 @@
+"""What a case's network costs: parameters, parameters that train, and forward FLOPs (cached per spec and torch).
+
+FLOPs come from one forward pass under `torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device (FLOPs =
+2 x multiply-adds, as torch counts them); `hgbench list`, the runner and `hgbench bench` all read them from here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hgbench.atomic_io import write_bytes_atomic
+from hgbench.cases import CaseSpec
+from hgbench.config import cache_root
+from hgbench.models.hourglass import build_model
+
+COST_CACHE_FILENAME = "model_costs.json"
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Size and arithmetic cost of a built network."""
+
+    params: int  # all parameters
+    params_used: int  # parameters that receive a gradient in a training step
+    gflops: float  # forward GFLOPs at the given input (FLOPs = 2 x multiply-adds, as torch.utils.flop_counter)
+    input_res: int  # square input side used for `gflops`
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of distinct parameter elements (shared modules counted once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_used_params(model: nn.Module, *, input_res: int = 128) -> int:
+    """Parameter elements that receive a gradient from one training-mode backward pass (batch 2, CPU).
+
+    128 is the smallest input every case can train at (see `CaseSpec.check_input_res`)."""
+    model.train()
+    model.zero_grad(set_to_none=True)
+    x = torch.randn(2, 3, input_res, input_res, generator=torch.Generator().manual_seed(0))
+    outputs = model(x)
+    sum(o.square().mean() for o in outputs).backward()
+    return sum(p.numel() for p in model.parameters() if p.grad is not None)
+
+
+def measure_cost(spec: CaseSpec, *, input_res: int = 256, use_cache: bool = True) -> ModelCost:
+    """Count parameters, used parameters and forward FLOPs of a case without allocating real memory.
+
+    FLOPs come from one forward pass under `torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device (eval
+    mode, batch 1, no memory). "Used" parameters are those that get a gradient from a backward pass through every
+    stack's output, measured on a real CPU copy at a 128x128 input (the set does not depend on the input size).
+    Results are cached per spec fingerprint and torch version: the counting mode's per-operator overhead makes an
+    8-stack model cost a second or two.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    key = f"{spec.fingerprint()}@{input_res}@torch{torch.__version__}"
+    cache = cache_root() / COST_CACHE_FILENAME
+    if use_cache:
+        try:
+            cached = json.loads(cache.read_text())[key]
+            return ModelCost(**cached)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    with torch.device("meta"):
+        meta_model = build_model(spec).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        meta_model(torch.zeros(1, 3, input_res, input_res, device="meta"))
+    cost = ModelCost(
+        params=count_params(meta_model),
+        params_used=count_used_params(build_model(spec)),
+        gflops=counter.get_total_flops() / 1e9,
+        input_res=input_res,
+    )
+    if use_cache:
+        _store_cost(cache, key, cost)
+    return cost
+
+
+def _store_cost(cache: Path, key: str, cost: ModelCost) -> None:
+    """Best-effort cache write (atomic replace); a read-only home just means no cache."""
+    try:
+        data = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        data = {}
+    data[key] = asdict(cost)
+    try:
+        write_bytes_atomic(cache, json.dumps(data, indent=1, sort_keys=True).encode())
+    except OSError:
+        pass

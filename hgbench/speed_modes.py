@@ -1,0 +1,137 @@
+"""Speed modes: the ladder of settings `hgbench bench` compares, and the best of them that `hgbench run --fast` uses.
+
+    eager (fp32, the study's setting) -> + channels_last -> + bf16 autocast -> + torch.compile -> + CUDA graphs
+
+Each rung adds one setting to the one below where the device supports it; a rung that does not apply is skipped with
+its reason (no native bf16, no C++ compiler for inductor on the CPU, no CUDA for graphs). Pure decisions about the
+device: nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from hgbench.environment import cpu_has_native_bf16
+from hgbench.errors import HGBenchError
+
+MODES: tuple[str, ...] = ("eager", "channels_last", "bf16", "compile", "cudagraphs")
+# Warm-up calls a mode needs before its times mean anything: compile traces on the first call (and again for
+# backward), and CUDA graphs (torch.compile mode="reduce-overhead") record on a later call than the first.
+MIN_WARMUP: dict[str, int] = {"eager": 1, "channels_last": 1, "bf16": 1, "compile": 2, "cudagraphs": 3}
+
+
+@dataclass(frozen=True)
+class ModeSettings:
+    """What one benchmark mode turns on."""
+
+    channels_last: bool = False  # model and input in NHWC memory format
+    amp: bool = False  # bf16 autocast around the forward pass
+    compile: bool = False  # torch.compile(model)
+    cudagraphs: bool = False  # torch.compile(model, mode="reduce-overhead"): CUDA graphs (CUDA only)
+
+    def label(self) -> str:
+        """E.g. ``fp32`` or ``channels_last+bf16+compile``."""
+        on = [k if k != "amp" else "bf16" for k, v in asdict(self).items() if v]
+        if self.cudagraphs and "compile" in on:
+            on.remove("compile")  # "cudagraphs" already implies compile(mode="reduce-overhead")
+        return "+".join(on) if on else "fp32"
+
+
+@dataclass(frozen=True)
+class ModePlan:
+    """A requested mode resolved for a device: the settings to run, or why it does not apply."""
+
+    mode: str  # one of MODES
+    settings: ModeSettings | None  # None when skipped
+    skip_reason: str | None = None  # one line; set exactly when settings is None
+
+
+def parse_modes(text: str | Sequence[str]) -> list[str]:
+    """Split and check a comma-separated mode list; ``all`` means every mode.
+
+    Raises:
+        HGBenchError: an unknown or empty mode list (one line, listing the valid modes).
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    modes = [m.strip().lower().replace("-", "_") for m in items if m.strip()]
+    if modes == ["all"]:
+        return list(MODES)
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        what = f"unknown mode {bad[0]!r}" if bad else "no mode given"
+        raise HGBenchError(f"{what}; valid modes: {', '.join(MODES)} (or all)")
+    return list(dict.fromkeys(modes))  # keep the user's order, drop repeats
+
+
+def _bf16_reason(device: torch.device) -> str | None:
+    """None if bf16 autocast runs natively on the device, else why the bf16 rung does not apply."""
+    if device.type == "cuda":
+        try:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # older signature without the keyword
+            native = torch.cuda.is_bf16_supported()
+        return None if native else "this GPU has no native bf16 (needs compute capability 8.0+)"
+    if cpu_has_native_bf16():
+        return None
+    return "this CPU has no native bf16 (AVX512-BF16/AMX); autocast would emulate it and only measure the emulation"
+
+
+def _compile_reason(device: torch.device) -> str | None:
+    """None if torch.compile can run here, else why not (inductor on the CPU needs a C++ compiler)."""
+    if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return "torch.compile on the CPU needs a C++ compiler (none found on PATH)"
+    return None
+
+
+def plan_modes(modes: Sequence[str], device: str | torch.device) -> list[ModePlan]:
+    """Resolve each requested mode to the settings it runs on this device (the ladder, minus what does not apply).
+
+    The ladder is cumulative: ``bf16`` = channels_last + bf16, ``compile`` = channels_last + bf16 + compile,
+    ``cudagraphs`` = all of them with CUDA graphs. A setting the device lacks is dropped from the higher rungs (so
+    ``compile`` on a CPU without native bf16 is channels_last + compile), and the rung that introduces it is skipped.
+    """
+    dev = torch.device(device)
+    bf16_why = _bf16_reason(dev)
+    compile_why = _compile_reason(dev)
+    plans = []
+    for mode in modes:
+        if mode not in MODES:
+            raise HGBenchError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        rung = MODES.index(mode)
+        amp = rung >= 2 and bf16_why is None
+        why = None
+        if mode == "bf16":
+            why = bf16_why
+        elif mode == "compile":
+            why = compile_why
+        elif mode == "cudagraphs":
+            why = "CUDA graphs need a CUDA device" if dev.type != "cuda" else compile_why
+        if why is not None:
+            plans.append(ModePlan(mode, None, why))
+            continue
+        settings = ModeSettings(channels_last=rung >= 1, amp=amp, compile=rung >= 3, cudagraphs=rung >= 4)
+        plans.append(ModePlan(mode, settings))
+    return plans
+
+
+def best_mode(device: str | torch.device) -> dict[str, bool | str]:
+    """The fast-path settings for ``hgbench run --fast`` on this device.
+
+    CUDA: channels_last + bf16 autocast (where native) + torch.compile, and JPEGs decoded and cropped on the GPU in
+    batches (nvjpeg), which takes the decode, the study's bottleneck, off the few host cores. CPU: channels_last
+    only: bf16 without hardware support is emulated (slower), compile's first step costs minutes for an 8-stack
+    model (see shared/spec/environment.md), which a run of a few epochs never earns back, and decoding in the main
+    process would only serialise what the workers do in parallel.
+
+    Returns:
+        ``{"channels_last": bool, "amp": bool, "compile": bool, "decode": "workers" | "device"}``.
+    """
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        amp, compile_ = _bf16_reason(dev) is None, _compile_reason(dev) is None
+        return {"channels_last": True, "amp": amp, "compile": compile_, "decode": "device"}
+    return {"channels_last": True, "amp": False, "compile": False, "decode": "workers"}

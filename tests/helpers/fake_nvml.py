@@ -1,0 +1,52 @@
+"""A fake pynvml module for tests: readings set through attributes, errors on demand (see `make_fake_nvml`)."""
+
+from __future__ import annotations
+
+import types
+
+
+class FakeNVMLError(Exception):
+    """Stands in for pynvml.NVMLError."""
+
+
+def make_fake_nvml(*, energy: bool = True) -> types.ModuleType:
+    """A fake pynvml whose readings the test sets through attributes (util %, MiB used, W, mJ counter)."""
+    m = types.ModuleType("pynvml")
+    m.NVMLError = FakeNVMLError
+    m.NVMLError_LibraryNotFound = type("NVMLError_LibraryNotFound", (FakeNVMLError,), {})
+    m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 1, 2, 0
+    m.state = types.SimpleNamespace(util=50, mem_mib=1024, power_w=100.0, energy_mj=1000, broken=False, shutdown=0)
+    st = m.state
+
+    def reading(fn):  # noqa: ANN001, ANN202 - tiny test helper
+        def wrapped(*args):  # noqa: ANN002, ANN202
+            if st.broken:
+                raise FakeNVMLError("GPU is lost")
+            return fn(*args)
+
+        return wrapped
+
+    def total_energy(handle: object) -> int:
+        if not energy:
+            raise FakeNVMLError("Not Supported")
+        if st.broken:
+            raise FakeNVMLError("GPU is lost")
+        return st.energy_mj
+
+    m.nvmlInit = lambda: None
+    m.nvmlShutdown = lambda: setattr(st, "shutdown", st.shutdown + 1)
+    m.nvmlDeviceGetCount = lambda: 1
+    m.nvmlDeviceGetHandleByIndex = lambda i: f"gpu{i}"
+    m.nvmlDeviceGetHandleByPciBusId = lambda bus: "gpu0"
+    m.nvmlSystemGetDriverVersion = lambda: b"999.99"
+    m.nvmlDeviceGetUtilizationRates = reading(lambda h: types.SimpleNamespace(gpu=st.util, memory=10))
+    m.nvmlDeviceGetMemoryInfo = reading(lambda h: types.SimpleNamespace(used=st.mem_mib * 2**20, total=2**35))
+    m.nvmlDeviceGetPowerUsage = reading(lambda h: int(st.power_w * 1000))
+    m.nvmlDeviceGetTotalEnergyConsumption = total_energy
+    m.nvmlDeviceGetClockInfo = lambda h, kind: 1500 if kind == m.NVML_CLOCK_SM else 5000
+    m.nvmlDeviceGetMaxClockInfo = lambda h, kind: 1980
+    m.nvmlDeviceGetTemperature = lambda h, sensor: 61
+    m.nvmlDeviceGetEnforcedPowerLimit = lambda h: 300_000
+    m.nvmlDeviceGetCurrentClocksThrottleReasons = lambda h: 4
+    m.nvmlDeviceGetPersistenceMode = lambda h: 1
+    return m
