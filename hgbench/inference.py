@@ -1,4 +1,4 @@
-"""Prediction passes over the validation split: per-epoch validation, the timed inference pass, checkpoint scoring.
+"""Prediction passes over the validation split: per-epoch validation and the timed inference pass (warm, plain + flip).
 
 A pass runs the model on every batch, keeps the last stack's heatmaps, decodes their maxima on the device and moves
 coordinates to the host once at the end; they are then mapped back to original-image pixels through the exact inverse
@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,6 @@ from torch import nn
 
 from hgbench import metrics
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
-from hgbench.groundtruth import GroundTruth
 from hgbench.loss import heatmap_loss
 from hgbench.timing import StepTimer
 from hgbench.training import StepOptions
@@ -192,67 +190,3 @@ def timed_passes(
         passes["flip"] = predict(model, loader, opts, input_res=input_res, flip=True, with_targets=False,
                                  on_batch=on_batch)  # fmt: skip
     return passes
-
-
-@dataclass
-class CheckpointEvaluation:
-    """`hgbench evaluate --checkpoint`: predictions, their ground truth and how long the pass took."""
-
-    predictions: np.ndarray  # [N, 16, 2] image pixels
-    ground_truth: GroundTruth
-    timing: dict
-    images: list[Path]
-    case: str
-
-
-def evaluate_checkpoint(
-    *,
-    checkpoint: Path,
-    data_dir: Path | None,
-    flip: bool,
-    batch_size: int = 6,
-    device: str = "auto",
-    limit: int | None = None,
-    workers: int = 2,
-    synthetic_people: int | None = None,
-) -> CheckpointEvaluation:
-    """Load a checkpoint, run it over the validation split of `data_dir` (or the synthetic default) and time it."""
-    from hgbench.checkpoint import load_checkpoint
-    from hgbench.data.loader import make_loader
-    from hgbench.models import build_model
-    from hgbench.runner import open_datasets, resolve_device
-
-    dev = resolve_device(device)
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
-    config = ckpt.config
-    input_res = int(config["input_res"])
-    people = synthetic_people or int(config.get("synthetic_people") or 600)
-    _, val_ds = open_datasets(
-        data_dir,
-        input_res=input_res,
-        limit_train=None,
-        limit_val=limit,
-        synthetic_people=people,
-        sigma=float(config.get("sigma", 1.0)),
-        need_train=False,
-        # As the run decoded, where that pays: on a CPU the main process would decode serially (see device_decode).
-        decode="device" if dev.type == "cuda" and config.get("decode") == "device" else "workers",
-    )
-    model = build_model(ckpt.spec)
-    model.load_state_dict(ckpt.state["model"])
-    opts = StepOptions(dev, amp=bool(config.get("amp")), channels_last=bool(config.get("channels_last")))
-    model.to(dev, memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
-    loader = make_loader(
-        val_ds, batch_size, shuffle=False, workers=workers, pin_memory=dev.type == "cuda", drop_last=False, device=dev
-    )
-    t0 = time.perf_counter()
-    result = predict(model, loader, opts, input_res=input_res, flip=flip, with_targets=False)
-    kept = val_ds.indices_of(result.index)  # without images found undecodable (with skip_bad_images)
-    timing = {**result.timing, "total_s": time.perf_counter() - t0, "flip": flip}
-    return CheckpointEvaluation(
-        predictions=result.predictions,
-        ground_truth=val_ds.ground_truth().subset(kept),  # in split order, as the predictions
-        timing=timing,
-        images=[val_ds.root / "images" / val_ds.people[i].image for i in kept],
-        case=ckpt.spec.label,
-    )

@@ -398,7 +398,7 @@ def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | N
 
     Args:
         results_dir: the results root to search (recursively; its ``published/`` folder is not this machine's).
-        identity: the planned run's `hgbench.config.run_identity` (see `hgbench.runner.planned_identity`): the same
+        identity: the planned run's `hgbench.config.run_identity` (see `hgbench.plan.planned_identity`): the same
             function resume uses, so "already finished" and "can be resumed" never disagree.
         machine_id: only look in this machine's sub-folder (timings from another machine are not a finished run here).
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from hgbench.stats import describe, quartiles
+
 # --------------------------------------------------------------------------------------------------------------------
 # Devices, timing statistics and time_fn
 # --------------------------------------------------------------------------------------------------------------------
@@ -30,20 +32,6 @@ def as_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and dev.index is None and torch.cuda.is_available():
         dev = torch.device("cuda", torch.cuda.current_device())
     return dev
-
-
-def _quartiles(data: list[float]) -> tuple[float, float]:
-    """Q1 and Q3 exactly as pytest-benchmark computes them (Wikipedia methods 3 and 2), so records compare."""
-    d = sorted(data)
-    n = len(d)
-    if n == 1:
-        return d[0], d[0]
-    if n % 2:
-        k, q = n // 4, n % 4
-        if q == 1:
-            return 0.25 * d[k - 1] + 0.75 * d[k], 0.75 * d[3 * k] + 0.25 * d[3 * k + 1]
-        return 0.75 * d[k] + 0.25 * d[k + 1], 0.25 * d[3 * k + 1] + 0.75 * d[3 * k + 2]
-    return statistics.median(d[: n // 2]), statistics.median(d[n // 2 :])
 
 
 @dataclass
@@ -86,7 +74,7 @@ class TimingStats:
 
     @property
     def iqr(self) -> float:
-        q1, q3 = _quartiles(self.data)
+        q1, q3 = quartiles(self.data)
         return q3 - q1
 
     @property
@@ -96,14 +84,7 @@ class TimingStats:
     def to_dict(self) -> dict:
         """min, max, mean, stddev, median, iqr, rounds, data (seconds), plus total, wall_s, clock and warm-up."""
         return {
-            "min": self.min,
-            "max": self.max,
-            "mean": self.mean,
-            "stddev": self.stddev,
-            "median": self.median,
-            "iqr": self.iqr,
-            "rounds": self.rounds,
-            "data": list(self.data),
+            **describe(self.data),
             "total": self.total,
             "wall_s": self.wall_s,
             "clock": self.clock,

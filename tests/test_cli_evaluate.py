@@ -141,7 +141,7 @@ def test_checkpoint_branch_wiring(tiny, capsys, monkeypatch, tmp_path: Path) -> 
     import inspect
     from types import SimpleNamespace
 
-    inference = pytest.importorskip("hgbench.inference")
+    inference = pytest.importorskip("hgbench.scoring")
     from hgbench.groundtruth import load_ground_truth
 
     _, gt_path, preds = tiny

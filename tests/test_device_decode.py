@@ -20,8 +20,9 @@ from hgbench.data.loader import make_loader
 from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import MPII_MEAN, crop_matrix, warp_image
 from hgbench.errors import DataError
+from hgbench.plan import resolve_config
 from hgbench.results import read_record
-from hgbench.runner import resolve_config, run
+from hgbench.runner import run
 
 
 def _picture(h: int, w: int, seed: int) -> np.ndarray:

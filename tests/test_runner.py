@@ -112,7 +112,7 @@ def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path
 
 
 def test_resume_and_the_sweeps_skip_share_one_identity(tiny: RunConfig, synthetic_root: Path, tmp_path: Path) -> None:
-    from hgbench.runner import planned_identity
+    from hgbench.plan import planned_identity
 
     outcome = run(tiny, progress=False)
     record = json.loads(outcome.record_path.read_text())

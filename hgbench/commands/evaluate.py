@@ -3,7 +3,7 @@
 Two sources, exactly one of them:
 - ``--predictions PRED.mat`` (`preds` N x 16 x 2 or `pos_pred_src` 16 x 2 x N, image pixels, val order) against
   ``--ground-truth GT.mat`` (default: the `detections_our_format.mat` bundled with hgbench);
-- ``--checkpoint CKPT``: run the model on the validation split (`hgbench.inference.evaluate_checkpoint`) and score it.
+- ``--checkpoint CKPT``: run the model on the validation split (`hgbench.scoring.evaluate_checkpoint`) and score it.
 
 Results go to stdout as the study's table, CSV (two lines, nothing else) or JSON; notes go to stderr.
 """
@@ -145,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         import inspect
 
-        from hgbench.inference import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
+        from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
 
         kwargs: dict = dict(checkpoint=args.checkpoint, data_dir=args.data_dir, flip=args.flip, batch_size=args.batch,
                             device=args.device, limit=args.limit, workers=args.workers,

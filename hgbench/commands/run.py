@@ -162,7 +162,8 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
 
 def cmd_run(args: argparse.Namespace) -> int:
     from hgbench import results as store
-    from hgbench.runner import planned_identity, resolve_device, run
+    from hgbench.plan import planned_identity, resolve_device
+    from hgbench.runner import run
 
     if args.case.lower() == "all":
         cases = list(STUDY_CASES)

@@ -1,0 +1,208 @@
+"""Planning a run: everything `hgbench run` resolves once, before a step is taken.
+
+A `RunPlan` holds the device, the settings as the record stores them (the fast mode and decoder chosen, the world
+size filled in), the case, the datasets and their fingerprint, the run's identity and where its checkpoint lives.
+The runner, the sweep's skip check (`planned_identity`) and `hgbench evaluate --checkpoint` take these from here, so
+each fact is decided in one place.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from hgbench import __version__
+from hgbench.cases import CaseSpec, get_spec
+from hgbench.config import RunConfig, run_identity
+from hgbench.data.device_decode import DECODE_MODES
+from hgbench.distributed import DistContext, barrier
+from hgbench.errors import HGBenchError
+from hgbench.groundtruth import GroundTruth
+
+MIN_FREE_BYTES = 64 * 2**20  # below this on the output disk a run refuses to start
+
+
+@dataclass
+class RunPlan:
+    """One run, resolved: what it runs on, with which settings and data, under which identity."""
+
+    config: RunConfig  # as the record stores it (fast mode, decoder and world size resolved)
+    spec: CaseSpec
+    ctx: DistContext
+    device: torch.device
+    train_ds: object  # MPIIDataset, training split
+    val_ds: object  # MPIIDataset, validation split
+    dataset: dict  # the record's ``dataset`` section
+    identity: str  # `hgbench.config.run_identity`: resume and the sweep's skip agree on it
+
+    @property
+    def stem(self) -> str:
+        """The record's file name after its number, e.g. ``case3-asbuilt_seed0_smoke``."""
+        return record_stem(self.config, self.spec)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's checkpoint folder: its stem and identity, so two settings never share one."""
+        return Path(self.config.checkpoint_dir) / f"{self.stem}-{self.identity}"
+
+    @property
+    def last_path(self) -> Path:
+        return self.run_dir / "last.pt"
+
+    @functools.cached_property
+    def ground_truth(self) -> GroundTruth:
+        """The validation split's ground truth (head boxes, missing joints), read once per run."""
+        return self.val_ds.ground_truth()
+
+
+def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
+    """Resolve `config` for this process: device, settings, checks, datasets and identity (raises HGBenchError)."""
+    device = resolve_device(config.device, ctx)
+    config = resolve_config(replace(config, world_size=ctx.world_size), device)
+    validate_config(config, spec, ctx)
+    if ctx.is_main:
+        check_output_dir(Path(config.out))
+        check_output_dir(Path(config.checkpoint_dir))
+    train_ds, val_ds = open_datasets(
+        config.data_dir, input_res=config.input_res, limit_train=config.limit_train, limit_val=config.limit_val,
+        synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
+        seed=config.seed, decode=config.decode, ctx=ctx,
+    )  # fmt: skip
+    if len(train_ds) < config.batch_size:
+        raise HGBenchError(
+            f"{len(train_ds)} training people in {train_ds.root} are fewer than one batch of {config.batch_size}; "
+            "use a smaller --batch or more data"
+        )
+    dataset = dataset_info(train_ds, val_ds)
+    identity = run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(),
+                            dataset_fingerprint=dataset["fingerprint"], version=__version__)  # fmt: skip
+    return RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity)
+
+
+def planned_identity(config: RunConfig) -> str:
+    """The identity that `run(config)` would give its run, for a sweep's skip check.
+
+    Opens the datasets to fingerprint them (generating the synthetic default if it is not cached yet, as the run
+    would); trains nothing and checks no output folder.
+    """
+    spec = get_spec(config.case, as_built=config.as_built)
+    device = resolve_device(config.device)
+    config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device)
+    train_ds, val_ds = open_datasets(
+        config.data_dir, input_res=config.input_res, limit_train=config.limit_train, limit_val=config.limit_val,
+        synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
+        seed=config.seed, decode=config.decode,
+    )  # fmt: skip
+    dataset = dataset_info(train_ds, val_ds)["fingerprint"]
+    return run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(), dataset_fingerprint=dataset,
+                        version=__version__)  # fmt: skip
+
+
+def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
+    """`auto` picks CUDA when present; under torchrun each process takes its local GPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(name)
+    except RuntimeError:  # torch's own message is a wall of every device type it knows
+        raise HGBenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise HGBenchError("--device cuda asked for, but no CUDA device is available (use --device cpu)")
+        if ctx is not None and ctx.enabled:
+            dev = torch.device("cuda", ctx.local_rank)
+    elif dev.type != "cpu":
+        raise HGBenchError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
+    return dev
+
+
+def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
+    """The settings a run on `device` actually uses, as its record stores them.
+
+    `--fast` turns on the best mode for the device (hgbench.speed_modes.best_mode); ``decode="auto"`` becomes the fast
+    mode's choice with `--fast` and "workers" (the study's pipeline) without. An explicit ``--decode`` is kept.
+    """
+    if not config.fast:
+        return replace(config, decode="workers") if config.decode == "auto" else config
+    from hgbench.speed_modes import best_mode
+
+    mode = best_mode(device)
+    config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
+    return replace(config, decode=mode["decode"]) if config.decode == "auto" else config
+
+
+def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None:
+    try:
+        spec.check_input_res(config.input_res)
+    except ValueError as exc:
+        raise HGBenchError(str(exc)) from exc
+    if config.epochs < 1:
+        raise HGBenchError(f"--epochs must be at least 1, got {config.epochs}")
+    if config.batch_size < 2:
+        raise HGBenchError(f"--batch must be at least 2 (BatchNorm needs two samples), got {config.batch_size}")
+    if config.batch_size % ctx.world_size:
+        raise HGBenchError(f"--batch {config.batch_size} is not divisible by the {ctx.world_size} processes")
+    if config.test_batch_size < 1:
+        raise HGBenchError(f"--test-batch must be at least 1, got {config.test_batch_size}")
+    if config.decode not in DECODE_MODES:
+        raise HGBenchError(f"--decode must be one of {', '.join(DECODE_MODES)}, got {config.decode!r}")
+
+
+def open_datasets(data_dir: str | Path | None, *, input_res: int, limit_train: int | None, limit_val: int | None,
+                  synthetic_people: int, sigma: float = 1.0, skip_bad_images: bool = False, need_train: bool = True,
+                  seed: int = 0, decode: str = "workers", ctx: DistContext | None = None):  # fmt: skip
+    """The training and validation datasets of a real MPII directory, or of the cached synthetic default."""
+    from hgbench.data.mpii import MPIIDataset
+    from hgbench.data.synthetic import default_dataset
+
+    if data_dir is None:
+        # Rank 0 generates the cached dataset; the others wait and then read it.
+        if ctx is None or ctx.is_main:
+            root = default_dataset(people=synthetic_people)
+        if ctx is not None and ctx.enabled:
+            barrier(ctx)
+            root = default_dataset(people=synthetic_people)
+    else:
+        root = Path(data_dir).expanduser()
+    common = {"input_res": input_res, "skip_bad_images": skip_bad_images, "sigma": sigma, "decode": decode}
+    train = MPIIDataset(root, "train", augment=True, limit=limit_train, seed=seed, **common) if need_train else None
+    val = MPIIDataset(root, "val", augment=False, limit=limit_val, seed=seed, **common)
+    return train, val
+
+
+def dataset_info(train_ds, val_ds) -> dict:
+    return {
+        "name": val_ds.name,
+        "root": str(val_ds.root),
+        "train_size": len(train_ds),
+        "val_size": len(val_ds),
+        "fingerprint": f"{train_ds.fingerprint()}-{val_ds.fingerprint()}",
+        "skipped_images": sorted(set(train_ds.bad_images) | set(val_ds.bad_images)),
+    }
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail before training when results could not be written (unwritable folder, nearly full disk)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".hgbench-write-test-{time.time_ns()}"
+        probe.write_bytes(b"x")
+        probe.unlink()
+    except OSError as exc:
+        raise HGBenchError(f"cannot write to {path}: {exc.strerror or exc}") from exc
+    free = shutil.disk_usage(path).free
+    if free < MIN_FREE_BYTES:
+        raise HGBenchError(f"only {free / 2**20:.0f} MiB free on the disk holding {path}; need at least "
+                           f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and records")  # fmt: skip
+
+
+def record_stem(config: RunConfig, spec: CaseSpec) -> str:
+    form = "-asbuilt" if spec.as_built else ""
+    tag = f"_{config.tag}" if config.tag else ""
+    return f"case{spec.name}{form}_seed{config.seed}{tag}"

@@ -1,0 +1,102 @@
+"""The run's recorder: owns the record of one run and writes it, with the checkpoint, atomically.
+
+The record on disk always says what a reader should believe if the process died right now: "interrupted after epoch
+k" until the run finishes. After every epoch the checkpoint is written first and then the record, so a kill between
+the two leaves a record one epoch behind its checkpoint, never ahead. Only rank 0 writes; every rank holds the same
+record (broadcast at the start) so a resumed or failed run can say how far it got.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hgbench.atomic_io import next_record_path, write_json_atomic
+from hgbench.checkpoint import Checkpoint, save_checkpoint
+from hgbench.distributed import broadcast_object
+from hgbench.environment import collect_commit_info, machine_id
+from hgbench.plan import RunPlan
+from hgbench.record import new_record, train_summary, utc_now
+
+
+class Recorder:
+    """The record of one run, from its first write to its final status.
+
+    Args:
+        plan: the resolved run.
+        machine_info: `collect_environment` of the run's device.
+        model: the record's ``model`` section (params, params used, GFLOPs and the input size they were counted at).
+        resumed: the checkpoint a resumed run continues from: its record is completed, not a new one started.
+    """
+
+    def __init__(self, plan: RunPlan, *, machine_info: dict, model: dict, resumed: Checkpoint | None) -> None:
+        self.plan = plan
+        self.writes = plan.ctx.is_main
+        self.path: Path | None = None
+        record = None
+        if self.writes:
+            previous = Path(resumed.state["record_path"]) if resumed is not None else None
+            if previous is not None and previous.is_file():
+                self.path, record = previous, resumed.state["record"]
+            else:
+                self.path = next_record_path(plan.config.out, machine_id(machine_info), plan.stem)
+                record = new_record(run_id=self.path.stem, machine_info=machine_info,
+                                    commit_info=collect_commit_info(), spec=plan.spec.to_dict(),
+                                    config=plan.config.to_dict(), dataset=plan.dataset, model=model,
+                                    checkpoint=str(plan.last_path))  # fmt: skip
+                if resumed is not None:
+                    record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
+            write_json_atomic(self.path, record)
+        self.record: dict = broadcast_object(plan.ctx, record)
+
+    @property
+    def epochs_done(self) -> int:
+        return len(self.record["results"]["epochs"])
+
+    def add_epoch(self, entry: dict, *, heatmap_acc: float | None, skipped_images: list[str]) -> None:
+        """One finished epoch's figures (written with the next `checkpoint`)."""
+        self.record["results"]["epochs"].append(entry)
+        self.record["results"]["heatmap_acc"] = heatmap_acc
+        self.record["dataset"]["skipped_images"] = skipped_images
+
+    def checkpoint(self, epoch: int, state: dict[str, Any]) -> None:
+        """The checkpoint after `epoch` (model, optimiser, ... in `state`), then the record that points at it."""
+        if not self.writes:
+            return
+        reason = f"stopped after epoch {epoch} of {self.plan.config.epochs}; continue with --resume"
+        self._mark("interrupted", reason)
+        payload = {"spec": self.plan.spec.to_dict(), "config": self.plan.config.to_dict(), "epoch": epoch,
+                   "identity": self.plan.identity, "record_path": str(self.path), "record": self.record,
+                   **state}  # fmt: skip
+        save_checkpoint(self.plan.last_path, payload)
+        write_json_atomic(self.path, self.record)
+
+    def set_results(self, **results: Any) -> None:
+        """Final figures (``pckh``, ``inference``, ``peak_memory_mib``, ``telemetry``) for the record's results."""
+        self.record["results"].update(results)
+
+    def finish(self, status: str, reason: str | None, *, keep_checkpoint: bool = True) -> None:
+        """Write the final status; a finished run that keeps no checkpoint says so first, then deletes it."""
+        if not self.writes:
+            return
+        if status == "finished" and not keep_checkpoint:
+            self.record["checkpoint"] = None  # the record first: a kill in between leaves a stray file, no lie
+        self._mark(status, reason)
+        write_json_atomic(self.path, self.record)
+        if status == "finished" and not keep_checkpoint:
+            shutil.rmtree(self.plan.run_dir, ignore_errors=True)
+
+    def interrupted(self, epoch: int) -> None:
+        """Ctrl-C or SIGTERM during `epoch`: the record says what is safe to resume from."""
+        done = self.epochs_done
+        self.finish("interrupted", f"interrupted during epoch {epoch}; epochs 1-{done} are checkpointed; continue "
+                    "with --resume" if done else f"interrupted during epoch {epoch}")  # fmt: skip
+
+    def _mark(self, status: str, reason: str | None) -> None:
+        record = self.record
+        record["datetime"] = utc_now()
+        record["status"], record["status_reason"] = status, reason
+        if status == "finished":
+            record["finished"] = record["datetime"]
+        record["results"]["train"] = train_summary(record["results"]["epochs"])

@@ -1,0 +1,81 @@
+"""`hgbench evaluate --checkpoint`: load a saved run's network and score it on the validation split, timed.
+
+It sits above the loops (it opens the datasets and resolves the device as a run's plan does, and reads the
+checkpoint), so the prediction passes in hgbench.inference never reach up to the runner.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hgbench.checkpoint import load_checkpoint
+from hgbench.data.loader import make_loader
+from hgbench.groundtruth import GroundTruth
+from hgbench.inference import predict
+from hgbench.models import build_model
+from hgbench.plan import open_datasets, resolve_device
+from hgbench.training import StepOptions
+
+
+@dataclass
+class CheckpointEvaluation:
+    """`hgbench evaluate --checkpoint`: predictions, their ground truth and how long the pass took."""
+
+    predictions: np.ndarray  # [N, 16, 2] image pixels
+    ground_truth: GroundTruth
+    timing: dict
+    images: list[Path]
+    case: str
+
+
+def evaluate_checkpoint(
+    *,
+    checkpoint: Path,
+    data_dir: Path | None,
+    flip: bool,
+    batch_size: int = 6,
+    device: str = "auto",
+    limit: int | None = None,
+    workers: int = 2,
+    synthetic_people: int | None = None,
+) -> CheckpointEvaluation:
+    """Load a checkpoint, run it over the validation split of `data_dir` (or the synthetic default) and time it."""
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    config = ckpt.config
+    input_res = int(config["input_res"])
+    people = synthetic_people or int(config.get("synthetic_people") or 600)
+    _, val_ds = open_datasets(
+        data_dir,
+        input_res=input_res,
+        limit_train=None,
+        limit_val=limit,
+        synthetic_people=people,
+        sigma=float(config.get("sigma", 1.0)),
+        need_train=False,
+        # As the run decoded, where that pays: on a CPU the main process would decode serially (see device_decode).
+        decode="device" if dev.type == "cuda" and config.get("decode") == "device" else "workers",
+    )
+    model = build_model(ckpt.spec)
+    model.load_state_dict(ckpt.state["model"])
+    opts = StepOptions(dev, amp=bool(config.get("amp")), channels_last=bool(config.get("channels_last")))
+    model.to(dev, memory_format=torch.channels_last if opts.channels_last else torch.contiguous_format)
+    loader = make_loader(
+        val_ds, batch_size, shuffle=False, workers=workers, pin_memory=dev.type == "cuda", drop_last=False, device=dev
+    )
+    t0 = time.perf_counter()
+    result = predict(model, loader, opts, input_res=input_res, flip=flip, with_targets=False)
+    kept = val_ds.indices_of(result.index)  # without images found undecodable (with skip_bad_images)
+    timing = {**result.timing, "total_s": time.perf_counter() - t0, "flip": flip}
+    return CheckpointEvaluation(
+        predictions=result.predictions,
+        ground_truth=val_ds.ground_truth().subset(kept),  # in split order, as the predictions
+        timing=timing,
+        images=[val_ds.root / "images" / val_ds.people[i].image for i in kept],
+        case=ckpt.spec.label,
+    )
