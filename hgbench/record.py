@@ -1,13 +1,47 @@
-"""Assembling the run record (docs/record.md) from what the runner measured. Pure functions of their inputs."""
+"""The run record's schema (``hgbench.run/1``, docs/record.md), in one place: building it, validating it, reading it.
+
+The runner's `Recorder` builds records with `new_record`, `train_summary` and `inference_entry`; the store
+(hgbench.results) validates every file it reads with `validate_record`; the reporter reads `RunSummary`s made by
+`summarize`, which takes each figure from where docs/record.md says. Pure functions of their inputs.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from hgbench import __version__
+from hgbench.environment import device_label, machine_id
 from hgbench.stats import describe
 
 SCHEMA = "hgbench.run/1"
+STATUSES: tuple[str, ...] = ("finished", "interrupted", "failed", "running")
+
+# Top-level keys of every record (docs/record.md); values may be null where the doc allows it.
+REQUIRED_KEYS: tuple[str, ...] = (
+    "schema", "hgbench_version", "datetime", "started", "finished", "status", "status_reason", "run_id",
+    "machine_info", "commit_info", "spec", "config", "dataset", "model", "results",
+)  # fmt: skip
+
+# Dotted paths the readers take from a *finished* record: each must be present (null allowed: "not measured").
+READER_PATHS: tuple[str, ...] = (
+    "spec.name", "spec.as_built", "spec.description", "model.params", "model.gflops",
+    "results.train.min_per_epoch", "results.train.data_wait_fraction", "results.train.images_per_s",
+    "results.train.energy_j_per_epoch", "results.pckh", "results.heatmap_acc", "results.inference",
+    "config.seed",
+)  # fmt: skip
+
+# Numeric fields: when present and not null they must be numbers (a string here means a corrupt or foreign record).
+NUMERIC_PATHS: tuple[str, ...] = (
+    "model.params", "model.gflops", "results.train.min_per_epoch.mean", "results.train.data_wait_fraction",
+    "results.train.images_per_s", "results.train.energy_j_per_epoch", "results.pckh.Mean", "results.heatmap_acc",
+    "results.inference.plain.device_min", "results.inference.plain.wall_min",
+)  # fmt: skip
+
 
 
 def utc_now() -> str:
@@ -85,3 +119,180 @@ def new_record(
             "telemetry": None,
         },
     }
+
+
+# ------------------------------------------------------------------------------------------ validating, reading
+_MISSING = object()
+
+
+def _lookup(record: Any, dotted: str) -> Any:
+    """``record["a"]["b"]`` for ``"a.b"``, or `_MISSING` when any level is missing or not a mapping."""
+    node = record
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def record_value(record: Any, dotted: str) -> Any:
+    """The value at ``dotted``; None when any level is missing."""
+    value = _lookup(record, dotted)
+    return None if value is _MISSING else value
+
+
+def _has(record: Any, dotted: str) -> bool:
+    """Whether every level of ``dotted`` exists (the last may hold null)."""
+    return _lookup(record, dotted) is not _MISSING
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def validate_record(record: Any) -> list[str]:
+    """Check a parsed JSON document against ``hgbench.run/1`` (docs/record.md).
+
+    Checks the schema string, every top-level key, the object-typed sections, the status value, and for a finished
+    record every field the readers take (present; null allowed where not measured) and that numbers are numbers.
+
+    Args:
+        record: a parsed JSON document.
+
+    Returns:
+        One short line per problem; empty when the record is valid.
+    """
+    if not isinstance(record, Mapping):
+        return [f"not a JSON object but a {type(record).__name__}"]
+    schema = record.get("schema")
+    if schema != SCHEMA:
+        return [f"schema is {schema!r}, not {SCHEMA!r}" if "schema" in record else "no 'schema' key"]
+    problems = [f"missing key {k!r}" for k in REQUIRED_KEYS if k not in record]
+    for key in ("machine_info", "commit_info", "spec", "config", "dataset", "model", "results"):
+        if key in record and not isinstance(record[key], Mapping):
+            problems.append(f"{key!r} is not an object")
+    status = record.get("status")
+    if "status" in record and status not in STATUSES:
+        problems.append(f"status {status!r} is not one of {', '.join(STATUSES)}")
+    if not isinstance(record_value(record, "spec.name"), str):
+        problems.append("spec.name missing or not a string")
+    if status == "finished":
+        problems += [f"finished record lacks {p}" for p in READER_PATHS if not _has(record, p)]
+    for p in NUMERIC_PATHS:
+        value = record_value(record, p)
+        if value is not None and not _is_number(value):
+            problems.append(f"{p} is {value!r}, not a number")
+    return problems
+
+
+@dataclass
+class RunSummary:
+    """One run record flattened to what the reporter shows (docs/record.md, "Readers take"); null -> None."""
+
+    path: Path  # the record file
+    run_id: str  # file stem, e.g. 0007_case3_seed0
+    case: str  # spec.name: "1".."8", "hg1", ...
+    as_built: bool  # the study's code as it ran (True) or the case as described (False)
+    description: str  # spec.description
+    seed: int | None  # config.seed
+    status: str  # finished | interrupted | failed | running
+    status_reason: str | None  # one line, for runs that did not finish
+    device: str  # gpu_name, or "CPU: <cpu>"
+    machine_id: str  # results sub-folder name, e.g. cpu-pt2.14.1
+    datetime: str | None  # UTC ISO-8601, when the record was last written
+    params: int | None  # model.params
+    params_used: int | None  # model.params_used (parameters that get a gradient)
+    gflops: float | None  # forward GFLOPs at model.gflops_input_res
+    min_per_epoch: float | None  # mean training minutes per epoch (warm-up epoch excluded when 2+ epochs)
+    min_per_epoch_first: float | None  # the first (warm-up) epoch on its own
+    data_wait_pct: float | None  # 100 * fraction of epoch wall time spent waiting for data
+    pckh_mean: float | None  # final PCKh@0.5 Mean (%), the table's "validation accuracy"
+    heatmap_acc: float | None  # fraction, final validation epoch
+    inference_min: float | None  # minutes for one plain pass over the validation set, wall clock, on every device
+    inference_device_min: float | None  # the pass's per-batch compute on the GPU clock (CUDA events); None on CPU
+    images_per_s: float | None  # training throughput
+    energy_j_per_epoch: float | None  # None without an NVIDIA GPU
+    peak_memory_mib: float | None  # torch.cuda.max_memory_allocated
+    epochs_done: int  # epochs with an entry in results.epochs
+    dataset: str | None  # dataset.name: synthetic | mpii
+    config: dict = field(default_factory=dict)  # every hyperparameter of the run
+    pckh: dict = field(default_factory=dict)  # the PCKh table: Head, Shoulder, ..., Mean
+    epoch_minutes: list[float] = field(default_factory=list)  # per-epoch minutes behind min_per_epoch (stats.data)
+    dataset_info: dict = field(default_factory=dict)  # dataset section without the skipped-images list
+    hgbench_version: str | None = None  # the code version that measured the run (rows never pool two versions)
+    gflops_input_res: int | None = None  # the input side `gflops` was counted at (model.gflops_input_res)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run finished (only finished runs enter the table)."""
+        return self.status == "finished"
+
+    @property
+    def label(self) -> str:
+        """``case 3`` or ``case 5 (as built)``."""
+        prefix = f"case {self.case}" if self.case.isdigit() else self.case
+        return f"{prefix} (as built)" if self.as_built else prefix
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if _is_number(value) and math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if _is_number(value) and float(value).is_integer() else None
+
+
+def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
+    """Flatten a (valid) record into a `RunSummary`, taking each field from where docs/record.md says.
+
+    Missing or null fields become None, so a partial (interrupted) record summarises too.
+
+    Args:
+        record: the parsed record.
+        path: the file it came from (its stem is the fallback run id).
+    """
+    path = Path(path)
+    info = record.get("machine_info") or {}
+    device = device_label(info)
+    plain = record_value(record, "results.inference.plain") or {}
+    wait = _num(record_value(record, "results.train.data_wait_fraction"))
+    stats = record_value(record, "results.train.min_per_epoch")
+    data = stats.get("data") if isinstance(stats, Mapping) else None
+    pckh = record_value(record, "results.pckh")
+    epochs = record_value(record, "results.epochs")
+    dataset = record.get("dataset") if isinstance(record.get("dataset"), Mapping) else {}
+    config = record.get("config") if isinstance(record.get("config"), Mapping) else {}
+    return RunSummary(
+        path=path,
+        run_id=str(record.get("run_id") or path.stem),
+        case=str(record_value(record, "spec.name")),
+        as_built=bool(record_value(record, "spec.as_built")),
+        description=str(record_value(record, "spec.description") or ""),
+        seed=_int(config.get("seed")),
+        status=str(record.get("status")),
+        status_reason=record.get("status_reason"),
+        device=device,
+        machine_id=str(info.get("machine_id") or machine_id(info)),
+        datetime=record.get("datetime"),
+        params=_int(record_value(record, "model.params")),
+        params_used=_int(record_value(record, "model.params_used")),
+        gflops=_num(record_value(record, "model.gflops")),
+        min_per_epoch=_num(record_value(record, "results.train.min_per_epoch.mean")),
+        min_per_epoch_first=_num(record_value(record, "results.train.min_per_epoch_first")),
+        data_wait_pct=None if wait is None else 100.0 * wait,
+        pckh_mean=_num(record_value(record, "results.pckh.Mean")),
+        heatmap_acc=_num(record_value(record, "results.heatmap_acc")),
+        inference_min=_num(plain.get("wall_min")),
+        inference_device_min=_num(plain.get("device_min")),
+        images_per_s=_num(record_value(record, "results.train.images_per_s")),
+        energy_j_per_epoch=_num(record_value(record, "results.train.energy_j_per_epoch")),
+        peak_memory_mib=_num(record_value(record, "results.peak_memory_mib")),
+        epochs_done=len(epochs) if isinstance(epochs, list) else 0,
+        dataset=dataset.get("name"),
+        config=dict(config),
+        pckh=dict(pckh) if isinstance(pckh, Mapping) else {},
+        epoch_minutes=[float(x) for x in data if _num(x) is not None] if isinstance(data, list) else [],
+        dataset_info={k: v for k, v in dataset.items() if k != "skipped_images"},
+        hgbench_version=str(record["hgbench_version"]) if record.get("hgbench_version") is not None else None,
+        gflops_input_res=_int(record_value(record, "model.gflops_input_res")),
+    )

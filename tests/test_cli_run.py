@@ -13,8 +13,7 @@ import pytest
 from hgbench import cli, runner
 from hgbench.cases import STUDY_CASES
 from hgbench.config import RunConfig
-from hgbench.environment import collect_environment
-from hgbench.results import machine_id
+from hgbench.environment import collect_environment, machine_id
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLISHED_RECORDS = REPO / "results" / "published" / "cpu-pt2.14.1"

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from hgbench import results
+from hgbench.environment import machine_id
 from hgbench.results import (
     SCHEMA,
     atomic_output,
     find_finished,
     load_records,
-    machine_id,
     next_record_path,
     read_record,
     summarize,

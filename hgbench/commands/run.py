@@ -173,10 +173,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise HGBenchError(str(exc)) from exc
     failed = []
-    from hgbench.environment import collect_environment
+    from hgbench.environment import collect_environment, machine_id
 
     # A run finished on another machine is not this machine's measurement, nor its run to resume.
-    machine = store.machine_id(collect_environment(resolve_device(args.device)))
+    machine = machine_id(collect_environment(resolve_device(args.device)))
     keep = args.keep_checkpoints or not args.smoke
     for case in cases:
         cfg = config_from_args(args, case)
