@@ -18,6 +18,7 @@ from torch import nn
 
 from hgbench import metrics
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
+from hgbench.geometry import heatmap_res
 from hgbench.loss import heatmap_loss
 from hgbench.timing import StepTimer
 from hgbench.training import StepOptions
@@ -108,20 +109,8 @@ def predict(
             on_progress(batches)
     coords_host = torch.cat(coords_dev).cpu().numpy() if coords_dev else np.zeros((0, 16, 2))
     t = timer.summary()
-    heatmap_res = input_res // 4
-    preds = metrics.heatmap_to_image(
-        coords_host,
-        torch.cat(centers).numpy() if centers else np.zeros((0, 2)),
-        torch.cat(scales).numpy() if scales else np.zeros(0),
-        input_res,
-        heatmap_res,
-        rotation=torch.cat(rotations).numpy() if rotations else None,
-    )
+    preds, index, excluded = _to_image_pixels(coords_host, centers, scales, rotations, indices, bad, input_res)
     wall_s = time.perf_counter() - t_start
-    index = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
-    is_bad = torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, dtype=bool)
-    excluded = index[is_bad]
-    preds, index = preds[~is_bad], index[~is_bad]
     timing = {"wall_s": wall_s, "device_s": t["compute_s"] if t["clock"] == "cuda_event" else None,
               "compute_s": t["compute_s"], "clock": t["clock"], "data_wait_s": t["data_wait_s"], "images": images,
               "images_per_s": images / wall_s if wall_s > 0 else None}  # fmt: skip
@@ -143,6 +132,26 @@ def predict(
         timing=timing,
         excluded=np.sort(excluded),
     )
+
+
+def _to_image_pixels(coords: np.ndarray, centers: list, scales: list, rotations: list, indices: list, bad: list,
+                     input_res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Heatmap peaks -> original-image pixels through each sample's inverse crop; undecodable samples set apart.
+
+    Returns:
+        predictions [N, 16, 2] and split positions [N] of the decodable samples, and the positions excluded.
+    """
+    preds = metrics.heatmap_to_image(
+        coords,
+        torch.cat(centers).numpy() if centers else np.zeros((0, 2)),
+        torch.cat(scales).numpy() if scales else np.zeros(0),
+        input_res,
+        heatmap_res(input_res),
+        rotation=torch.cat(rotations).numpy() if rotations else None,
+    )
+    index = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
+    is_bad = torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, dtype=bool)
+    return preds[~is_bad], index[~is_bad], index[is_bad]
 
 
 @torch.no_grad()

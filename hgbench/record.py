@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hgbench import __version__
+from hgbench.cases import case_label
 from hgbench.environment import device_label, machine_id
 from hgbench.stats import describe
 
@@ -230,8 +231,7 @@ class RunSummary:
     @property
     def label(self) -> str:
         """``case 3`` or ``case 5 (as built)``."""
-        prefix = f"case {self.case}" if self.case.isdigit() else self.case
-        return f"{prefix} (as built)" if self.as_built else prefix
+        return case_label(self.case, self.as_built)
 
 
 def _num(value: Any) -> float | None:

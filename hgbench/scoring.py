@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from hgbench.checkpoint import load_checkpoint
+from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE
 from hgbench.data.loader import make_loader
 from hgbench.groundtruth import GroundTruth
 from hgbench.inference import predict
@@ -49,7 +50,7 @@ def evaluate_checkpoint(
     ckpt = load_checkpoint(checkpoint, map_location="cpu")
     config = ckpt.config
     input_res = int(config["input_res"])
-    people = synthetic_people or int(config.get("synthetic_people") or 600)
+    people = synthetic_people or int(config.get("synthetic_people") or DEFAULT_SYNTHETIC_PEOPLE)
     _, val_ds = open_datasets(
         data_dir,
         input_res=input_res,

@@ -10,7 +10,8 @@ from typing import Any
 import torch
 
 from hgbench.bench import MODES, BenchConfig, parse_modes, run_bench, write_record
-from hgbench.cases import get_spec
+from hgbench.cases import case_label, get_spec
+from hgbench.environment import device_label
 from hgbench.errors import HGBenchError
 
 EPILOG = """modes (each adds to the previous where the device supports it):
@@ -110,10 +111,8 @@ def bench_rich_table(record: dict) -> tuple[Any, list[str]]:
     from rich.table import Table
 
     cfg, mi, peak = record["config"], record["machine_info"], record["device_peak"]["conv_tflops"]
-    where = mi["gpu_name"] or f"CPU: {mi['cpu']} ({mi.get('torch_threads')} threads)"
-    spec = record["spec"]
-    name = f"case {spec['name']}" if spec["name"].isdigit() else spec["name"]
-    name += " (as built)" if spec["as_built"] else ""
+    where = device_label(mi, threads=True)
+    name = case_label(record["spec"]["name"], record["spec"]["as_built"])
     peak_note = f"; % peak: of the measured bf16 conv peak, {peak:.1f} TFLOP/s" if peak else ""
     table = Table(
         title=f"hgbench bench: {name}, batch {cfg['batch_size']}, {cfg['input_res']}x{cfg['input_res']}, "

@@ -7,8 +7,8 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from hgbench.cases import STUDY_CASES, get_spec
-from hgbench.config import RunConfig
+from hgbench.cases import STUDY_CASES, case_label, get_spec
+from hgbench.config import DEFAULT_LR, RunConfig
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
 
@@ -45,7 +45,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=None, help=f"global training batch (default {d.batch_size})")
     p.add_argument("--test-batch", type=int, default=None, help=f"inference batch (default {d.test_batch_size})")
     p.add_argument("--optim", choices=("adam", "rmsprop"), default=None, help="optimizer (default adam)")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default 5e-4 adam, 2.5e-4 rmsprop)")
+    lr_help = f"learning rate (default {DEFAULT_LR['adam']:g} adam, {DEFAULT_LR['rmsprop']:g} rmsprop)"
+    p.add_argument("--lr", type=float, default=None, help=lr_help)
     p.add_argument("--input-res", type=int, default=None, help=f"input side in pixels (default {d.input_res})")
     p.add_argument("--amp", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
@@ -82,7 +83,7 @@ def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
                     data_dir=args.data_dir, flip_test=not args.no_flip_test, skip_bad_images=args.skip_bad_images,
                     out=args.out, checkpoint_dir=args.checkpoint_dir)  # fmt: skip
     if args.optim == "rmsprop":
-        cfg = replace(cfg, lr=2.5e-4)
+        cfg = replace(cfg, lr=DEFAULT_LR["rmsprop"])
     if args.smoke:
         cfg = replace(cfg, **SMOKE)
     explicit = {"epochs": args.epochs, "batch_size": args.batch, "test_batch_size": args.test_batch, "lr": args.lr,
@@ -140,7 +141,7 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
 
     if isinstance(args.resume, str):
         return _config_of(Path(args.resume), args)
-    label = f"case {cfg.case}{' (as built)' if cfg.as_built else ''}"
+    label = case_label(cfg.case, cfg.as_built)
     runs = store.interrupted_runs(cfg.out, cfg.case, cfg.as_built, machine_id=machine)
     given = {k: json.loads(json.dumps(v)) for k, v in explicit_settings(args).items()}
     fits = [(p, r) for p, r in runs if all(r["config"].get(k) == v for k, v in given.items())]
