@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from hgbench.cases import case_label
 from hgbench.report.render import _md_cell
 from hgbench.results import expand_sources
 
@@ -72,7 +73,7 @@ def bench_markdown(df: pd.DataFrame) -> str:
     lines = ["| case | device | batch | input | mode | phase | ms/step | images/s | x eager | TFLOP/s | % conv peak "
              "| peak MiB | status |", "|:---|:---|---:|---:|:---|:---|---:|---:|---:|---:|---:|---:|:---|"]  # fmt: skip
     for _, r in df.iterrows():
-        case = f"{r['case']}{' (as built)' if r['as_built'] else ''}"
+        case = case_label(str(r["case"]), r["as_built"], short=True)
         lines.append(
             f"| {case} | {_md_cell(str(r['device']))} | {r['batch']} | {r['input_res']} | {r['mode']} | {r['phase']} "
             f"| {cell(r['ms_per_step'], '.1f')} | {cell(r['images_per_s'], '.1f')} "

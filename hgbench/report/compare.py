@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
 from hgbench.report.render import _decimals, _fmt
 from hgbench.report.table import _case_order, _is_missing, _mean_std, _values
@@ -61,9 +62,7 @@ def _by_case(runs: Iterable[RunSummary]) -> dict[tuple[str, bool], list[RunSumma
 
 
 def _group_label(key: tuple[str, bool]) -> str:
-    case, as_built = key
-    return f"case {case}" + (" (as built)" if as_built else "") if case.isdigit() else case + (
-        " (as built)" if as_built else "")  # fmt: skip
+    return case_label(*key)
 
 
 def _welch(metric: str, a: Sequence[RunSummary], b: Sequence[RunSummary]) -> tuple[float | None, str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
 from hgbench.report.table import SMOKE_MARK, _is_missing
 from hgbench.results import write_bytes_atomic
@@ -54,8 +55,7 @@ def _fmt_pm(row: pd.Series, metric: str, decimals: int | None = None, *, thousan
 
 
 def _fmt_case(row: pd.Series) -> str:
-    case = str(row["case"])
-    return f"{case} (as built)" if row["as_built"] else case
+    return case_label(str(row["case"]), row["as_built"], short=True)
 
 
 def _fmt_params(x: Any) -> str:
