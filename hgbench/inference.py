@@ -2,7 +2,7 @@
 
 A pass runs the model on every batch, keeps the last stack's heatmaps, decodes their maxima on the device and moves
 coordinates to the host once at the end; they are then mapped back to original-image pixels through the exact inverse
-of each sample's crop transform (hgbench.metrics.heatmap_to_image). With `flip`, the mirrored input's heatmaps are
+of each sample's crop transform (hgbench.decoding.heatmap_to_image). With `flip`, the mirrored input's heatmaps are
 flipped back (joints swapped) and averaged with the plain ones before decoding.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hgbench import metrics
+from hgbench import decoding, metrics
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
 from hgbench.geometry import heatmap_res
 from hgbench.loss import heatmap_loss
@@ -86,16 +86,16 @@ def predict(
             heatmaps = outputs[-1].float()
             if flip:
                 mirrored = model(torch.flip(x, dims=[3]))[-1].float()
-                heatmaps = (heatmaps + metrics.flip_back(mirrored)) / 2
+                heatmaps = (heatmaps + decoding.flip_back(mirrored)) / 2
         if with_targets:
             target = batch["target"].to(opts.device, non_blocking=True)
             weight = batch["target_weight"].to(opts.device, non_blocking=True)  # zero for undecodable samples
             loss_sum += heatmap_loss(outputs, target, weight)
             valid = ~batch["bad"].to(opts.device, non_blocking=True) if "bad" in batch else None
-            c, n = metrics.heatmap_acc_counts(heatmaps, target, valid=valid)
+            c, n = decoding.heatmap_acc_counts(heatmaps, target, valid=valid)
             correct += c
             count += n
-        coords, _ = metrics.get_heatmap_maxima(heatmaps)
+        coords, _ = decoding.get_heatmap_maxima(heatmaps)
         coords_dev.append(coords)
         timer.compute_end()
         centers.append(batch["center"])
@@ -141,7 +141,7 @@ def _to_image_pixels(coords: np.ndarray, centers: list, scales: list, rotations:
     Returns:
         predictions [N, 16, 2] and split positions [N] of the decodable samples, and the positions excluded.
     """
-    preds = metrics.heatmap_to_image(
+    preds = decoding.heatmap_to_image(
         coords,
         torch.cat(centers).numpy() if centers else np.zeros((0, 2)),
         torch.cat(scales).numpy() if scales else np.zeros(0),

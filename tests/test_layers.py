@@ -32,6 +32,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # the training and inference loops, the evaluation output, pictures of poses.
     "loops": (
         "metrics",
+        "decoding",
         "loss",
         "timing",
         "environment",

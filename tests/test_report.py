@@ -1,4 +1,4 @@
-"""Tests of the reporter (hgbench/report.py): the table and its formats, the README rewrite, compare, the plot."""
+"""Tests of the reporter (hgbench/report/): the table and its formats, the README rewrite, compare, the plot."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from hgbench.results import RunSummary, load_records, summarize
 RECORDS = Path(__file__).parent / "data" / "records"
 CPU_DIR = RECORDS / "cpu-pt2.14.1"
 
-# The CSV header is a contract with tools: changing it must be deliberate (and documented in report.py).
+# The CSV header is a contract with tools: changing it must be deliberate (and documented in hgbench/report/table.py).
 EXPECTED_HEADER = (
     "case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,gflops_input_res,min_per_epoch,"
     "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,heatmap_acc,heatmap_acc_std,"
@@ -499,7 +499,7 @@ def test_frontier_labels_avoid_the_markers_and_each_other() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from hgbench.report import _place_labels
+    from hgbench.report.plot import _place_labels
 
     fig, ax = plt.subplots(figsize=(5.2, 4.6), dpi=120)
     ax.set_xlim(0, 0.31)

@@ -1,0 +1,41 @@
+"""The reporter: comparison table, CSV/Markdown rendering, README rewrite, run comparison and the frontier plot.
+
+It only reads `RunSummary` lists (from `hgbench.results.load_records`) and `hgbench bench` records, never runs
+anything, as pytest-benchmark's ``compare`` only reads saved JSON. One module per job:
+
+- `hgbench.report.table`: the comparison table (`comparison_table`), its row grouping and its notes; its docstring
+  lists the CSV columns.
+- `hgbench.report.render`: Markdown and CSV of that table, cell formats, the README's results section.
+- `hgbench.report.compare`: `compare_runs` (deltas, Welch's t-test) and its terminal table.
+- `hgbench.report.plot`: the accuracy/time frontier plot.
+- `hgbench.report.bench`: the speed-mode tables of `hgbench bench` records.
+
+The names the commands and tests use are re-exported here, so ``from hgbench.report import X`` works.
+"""
+
+from hgbench.report.bench import bench_markdown, bench_table, load_bench_records
+from hgbench.report.compare import COMPARE_COLUMNS, TIMING_CAVEAT, compare_rich_table, compare_runs
+from hgbench.report.plot import frontier_panels, plot_frontier
+from hgbench.report.render import README_END, README_START, rewrite_readme, to_csv, to_markdown
+from hgbench.report.table import REFERENCE_COLUMNS, SMOKE_MARK, TABLE_COLUMNS, comparison_table
+
+__all__ = [
+    "COMPARE_COLUMNS",
+    "README_END",
+    "README_START",
+    "REFERENCE_COLUMNS",
+    "SMOKE_MARK",
+    "TABLE_COLUMNS",
+    "TIMING_CAVEAT",
+    "bench_markdown",
+    "bench_table",
+    "compare_rich_table",
+    "compare_runs",
+    "comparison_table",
+    "frontier_panels",
+    "load_bench_records",
+    "plot_frontier",
+    "rewrite_readme",
+    "to_csv",
+    "to_markdown",
+]

@@ -1,0 +1,228 @@
+"""Run comparison: two runs, or two sets of runs, side by side per metric, with deltas and Welch's t-test.
+
+Run comparison (`compare_runs`) CSV columns: ``group, metric, a_mean, a_std, a_n, b_mean, b_std, b_n, delta,
+delta_pct, p_value, p_note, significant`` (delta = B - A, delta_pct relative to A; p_value from Welch's t-test,
+`scipy.stats.ttest_ind(equal_var=False)`, and p_note says which test or why none; significant: p < 0.05 and, for a
+timing, a change of 5% or more, `TIMING_CAVEAT`; empty untested). `compare_rich_table` renders it for the terminal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+
+from hgbench.cases import case_label
+from hgbench.errors import HGBenchError
+from hgbench.report.render import _decimals, _fmt
+from hgbench.report.table import _case_order, _is_missing, _mean_std, _values
+from hgbench.results import RunSummary
+
+COMPARE_COLUMNS: tuple[str, ...] = (
+    "group", "metric", "a_mean", "a_std", "a_n", "b_mean", "b_std", "b_n", "delta", "delta_pct", "p_value", "p_note",
+    "significant",
+)  # fmt: skip
+
+# Metrics of `hgbench compare`, with their labels; the two tested ones get a Welch p-value where possible.
+COMPARE_METRICS: dict[str, str] = {
+    "min_per_epoch": "min/epoch",
+    "data_wait_pct": "data-wait %",
+    "pckh_mean": "PCKh@0.5 Mean",
+    "heatmap_acc": "heatmap acc",
+    "inference_min": "inference min",
+    "inference_device_min": "inference GPU compute min",
+    "images_per_s": "images/s",
+    "energy_j_per_epoch": "energy J/epoch",
+}
+TESTED_METRICS: tuple[str, ...] = ("pckh_mean", "min_per_epoch")
+
+# A difference is called significant at p < SIGNIFICANCE_P; a timing also needs a change of TIMING_MIN_EFFECT_PCT or
+# more, because timings on one machine are not independent draws: load from other processes shifts whole runs, so two
+# seeds of one config can differ by a few percent with a low p and no difference in the code.
+SIGNIFICANCE_P = 0.05
+TIMING_MIN_EFFECT_PCT = 5.0
+TIMING_METRICS: frozenset[str] = frozenset({"min_per_epoch"})
+TIMING_CAVEAT = (
+    "What a timing p-value means: it says that A's and B's minutes differ by more than the spread within each side. "
+    "It cannot say why: on a shared or busy machine, other processes' load shifts whole runs, so a low p between "
+    "two seeds of one config is noise of the machine, not a speed difference of the code. A timing counts as "
+    f"different here only with p < {SIGNIFICANCE_P} and a change of {TIMING_MIN_EFFECT_PCT:.0f}% or more; to "
+    "measure a small one, alternate A and B runs on an idle machine."
+)
+
+
+# ------------------------------------------------------------------------------------------------------ compare
+def _by_case(runs: Iterable[RunSummary]) -> dict[tuple[str, bool], list[RunSummary]]:
+    out: dict[tuple[str, bool], list[RunSummary]] = {}
+    for run in runs:
+        out.setdefault((run.case, run.as_built), []).append(run)
+    return out
+
+
+def _group_label(key: tuple[str, bool]) -> str:
+    return case_label(*key)
+
+
+def _welch(metric: str, a: Sequence[RunSummary], b: Sequence[RunSummary]) -> tuple[float | None, str]:
+    """Welch's t-test between the sides' per-run values (per-epoch times for min/epoch with single runs)."""
+    if metric not in TESTED_METRICS:
+        return None, "not tested"
+    xa, xb, unit = _values(a, metric), _values(b, metric), "per-seed values"
+    if metric == "min_per_epoch" and (len(xa) < 2 or len(xb) < 2):  # one run a side: compare its epochs
+        ea = [m for r in a for m in r.epoch_minutes]
+        eb = [m for r in b for m in r.epoch_minutes]
+        if len(ea) >= 2 and len(eb) >= 2:  # pytest-benchmark style: per-iteration times when both sides kept them
+            xa, xb, unit = ea, eb, "per-epoch times"
+    if len(xa) < 2 or len(xb) < 2:
+        return None, f"needs 2+ seeds per side (A has {len(xa)}, B has {len(xb)})"
+    from scipy.stats import ttest_ind  # imported here: scipy.stats costs about a second
+
+    result = ttest_ind(xa, xb, equal_var=False)
+    p = float(result.pvalue)
+    if math.isnan(p):
+        return None, f"no variance on either side ({unit} {len(xa)} vs {len(xb)})"
+    return p, f"Welch t-test on {unit}, {len(xa)} vs {len(xb)}"
+
+
+def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFrame:
+    """Two runs, or two sets of runs, side by side per metric with absolute and relative deltas and a p-value.
+
+    Finished runs are grouped by (case, as_built). When each side holds a single group (e.g. two runs, or two seeds
+    of case 1 against three of case 8) the two are compared directly; otherwise (two result folders) each group
+    present on both sides is compared with its counterpart. Where both sides have 2+ runs of a group, Welch's t-test
+    (`scipy.stats.ttest_ind(equal_var=False)`) gives a p-value for PCKh Mean and min/epoch (min/epoch falls back
+    to the per-epoch times when there are fewer runs); elsewhere p is null and ``p_note`` says why.
+
+    Args:
+        a: the baseline side.
+        b: the side compared with it (delta = B - A).
+
+    Returns:
+        A frame with `COMPARE_COLUMNS`; ``significant`` is true where p < `SIGNIFICANCE_P` and, for a timing, the
+        change is at least `TIMING_MIN_EFFECT_PCT` (null without a p-value); ``attrs["notes"]`` has the devices,
+        what was left out and, where a timing was tested, `TIMING_CAVEAT`.
+
+    Raises:
+        HGBenchError: a side has no finished run, or the sides share no case to compare.
+    """
+    a, b = list(a), list(b)
+    fa, fb = [r for r in a if r.finished], [r for r in b if r.finished]
+    for side, runs, done in (("A", a, fa), ("B", b, fb)):
+        if not done:
+            extra = f" ({len(runs)} unfinished)" if runs else ""
+            raise HGBenchError(f"side {side} has no finished run to compare{extra}")
+    ga, gb = _by_case(fa), _by_case(fb)
+    notes: list[str] = []
+    if len(ga) == 1 and len(gb) == 1:
+        (ka, ra), (kb, rb) = next(iter(ga.items())), next(iter(gb.items()))
+        label = _group_label(ka) if ka == kb else f"{_group_label(ka)} vs {_group_label(kb)}"
+        pairs = [(label, ra, rb)]
+    else:
+        common = sorted(set(ga) & set(gb), key=lambda k: (_case_order(k[0]), k[1]))
+        if not common:
+            has_a, has_b = ", ".join(map(_group_label, ga)), ", ".join(map(_group_label, gb))
+            raise HGBenchError(f"A and B share no case: A has {has_a}; B has {has_b}")
+        pairs = [(_group_label(k), ga[k], gb[k]) for k in common]
+        for side, groups in (("A", ga), ("B", gb)):
+            only = [_group_label(k) for k in groups if k not in common]
+            if only:
+                notes.append(f"Only in {side}, not compared: {', '.join(only)}.")
+
+    rows: list[dict[str, Any]] = []
+    for label, ra, rb in pairs:
+        for metric, name in COMPARE_METRICS.items():
+            va, vb = _values(ra, metric), _values(rb, metric)
+            ma, sa = _mean_std(va)
+            mb, sb = _mean_std(vb)
+            delta = mb - ma if va and vb else math.nan
+            pct = 100.0 * delta / ma if va and vb and ma != 0 else math.nan
+            p, why = _welch(metric, ra, rb)
+            if p is not None and metric in TIMING_METRICS:
+                why += f"; a timing: significant only with a change of {TIMING_MIN_EFFECT_PCT:.0f}%+ (see below)"
+            rows.append({"group": label, "metric": name, "a_mean": ma, "a_std": sa, "a_n": len(va), "b_mean": mb,
+                         "b_std": sb, "b_n": len(vb), "delta": delta, "delta_pct": pct, "p_value": p,
+                         "p_note": why, "significant": _significant(metric, p, pct)})  # fmt: skip
+    df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
+    df["p_value"] = pd.to_numeric(df["p_value"], errors="coerce").astype("float64")
+    df["significant"] = df["significant"].astype("boolean")
+    for side, runs in (("A", fa), ("B", fb)):
+        devices = sorted({r.device for r in runs})
+        notes.insert(0, f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}"
+                        + (" (mixed devices within one side: its times are not one machine's)" if len(devices) > 1
+                           else "") + ".")  # fmt: skip
+    notes[:2] = sorted(notes[:2])
+    for side, runs in (("A", a), ("B", b)):
+        skipped = [r.run_id for r in runs if not r.finished]
+        if skipped:
+            notes.append(f"{side}: not finished, left out: {', '.join(skipped)}.")
+    if any(m in TIMING_METRICS for m in df.loc[df["p_value"].notna(), "metric"].map(_METRIC_KEYS)):
+        notes.append(TIMING_CAVEAT)
+    df.attrs["notes"] = notes
+    return df
+
+
+_METRIC_KEYS: dict[str, str] = {label: key for key, label in COMPARE_METRICS.items()}
+
+
+def _significant(metric: str, p: float | None, delta_pct: float) -> bool | None:
+    """Whether a tested difference counts: p below `SIGNIFICANCE_P` and, for a timing, a large enough change.
+
+    None where there is no p-value. A timing's p alone is not enough (`TIMING_CAVEAT`): the runs of one machine share
+    its load, so a tiny, consistent shift gives a low p without any difference in the code.
+    """
+    if p is None:
+        return None
+    if metric in TIMING_METRICS and not abs(delta_pct) >= TIMING_MIN_EFFECT_PCT:
+        return False
+    return p < SIGNIFICANCE_P
+
+
+def _verdict(row: pd.Series) -> str:
+    """``differs`` or ``within noise`` for a tested metric (naming the effect-size rule where it decided), else ""."""
+    if _is_missing(row["significant"]):
+        return ""
+    if row["significant"]:
+        return "differs"
+    small = _METRIC_KEYS.get(str(row["metric"])) in TIMING_METRICS and row["p_value"] < SIGNIFICANCE_P
+    return f"within noise (< {TIMING_MIN_EFFECT_PCT:.0f}%)" if small else "within noise"
+
+
+def compare_rich_table(df: pd.DataFrame) -> Any:
+    """Render a `compare_runs` frame for the terminal: one compact rich table per group, p-value reasons beneath.
+
+    Returns:
+        A `rich.console.Group` of tables (print it with `rich.console.Console.print`).
+    """
+    from rich.console import Group
+    from rich.table import Table
+
+    tables = []
+    for group, rows in df.groupby("group", sort=False):
+        runs_a, runs_b = int(rows["a_n"].max()), int(rows["b_n"].max())
+        table = Table(title=f"{group}  (A: {runs_a} run(s), B: {runs_b}; delta = B - A)", title_justify="left")
+        for col in ("metric", "A", "B", "delta", "delta %", "p", "verdict"):
+            table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
+        reasons = []
+        for _, r in rows.iterrows():
+            d = _decimals(float(r["a_mean"])) if not _is_missing(r["a_mean"]) else None
+
+            def side(mean: Any, std: Any, d: int | None = d) -> str:
+                if _is_missing(mean):
+                    return "—"
+                return _fmt(mean, d) + ("" if _is_missing(std) else f" ± {_fmt(std, d)}")
+
+            delta = "—" if _is_missing(r["delta"]) else f"{float(r['delta']):+.{2 if d is None else d}f}"
+            pct = "—" if _is_missing(r["delta_pct"]) else f"{float(r['delta_pct']):+.1f}%"
+            p = "" if _is_missing(r["p_value"]) else f"{float(r['p_value']):.3g}"
+            if r["metric"] and r["p_note"] != "not tested":
+                p = p or "—"
+                reasons.append(f"{r['metric']}: {r['p_note']}")
+            table.add_row(str(r["metric"]), side(r["a_mean"], r["a_std"]), side(r["b_mean"], r["b_std"]), delta, pct,
+                          p, _verdict(r))  # fmt: skip
+        if reasons:
+            table.caption = "p: " + "; ".join(reasons)
+            table.caption_justify = "left"
+        tables.append(table)
+    return Group(*tables)
