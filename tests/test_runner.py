@@ -364,7 +364,7 @@ def test_resume_finds_the_interrupted_run_of_the_case_and_says_which(
     # Only the case (and where things live): the run's own settings come from its record, not from the defaults.
     assert main(_argv(tiny, "--case", "hg1", "--resume")) == 0
     out = capsys.readouterr().out
-    assert f"resuming the latest interrupted run of case hg1: {killed.record_path}" in out
+    assert f"resuming the latest interrupted run of hg1: {killed.record_path}" in out
     record = json.loads(killed.record_path.read_text())
     assert record["status"] == "finished"
     assert len(record["results"]["epochs"]) == 2
@@ -374,7 +374,7 @@ def test_resume_finds_the_interrupted_run_of_the_case_and_says_which(
 def test_resume_refuses_rather_than_start_another_run(tiny: RunConfig, capsys: pytest.CaptureFixture) -> None:
     assert main(_argv(tiny, "--case", "hg2", "--resume")) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("hgbench: error: --resume: no interrupted run of case hg2")
+    assert err.startswith("hgbench: error: --resume: no interrupted run of hg2")
     assert not list(Path(tiny.out).rglob("*.json"))  # nothing was started
     killed = run(replace(tiny, epochs=2), progress=False, stop_after_epoch=1)
     assert main(_argv(tiny, "--case", "hg1", "--resume", "--epochs", "5")) == 2
