@@ -99,6 +99,23 @@ def test_table_mixed_devices_warns_and_keeps_rows_apart(summaries: list[RunSumma
     assert "> **Warning:** These runs come from 2 different devices" in md
 
 
+def test_inference_headline_is_the_wall_clock_pass_on_every_device(summaries: list[RunSummary]) -> None:
+    """GPU and CPU rows share one clock in "inference min"; the GPU's own compute is a separate, labelled column."""
+    df = comparison_table(summaries)
+    gpu = df[df["device"] == "NVIDIA H100 80GB HBM3"].iloc[0]
+    record = json.loads((RECORDS / "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0" / "0001_case1_seed0.json").read_text())
+    plain = record["results"]["inference"]["plain"]
+    assert gpu["inference_min"] == pytest.approx(plain["wall_min"])
+    assert gpu["inference_device_min"] == pytest.approx(plain["device_min"])
+    cpu = df[df["device"].str.startswith("CPU")]
+    assert cpu["inference_device_min"].isna().all()  # no GPU clock on a CPU: not measured, never the wall figure
+    md = to_markdown(df)
+    header = next(line for line in md.splitlines() if line.startswith("| case"))
+    assert "| inference min |" in header
+    assert "| GPU compute min |" in header
+    assert "inference min is one plain pass over the validation set on the wall clock" in md
+
+
 def mpii_run(name: str, **changes: object) -> RunSummary:
     """A golden record turned into the study's setting: full MPII, 50 epochs, 256 px (config changes on top)."""
     base = variant(name)
