@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hgbench import __version__
 from hgbench.atomic_io import write_bytes_atomic
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
@@ -54,12 +55,13 @@ def measure_cost(spec: CaseSpec, *, input_res: int = 256, use_cache: bool = True
     FLOPs come from one forward pass under `torch.utils.flop_counter.FlopCounterMode` on the ``meta`` device (eval
     mode, batch 1, no memory). "Used" parameters are those that get a gradient from a backward pass through every
     stack's output, measured on a real CPU copy at a 128x128 input (the set does not depend on the input size).
-    Results are cached per spec fingerprint and torch version: the counting mode's per-operator overhead makes an
-    8-stack model cost a second or two.
+    Results are cached per spec fingerprint, torch version and hgbench version (the model code, e.g. which merges the
+    as-built forward computes, changes what is counted): the counting mode's per-operator overhead makes an 8-stack
+    model cost a second or two.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    key = f"{spec.fingerprint()}@{input_res}@torch{torch.__version__}"
+    key = f"{spec.fingerprint()}@{input_res}@torch{torch.__version__}@hgbench{__version__}"
     cache = cache_root() / COST_CACHE_FILENAME
     if use_cache:
         try:
