@@ -110,3 +110,20 @@ def tiny(tmp_path: Path, synthetic_root: Path) -> RunConfig:
         out=str(tmp_path / "results"),
         checkpoint_dir=str(tmp_path / "runs"),
     )
+
+
+# The sub-folders of results/ that are committed (.gitignore keeps everything else there: the user's own runs).
+COMMITTED_RESULTS = ("published", "bench", "benchmarks")
+
+
+@pytest.fixture
+def fresh_clone_results(tmp_path: Path) -> Path:
+    """``results/`` as a fresh clone has it: only the committed sub-folders, whatever `make run` left in this tree."""
+    import shutil
+
+    root = tmp_path / "results"
+    root.mkdir()
+    for name in COMMITTED_RESULTS:
+        if (REPO / "results" / name).is_dir():
+            shutil.copytree(REPO / "results" / name, root / name)
+    return root

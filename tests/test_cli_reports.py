@@ -164,11 +164,10 @@ def test_make_table_renders_the_readme_table_from_the_published_records(
 
 
 def test_table_on_a_fresh_clone_shows_no_run_as_the_users(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fresh_clone_results: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Before `make run`, `hgbench table` shows nothing as this machine's; the published example is one flag away."""
-    shutil.copytree(Path(__file__).resolve().parents[1] / "results", tmp_path / "results")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(fresh_clone_results.parent)
     code, out, err = run(["table", "--reference"], capsys)
     assert (code, err) == (0, "")
     assert "No finished runs yet" in out

@@ -34,11 +34,10 @@ def trained(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_make_run_on_a_fresh_clone_trains_every_case(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trained: list[str]
+    fresh_clone_results: Path, monkeypatch: pytest.MonkeyPatch, trained: list[str]
 ) -> None:
     """The committed records (results/published/) are the README's example, not a finished run of this machine."""
-    shutil.copytree(REPO / "results", tmp_path / "results")
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(fresh_clone_results.parent)
     assert cli.main(["run", "--case", "all", "--smoke"]) == 0
     assert trained == list(STUDY_CASES)
 

@@ -407,9 +407,9 @@ def test_sweep_skip_never_counts_a_published_record(tmp_path: Path) -> None:
     assert find_finished(tmp_path / "published", identity) == theirs
 
 
-def test_fresh_clone_results_hold_no_run_of_this_machine() -> None:
-    """The committed records are the README's example: a default scan of the repository's results/ finds none."""
-    results_dir = Path(__file__).parents[1] / "results"
+def test_fresh_clone_results_hold_no_run_of_this_machine(fresh_clone_results: Path) -> None:
+    """The committed records are the README's example: a default scan of a fresh clone's results/ finds none."""
+    results_dir = fresh_clone_results
     found, _ = load_records([results_dir])
     assert found == []
     published, warnings = load_records([results_dir / "published"])
