@@ -90,7 +90,6 @@ class RunConfig:
         return {k: d[k] for k in RUN_IDENTITY_KEYS}
 
 
-
 def cache_root() -> Path:
     """Where hgbench caches what it generates or measures once (synthetic datasets, model costs).
 

@@ -111,17 +111,20 @@ def predict(
     t = timer.summary()
     preds, index, excluded = _to_image_pixels(coords_host, centers, scales, rotations, indices, bad, input_res)
     wall_s = time.perf_counter() - t_start
-    timing = {"wall_s": wall_s, "device_s": t["compute_s"] if t["clock"] == "cuda_event" else None,
-              "compute_s": t["compute_s"], "clock": t["clock"], "data_wait_s": t["data_wait_s"], "images": images,
-              "images_per_s": images / wall_s if wall_s > 0 else None}  # fmt: skip
+    timing = {
+        "wall_s": wall_s,
+        "device_s": t["compute_s"] if t["clock"] == "cuda_event" else None,
+        "compute_s": t["compute_s"],
+        "clock": t["clock"],
+        "data_wait_s": t["data_wait_s"],
+        "images": images,
+        "images_per_s": images / wall_s if wall_s > 0 else None,
+    }
     if ctx is not None and ctx.enabled:
-        loss_sum = all_reduce_sum(ctx, loss_sum)
-        correct, count = all_reduce_sum(ctx, correct), all_reduce_sum(ctx, count)
+        loss_sum, correct, count = (all_reduce_sum(ctx, t) for t in (loss_sum, correct, count))
         (batches,) = sum_over_ranks(ctx, batches)
-        parts = all_gather_objects(ctx, (preds, index, excluded))
-        preds = np.concatenate([p for p, _, _ in parts])
-        index = np.concatenate([i for _, i, _ in parts])
-        excluded = np.concatenate([e for _, _, e in parts])
+        ranks = all_gather_objects(ctx, (preds, index, excluded))
+        preds, index, excluded = (np.concatenate(part) for part in zip(*ranks, strict=True))
     order = np.argsort(index, kind="stable")
     return PassResult(
         predictions=preds[order],
@@ -134,8 +137,9 @@ def predict(
     )
 
 
-def _to_image_pixels(coords: np.ndarray, centers: list, scales: list, rotations: list, indices: list, bad: list,
-                     input_res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+def _to_image_pixels(
+    coords: np.ndarray, centers: list, scales: list, rotations: list, indices: list, bad: list, input_res: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Heatmap peaks -> original-image pixels through each sample's inverse crop; undecodable samples set apart.
 
     Returns:
@@ -196,6 +200,7 @@ def timed_passes(
     warm_up(model, loader, opts, flip=flip_test, tail=tail)
     passes = {"plain": predict(model, loader, opts, input_res=input_res, with_targets=False, on_batch=on_batch)}
     if flip_test:
-        passes["flip"] = predict(model, loader, opts, input_res=input_res, flip=True, with_targets=False,
-                                 on_batch=on_batch)  # fmt: skip
+        passes["flip"] = predict(
+            model, loader, opts, input_res=input_res, flip=True, with_targets=False, on_batch=on_batch
+        )
     return passes

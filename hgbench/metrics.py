@@ -123,12 +123,15 @@ def pckh(
     if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[2] != 2:
         raise HGBenchError(f"predictions {pred.shape} and ground truth {gt.shape} must both be [N,K,2]")
     if valid.shape != pred.shape[:2] or head_size.shape != pred.shape[:1]:
-        raise HGBenchError(f"missing {valid.shape} and head_size {head_size.shape} must be [N,K] and [N] for N,K = "
-                           f"{pred.shape[:2]}")  # fmt: skip
+        raise HGBenchError(
+            f"missing {valid.shape} and head_size {head_size.shape} must be [N,K] and [N] for N,K = {pred.shape[:2]}"
+        )
     bad = ~(head_size > 0) & valid.any(axis=1)
     if bad.any():
-        raise HGBenchError(f"{int(bad.sum())} people with annotated joints have a head size <= 0 or NaN "
-                           f"(first: person {int(np.argmax(bad))})")  # fmt: skip
+        raise HGBenchError(
+            f"{int(bad.sum())} people with annotated joints have a head size <= 0 or NaN "
+            f"(first: person {int(np.argmax(bad))})"
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         dist = np.linalg.norm(pred - gt, axis=-1) / np.where(head_size > 0, head_size, np.inf)[:, None]  # [N, K]
     thr_arr = np.asarray(thr, dtype=np.float64)
@@ -175,8 +178,10 @@ def describe_non_finite(what: str, arr: np.ndarray) -> str | None:
         return None
     person, joint = (int(i) for i in np.argwhere(bad)[0])
     name = f" {JOINT_NAMES[joint]}" if arr.shape[1] == NUM_JOINTS else ""
-    return (f"{what} hold NaN/inf at {int(bad.sum())} joints of {int(bad.any(axis=1).sum())} of {arr.shape[0]} people "
-            f"(first: person {person}, joint {joint}{name})")  # fmt: skip
+    return (
+        f"{what} hold NaN/inf at {int(bad.sum())} joints of {int(bad.any(axis=1).sum())} of {arr.shape[0]} people "
+        f"(first: person {person}, joint {joint}{name})"
+    )
 
 
 def evaluate_pckh(pred: np.ndarray, gt: GroundTruth) -> PCKhResult:
@@ -194,8 +199,10 @@ def evaluate_pckh(pred: np.ndarray, gt: GroundTruth) -> PCKhResult:
     """
     pred = np.asarray(pred)
     if pred.shape != gt.joints.shape:
-        raise HGBenchError(f"predictions have shape {pred.shape} but the ground truth {gt.joints.shape} "
-                           "(expected [N,16,2] with the same N)")  # fmt: skip
+        raise HGBenchError(
+            f"predictions have shape {pred.shape} but the ground truth {gt.joints.shape} "
+            "(expected [N,16,2] with the same N)"
+        )
     if not np.issubdtype(pred.dtype, np.number):
         raise HGBenchError(f"predictions must be numeric, got dtype {pred.dtype}")
     msg = describe_non_finite("predictions", pred.astype(np.float64))

@@ -70,18 +70,29 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
         check_output_dir(Path(config.out))
         check_output_dir(Path(config.checkpoint_dir))
     train_ds, val_ds = open_datasets(
-        config.data_dir, input_res=config.input_res, limit_train=config.limit_train, limit_val=config.limit_val,
-        synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
-        seed=config.seed, decode=config.decode, ctx=ctx,
-    )  # fmt: skip
+        config.data_dir,
+        input_res=config.input_res,
+        limit_train=config.limit_train,
+        limit_val=config.limit_val,
+        synthetic_people=config.synthetic_people,
+        sigma=config.sigma,
+        skip_bad_images=config.skip_bad_images,
+        seed=config.seed,
+        decode=config.decode,
+        ctx=ctx,
+    )
     if len(train_ds) < config.batch_size:
         raise HGBenchError(
             f"{len(train_ds)} training people in {train_ds.root} are fewer than one batch of {config.batch_size}; "
             "use a smaller --batch or more data"
         )
     dataset = dataset_info(train_ds, val_ds)
-    identity = run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(),
-                            dataset_fingerprint=dataset["fingerprint"], version=__version__)  # fmt: skip
+    identity = run_identity(
+        config.to_dict(),
+        spec_fingerprint=spec.fingerprint(),
+        dataset_fingerprint=dataset["fingerprint"],
+        version=__version__,
+    )
     return RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity)
 
 
@@ -95,13 +106,20 @@ def planned_identity(config: RunConfig) -> str:
     device = resolve_device(config.device)
     config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device)
     train_ds, val_ds = open_datasets(
-        config.data_dir, input_res=config.input_res, limit_train=config.limit_train, limit_val=config.limit_val,
-        synthetic_people=config.synthetic_people, sigma=config.sigma, skip_bad_images=config.skip_bad_images,
-        seed=config.seed, decode=config.decode,
-    )  # fmt: skip
+        config.data_dir,
+        input_res=config.input_res,
+        limit_train=config.limit_train,
+        limit_val=config.limit_val,
+        synthetic_people=config.synthetic_people,
+        sigma=config.sigma,
+        skip_bad_images=config.skip_bad_images,
+        seed=config.seed,
+        decode=config.decode,
+    )
     dataset = dataset_info(train_ds, val_ds)["fingerprint"]
-    return run_identity(config.to_dict(), spec_fingerprint=spec.fingerprint(), dataset_fingerprint=dataset,
-                        version=__version__)  # fmt: skip
+    return run_identity(
+        config.to_dict(), spec_fingerprint=spec.fingerprint(), dataset_fingerprint=dataset, version=__version__
+    )
 
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
@@ -154,9 +172,20 @@ def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None
         raise HGBenchError(f"--decode must be one of {', '.join(DECODE_MODES)}, got {config.decode!r}")
 
 
-def open_datasets(data_dir: str | Path | None, *, input_res: int, limit_train: int | None, limit_val: int | None,
-                  synthetic_people: int, sigma: float = 1.0, skip_bad_images: bool = False, need_train: bool = True,
-                  seed: int = 0, decode: str = "workers", ctx: DistContext | None = None):  # fmt: skip
+def open_datasets(
+    data_dir: str | Path | None,
+    *,
+    input_res: int,
+    limit_train: int | None,
+    limit_val: int | None,
+    synthetic_people: int,
+    sigma: float = 1.0,
+    skip_bad_images: bool = False,
+    need_train: bool = True,
+    seed: int = 0,
+    decode: str = "workers",
+    ctx: DistContext | None = None,
+):
     """The training and validation datasets of a real MPII directory, or of the cached synthetic default."""
     from hgbench.data.mpii import MPIIDataset
     from hgbench.data.synthetic import default_dataset
@@ -198,8 +227,10 @@ def check_output_dir(path: Path) -> None:
         raise HGBenchError(f"cannot write to {path}: {exc.strerror or exc}") from exc
     free = shutil.disk_usage(path).free
     if free < MIN_FREE_BYTES:
-        raise HGBenchError(f"only {free / 2**20:.0f} MiB free on the disk holding {path}; need at least "
-                           f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and records")  # fmt: skip
+        raise HGBenchError(
+            f"only {free / 2**20:.0f} MiB free on the disk holding {path}; need at least "
+            f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and records"
+        )
 
 
 def record_stem(config: RunConfig, spec: CaseSpec) -> str:

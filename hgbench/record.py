@@ -24,25 +24,53 @@ STATUSES: tuple[str, ...] = ("finished", "interrupted", "failed", "running")
 
 # Top-level keys of every record (docs/record.md); values may be null where the doc allows it.
 REQUIRED_KEYS: tuple[str, ...] = (
-    "schema", "hgbench_version", "datetime", "started", "finished", "status", "status_reason", "run_id",
-    "machine_info", "commit_info", "spec", "config", "dataset", "model", "results",
-)  # fmt: skip
+    "schema",
+    "hgbench_version",
+    "datetime",
+    "started",
+    "finished",
+    "status",
+    "status_reason",
+    "run_id",
+    "machine_info",
+    "commit_info",
+    "spec",
+    "config",
+    "dataset",
+    "model",
+    "results",
+)
 
 # Dotted paths the readers take from a *finished* record: each must be present (null allowed: "not measured").
 READER_PATHS: tuple[str, ...] = (
-    "spec.name", "spec.as_built", "spec.description", "model.params", "model.gflops",
-    "results.train.min_per_epoch", "results.train.data_wait_fraction", "results.train.images_per_s",
-    "results.train.energy_j_per_epoch", "results.pckh", "results.heatmap_acc", "results.inference",
+    "spec.name",
+    "spec.as_built",
+    "spec.description",
+    "model.params",
+    "model.gflops",
+    "results.train.min_per_epoch",
+    "results.train.data_wait_fraction",
+    "results.train.images_per_s",
+    "results.train.energy_j_per_epoch",
+    "results.pckh",
+    "results.heatmap_acc",
+    "results.inference",
     "config.seed",
-)  # fmt: skip
+)
 
 # Numeric fields: when present and not null they must be numbers (a string here means a corrupt or foreign record).
 NUMERIC_PATHS: tuple[str, ...] = (
-    "model.params", "model.gflops", "results.train.min_per_epoch.mean", "results.train.data_wait_fraction",
-    "results.train.images_per_s", "results.train.energy_j_per_epoch", "results.pckh.Mean", "results.heatmap_acc",
-    "results.inference.plain.device_min", "results.inference.plain.wall_min",
-)  # fmt: skip
-
+    "model.params",
+    "model.gflops",
+    "results.train.min_per_epoch.mean",
+    "results.train.data_wait_fraction",
+    "results.train.images_per_s",
+    "results.train.energy_j_per_epoch",
+    "results.pckh.Mean",
+    "results.heatmap_acc",
+    "results.inference.plain.device_min",
+    "results.inference.plain.wall_min",
+)
 
 
 def utc_now() -> str:
@@ -89,7 +117,14 @@ def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
 
 
 def new_record(
-    *, run_id: str, machine_info: dict, commit_info: dict, spec: dict, config: dict, dataset: dict, model: dict,
+    *,
+    run_id: str,
+    machine_info: dict,
+    commit_info: dict,
+    spec: dict,
+    config: dict,
+    dataset: dict,
+    model: dict,
     checkpoint: str | None = None,
 ) -> dict:
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""

@@ -41,10 +41,16 @@ class Recorder:
                 self.path, record = previous, resumed.state["record"]
             else:
                 self.path = next_record_path(plan.config.out, machine_id(machine_info), plan.stem)
-                record = new_record(run_id=self.path.stem, machine_info=machine_info,
-                                    commit_info=collect_commit_info(), spec=plan.spec.to_dict(),
-                                    config=plan.config.to_dict(), dataset=plan.dataset, model=model,
-                                    checkpoint=str(plan.last_path))  # fmt: skip
+                record = new_record(
+                    run_id=self.path.stem,
+                    machine_info=machine_info,
+                    commit_info=collect_commit_info(),
+                    spec=plan.spec.to_dict(),
+                    config=plan.config.to_dict(),
+                    dataset=plan.dataset,
+                    model=model,
+                    checkpoint=str(plan.last_path),
+                )
                 if resumed is not None:
                     record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
             write_json_atomic(self.path, record)
@@ -66,9 +72,15 @@ class Recorder:
             return
         reason = f"stopped after epoch {epoch} of {self.plan.config.epochs}; continue with --resume"
         self._mark("interrupted", reason)
-        payload = {"spec": self.plan.spec.to_dict(), "config": self.plan.config.to_dict(), "epoch": epoch,
-                   "identity": self.plan.identity, "record_path": str(self.path), "record": self.record,
-                   **state}  # fmt: skip
+        payload = {
+            "spec": self.plan.spec.to_dict(),
+            "config": self.plan.config.to_dict(),
+            "epoch": epoch,
+            "identity": self.plan.identity,
+            "record_path": str(self.path),
+            "record": self.record,
+            **state,
+        }
         save_checkpoint(self.plan.last_path, payload)
         write_json_atomic(self.path, self.record)
 
@@ -90,8 +102,12 @@ class Recorder:
     def interrupted(self, epoch: int) -> None:
         """Ctrl-C or SIGTERM during `epoch`: the record says what is safe to resume from."""
         done = self.epochs_done
-        self.finish("interrupted", f"interrupted during epoch {epoch}; epochs 1-{done} are checkpointed; continue "
-                    "with --resume" if done else f"interrupted during epoch {epoch}")  # fmt: skip
+        self.finish(
+            "interrupted",
+            f"interrupted during epoch {epoch}; epochs 1-{done} are checkpointed; continue with --resume"
+            if done
+            else f"interrupted during epoch {epoch}",
+        )
 
     def _mark(self, status: str, reason: str | None) -> None:
         record = self.record

@@ -188,8 +188,12 @@ def record_identity(record: Mapping[str, Any]) -> str | None:
     try:
         spec = CaseSpec.from_dict(record["spec"])
         dataset = record["dataset"]["fingerprint"]
-        return run_identity(record["config"], spec_fingerprint=spec.fingerprint(), dataset_fingerprint=str(dataset),
-                            version=str(record.get("hgbench_version")))  # fmt: skip
+        return run_identity(
+            record["config"],
+            spec_fingerprint=spec.fingerprint(),
+            dataset_fingerprint=str(dataset),
+            version=str(record.get("hgbench_version")),
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -221,8 +225,9 @@ def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | N
     return found
 
 
-def interrupted_runs(results_dir: str | Path, case: str, as_built: bool, *,
-                     machine_id: str | None = None) -> list[tuple[Path, dict]]:  # fmt: skip
+def interrupted_runs(
+    results_dir: str | Path, case: str, as_built: bool, *, machine_id: str | None = None
+) -> list[tuple[Path, dict]]:
     """Records of `case` (in that form) that stopped before finishing and whose checkpoint is still there, newest
     first: the runs `hgbench run --resume` can continue."""
     root = Path(results_dir) / machine_id if machine_id is not None else Path(results_dir)

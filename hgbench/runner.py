@@ -12,14 +12,12 @@ model, optimizer, scheduler and RNG states.
 
 from __future__ import annotations
 
-import random
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +29,6 @@ from hgbench.distributed import (
     DistContext,
     all_gather_objects,
     barrier,
-    convert_sync_batchnorm,
     init_distributed,
     shutdown,
     sum_over_ranks,
@@ -40,13 +37,14 @@ from hgbench.environment import collect_environment
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.inference import predict, timed_passes
 from hgbench.metrics import evaluate_pckh
-from hgbench.models import build_model, measure_cost
+from hgbench.models import measure_cost
 from hgbench.nvml import NvmlSampler
 from hgbench.plan import RunPlan, make_plan, resolve_device
 from hgbench.progress import ProgressBar
 from hgbench.record import inference_entry
 from hgbench.recorder import Recorder
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
+from hgbench.state import TrainingState, build_state
 from hgbench.timing import peak_memory_mib, reset_peak_memory
 from hgbench.training import StepOptions, train_one_epoch
 
@@ -59,52 +57,6 @@ class RunOutcome:
     record_path: Path | None
     checkpoint_path: Path | None
     record: dict | None
-
-
-@dataclass
-class TrainingState:
-    """The network and its optimisation, as built or restored, and the forms the loops call."""
-
-    raw_model: nn.Module  # the plain network (its state_dict is what checkpoints hold)
-    model: nn.Module  # what validation calls: the DDP wrapper under torchrun, else the network
-    train_model: nn.Module  # what training calls: `model`, compiled with --compile
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    opts: StepOptions
-    start_epoch: int = 0  # epochs already done (a resumed run)
-    best_pckh: float | None = None
-
-    def checkpoint_state(self) -> dict:
-        """What a checkpoint holds beside the plan: weights, optimiser, schedule, RNGs, best PCKh."""
-        return {"model": self.raw_model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "rng": _rng_state(), "best_pckh": self.best_pckh}  # fmt: skip
-
-    def inference_model(self, plan: RunPlan) -> nn.Module:
-        """The network as trained for the timed pass, which rank 0 runs alone: never the DDP wrapper."""
-        if not plan.ctx.enabled:
-            return self.train_model
-        return torch.compile(self.raw_model) if plan.config.compile else self.raw_model
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 @contextmanager
@@ -144,61 +96,39 @@ def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig
     )
 
 
-def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr)
-    if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=config.lr, momentum=0.0)
-    raise HGBenchError(f"unknown optimizer {config.optimizer!r}; use adam or rmsprop")
-
-
 def _skipped(ctx: DistContext, train_ds, val_ds) -> list[str]:
     """Every image any rank found corrupt so far (with --skip-bad-images), for the record."""
     mine = set(train_ds.bad_images) | set(val_ds.bad_images)
     return sorted(set().union(*all_gather_objects(ctx, sorted(mine))))
 
 
-def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bool) -> TrainingState:
-    """Model, optimiser and schedule for `plan`, restored from `ckpt` when resuming, on the plan's device."""
-    config, device = plan.config, plan.device
-    _seed_everything(config.seed)
-    model: nn.Module = build_model(plan.spec)
-    optimizer = _optimizer(config, model.parameters())
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.lr_milestones, gamma=config.lr_gamma)
-    state = TrainingState(model, model, model, optimizer, scheduler, StepOptions(device, amp=config.amp,
-                                                                                 channels_last=config.channels_last))
-    if ckpt is not None:
-        model.load_state_dict(ckpt.state["model"])
-        optimizer.load_state_dict(ckpt.state["optimizer"])
-        scheduler.load_state_dict(ckpt.state["scheduler"])
-        state.start_epoch, state.best_pckh = ckpt.epoch, ckpt.state.get("best_pckh")
-        _set_rng_state(ckpt.state["rng"])
-    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
-    for slots in optimizer.state.values():  # optimiser state follows the parameters to the device
-        for k, v in slots.items():
-            if torch.is_tensor(v):
-                slots[k] = v.to(device)
-    if plan.ctx.enabled:
-        wrapped = convert_sync_batchnorm(model, device.type)
-        state.model = nn.parallel.DistributedDataParallel(
-            wrapped, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=has_unused_params,
-        )  # fmt: skip
-    state.train_model = torch.compile(state.model) if config.compile else state.model
-    return state
-
-
 def _loaders(plan: RunPlan) -> tuple:
     """The training loader (this rank's slice of every global batch) and the validation loader (this rank's shard)."""
     config, ctx, pin = plan.config, plan.ctx, plan.device.type == "cuda"
-    sampler = GlobalBatchSampler(len(plan.train_ds), config.batch_size, rank=ctx.rank, world_size=ctx.world_size,
-                                 seed=config.seed)  # fmt: skip
-    train = make_loader(plan.train_ds, config.batch_size // ctx.world_size, shuffle=False, workers=config.workers,
-                        pin_memory=pin, sampler=sampler, drop_last=True, seed=config.seed,
-                        device=plan.device)  # fmt: skip
-    val = make_loader(plan.val_ds, config.test_batch_size, shuffle=False, workers=config.workers, pin_memory=pin,
-                      sampler=ShardSampler(len(plan.val_ds), rank=ctx.rank, world_size=ctx.world_size),
-                      drop_last=False, device=plan.device)  # fmt: skip
+    sampler = GlobalBatchSampler(
+        len(plan.train_ds), config.batch_size, rank=ctx.rank, world_size=ctx.world_size, seed=config.seed
+    )
+    train = make_loader(
+        plan.train_ds,
+        config.batch_size // ctx.world_size,
+        shuffle=False,
+        workers=config.workers,
+        pin_memory=pin,
+        sampler=sampler,
+        drop_last=True,
+        seed=config.seed,
+        device=plan.device,
+    )
+    val = make_loader(
+        plan.val_ds,
+        config.test_batch_size,
+        shuffle=False,
+        workers=config.workers,
+        pin_memory=pin,
+        sampler=ShardSampler(len(plan.val_ds), rank=ctx.rank, world_size=ctx.world_size),
+        drop_last=False,
+        device=plan.device,
+    )
     return train, val
 
 
@@ -211,15 +141,24 @@ def _resume_from(plan: RunPlan, resume: bool, say: bool) -> Checkpoint | None:
     ckpt = load_checkpoint(plan.last_path, map_location="cpu")
     check_compatible(ckpt, plan.spec, plan.config.input_res)
     if ckpt.identity != plan.identity:
-        raise HGBenchError(f"checkpoint {plan.last_path} is of another experiment (settings, data or hgbench version "
-                           "changed)")  # fmt: skip
+        raise HGBenchError(
+            f"checkpoint {plan.last_path} is of another experiment (settings, data or hgbench version changed)"
+        )
     if say:
         print(f"hgbench: resuming {plan.spec.label} after epoch {ckpt.epoch} from {plan.last_path}", flush=True)
     return ckpt
 
 
-def _epoch(plan: RunPlan, state: TrainingState, loaders: tuple, sampler: NvmlSampler, bar: ProgressBar,
-           epoch: int, *, first: bool) -> tuple[dict, object]:  # fmt: skip
+def _epoch(
+    plan: RunPlan,
+    state: TrainingState,
+    loaders: tuple,
+    sampler: NvmlSampler,
+    bar: ProgressBar,
+    epoch: int,
+    *,
+    first: bool,
+) -> tuple[dict, object]:
     """Train and validate one epoch; the record's entry for it (and the validation pass, for its accuracy)."""
     config, ctx = plan.config, plan.ctx
     train_loader, val_loader = loaders
@@ -228,12 +167,26 @@ def _epoch(plan: RunPlan, state: TrainingState, loaders: tuple, sampler: NvmlSam
     train_loader.set_epoch(epoch)
     bar.start_epoch(epoch, config.epochs, len(train_loader), config.batch_size)
     sampler.mark(f"epoch{epoch}-start")
-    stats = train_one_epoch(state.train_model, train_loader, state.optimizer, state.opts, epoch=epoch,
-                            on_progress=bar.step, on_batch=collect_train)  # fmt: skip
+    stats = train_one_epoch(
+        state.train_model,
+        train_loader,
+        state.optimizer,
+        state.opts,
+        epoch=epoch,
+        on_progress=bar.step,
+        on_batch=collect_train,
+    )
     sampler.mark(f"epoch{epoch}-end")
     bar.start_validation(len(val_loader))
-    val = predict(state.model, val_loader, state.opts, input_res=config.input_res, ctx=ctx, on_batch=collect_val,
-                  on_progress=bar.validation_step)  # fmt: skip
+    val = predict(
+        state.model,
+        val_loader,
+        state.opts,
+        input_res=config.input_res,
+        ctx=ctx,
+        on_batch=collect_val,
+        on_progress=bar.validation_step,
+    )
     state.scheduler.step()
     # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean.
     images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
@@ -244,15 +197,26 @@ def _epoch(plan: RunPlan, state: TrainingState, loaders: tuple, sampler: NvmlSam
         state.best_pckh = pckh
     tel = sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")
     entry = {
-        "epoch": epoch, "lr": state.optimizer.param_groups[0]["lr"], "train_loss": loss_sum / ctx.world_size,
-        "val_loss": val.loss, "heatmap_acc": val.heatmap_acc, "pckh": pckh, "wall_s": stats.wall_s,
-        "compute_s": stats.compute_s, "data_wait_s": stats.data_wait_s, "device_idle_s": stats.device_idle_s,
-        "steps": stats.steps, "images": int(images),
+        "epoch": epoch,
+        "lr": state.optimizer.param_groups[0]["lr"],
+        "train_loss": loss_sum / ctx.world_size,
+        "val_loss": val.loss,
+        "heatmap_acc": val.heatmap_acc,
+        "pckh": pckh,
+        "wall_s": stats.wall_s,
+        "compute_s": stats.compute_s,
+        "data_wait_s": stats.data_wait_s,
+        "device_idle_s": stats.device_idle_s,
+        "steps": stats.steps,
+        "images": int(images),
         "images_per_s": images / stats.wall_s if stats.wall_s > 0 else None,
-        "val_wall_s": val.timing["wall_s"], "warmup": first, "energy_j": tel.get("energy_j"),
-        "gpu_util_mean": tel.get("gpu_util_mean"), "gpu_mem_used_max_mib": tel.get("gpu_mem_used_max_mib"),
+        "val_wall_s": val.timing["wall_s"],
+        "warmup": first,
+        "energy_j": tel.get("energy_j"),
+        "gpu_util_mean": tel.get("gpu_util_mean"),
+        "gpu_mem_used_max_mib": tel.get("gpu_mem_used_max_mib"),
         "power_mean_w": tel.get("power_mean_w"),
-    }  # fmt: skip
+    }
     return entry, val
 
 
@@ -284,14 +248,31 @@ def run(
     spec = get_spec(config.case, as_built=config.as_built)
     ctx = init_distributed(resolve_device(config.device).type)
     try:
-        return _run(config, spec, ctx, resume=resume, quiet=quiet, progress=progress,
-                    stop_after_epoch=stop_after_epoch, keep_checkpoint=keep_checkpoint)  # fmt: skip
+        return _run(
+            config,
+            spec,
+            ctx,
+            resume=resume,
+            quiet=quiet,
+            progress=progress,
+            stop_after_epoch=stop_after_epoch,
+            keep_checkpoint=keep_checkpoint,
+        )
     finally:
         shutdown(ctx)
 
 
-def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, quiet: bool, progress: bool,
-         stop_after_epoch: int | None, keep_checkpoint: bool = True) -> RunOutcome:  # fmt: skip
+def _run(
+    config: RunConfig,
+    spec: CaseSpec,
+    ctx: DistContext,
+    *,
+    resume: bool,
+    quiet: bool,
+    progress: bool,
+    stop_after_epoch: int | None,
+    keep_checkpoint: bool = True,
+) -> RunOutcome:
     plan = make_plan(config, spec, ctx)
     config, device, say = plan.config, plan.device, progress and ctx.is_main
     if device.type == "cuda":
@@ -299,8 +280,12 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
         torch.backends.cudnn.benchmark = True
     ckpt = _resume_from(plan, resume, say)
     cost = measure_cost(spec, input_res=config.input_res)
-    model_info = {"params": cost.params, "params_used": cost.params_used, "gflops": cost.gflops,
-                  "gflops_input_res": cost.input_res}  # fmt: skip
+    model_info = {
+        "params": cost.params,
+        "params_used": cost.params_used,
+        "gflops": cost.gflops,
+        "gflops_input_res": cost.input_res,
+    }
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
     state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
     loaders = _loaders(plan)
@@ -309,20 +294,24 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
     epoch = first = state.start_epoch + 1
     with NvmlSampler(device) as sampler, _sigterm_as_interrupt():
         if say and not sampler.available:
-            print(f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null",
-                  flush=True)  # fmt: skip
+            print(
+                f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null",
+                flush=True,
+            )
         reset_peak_memory(device)
         try:
             for epoch in range(first, config.epochs + 1):
                 entry, val = _epoch(plan, state, loaders, sampler, bar, epoch, first=epoch == first)
-                recorder.add_epoch(entry, heatmap_acc=val.heatmap_acc,
-                                   skipped_images=_skipped(ctx, plan.train_ds, plan.val_ds))  # fmt: skip
+                recorder.add_epoch(
+                    entry, heatmap_acc=val.heatmap_acc, skipped_images=_skipped(ctx, plan.train_ds, plan.val_ds)
+                )
                 bar.end_epoch(entry)
                 recorder.checkpoint(epoch, state.checkpoint_state())
                 barrier(ctx)
                 if stop_after_epoch is not None and stop_after_epoch <= epoch < config.epochs:
-                    return RunOutcome("interrupted", recorder.path, plan.last_path,
-                                      recorder.record if ctx.is_main else None)
+                    return RunOutcome(
+                        "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
+                    )
             if ctx.is_main:
                 _finish(plan, state, loaders[1], recorder, sampler, say=say, keep_checkpoint=keep_checkpoint)
             barrier(ctx)
@@ -343,21 +332,40 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, *, resume: bool, q
             raise
     kept = plan.last_path if keep_checkpoint else None
     if say:
-        where = (f"checkpoint {kept} ({kept.stat().st_size / 2**20:.0f} MiB)" if kept is not None
-                 else "checkpoint not kept (--keep-checkpoints keeps it)")  # fmt: skip
+        where = (
+            f"checkpoint {kept} ({kept.stat().st_size / 2**20:.0f} MiB)"
+            if kept is not None
+            else "checkpoint not kept (--keep-checkpoints keeps it)"
+        )
         print(f"hgbench: {spec.label} finished; record {recorder.path}; {where}", flush=True)
     return RunOutcome("finished", recorder.path, kept, recorder.record if ctx.is_main else None)
 
 
-def _finish(plan: RunPlan, state: TrainingState, val_loader, recorder: Recorder, sampler: NvmlSampler, *, say: bool,
-            keep_checkpoint: bool) -> None:  # fmt: skip
+def _finish(
+    plan: RunPlan,
+    state: TrainingState,
+    val_loader,
+    recorder: Recorder,
+    sampler: NvmlSampler,
+    *,
+    say: bool,
+    keep_checkpoint: bool,
+) -> None:
     """Rank 0 alone, as on the study's single GPU: the timed inference pass, then the finished record."""
     loader = val_loader  # warm: validation ran it last epoch
     if plan.ctx.enabled:  # the whole split, not rank 0's shard
-        loader = make_loader(plan.val_ds, plan.config.test_batch_size, shuffle=False, workers=plan.config.workers,
-                             pin_memory=plan.device.type == "cuda", drop_last=False, device=plan.device)  # fmt: skip
-    results = _inference_pass(state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config,
-                              state.opts, say)  # fmt: skip
+        loader = make_loader(
+            plan.val_ds,
+            plan.config.test_batch_size,
+            shuffle=False,
+            workers=plan.config.workers,
+            pin_memory=plan.device.type == "cuda",
+            drop_last=False,
+            device=plan.device,
+        )
+    results = _inference_pass(
+        state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say
+    )
     recorder.set_results(**results, peak_memory_mib=peak_memory_mib(plan.device), telemetry=sampler.summary())
     recorder.finish("finished", None, keep_checkpoint=keep_checkpoint)
 
@@ -369,18 +377,31 @@ def _inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opt
     both passes start warm (`hgbench.inference.timed_passes`).
     """
     collect = val_ds.collect_bad if config.skip_bad_images else None
-    passes = timed_passes(model, loader, opts, input_res=config.input_res, flip_test=config.flip_test,
-                          tail=len(val_ds) % config.test_batch_size, on_batch=collect)  # fmt: skip
+    passes = timed_passes(
+        model,
+        loader,
+        opts,
+        input_res=config.input_res,
+        flip_test=config.flip_test,
+        tail=len(val_ds) % config.test_batch_size,
+        on_batch=collect,
+    )
     scores = {k: evaluate_pckh(p.predictions, gt.subset(val_ds.indices_of(p.index))) for k, p in passes.items()}
     final = "flip" if config.flip_test else "plain"
-    inference = {"n_images": len(val_ds), "n_excluded": len(passes[final].excluded),
-                 "batch_size": config.test_batch_size}  # fmt: skip
+    inference = {
+        "n_images": len(val_ds),
+        "n_excluded": len(passes[final].excluded),
+        "batch_size": config.test_batch_size,
+    }
     for k, p in passes.items():
         inference[k] = inference_entry(p.timing, scores[k].mean)
     if "flip" not in passes:
         inference["flip"] = None
     pckh = {**scores[final].to_dict(), "flip_test": final == "flip"}
     if say:
-        print(f"hgbench: PCKh@0.5 Mean {pckh['Mean']:.2f} ({'flip test' if final == 'flip' else 'no flip'}); "
-              f"inference {inference['plain']['wall_min']:.3f} min wall", flush=True)  # fmt: skip
+        print(
+            f"hgbench: PCKh@0.5 Mean {pckh['Mean']:.2f} ({'flip test' if final == 'flip' else 'no flip'}); "
+            f"inference {inference['plain']['wall_min']:.3f} min wall",
+            flush=True,
+        )
     return {"pckh": pckh, "inference": inference}

@@ -28,8 +28,16 @@ def describe(values: Sequence[float]) -> dict:
     """min, max, mean, stddev (sample), median, iqr, rounds and the raw data; all None for an empty sequence."""
     data = [float(v) for v in values]
     if not data:
-        return {"min": None, "max": None, "mean": None, "stddev": None, "median": None, "iqr": None, "rounds": 0,
-                "data": []}  # fmt: skip
+        return {
+            "min": None,
+            "max": None,
+            "mean": None,
+            "stddev": None,
+            "median": None,
+            "iqr": None,
+            "rounds": 0,
+            "data": [],
+        }
     q1, q3 = quartiles(data)
     return {
         "min": min(data),

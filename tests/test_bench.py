@@ -259,17 +259,35 @@ def test_bench_table_without_records_is_a_one_line_error(tmp_path: Path, capsys:
 
 def _widest_record() -> dict:
     """A bench record with the widest figures and labels a real run prints (every mode on a GPU, one failed)."""
-    phase = {"ms_per_step_median": 1234.5, "iqr": 0.1234, "images_per_s": 12345.6, "tflops": 1234.567,
-             "pct_conv_peak": 100.0, "peak_memory_mib": 123456.0, "warmup_s": 1234.5}  # fmt: skip
-    labels = {"eager": "fp32", "channels_last": "channels_last", "bf16": "channels_last+bf16",
-              "compile": "channels_last+bf16+compile", "cudagraphs": "channels_last+bf16+cudagraphs"}  # fmt: skip
-    results = {mode: {"status": "ok", "label": label, "reason": None, "train": phase, "infer": phase}
-               for mode, label in labels.items()}  # fmt: skip
+    phase = {
+        "ms_per_step_median": 1234.5,
+        "iqr": 0.1234,
+        "images_per_s": 12345.6,
+        "tflops": 1234.567,
+        "pct_conv_peak": 100.0,
+        "peak_memory_mib": 123456.0,
+        "warmup_s": 1234.5,
+    }
+    labels = {
+        "eager": "fp32",
+        "channels_last": "channels_last",
+        "bf16": "channels_last+bf16",
+        "compile": "channels_last+bf16+compile",
+        "cudagraphs": "channels_last+bf16+cudagraphs",
+    }
+    results = {
+        mode: {"status": "ok", "label": label, "reason": None, "train": phase, "infer": phase}
+        for mode, label in labels.items()
+    }
     results["compile"] = {**results["compile"], "status": "failed", "reason": "RuntimeError: " + "x" * 200}
-    return {"config": {"batch_size": 32, "input_res": 256, "steps": 10},
-            "machine_info": {"gpu_name": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC 7B13", "torch_threads": 2},
-            "device_peak": {"conv_tflops": 989.4}, "spec": {"name": "8", "as_built": True},
-            "model": {"gflops": 88.77}, "results": results}  # fmt: skip
+    return {
+        "config": {"batch_size": 32, "input_res": 256, "steps": 10},
+        "machine_info": {"gpu_name": "NVIDIA H100 80GB HBM3", "cpu": "AMD EPYC 7B13", "torch_threads": 2},
+        "device_peak": {"conv_tflops": 989.4},
+        "spec": {"name": "8", "as_built": True},
+        "model": {"gflops": 88.77},
+        "results": results,
+    }
 
 
 def test_bench_table_reads_in_full_at_120_columns() -> None:

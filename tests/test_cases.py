@@ -154,8 +154,9 @@ def test_list_csv_prints_the_19_rows_with_the_required_leading_columns(capsys: p
 
 
 @pytest.mark.parametrize(("argv", "width"), [(["list"], 80), (["list", "--wide"], 140)])
-def test_list_reads_in_full_at_its_width(argv: list[str], width: int, monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+def test_list_reads_in_full_at_its_width(
+    argv: list[str], width: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     """`hgbench list` at 80 columns (and `--wide` at 140) cuts no cell short with an ellipsis."""
     from rich.console import Console
 

@@ -52,8 +52,9 @@ def test_table(tiny, capsys) -> None:
 def test_json_and_save_predictions(tiny, capsys, tmp_path: Path) -> None:
     pred, gt, preds = tiny
     saved = tmp_path / "again.mat"
-    rc, out, err = run(capsys, "--predictions", pred, "--ground-truth", gt, "--format", "json",
-                       "--save-predictions", saved)  # fmt: skip
+    rc, out, err = run(
+        capsys, "--predictions", pred, "--ground-truth", gt, "--format", "json", "--save-predictions", saved
+    )
     doc = json.loads(out)  # stdout is pure JSON; the note about the saved file is on stderr
     assert rc == 0
     assert doc["pckh"]["Mean"] == pytest.approx(100 * 41 / 42)
@@ -127,12 +128,26 @@ def test_misuse_is_a_usage_error(argv: list[str], capsys) -> None:
 
 def test_published_predictions_with_bundled_ground_truth_and_pictures(shared_mpii, mpii_sample, capsys, tmp_path):
     """detections_our_format.mat's own pos_pred_src against the bundled copy of its ground truth, 3 pictures."""
-    rc, out, err = run(capsys, "--predictions", shared_mpii / "detections_our_format.mat", "--format", "csv",
-                       "--visualize", "3", "--out", tmp_path / "pics", "--data-dir", mpii_sample)  # fmt: skip
+    rc, out, err = run(
+        capsys,
+        "--predictions",
+        shared_mpii / "detections_our_format.mat",
+        "--format",
+        "csv",
+        "--visualize",
+        "3",
+        "--out",
+        tmp_path / "pics",
+        "--data-dir",
+        mpii_sample,
+    )
     assert rc == 0
     assert out.splitlines()[1] == "95.60,92.71,83.36,76.74,81.93,73.36,65.45,81.46"
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == [
-        "0000_005808361.png", "0001_052475643.png", "0002_051423444.png"]  # fmt: skip
+        "0000_005808361.png",
+        "0001_052475643.png",
+        "0002_051423444.png",
+    ]
     assert "wrote 3 PNGs" in err
 
 
@@ -151,8 +166,13 @@ def test_checkpoint_branch_wiring(tiny, capsys, monkeypatch, tmp_path: Path) -> 
     def stub(**kwargs: object) -> SimpleNamespace:
         real.bind(**kwargs)  # raises TypeError if the command passes something the real function does not take
         calls.append(kwargs)
-        return SimpleNamespace(predictions=preds, ground_truth=load_ground_truth(gt_path), images=[],
-                               timing={"wall_s": 1.25, "images": 3}, case="3")  # fmt: skip
+        return SimpleNamespace(
+            predictions=preds,
+            ground_truth=load_ground_truth(gt_path),
+            images=[],
+            timing={"wall_s": 1.25, "images": 3},
+            case="3",
+        )
 
     monkeypatch.setattr(inference, "evaluate_checkpoint", stub)
     rc, out, _ = run(capsys, "--checkpoint", tmp_path / "c.pt", "--flip", "--batch", "4", "--format", "json")
@@ -170,12 +190,39 @@ def test_a_trained_checkpoint_is_scored_for_real(synthetic_root: Path, tmp_path:
     from hgbench.config import RunConfig
     from hgbench.runner import run as train
 
-    config = RunConfig(case="hg1", epochs=1, batch_size=4, test_batch_size=4, input_res=64, device="cpu", workers=0,
-                       data_dir=str(synthetic_root), limit_train=8, limit_val=6, flip_test=False,
-                       out=str(tmp_path / "results"), checkpoint_dir=str(tmp_path / "runs"))  # fmt: skip
+    config = RunConfig(
+        case="hg1",
+        epochs=1,
+        batch_size=4,
+        test_batch_size=4,
+        input_res=64,
+        device="cpu",
+        workers=0,
+        data_dir=str(synthetic_root),
+        limit_train=8,
+        limit_val=6,
+        flip_test=False,
+        out=str(tmp_path / "results"),
+        checkpoint_dir=str(tmp_path / "runs"),
+    )
     outcome = train(config, progress=False)
-    rc, out, _ = run(capsys, "--checkpoint", outcome.checkpoint_path, "--data-dir", synthetic_root, "--limit", "6",
-                     "--batch", "4", "--device", "cpu", "--workers", "0", "--format", "json")  # fmt: skip
+    rc, out, _ = run(
+        capsys,
+        "--checkpoint",
+        outcome.checkpoint_path,
+        "--data-dir",
+        synthetic_root,
+        "--limit",
+        "6",
+        "--batch",
+        "4",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--format",
+        "json",
+    )
     assert rc == 0
     doc = json.loads(out)
     assert doc["case"] == "hg1"

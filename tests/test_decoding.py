@@ -45,8 +45,9 @@ def test_heatmap_accuracy_known_answer() -> None:
     target = peaks_to_heatmaps({(0, j): (30, 30) for j in range(NUM_JOINTS)})
     target[0, 5] = 0.0  # l_ankle has an empty target: left out
     offsets = {0: (0, 0), 1: (3, 0), 2: (4, 0), 3: (2, 2), 4: (3, 2), 10: (0, 3), 11: (0, -4), 14: (0, 0), 15: (9, 9)}
-    pred = peaks_to_heatmaps({(0, j): (30 + offsets.get(j, (0, 0))[0], 30 + offsets.get(j, (0, 0))[1])
-                              for j in range(NUM_JOINTS)})  # fmt: skip
+    pred = peaks_to_heatmaps(
+        {(0, j): (30 + offsets.get(j, (0, 0))[0], 30 + offsets.get(j, (0, 0))[1]) for j in range(NUM_JOINTS)}
+    )
     acc = heatmap_accuracy(pred, target)
     expected = {0: 1, 1: 1, 2: 0, 3: 1, 4: 0, 10: 1, 11: 0, 14: 1, 15: 0}
     for j, v in expected.items():

@@ -65,13 +65,15 @@ def test_normalise_batch_is_to_input_tensor() -> None:
     want = to_input_tensor(crop, gain)
     got = normalise_batch(torch.from_numpy(crop).permute(2, 0, 1)[None].float(), torch.tensor([gain]))[0]
     torch.testing.assert_close(got, want)
-    assert torch.allclose(normalise_batch(torch.zeros(1, 3, 2, 2), torch.ones(1, 3))[0, :, 0, 0],
-                          -torch.tensor(MPII_MEAN))  # fmt: skip
+    assert torch.allclose(
+        normalise_batch(torch.zeros(1, 3, 2, 2), torch.ones(1, 3))[0, :, 0, 0], -torch.tensor(MPII_MEAN)
+    )
 
 
 def test_collate_keeps_encoded_bytes_and_names_as_lists() -> None:
-    samples = [{"jpeg": torch.zeros(n, dtype=torch.uint8), "image_name": f"{n}.jpg", "x": torch.ones(2)}
-               for n in (3, 5)]  # fmt: skip
+    samples = [
+        {"jpeg": torch.zeros(n, dtype=torch.uint8), "image_name": f"{n}.jpg", "x": torch.ones(2)} for n in (3, 5)
+    ]
     batch = collate(samples)
     assert [j.numel() for j in batch["jpeg"]] == [3, 5]
     assert batch["image_name"] == ["3.jpg", "5.jpg"]
@@ -103,8 +105,9 @@ def test_device_batches_equal_worker_batches(synthetic_root: Path, augment: bool
 def test_device_decoding_on_real_mpii_images(mpii_sample: Path) -> None:
     a = MPIIDataset(mpii_sample, "val", input_res=256)
     b = MPIIDataset(mpii_sample, "val", input_res=256, decode="device")
-    batch = next(iter(make_loader(b, len(b), shuffle=False, workers=0, pin_memory=False, drop_last=False,
-                                  device="cpu")))  # fmt: skip
+    batch = next(
+        iter(make_loader(b, len(b), shuffle=False, workers=0, pin_memory=False, drop_last=False, device="cpu"))
+    )
     want = torch.stack([a[i]["image"] for i in range(len(a))])
     levels = (batch["image"] - want).abs() * 255
     assert levels.max() < 1.0
@@ -144,8 +147,9 @@ def test_corrupt_image_on_the_device_path_is_one_line_or_blanked(garbled: tuple[
     assert "\n" not in str(info.value)
 
     skipping = MPIIDataset(root, "train", input_res=64, decode="device", skip_bad_images=True)
-    batch = next(iter(make_loader(skipping, 16, shuffle=False, workers=0, pin_memory=False, drop_last=False,
-                                  device="cpu")))  # fmt: skip
+    batch = next(
+        iter(make_loader(skipping, 16, shuffle=False, workers=0, pin_memory=False, drop_last=False, device="cpu"))
+    )
     hit = torch.tensor([p.image == name for p in skipping.people])
     assert hit.any()
     assert torch.equal(batch["bad"], hit)

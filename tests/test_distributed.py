@@ -59,10 +59,22 @@ def test_two_gloo_processes_compute_the_single_process_gradient(tmp_path: Path) 
     single, double = tmp_path / "one.pt", tmp_path / "two.pt"
     subprocess.run([sys.executable, str(SCRIPT), str(single)], env=env, check=True, timeout=120)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-         str(SCRIPT), str(double)],
-        env=env, capture_output=True, text=True, timeout=180,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29531",
+            str(SCRIPT),
+            str(double),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = torch.load(single), torch.load(double)
     overall = max(g.abs().max().item() for g in a["grads"].values())

@@ -79,8 +79,9 @@ def test_every_collective_of_a_run_takes_tensors_on_the_process_groups_device(
     group.install(monkeypatch)
     ctx = DistContext(rank=0, world_size=2, local_rank=0, device=lazy_device)
     config = tiny
-    outcome = runner._run(config, get_spec(config.case), ctx, resume=False, quiet=True, progress=False,
-                          stop_after_epoch=None)  # fmt: skip
+    outcome = runner._run(
+        config, get_spec(config.case), ctx, resume=False, quiet=True, progress=False, stop_after_epoch=None
+    )
     assert outcome.status == "finished"
     assert len(group.reduced) >= 4  # images and loss, val loss, accuracy counts, batches
     epoch = outcome.record["results"]["epochs"][-1]

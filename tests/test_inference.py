@@ -104,8 +104,14 @@ def test_progress_shows_the_loss_during_the_epoch_and_validation_batches() -> No
 
     model = build_model(get_spec("hg1"))
     seen: list[tuple[int, float | None]] = []
-    train_one_epoch(model, fake_batches(4), torch.optim.Adam(model.parameters()), CPU, epoch=1,
-                    on_progress=lambda step, loss: seen.append((step, loss)))  # fmt: skip
+    train_one_epoch(
+        model,
+        fake_batches(4),
+        torch.optim.Adam(model.parameters()),
+        CPU,
+        epoch=1,
+        on_progress=lambda step, loss: seen.append((step, loss)),
+    )
     assert [step for step, _ in seen] == [1, 2, 3, 4]
     losses = [loss for _, loss in seen]
     assert all(loss is not None and loss > 0 for loss in losses)  # every step, not only every 20th

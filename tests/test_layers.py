@@ -48,7 +48,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "checkpoint and record": ("checkpoint", "record"),
     # One run: its plan (device, settings, data, identity), progress display, recorder, the runner, and scoring a
     # saved checkpoint (which plans its data as a run does).
-    "runner": ("plan", "progress", "recorder", "runner", "scoring"),
+    "runner": ("plan", "progress", "recorder", "state", "runner", "scoring"),
     # The model-only benchmark may reuse the runner's pieces, never the reverse (--fast reads hgbench.speed_modes).
     "bench": ("bench",),
     "results store": ("results",),

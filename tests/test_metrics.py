@@ -173,8 +173,20 @@ def test_nan_predictions_say_how_many() -> None:
 def test_to_dict_keys() -> None:
     gt = make_gt()
     d = evaluate_pckh(gt.joints.copy(), gt).to_dict()
-    assert list(d) == ["Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "mean_weighted",
-                       "mean_at_0.1", "per_joint", "count"]  # fmt: skip
+    assert list(d) == [
+        "Head",
+        "Shoulder",
+        "Elbow",
+        "Wrist",
+        "Hip",
+        "Knee",
+        "Ankle",
+        "Mean",
+        "mean_weighted",
+        "mean_at_0.1",
+        "per_joint",
+        "count",
+    ]
     assert len(d["per_joint"]) == 16
     assert d["count"] == 2
     assert isinstance(d["Mean"], float)
@@ -205,8 +217,16 @@ def test_published_predictions_of_the_real_ground_truth(shared_mpii) -> None:
     assert r.mean == pytest.approx(ref_mean, abs=1e-9)
     assert r.count == 2958
     got = {**{k: round(v, 2) for k, v in r.parts.items()}, "Mean": round(r.mean, 2)}
-    assert got == {"Head": 95.60, "Shoulder": 92.71, "Elbow": 83.36, "Wrist": 76.74, "Hip": 81.93, "Knee": 73.36,
-                   "Ankle": 65.45, "Mean": 81.46}  # fmt: skip
+    assert got == {
+        "Head": 95.60,
+        "Shoulder": 92.71,
+        "Elbow": 83.36,
+        "Wrist": 76.74,
+        "Hip": 81.93,
+        "Knee": 73.36,
+        "Ankle": 65.45,
+        "Mean": 81.46,
+    }
     assert round(r.mean_weighted, 2) == 82.34
     assert round(r.mean_at_0_1, 2) == 28.40
 

@@ -198,8 +198,9 @@ def test_smoke_accuracies_are_marked_in_the_table(cpu_only: list[RunSummary]) ->
 
 def test_gflops_header_names_the_input_size(cpu_only: list[RunSummary]) -> None:
     assert "| GFLOPs @256px |" in to_markdown(comparison_table(cpu_only))
-    small = variant("0001_case1_seed0.json", config={**cpu_only[0].config, "input_res": 128}, gflops=14.05,
-                    gflops_input_res=128)  # fmt: skip
+    small = variant(
+        "0001_case1_seed0.json", config={**cpu_only[0].config, "input_res": 128}, gflops=14.05, gflops_input_res=128
+    )
     md = to_markdown(comparison_table([*cpu_only, small]))
     assert "| GFLOPs |" in md
     assert "| 14.05 @128px |" in md
@@ -222,12 +223,21 @@ def test_table_setting_column_when_configs_differ(cpu_only: list[RunSummary]) ->
     [
         ({"hgbench_version": "0.2.0"}, "hgbench=0.2.0"),
         ({"machine_id": "cpu-amd-epyc-7b13-2c-pt2.14.1"}, "machine=cpu-amd-epyc-7b13-2c-pt2.14.1"),
-        ({"dataset_info": {"name": "synthetic", "train_size": 120, "val_size": 40, "fingerprint": "0123456789abcdef"}},
-         "fingerprint=01234567"),
+        (
+            {
+                "dataset_info": {
+                    "name": "synthetic",
+                    "train_size": 120,
+                    "val_size": 40,
+                    "fingerprint": "0123456789abcdef",
+                }
+            },
+            "fingerprint=01234567",
+        ),
         ({"config_changes": {"lr": 0.001}}, "lr=0.001"),
         ({"config_changes": {"limit_train": 24}}, "limit_train=24"),
     ],
-)  # fmt: skip
+)
 def test_rows_pool_only_runs_that_differ_in_seed_alone(changes: dict, shown: str) -> None:
     """Case 3's two seeds pool; a third run differing in anything but the seed is its own row, named by a warning."""
     changes = dict(changes)
@@ -261,8 +271,10 @@ def test_frontier_panels_never_join_two_settings(cpu_only: list[RunSummary]) -> 
     """A 1-epoch smoke run of case 1 and the 3-epoch runs are drawn in separate panels, each with its own line."""
     smoke = variant("0001_case1_seed0.json", config={**cpu_only[0].config, "epochs": 1}, pckh_mean=5.0)
     panels, left_out = frontier_panels([s for s in [*cpu_only, smoke] if s.finished])
-    assert [(p.device, p.setting) for p in panels] == [("CPU: AMD EPYC 7B13", "epochs=1"),
-                                                       ("CPU: AMD EPYC 7B13", "epochs=3")]  # fmt: skip
+    assert [(p.device, p.setting) for p in panels] == [
+        ("CPU: AMD EPYC 7B13", "epochs=1"),
+        ("CPU: AMD EPYC 7B13", "epochs=3"),
+    ]
     assert panels[0].rows["case"].tolist() == ["1"]
     assert panels[0].runs == [smoke]
     assert panels[1].rows["case"].tolist() == ["1", "3", "5"]

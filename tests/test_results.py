@@ -46,20 +46,56 @@ def leftovers(folder: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("info", "expected"),
     [
-        ({"device": "cpu", "gpu_name": None, "torch": "2.14.1+cu130", "cuda": "13.0", "cpu": "AMD EPYC 7B13",
-          "cpu_count": 2}, "cpu-amd-epyc-7b13-2c-pt2.14.1"),
-        ({"device": "cpu", "cpu": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz", "cpu_count": 16, "torch": "2.14.1"},
-         "cpu-intel-xeon-platinum-8375c-16c-pt2.14.1"),
-        ({"device": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1+cu130", "cuda": "13.0",
-          "cpu": "AMD EPYC 7B13", "cpu_count": 2}, "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0"),
-        ({"device": "cpu", "gpu_name": "NVIDIA H100 80GB HBM3", "torch": "2.14.1", "cuda": "13.0", "cpu": "AMD EPYC",
-          "cpu_count": 8}, "cpu-amd-epyc-8c-pt2.14.1"),
-        ({"device": "cuda", "gpu_name": "Quadro RTX 6000 (rev/2)", "torch": "1.8.1", "cuda": None},
-         "quadro-rtx-6000-rev-2-pt1.8.1"),
+        (
+            {
+                "device": "cpu",
+                "gpu_name": None,
+                "torch": "2.14.1+cu130",
+                "cuda": "13.0",
+                "cpu": "AMD EPYC 7B13",
+                "cpu_count": 2,
+            },
+            "cpu-amd-epyc-7b13-2c-pt2.14.1",
+        ),
+        (
+            {
+                "device": "cpu",
+                "cpu": "Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz",
+                "cpu_count": 16,
+                "torch": "2.14.1",
+            },
+            "cpu-intel-xeon-platinum-8375c-16c-pt2.14.1",
+        ),
+        (
+            {
+                "device": "cuda",
+                "gpu_name": "NVIDIA H100 80GB HBM3",
+                "torch": "2.14.1+cu130",
+                "cuda": "13.0",
+                "cpu": "AMD EPYC 7B13",
+                "cpu_count": 2,
+            },
+            "nvidia-h100-80gb-hbm3-pt2.14.1-cu13.0",
+        ),
+        (
+            {
+                "device": "cpu",
+                "gpu_name": "NVIDIA H100 80GB HBM3",
+                "torch": "2.14.1",
+                "cuda": "13.0",
+                "cpu": "AMD EPYC",
+                "cpu_count": 8,
+            },
+            "cpu-amd-epyc-8c-pt2.14.1",
+        ),
+        (
+            {"device": "cuda", "gpu_name": "Quadro RTX 6000 (rev/2)", "torch": "1.8.1", "cuda": None},
+            "quadro-rtx-6000-rev-2-pt1.8.1",
+        ),
         ({"device": "cpu", "torch": "2.14.1"}, "cpu-pt2.14.1"),
         ({}, "cpu-ptunknown"),
     ],
-)  # fmt: skip
+)
 def test_machine_id(info: dict, expected: str) -> None:
     assert machine_id(info) == expected
 
@@ -110,8 +146,9 @@ def test_next_record_path_past_9999(tmp_path: Path) -> None:
 # -------------------------------------------------------------------------------------------- atomic writes
 def test_write_json_atomic_writes_strict_json(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "r.json"
-    write_json_atomic(path, {"a": float("nan"), "b": np.float32(1.5), "c": np.arange(3), "d": (1, math.inf),
-                             "e": tmp_path})  # fmt: skip
+    write_json_atomic(
+        path, {"a": float("nan"), "b": np.float32(1.5), "c": np.arange(3), "d": (1, math.inf), "e": tmp_path}
+    )
     assert json.loads(path.read_text()) == {"a": None, "b": 1.5, "c": [0, 1, 2], "d": [1, None], "e": str(tmp_path)}
     assert leftovers(path.parent) == []
 
@@ -203,7 +240,7 @@ def test_golden_records_are_valid() -> None:
         (lambda r: r["results"].pop("heatmap_acc"), "finished record lacks results.heatmap_acc"),
         (lambda r: r["spec"].pop("name"), "spec.name missing"),
     ],
-)  # fmt: skip
+)
 def test_validate_record_problems(mutate: object, expected: str) -> None:
     record = golden()
     mutate(record)  # type: ignore[operator]
@@ -281,11 +318,19 @@ def test_load_records_folder_skips_corrupt_and_foreign_with_named_warnings() -> 
 
 
 def test_load_records_globs_files_and_missing_sources() -> None:
-    summaries, warnings = load_records([str(RECORDS / "*" / "000[23]_case3_*.json"), CPU_DIR / "0001_case1_seed0.json",
-                                        "no/such/folder", str(RECORDS / "nothing-*.json")])  # fmt: skip
+    summaries, warnings = load_records(
+        [
+            str(RECORDS / "*" / "000[23]_case3_*.json"),
+            CPU_DIR / "0001_case1_seed0.json",
+            "no/such/folder",
+            str(RECORDS / "nothing-*.json"),
+        ]
+    )
     assert [s.run_id for s in summaries] == ["0002_case3_seed0", "0003_case3_seed1", "0001_case1_seed0"]
-    assert warnings == ["no/such/folder: no such file, folder or matching pattern",
-                        f"{RECORDS / 'nothing-*.json'}: no such file, folder or matching pattern"]  # fmt: skip
+    assert warnings == [
+        "no/such/folder: no such file, folder or matching pattern",
+        f"{RECORDS / 'nothing-*.json'}: no such file, folder or matching pattern",
+    ]
 
 
 def test_load_records_deduplicates(tmp_path: Path) -> None:
@@ -351,8 +396,13 @@ def test_record_identity_covers_data_settings_and_version() -> None:
     base = results.record_identity(record)
     assert base is not None
     assert results.record_identity(copy.deepcopy(record)) == base
-    changes = [(("dataset", "fingerprint"), "another-dataset"), (("config", "epochs"), 50), (("config", "seed"), 7),
-               (("spec", "num_feats"), 64), (("hgbench_version",), "9.9.9")]
+    changes = [
+        (("dataset", "fingerprint"), "another-dataset"),
+        (("config", "epochs"), 50),
+        (("config", "seed"), 7),
+        (("spec", "num_feats"), 64),
+        (("hgbench_version",), "9.9.9"),
+    ]
     for path, value in changes:
         changed = copy.deepcopy(record)
         target = changed

@@ -146,8 +146,10 @@ def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: 
     "error",
     [
         torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 96.00 GiB"),
-        RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
-                     "allocate 412316860416 bytes."),  # fmt: skip
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+            "allocate 412316860416 bytes."
+        ),
     ],
     ids=["device", "host"],
 )
@@ -160,9 +162,32 @@ def test_out_of_memory_is_a_failed_record_and_one_line(
         raise error
 
     monkeypatch.setattr(runner, "train_one_epoch", exhausted)
-    argv = ["run", "--case", "hg1", "--epochs", "1", "--batch", "4", "--input-res", "64", "--device", "cpu",
-            "--workers", "0", "--data-dir", tiny.data_dir, "--limit-train", "8", "--limit-val", "6",
-            "--out", tiny.out, "--checkpoint-dir", tiny.checkpoint_dir, "--quiet"]  # fmt: skip
+    argv = [
+        "run",
+        "--case",
+        "hg1",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--input-res",
+        "64",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--data-dir",
+        tiny.data_dir,
+        "--limit-train",
+        "8",
+        "--limit-val",
+        "6",
+        "--out",
+        tiny.out,
+        "--checkpoint-dir",
+        tiny.checkpoint_dir,
+        "--quiet",
+    ]
     assert main(argv) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -198,9 +223,34 @@ def test_nan_loss_exits_non_zero_with_one_line(tiny: RunConfig, monkeypatch: pyt
     import hgbench.training as training
 
     monkeypatch.setattr(training, "heatmap_loss", lambda out, *a: out[0].sum() * float("inf"))
-    code = main(["run", "--case", "hg1", "--epochs", "1", "--batch", "4", "--input-res", "64", "--device", "cpu",
-                 "--workers", "0", "--data-dir", tiny.data_dir, "--limit-train", "8", "--limit-val", "6",
-                 "--out", tiny.out, "--checkpoint-dir", tiny.checkpoint_dir, "--quiet"])  # fmt: skip
+    code = main(
+        [
+            "run",
+            "--case",
+            "hg1",
+            "--epochs",
+            "1",
+            "--batch",
+            "4",
+            "--input-res",
+            "64",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+            "--data-dir",
+            tiny.data_dir,
+            "--limit-train",
+            "8",
+            "--limit-val",
+            "6",
+            "--out",
+            tiny.out,
+            "--checkpoint-dir",
+            tiny.checkpoint_dir,
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3
     assert len(err) == 1
@@ -243,8 +293,9 @@ def test_bad_configuration_is_a_clear_error(tiny: RunConfig) -> None:
 
 def test_runs_on_the_real_mpii_sample_directory(tiny: RunConfig, mpii_sample: Path) -> None:
     """Real JPEGs (progressive ones too) and the bundled ground truth matched to the sample's first five val people."""
-    outcome = run(replace(tiny, data_dir=str(mpii_sample), batch_size=2, limit_train=None, limit_val=None),
-                  progress=False)  # fmt: skip
+    outcome = run(
+        replace(tiny, data_dir=str(mpii_sample), batch_size=2, limit_train=None, limit_val=None), progress=False
+    )
     record = json.loads(outcome.record_path.read_text())
     assert record["status"] == "finished"
     assert record["dataset"]["name"] == "mpii"
@@ -262,8 +313,9 @@ def _damage_val_image(root: Path, how: str) -> tuple[str, int]:
 
 
 @pytest.mark.parametrize(("how", "decode"), [("truncated", "workers"), ("garbled", "workers"), ("garbled", "device")])
-def test_skipped_val_images_leave_pckh_over_the_others(tiny: RunConfig, synthetic_root: Path, tmp_path: Path,
-                                                       how: str, decode: str) -> None:  # fmt: skip
+def test_skipped_val_images_leave_pckh_over_the_others(
+    tiny: RunConfig, synthetic_root: Path, tmp_path: Path, how: str, decode: str
+) -> None:
     """A corrupt val image, found up front or only at decode time, is listed and left out of PCKh, not scored as 0."""
     import shutil
 
@@ -300,9 +352,32 @@ def test_sweep_skips_runs_already_finished_with_the_same_config(
 ) -> None:
     from hgbench.commands import run as run_cmd
 
-    argv = ["run", "--case", "all", "--epochs", "1", "--batch", "4", "--input-res", "64", "--device", "cpu",
-            "--workers", "0", "--data-dir", tiny.data_dir, "--limit-train", "8", "--limit-val", "6",
-            "--out", tiny.out, "--checkpoint-dir", tiny.checkpoint_dir, "--quiet"]  # fmt: skip
+    argv = [
+        "run",
+        "--case",
+        "all",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--input-res",
+        "64",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--data-dir",
+        tiny.data_dir,
+        "--limit-train",
+        "8",
+        "--limit-val",
+        "6",
+        "--out",
+        tiny.out,
+        "--checkpoint-dir",
+        tiny.checkpoint_dir,
+        "--quiet",
+    ]
     args = __import__("hgbench.cli", fromlist=["make_parser"]).make_parser().parse_args(argv)
     run(run_cmd.config_from_args(args, "2"), progress=False)  # case 2 really finishes with this config
 
@@ -329,11 +404,44 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
     cfg = replace(tiny, epochs=2, limit_train=4, flip_test=False)
     single = run(replace(cfg, out=str(tmp_path / "one"), checkpoint_dir=str(tmp_path / "c1")), progress=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "hgbench.cli", "run", "--case", "hg1", "--epochs", "2", "--batch", "4", "--test-batch", "4",
-           "--input-res", "64", "--device", "cpu", "--workers", "0", "--data-dir", cfg.data_dir,
-           "--limit-train", "4", "--limit-val", "6", "--no-flip-test", "--out", str(tmp_path / "two"),
-           "--checkpoint-dir", str(tmp_path / "c2"), "--quiet"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29517",
+        "-m",
+        "hgbench.cli",
+        "run",
+        "--case",
+        "hg1",
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--test-batch",
+        "4",
+        "--input-res",
+        "64",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--data-dir",
+        cfg.data_dir,
+        "--limit-train",
+        "4",
+        "--limit-val",
+        "6",
+        "--no-flip-test",
+        "--out",
+        str(tmp_path / "two"),
+        "--checkpoint-dir",
+        str(tmp_path / "c2"),
+        "--quiet",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     [path] = list((tmp_path / "two").rglob("*.json"))  # only rank 0 writes
@@ -352,8 +460,21 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
 
 
 def _argv(tiny: RunConfig, *extra: str) -> list[str]:
-    return ["run", "--device", "cpu", "--workers", "0", "--data-dir", tiny.data_dir, "--out", tiny.out,
-            "--checkpoint-dir", tiny.checkpoint_dir, "--quiet", *extra]  # fmt: skip
+    return [
+        "run",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--data-dir",
+        tiny.data_dir,
+        "--out",
+        tiny.out,
+        "--checkpoint-dir",
+        tiny.checkpoint_dir,
+        "--quiet",
+        *extra,
+    ]
 
 
 def test_resume_finds_the_interrupted_run_of_the_case_and_says_which(

@@ -139,8 +139,9 @@ def bench_rich_table(record: dict) -> tuple[Any, list[str]]:
         settings = (r["label"] or "").replace("+", " + ")
         if r["status"] != "ok":
             # The reason goes below the table: a long line squeezed into one cell would wrap the whole table.
-            table.add_row(mode, settings, r["status"], *[""] * (len(cols) - 3),
-                          style="dim" if r["status"] == "skipped" else "red")  # fmt: skip
+            table.add_row(
+                mode, settings, r["status"], *[""] * (len(cols) - 3), style="dim" if r["status"] == "skipped" else "red"
+            )
             notes.append(f"{mode}: {r['status']}: {r['reason']}")
             continue
         if r.get("cudagraph_skips"):
@@ -148,9 +149,16 @@ def bench_rich_table(record: dict) -> tuple[Any, list[str]]:
         for phase in ("train", "infer"):
             s = r[phase]
             base = (eager.get(phase) or {}).get("images_per_s") if eager.get("status") == "ok" else None
-            row = [mode if phase == "train" else "", settings if phase == "train" else "", phase,
-                   _fmt(s["ms_per_step_median"], ".1f"), _fmt(s["iqr"] * 1e3, ".1f"), _fmt(s["images_per_s"], ".1f"),
-                   _fmt(s["images_per_s"] / base if base else None, ".2f"), _fmt(s["tflops"], ".3f")]  # fmt: skip
+            row = [
+                mode if phase == "train" else "",
+                settings if phase == "train" else "",
+                phase,
+                _fmt(s["ms_per_step_median"], ".1f"),
+                _fmt(s["iqr"] * 1e3, ".1f"),
+                _fmt(s["images_per_s"], ".1f"),
+                _fmt(s["images_per_s"] / base if base else None, ".2f"),
+                _fmt(s["tflops"], ".3f"),
+            ]
             row += [_fmt(s["pct_conv_peak"], ".0f")] if peak else []
             row += [_fmt(s["peak_memory_mib"], ".0f"), _fmt(s["warmup_s"], ".1f")]
             table.add_row(*row)

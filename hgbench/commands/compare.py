@@ -33,9 +33,13 @@ HINT = "A and B are record files, folders or quoted globs; `hgbench run` writes 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("compare", help="two runs or result folders side by side, with deltas and p-values",
-                       description=__doc__, epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "compare",
+        help="two runs or result folders side by side, with deltas and p-values",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("a", metavar="A", help="baseline: record file, folder or glob")
     p.add_argument("b", metavar="B", help="compared with A (delta = B - A): record file, folder or glob")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default: table)")

@@ -45,24 +45,45 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     src = p.add_argument_group("source (exactly one)").add_mutually_exclusive_group(required=True)
-    src.add_argument("--predictions", type=Path, metavar="PRED", help="predictions file (.mat with preds or "
-                     "pos_pred_src, or .npy N x 16 x 2)")  # fmt: skip
+    src.add_argument(
+        "--predictions",
+        type=Path,
+        metavar="PRED",
+        help="predictions file (.mat with preds or pos_pred_src, or .npy N x 16 x 2)",
+    )
     src.add_argument("--checkpoint", type=Path, metavar="CKPT", help="model checkpoint to run on the val split")
-    p.add_argument("--ground-truth", type=Path, metavar="GT", help="ground truth in detections_our_format.mat layout "
-                   "(default: the bundled MPII copy; --predictions only)")  # fmt: skip
+    p.add_argument(
+        "--ground-truth",
+        type=Path,
+        metavar="GT",
+        help="ground truth in detections_our_format.mat layout (default: the bundled MPII copy; --predictions only)",
+    )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
     ck = p.add_argument_group("checkpoint evaluation")
-    ck.add_argument("--data-dir", type=Path, metavar="DIR", help="MPII directory (images/ and mpii_annotations.json"
-                    "[.gz]); with --predictions, only for --visualize")  # fmt: skip
-    ck.add_argument("--synthetic-people", type=POSITIVE_INT, metavar="N", help="size of the synthetic dataset "
-                    "used when no --data-dir is given (default: the checkpoint's)")  # fmt: skip
+    ck.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="MPII directory (images/ and mpii_annotations.json[.gz]); with --predictions, only for --visualize",
+    )
+    ck.add_argument(
+        "--synthetic-people",
+        type=POSITIVE_INT,
+        metavar="N",
+        help="size of the synthetic dataset used when no --data-dir is given (default: the checkpoint's)",
+    )
     ck.add_argument("--limit", type=POSITIVE_INT, metavar="N", help="only the first N val people")
     ck.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image's heatmaps")
     ck.add_argument("--batch", type=POSITIVE_INT, default=6, metavar="N", help="test batch size (default: 6)")
     ck.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
     ck.add_argument("--workers", type=int, default=2, metavar="N", help="data loader workers (default: 2)")
-    ck.add_argument("--input-res", type=POSITIVE_INT, default=None, metavar="PX", help="expected input side; the "
-                    "checkpoint's own is used, this only checks it")  # fmt: skip
+    ck.add_argument(
+        "--input-res",
+        type=POSITIVE_INT,
+        default=None,
+        metavar="PX",
+        help="expected input side; the checkpoint's own is used, this only checks it",
+    )
     out = p.add_argument_group("outputs")
     out.add_argument("--save-predictions", type=Path, metavar="P.mat", help="write predictions in the preds layout")
     out.add_argument("--visualize", type=POSITIVE_INT, metavar="N", help="draw the first N val people (needs --out)")
@@ -80,8 +101,16 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.predictions is not None:
         if args.visualize is not None and args.data_dir is None:
             p.error("--visualize with --predictions needs --data-dir DIR (the images and mpii_annotations.json)")
-        used = [f for f, v in [("--synthetic-people", args.synthetic_people), ("--flip", args.flip or None),
-                               ("--input-res", args.input_res), ("--limit", args.limit)] if v is not None]  # fmt: skip
+        used = [
+            f
+            for f, v in [
+                ("--synthetic-people", args.synthetic_people),
+                ("--flip", args.flip or None),
+                ("--input-res", args.input_res),
+                ("--limit", args.limit),
+            ]
+            if v is not None
+        ]
         if used:
             p.error(f"{', '.join(used)}: only with --checkpoint")
     else:
@@ -137,8 +166,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         gt_path = args.ground_truth or bundled_ground_truth_path()
         gt = load_ground_truth(gt_path)
         if len(preds) != len(gt):
-            raise HGBenchError(f"{args.predictions} holds {len(preds)} people but the ground truth {gt_path} holds "
-                               f"{len(gt)}; both must list the same val people in the same order")  # fmt: skip
+            raise HGBenchError(
+                f"{args.predictions} holds {len(preds)} people but the ground truth {gt_path} holds "
+                f"{len(gt)}; both must list the same val people in the same order"
+            )
         extra.update(source="predictions", predictions=str(args.predictions), ground_truth=str(gt_path))
         if args.visualize is not None:
             images = val_image_paths(args.data_dir)
@@ -147,9 +178,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
 
-        kwargs: dict = dict(checkpoint=args.checkpoint, data_dir=args.data_dir, flip=args.flip, batch_size=args.batch,
-                            device=args.device, limit=args.limit, workers=args.workers,
-                            synthetic_people=args.synthetic_people)  # fmt: skip
+        kwargs: dict = dict(
+            checkpoint=args.checkpoint,
+            data_dir=args.data_dir,
+            flip=args.flip,
+            batch_size=args.batch,
+            device=args.device,
+            limit=args.limit,
+            workers=args.workers,
+            synthetic_people=args.synthetic_people,
+        )
         if args.input_res is not None:
             # An assertion about the checkpoint; passed on only where the inference side can check it.
             if "input_res" not in inspect.signature(evaluate_checkpoint).parameters:
@@ -159,8 +197,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         preds, gt, timing, images = np.asarray(run.predictions), run.ground_truth, dict(run.timing), list(run.images)
         data = str(args.data_dir) if args.data_dir else "synthetic"
         case = getattr(run, "case", None)
-        extra.update(source="checkpoint", checkpoint=str(args.checkpoint), case=case, flip=args.flip,
-                     batch_size=args.batch, device=kwargs["device"], data_dir=data, timing=timing)  # fmt: skip
+        extra.update(
+            source="checkpoint",
+            checkpoint=str(args.checkpoint),
+            case=case,
+            flip=args.flip,
+            batch_size=args.batch,
+            device=kwargs["device"],
+            data_dir=data,
+            timing=timing,
+        )
 
     result = evaluate_pckh(preds, gt)
 
@@ -184,8 +230,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(format_table(result))
         if args.checkpoint is not None:
-            sys.stdout.write(f"checkpoint {args.checkpoint}: case {extra['case']}, data {extra['data_dir']}, "
-                             f"flip test {'on' if args.flip else 'off'}, batch {args.batch}\n")  # fmt: skip
+            sys.stdout.write(
+                f"checkpoint {args.checkpoint}: case {extra['case']}, data {extra['data_dir']}, "
+                f"flip test {'on' if args.flip else 'off'}, batch {args.batch}\n"
+            )
         if timing:
             sys.stdout.write("timing: " + ", ".join(f"{k} {_fmt_value(v)}" for k, v in timing.items()) + "\n")
     return 0

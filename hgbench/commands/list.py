@@ -74,16 +74,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list every case with its size and cost", description=__doc__)
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default: table)")
     p.add_argument("--input-res", type=int, default=256, help="input side for the GFLOPs column (default: 256)")
-    p.add_argument("--wide", action="store_true",
-                   help="also feats, blocks, depths, norm and bottleneck steps (about 130 columns)")  # fmt: skip
+    p.add_argument(
+        "--wide", action="store_true", help="also feats, blocks, depths, norm and bottleneck steps (about 130 columns)"
+    )
     p.set_defaults(func=cmd_list)
 
 
 def cases_table(rows: list[dict], *, input_res: int, wide: bool) -> Table:
     """The cases as a rich table: the default columns read at 80 columns, `wide` adds the structure."""
     caption = "stacks: run/built where they differ; used: parameters that receive a gradient"
-    table = Table(title=f"hgbench cases (GFLOPs: forward, 1x3x{input_res}x{input_res})", caption=caption,
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, caption_justify="left")  # fmt: skip
+    table = Table(
+        title=f"hgbench cases (GFLOPs: forward, 1x3x{input_res}x{input_res})",
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        caption_justify="left",
+    )
     columns = [c for c in COLUMNS if wide or not c[3]]
     for header, justify, _, _ in columns:
         # Numbers and short codes never wrap; the description is the one column that gives way (folding a long word

@@ -20,15 +20,27 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("plot", help="PNG of accuracy against training time per case (the frontier)",
-                       description=__doc__, epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--results", action="append", metavar="DIR", default=None,
-                   help="record file, folder or glob; repeatable (default: results, where published/ is read only "
-                        "when named)")  # fmt: skip
+    p = sub.add_parser(
+        "plot",
+        help="PNG of accuracy against training time per case (the frontier)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--results",
+        action="append",
+        metavar="DIR",
+        default=None,
+        help="record file, folder or glob; repeatable (default: results, where published/ is read only when named)",
+    )
     p.add_argument("--out", default="results/frontier.png", help="PNG to write (default: results/frontier.png)")
-    p.add_argument("--reference", action=argparse.BooleanOptionalAction, default=True,
-                   help="draw the published panel (default: on)")  # fmt: skip
+    p.add_argument(
+        "--reference",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw the published panel (default: on)",
+    )
     p.set_defaults(func=cmd_plot)
 
 

@@ -14,8 +14,17 @@ from hgbench.errors import HGBenchError
 
 # `--smoke`: the whole sweep at a scale a 2-core CPU finishes in minutes (make run). 128 px is the smallest input
 # every case trains at (case 5's instance norm needs the innermost level larger than 1x1).
-SMOKE = {"epochs": 2, "input_res": 128, "limit_train": 24, "limit_val": 12, "synthetic_people": 120,
-         "batch_size": 6, "test_batch_size": 6, "workers": 1, "tag": "smoke"}  # fmt: skip
+SMOKE = {
+    "epochs": 2,
+    "input_res": 128,
+    "limit_train": 24,
+    "limit_val": 12,
+    "synthetic_people": 120,
+    "batch_size": 6,
+    "test_batch_size": 6,
+    "workers": 1,
+    "tag": "smoke",
+}
 
 EPILOG = """examples:
   hgbench run --case 3 --epochs 50                  case 3 as described, the study's recipe, synthetic data
@@ -28,8 +37,13 @@ EPILOG = """examples:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     d = RunConfig()
-    p = sub.add_parser("run", help="train, validate and time a case; write its record", description=__doc__,
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "run",
+        help="train, validate and time a case; write its record",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--case", required=True, help="case id (1-8, hg1, hg2, hg8) or 'all' for cases 1-8")
     p.add_argument("--as-built", action="store_true", help="build the case as the study's code did")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
@@ -52,9 +66,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--fast", action="store_true", help="the best mode for the device (see hgbench bench)")
-    p.add_argument("--decode", choices=("auto", *DECODE_MODES), default=None,
-                   help="decode and crop JPEGs in the DataLoader workers or in batches on the device (nvjpeg on "
-                        "CUDA); auto (default): device with --fast on CUDA, else workers")  # fmt: skip
+    p.add_argument(
+        "--decode",
+        choices=("auto", *DECODE_MODES),
+        default=None,
+        help="decode and crop JPEGs in the DataLoader workers or in batches on the device (nvjpeg on "
+        "CUDA); auto (default): device with --fast on CUDA, else workers",
+    )
     p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {d.workers})")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="first N training people only")
@@ -66,39 +84,80 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=d.out, help="results folder (default results/)")
     p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="checkpoint folder (default runs/)")
     p.add_argument("--tag", default=None, help="label added to the record's file name")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
-                   help="continue an interrupted run from its last epoch: the run these flags describe, else the "
-                        "latest interrupted run of the case that agrees with every flag given; or RUN, a record "
-                        "(.json) or checkpoint (last.pt) path")  # fmt: skip
-    p.add_argument("--keep-checkpoints", action="store_true",
-                   help="keep each run's checkpoint after it finished (default: kept, except with --smoke)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN",
+        help="continue an interrupted run from its last epoch: the run these flags describe, else the "
+        "latest interrupted run of the case that agrees with every flag given; or RUN, a record "
+        "(.json) or checkpoint (last.pt) path",
+    )
+    p.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each run's checkpoint after it finished (default: kept, except with --smoke)",
+    )
     p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
     p.set_defaults(func=cmd_run)
 
 
 def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
     """The RunConfig the flags describe: defaults, then --smoke, then explicit flags."""
-    cfg = RunConfig(case=case, as_built=args.as_built, device=args.device, optimizer=args.optim or "adam",
-                    amp=args.amp, channels_last=args.channels_last, compile=args.compile, fast=args.fast,
-                    data_dir=args.data_dir, flip_test=not args.no_flip_test, skip_bad_images=args.skip_bad_images,
-                    out=args.out, checkpoint_dir=args.checkpoint_dir)  # fmt: skip
+    cfg = RunConfig(
+        case=case,
+        as_built=args.as_built,
+        device=args.device,
+        optimizer=args.optim or "adam",
+        amp=args.amp,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        fast=args.fast,
+        data_dir=args.data_dir,
+        flip_test=not args.no_flip_test,
+        skip_bad_images=args.skip_bad_images,
+        out=args.out,
+        checkpoint_dir=args.checkpoint_dir,
+    )
     if args.optim == "rmsprop":
         cfg = replace(cfg, lr=DEFAULT_LR["rmsprop"])
     if args.smoke:
         cfg = replace(cfg, **SMOKE)
-    explicit = {"epochs": args.epochs, "batch_size": args.batch, "test_batch_size": args.test_batch, "lr": args.lr,
-                "input_res": args.input_res, "workers": args.workers, "limit_train": args.limit_train,
-                "limit_val": args.limit_val, "synthetic_people": args.synthetic, "tag": args.tag,
-                "decode": args.decode, "seed": args.seed}  # fmt: skip
+    explicit = {
+        "epochs": args.epochs,
+        "batch_size": args.batch,
+        "test_batch_size": args.test_batch,
+        "lr": args.lr,
+        "input_res": args.input_res,
+        "workers": args.workers,
+        "limit_train": args.limit_train,
+        "limit_val": args.limit_val,
+        "synthetic_people": args.synthetic,
+        "tag": args.tag,
+        "decode": args.decode,
+        "seed": args.seed,
+    }
     return replace(cfg, **{k: v for k, v in explicit.items() if v is not None})
 
 
 def explicit_settings(args: argparse.Namespace) -> dict[str, object]:
     """The settings (RunConfig keys and values) the command line named, as opposed to defaults."""
-    named = {"epochs": args.epochs, "batch_size": args.batch, "test_batch_size": args.test_batch, "lr": args.lr,
-             "input_res": args.input_res, "limit_train": args.limit_train, "limit_val": args.limit_val,
-             "synthetic_people": args.synthetic, "decode": args.decode, "seed": args.seed, "optimizer": args.optim,
-             "data_dir": args.data_dir, "tag": args.tag}  # fmt: skip
+    named = {
+        "epochs": args.epochs,
+        "batch_size": args.batch,
+        "test_batch_size": args.test_batch,
+        "lr": args.lr,
+        "input_res": args.input_res,
+        "limit_train": args.limit_train,
+        "limit_val": args.limit_val,
+        "synthetic_people": args.synthetic,
+        "decode": args.decode,
+        "seed": args.seed,
+        "optimizer": args.optim,
+        "data_dir": args.data_dir,
+        "tag": args.tag,
+    }
     named = {k: v for k, v in named.items() if v is not None}
     named.update({k: True for k in ("amp", "channels_last", "compile", "fast") if getattr(args, k)})
     if args.no_flip_test:
@@ -149,16 +208,25 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
         path, record = fits[0]
         stored = record["config"]
         done = len(record["results"]["epochs"])
-        print(f"hgbench: resuming the latest interrupted run of {label}: {path} (epoch {done} of {stored['epochs']}, "
-              f"input {stored['input_res']}, batch {stored['batch_size']})", flush=True)  # fmt: skip
+        print(
+            f"hgbench: resuming the latest interrupted run of {label}: {path} (epoch {done} of {stored['epochs']}, "
+            f"input {stored['input_res']}, batch {stored['batch_size']})",
+            flush=True,
+        )
         return _config_of(path, args)
     if not runs:
-        raise HGBenchError(f"--resume: no interrupted run of {label} with a checkpoint in {cfg.out}/{machine}; "
-                           "run it without --resume to start one")  # fmt: skip
-    listed = "; ".join(f"{p} (epoch {len(r['results']['epochs'])} of {r['config']['epochs']}): hgbench run --case "
-                       f"{cfg.case} --resume {p}" for p, r in runs[:5])  # fmt: skip
-    raise HGBenchError(f"--resume: no interrupted run of {label} agrees with the flags given; interrupted runs: "
-                       f"{listed}")  # fmt: skip
+        raise HGBenchError(
+            f"--resume: no interrupted run of {label} with a checkpoint in {cfg.out}/{machine}; "
+            "run it without --resume to start one"
+        )
+    listed = "; ".join(
+        f"{p} (epoch {len(r['results']['epochs'])} of {r['config']['epochs']}): hgbench run --case "
+        f"{cfg.case} --resume {p}"
+        for p, r in runs[:5]
+    )
+    raise HGBenchError(
+        f"--resume: no interrupted run of {label} agrees with the flags given; interrupted runs: {listed}"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -186,8 +254,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(cases) > 1:
             done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
             if done is not None:
-                print(f"hgbench: case {case}{' (as built)' if cfg.as_built else ''}: already finished with this "
-                      f"config ({done}); skipping", flush=True)  # fmt: skip
+                print(
+                    f"hgbench: case {case}{' (as built)' if cfg.as_built else ''}: already finished with this "
+                    f"config ({done}); skipping",
+                    flush=True,
+                )
                 continue
         try:
             outcome = run(cfg, resume=bool(args.resume), quiet=args.quiet, keep_checkpoint=keep)

@@ -46,10 +46,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--people", type=at_least(2), default=DEFAULT_PEOPLE, help=f"people (default {DEFAULT_PEOPLE})")
     p.add_argument("--seed", type=at_least(0), default=0, help="the dataset is a function of the seed (default 0)")
     w, h = DEFAULT_IMAGE_SIZE
-    p.add_argument("--image-size", type=_image_size, default=DEFAULT_IMAGE_SIZE, metavar="WxH",
-                   help=f"image width x height (default {w}x{h})")  # fmt: skip
-    p.add_argument("--val-fraction", type=_fraction, default=DEFAULT_VAL_FRACTION,
-                   help=f"share of people in the val split (default {DEFAULT_VAL_FRACTION})")  # fmt: skip
+    p.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=DEFAULT_IMAGE_SIZE,
+        metavar="WxH",
+        help=f"image width x height (default {w}x{h})",
+    )
+    p.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=DEFAULT_VAL_FRACTION,
+        help=f"share of people in the val split (default {DEFAULT_VAL_FRACTION})",
+    )
     p.add_argument("--force", action="store_true", help="replace DIR if it is not empty")
     p.set_defaults(func=cmd_synth)
 

@@ -39,19 +39,31 @@ EXAMPLES = """examples:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("table", help="comparison table of the runs in results/ (Markdown or CSV)",
-                       description=__doc__, epilog=EXAMPLES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = sub.add_parser(
+        "table",
+        help="comparison table of the runs in results/ (Markdown or CSV)",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--format", choices=("md", "csv"), default="md", help="output format (default: md)")
-    p.add_argument("--results", action="append", metavar="DIR", default=None,
-                   help="record file, folder or glob; repeatable (default: results, where published/ is read only "
-                        "when named)")  # fmt: skip
+    p.add_argument(
+        "--results",
+        action="append",
+        metavar="DIR",
+        default=None,
+        help="record file, folder or glob; repeatable (default: results, where published/ is read only when named)",
+    )
     p.add_argument("--reference", action="store_true", help="add the study's published rows and ours/published ratios")
-    p.add_argument("--bench", action="store_true",
-                   help="the speed modes of hgbench bench records instead (default: results/bench)")  # fmt: skip
-    p.add_argument("--readme", metavar="FILE", default=None,
-                   help="rewrite FILE between its hgbench:results markers instead of printing "
-                        "(Markdown only)")  # fmt: skip
+    p.add_argument(
+        "--bench", action="store_true", help="the speed modes of hgbench bench records instead (default: results/bench)"
+    )
+    p.add_argument(
+        "--readme",
+        metavar="FILE",
+        default=None,
+        help="rewrite FILE between its hgbench:results markers instead of printing (Markdown only)",
+    )
     p.set_defaults(func=cmd_table, _parser=p)
 
 

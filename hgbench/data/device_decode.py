@@ -67,8 +67,9 @@ def crop_theta(matrices: torch.Tensor, canvas: tuple[int, int], res: int) -> tor
     m[:, 2, 2] = 1.0
     crop_to_image = torch.linalg.inv(m)
     # normalised crop -> crop pixels: u = (x + 1) (res - 1) / 2
-    from_norm = torch.tensor([[(res - 1) / 2, 0, (res - 1) / 2], [0, (res - 1) / 2, (res - 1) / 2], [0, 0, 1]],
-                             dtype=torch.float64)  # fmt: skip
+    from_norm = torch.tensor(
+        [[(res - 1) / 2, 0, (res - 1) / 2], [0, (res - 1) / 2, (res - 1) / 2], [0, 0, 1]], dtype=torch.float64
+    )
     # canvas pixels -> normalised canvas: x = 2 u / (W - 1) - 1 (a side of one pixel cannot be normalised)
     sx, sy = 2.0 / max(cw - 1, 1), 2.0 / max(ch - 1, 1)
     to_norm = torch.tensor([[sx, 0, -1], [0, sy, -1], [0, 0, 1]], dtype=torch.float64)

@@ -16,9 +16,24 @@ from hgbench.results import expand_sources
 
 # ---------------------------------------------------------------------------------------------- speed-mode records
 BENCH_SCHEMA = "hgbench.bench/1"
-BENCH_COLUMNS = ("case", "as_built", "device", "batch", "input_res", "mode", "settings", "phase", "status",
-                 "ms_per_step", "images_per_s", "speedup_vs_eager", "tflops", "pct_conv_peak", "peak_memory_mib",
-                 "record")  # fmt: skip
+BENCH_COLUMNS = (
+    "case",
+    "as_built",
+    "device",
+    "batch",
+    "input_res",
+    "mode",
+    "settings",
+    "phase",
+    "status",
+    "ms_per_step",
+    "images_per_s",
+    "speedup_vs_eager",
+    "tflops",
+    "pct_conv_peak",
+    "peak_memory_mib",
+    "record",
+)
 
 
 def load_bench_records(sources: Iterable[str | Path]) -> tuple[list[tuple[Path, dict]], list[str]]:
@@ -51,16 +66,26 @@ def bench_table(records: Sequence[tuple[Path, dict]]) -> pd.DataFrame:
                 speedup = None
                 if stats.get("images_per_s") and eager.get("images_per_s"):
                     speedup = stats["images_per_s"] / eager["images_per_s"]
-                rows.append({
-                    "case": rec.get("spec", {}).get("name", cfg.get("case")), "as_built": cfg.get("as_built"),
-                    "device": device, "batch": cfg.get("batch_size"), "input_res": cfg.get("input_res"),
-                    "mode": mode, "settings": res.get("label"), "phase": phase,
-                    "status": "ok" if res.get("status") == "ok" else f"{res.get('status')}: {res.get('reason')}",
-                    "ms_per_step": stats.get("ms_per_step_median"), "images_per_s": stats.get("images_per_s"),
-                    "speedup_vs_eager": speedup, "tflops": stats.get("tflops"),
-                    "pct_conv_peak": stats.get("pct_conv_peak"), "peak_memory_mib": stats.get("peak_memory_mib"),
-                    "record": Path(path).stem,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "case": rec.get("spec", {}).get("name", cfg.get("case")),
+                        "as_built": cfg.get("as_built"),
+                        "device": device,
+                        "batch": cfg.get("batch_size"),
+                        "input_res": cfg.get("input_res"),
+                        "mode": mode,
+                        "settings": res.get("label"),
+                        "phase": phase,
+                        "status": "ok" if res.get("status") == "ok" else f"{res.get('status')}: {res.get('reason')}",
+                        "ms_per_step": stats.get("ms_per_step_median"),
+                        "images_per_s": stats.get("images_per_s"),
+                        "speedup_vs_eager": speedup,
+                        "tflops": stats.get("tflops"),
+                        "pct_conv_peak": stats.get("pct_conv_peak"),
+                        "peak_memory_mib": stats.get("peak_memory_mib"),
+                        "record": Path(path).stem,
+                    }
+                )
     return pd.DataFrame(rows, columns=list(BENCH_COLUMNS))
 
 
@@ -70,8 +95,11 @@ def bench_markdown(df: pd.DataFrame) -> str:
     def cell(v: Any, fmt: str) -> str:
         return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
-    lines = ["| case | device | batch | input | mode | phase | ms/step | images/s | x eager | TFLOP/s | % conv peak "
-             "| peak MiB | status |", "|:---|:---|---:|---:|:---|:---|---:|---:|---:|---:|---:|---:|:---|"]  # fmt: skip
+    lines = [
+        "| case | device | batch | input | mode | phase | ms/step | images/s | x eager | TFLOP/s | % conv peak "
+        "| peak MiB | status |",
+        "|:---|:---|---:|---:|:---|:---|---:|---:|---:|---:|---:|---:|:---|",
+    ]
     for _, r in df.iterrows():
         case = case_label(str(r["case"]), r["as_built"], short=True)
         lines.append(

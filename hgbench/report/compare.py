@@ -21,9 +21,20 @@ from hgbench.report.table import _case_order, _is_missing, _mean_std, _values
 from hgbench.results import RunSummary
 
 COMPARE_COLUMNS: tuple[str, ...] = (
-    "group", "metric", "a_mean", "a_std", "a_n", "b_mean", "b_std", "b_n", "delta", "delta_pct", "p_value", "p_note",
+    "group",
+    "metric",
+    "a_mean",
+    "a_std",
+    "a_n",
+    "b_mean",
+    "b_std",
+    "b_n",
+    "delta",
+    "delta_pct",
+    "p_value",
+    "p_note",
     "significant",
-)  # fmt: skip
+)
 
 # Metrics of `hgbench compare`, with their labels; the two tested ones get a Welch p-value where possible.
 COMPARE_METRICS: dict[str, str] = {
@@ -141,17 +152,34 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
             p, why = _welch(metric, ra, rb)
             if p is not None and metric in TIMING_METRICS:
                 why += f"; a timing: significant only with a change of {TIMING_MIN_EFFECT_PCT:.0f}%+ (see below)"
-            rows.append({"group": label, "metric": name, "a_mean": ma, "a_std": sa, "a_n": len(va), "b_mean": mb,
-                         "b_std": sb, "b_n": len(vb), "delta": delta, "delta_pct": pct, "p_value": p,
-                         "p_note": why, "significant": _significant(metric, p, pct)})  # fmt: skip
+            rows.append(
+                {
+                    "group": label,
+                    "metric": name,
+                    "a_mean": ma,
+                    "a_std": sa,
+                    "a_n": len(va),
+                    "b_mean": mb,
+                    "b_std": sb,
+                    "b_n": len(vb),
+                    "delta": delta,
+                    "delta_pct": pct,
+                    "p_value": p,
+                    "p_note": why,
+                    "significant": _significant(metric, p, pct),
+                }
+            )
     df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     df["p_value"] = pd.to_numeric(df["p_value"], errors="coerce").astype("float64")
     df["significant"] = df["significant"].astype("boolean")
     for side, runs in (("A", fa), ("B", fb)):
         devices = sorted({r.device for r in runs})
-        notes.insert(0, f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}"
-                        + (" (mixed devices within one side: its times are not one machine's)" if len(devices) > 1
-                           else "") + ".")  # fmt: skip
+        notes.insert(
+            0,
+            f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}"
+            + (" (mixed devices within one side: its times are not one machine's)" if len(devices) > 1 else "")
+            + ".",
+        )
     notes[:2] = sorted(notes[:2])
     for side, runs in (("A", a), ("B", b)):
         skipped = [r.run_id for r in runs if not r.finished]
@@ -219,8 +247,15 @@ def compare_rich_table(df: pd.DataFrame) -> Any:
             if r["metric"] and r["p_note"] != "not tested":
                 p = p or "—"
                 reasons.append(f"{r['metric']}: {r['p_note']}")
-            table.add_row(str(r["metric"]), side(r["a_mean"], r["a_std"]), side(r["b_mean"], r["b_std"]), delta, pct,
-                          p, _verdict(r))  # fmt: skip
+            table.add_row(
+                str(r["metric"]),
+                side(r["a_mean"], r["a_std"]),
+                side(r["b_mean"], r["b_std"]),
+                delta,
+                pct,
+                p,
+                _verdict(r),
+            )
         if reasons:
             table.caption = "p: " + "; ".join(reasons)
             table.caption_justify = "left"

@@ -86,14 +86,25 @@ def _place_labels(
         return x0, y - half_h, x0 + width, y + half_h
 
     def free(b: tuple[float, float, float, float]) -> bool:
-        hits_marker = any(b[0] - marker_pt < mx < b[2] + marker_pt and b[1] - marker_pt < my < b[3] + marker_pt
-                          for mx, my in obstacles)  # fmt: skip
+        hits_marker = any(
+            b[0] - marker_pt < mx < b[2] + marker_pt and b[1] - marker_pt < my < b[3] + marker_pt
+            for mx, my in obstacles
+        )
         hits_label = any(b[0] < q[2] and q[0] < b[2] and b[1] < q[3] and q[1] < b[3] for q in placed)
         return not hits_marker and not hits_label
 
-    spots = [(gap, 0.0, "left"), (gap, step, "left"), (gap, -step, "left"), (-gap, 0.0, "right"),
-             (gap, 2 * step, "left"), (gap, -2 * step, "left"), (-gap, step, "right"), (-gap, -step, "right"),
-             (gap, 3 * step, "left"), (-gap, 2 * step, "right")]  # fmt: skip
+    spots = [
+        (gap, 0.0, "left"),
+        (gap, step, "left"),
+        (gap, -step, "left"),
+        (-gap, 0.0, "right"),
+        (gap, 2 * step, "left"),
+        (gap, -2 * step, "left"),
+        (-gap, step, "right"),
+        (-gap, -step, "right"),
+        (gap, 3 * step, "left"),
+        (-gap, 2 * step, "right"),
+    ]
     out: list[tuple[float, float, str]] = [spots[0]] * len(labels)
     for i in sorted(range(len(labels)), key=lambda i: (pts[i][1], pts[i][0])):
         choice = next((s for s in spots if free(box(i, *s))), spots[0])
@@ -209,12 +220,20 @@ def _draw_published(ax: Any, colour: dict[str, Any]) -> tuple[list[float], list[
     xs = [p.min_per_epoch for p in PUBLISHED.values()]
     ys = [p.val_acc for p in PUBLISHED.values()]
     labels, xerr = list(PUBLISHED), [0.0] * len(xs)
-    ax.scatter(xs, ys, marker="s", s=46, c=[colour[c] for c in labels], edgecolors="black", linewidths=0.6,
-               zorder=3, label="published (Quadro RTX 6000)")  # fmt: skip
+    ax.scatter(
+        xs,
+        ys,
+        marker="s",
+        s=46,
+        c=[colour[c] for c in labels],
+        edgecolors="black",
+        linewidths=0.6,
+        zorder=3,
+        label="published (Quadro RTX 6000)",
+    )
     ax.set_title("published (Quadro RTX 6000, PyTorch 1.8.1)", fontsize=10)
     ax.set_ylabel("validation accuracy, as published (%)")
-    ax.text(0.98, 0.02, "MPII · 50 epochs · batch 6", ha="right", transform=ax.transAxes, fontsize=7.5,
-            color="0.35")  # fmt: skip
+    ax.text(0.98, 0.02, "MPII · 50 epochs · batch 6", ha="right", transform=ax.transAxes, fontsize=7.5, color="0.35")
     return xs, ys, labels, xerr
 
 
@@ -227,16 +246,27 @@ def _draw_ours(
     labels = [str(c) + ("ab" if ab else "") for c, ab in zip(rows["case"], rows["as_built"], strict=True)]
     xerr, yerr = rows["min_per_epoch_std"].fillna(0).tolist(), rows["pckh_mean_std"].fillna(0).tolist()
     for x, y, xe, ye, case, h in zip(xs, ys, xerr, yerr, rows["case"], rows["as_built"], strict=True):
-        ax.errorbar(x, y, xerr=xe or None, yerr=ye or None, fmt="o", ms=7, color=colour[case],
-                    ecolor="0.5", elinewidth=0.8, capsize=2, mfc="white" if h else colour[case], mew=1.4,
-                    zorder=3)  # fmt: skip
+        ax.errorbar(
+            x,
+            y,
+            xerr=xe or None,
+            yerr=ye or None,
+            fmt="o",
+            ms=7,
+            color=colour[case],
+            ecolor="0.5",
+            elinewidth=0.8,
+            capsize=2,
+            mfc="white" if h else colour[case],
+            mew=1.4,
+            zorder=3,
+        )
     title = f"ours: {panel.device}"
     title = title if len(title) < 48 else title[:45] + "..."
     setting = panel.setting if len(panel.setting) < 60 else panel.setting[:57] + "..."
     ax.set_title(f"{title}\n{setting}" if setting else title, fontsize=10 if not setting else 9)
     ax.set_ylabel("validation accuracy, PCKh@0.5 Mean (%)")
-    ax.text(0.98, 0.02, _panel_setting(panel.runs), ha="right", transform=ax.transAxes, fontsize=7.5,
-            color="0.35")  # fmt: skip
+    ax.text(0.98, 0.02, _panel_setting(panel.runs), ha="right", transform=ax.transAxes, fontsize=7.5, color="0.35")
     return xs, ys, labels, xerr
 
 
@@ -256,14 +286,25 @@ def _finish_panel(fig: Any, ax: Any, xs: list[float], ys: list[float], labels: l
     spots = _place_labels(labels, xs, ys, markers, ax)
     for label, x, y, (dx, dy, ha) in zip(labels, xs, ys, spots, strict=True):
         leader = {"arrowstyle": "-", "color": "0.6", "lw": 0.5} if dy else None  # a moved label points home
-        ax.annotate(label, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8, zorder=4, ha=ha,
-                    va="center", arrowprops=leader)  # fmt: skip
+        ax.annotate(
+            label,
+            (x, y),
+            xytext=(dx, dy),
+            textcoords="offset points",
+            fontsize=8,
+            zorder=4,
+            ha=ha,
+            va="center",
+            arrowprops=leader,
+        )
 
 
 def _add_footer(fig: Any, n_panels: int, left_out: Sequence[str]) -> None:
     """The figure's title and the wrapped key under the panels, then the layout that leaves room for both."""
-    notes = ["numbers: case; 'ab' and hollow markers: as built",
-             "dashed: frontier (nothing is both faster and more accurate)"]  # fmt: skip
+    notes = [
+        "numbers: case; 'ab' and hollow markers: as built",
+        "dashed: frontier (nothing is both faster and more accurate)",
+    ]
     if n_panels > 1:
         notes.append("each panel has its own axes: different hardware or setting")
     if left_out:

@@ -186,8 +186,10 @@ def rewrite_readme(readme_path: str | Path, table_markdown: str) -> bool:
         count = text.count(marker)
         if count != 1:
             what = "missing" if count == 0 else f"found {count} times"
-            raise HGBenchError(f"{path}: results marker {marker} {what}; the file needs exactly one start and one "
-                               f"end marker, start first")  # fmt: skip
+            raise HGBenchError(
+                f"{path}: results marker {marker} {what}; the file needs exactly one start and one "
+                f"end marker, start first"
+            )
     start = text.index(README_START) + len(README_START)
     end = text.index(README_END)
     if end < start:

@@ -46,18 +46,32 @@ from hgbench.results import RunSummary
 
 # (summary attribute, CSV column): the measured metrics averaged over runs, each also given a `<column>_std`.
 METRICS: tuple[str, ...] = (
-    "min_per_epoch", "data_wait_pct", "pckh_mean", "heatmap_acc", "inference_min", "inference_device_min",
-    "images_per_s", "energy_j_per_epoch",
-)  # fmt: skip
+    "min_per_epoch",
+    "data_wait_pct",
+    "pckh_mean",
+    "heatmap_acc",
+    "inference_min",
+    "inference_device_min",
+    "images_per_s",
+    "energy_j_per_epoch",
+)
 
 ID_COLUMNS: tuple[str, ...] = ("case", "as_built", "description", "runs", "seeds", "device", "setting", "smoke")
 TABLE_COLUMNS: tuple[str, ...] = (
-    *ID_COLUMNS, "params", "gflops", "gflops_input_res", *(c for m in METRICS for c in (m, f"{m}_std")),
-)  # fmt: skip
+    *ID_COLUMNS,
+    "params",
+    "gflops",
+    "gflops_input_res",
+    *(c for m in METRICS for c in (m, f"{m}_std")),
+)
 REFERENCE_COLUMNS: tuple[str, ...] = (
-    "published_min_per_epoch", "published_val_acc", "published_inference_min", "min_per_epoch_ratio",
-    "inference_min_ratio", "ratio_note",
-)  # fmt: skip
+    "published_min_per_epoch",
+    "published_val_acc",
+    "published_inference_min",
+    "min_per_epoch_ratio",
+    "inference_min_ratio",
+    "ratio_note",
+)
 _TEXT_COLUMNS: frozenset[str] = frozenset({*ID_COLUMNS, "ratio_note"})
 _INT_COLUMNS: tuple[str, ...] = ("runs", "params", "gflops_input_res")
 # The study's setting, which a ratio to its published minutes needs: a full MPII epoch (and, for inference, a full
@@ -180,8 +194,9 @@ def ratio_blockers(run: RunSummary, phase: str) -> list[str]:
     res = run.config.get("input_res")
     if res != STUDY_INPUT_RES:
         blockers.append(f"{res} px input")
-    key, full, word = ("train_size", STUDY_TRAIN_PEOPLE, "train") if phase == "train" else (
-        "val_size", STUDY_VAL_PEOPLE, "val")  # fmt: skip
+    key, full, word = (
+        ("train_size", STUDY_TRAIN_PEOPLE, "train") if phase == "train" else ("val_size", STUDY_VAL_PEOPLE, "val")
+    )
     size = run.dataset_info.get(key)
     if not isinstance(size, int) or size < 0.99 * full:
         blockers.append(f"{size} {word} people")
@@ -284,8 +299,16 @@ def _measured_row(key: tuple[str, bool, str, str], runs: Sequence[RunSummary], *
 
 def _published_only_row(case: str) -> dict[str, Any]:
     """A published case we have not measured: the study's figures, our side empty."""
-    row = {"case": case, "as_built": False, "description": get_spec(case).description, "runs": 0, "seeds": "",
-           "device": "", "setting": "", "smoke": ""}  # fmt: skip
+    row = {
+        "case": case,
+        "as_built": False,
+        "description": get_spec(case).description,
+        "runs": 0,
+        "seeds": "",
+        "device": "",
+        "setting": "",
+        "smoke": "",
+    }
     return {**row, **_published_side(case, row, [])}
 
 
@@ -313,12 +336,16 @@ def _table_warnings(finished: Sequence[RunSummary], varying: Sequence[str]) -> l
     warnings = []
     devices = sorted({s.device for s in finished})
     if len(devices) > 1:
-        warnings.append(f"These runs come from {len(devices)} different devices ({'; '.join(devices)}): compare "
-                        "times only between rows of the same device.")  # fmt: skip
+        warnings.append(
+            f"These runs come from {len(devices)} different devices ({'; '.join(devices)}): compare "
+            "times only between rows of the same device."
+        )
     if varying:
-        warnings.append(f"The runs differ in more than case and form: {', '.join(varying)}. A row pools only runs "
-                        "identical in everything but the seed, and its setting column names what differs; compare "
-                        "rows only where it agrees.")  # fmt: skip
+        warnings.append(
+            f"The runs differ in more than case and form: {', '.join(varying)}. A row pools only runs "
+            "identical in everything but the seed, and its setting column names what differs; compare "
+            "rows only where it agrees."
+        )
     return warnings
 
 
@@ -333,8 +360,10 @@ def _table_notes(
     """The footnotes under the table, one line each."""
     notes: list[str] = []
     if not finished:
-        notes.append("No finished runs yet: `make run` (or `hgbench run --case all --smoke`) measures this machine; "
-                     "the README's example records are in results/published/.")  # fmt: skip
+        notes.append(
+            "No finished runs yet: `make run` (or `hgbench run --case all --smoke`) measures this machine; "
+            "the README's example records are in results/published/."
+        )
     else:
         devices = sorted({s.device for s in finished})
         if len(devices) == 1:
@@ -344,10 +373,12 @@ def _table_notes(
             notes.append(f"Setting shared by every row: {common}.")
         notes += _pooling_notes(grouped)
         notes += _smoke_notes(df)
-        notes.append("Validation accuracy is PCKh@0.5 Mean (%); inference min is one plain pass over the validation "
-                     "set on the wall clock, first batch requested to last prediction on the host (as the study "
-                     "timed it), on every device; GPU compute min is that pass's forward and decoding on the GPU's "
-                     "own clock (CUDA events), data loading excluded; — means not measured.")  # fmt: skip
+        notes.append(
+            "Validation accuracy is PCKh@0.5 Mean (%); inference min is one plain pass over the validation "
+            "set on the wall clock, first batch requested to last prediction on the host (as the study "
+            "timed it), on every device; GPU compute min is that pass's forward and decoding on the GPU's "
+            "own clock (CUDA events), data loading excluded; — means not measured."
+        )
     if reference:
         notes += _reference_notes(df)
     if unfinished:
@@ -362,12 +393,16 @@ def _pooling_notes(grouped: RowGroups) -> list[str]:
     pooled = [runs for runs in grouped.groups.values() if len(runs) > 1]
     if not pooled:
         return []
-    notes = ["Where a row pools several runs, each figure is mean ± sample standard deviation over them; seeds lists "
-             "each run's seed."]  # fmt: skip
+    notes = [
+        "Where a row pools several runs, each figure is mean ± sample standard deviation over them; seeds lists "
+        "each run's seed."
+    ]
     seeds = [[r.seed for r in runs] for runs in pooled]
     if any(len(set(s)) < len(s) for s in seeds):
-        notes.append("A seed listed twice is a rerun of the same experiment: the ± of its row is this machine's "
-                     "run-to-run noise, not seed-to-seed variation.")  # fmt: skip
+        notes.append(
+            "A seed listed twice is a rerun of the same experiment: the ± of its row is this machine's "
+            "run-to-run noise, not seed-to-seed variation."
+        )
     return notes
 
 
@@ -376,22 +411,28 @@ def _smoke_notes(df: pd.DataFrame) -> list[str]:
     reasons = _union(str(s).split(", ") for s in df["smoke"] if s)
     if not reasons:
         return []
-    return [f"{SMOKE_MARK} smoke accuracy ({', '.join(reasons)}): it shows that the pipeline trains, not what the case "
-            f"reaches; an accuracy needs MPII, {ACCURACY_MIN_EPOCHS}+ epochs and {ACCURACY_MIN_VAL_PEOPLE}+ validation "
-            "people (the study: 50 epochs, 2,958 people)."]  # fmt: skip
+    return [
+        f"{SMOKE_MARK} smoke accuracy ({', '.join(reasons)}): it shows that the pipeline trains, not what the case "
+        f"reaches; an accuracy needs MPII, {ACCURACY_MIN_EPOCHS}+ epochs and {ACCURACY_MIN_VAL_PEOPLE}+ validation "
+        "people (the study: 50 epochs, 2,958 people)."
+    ]
 
 
 def _reference_notes(df: pd.DataFrame) -> list[str]:
     """What the published columns are, when a ratio is shown, and why some are not."""
-    notes = [f"published: the study's figures, {PUBLISHED_HARDWARE}. train ratio and infer ratio = our minutes / "
-             f"published minutes, shown only where our run is the study's setting: full MPII epochs "
-             f"({STUDY_TRAIN_PEOPLE:,} train people; {STUDY_VAL_PEOPLE:,} val people for inference) at "
-             f"{STUDY_INPUT_RES} px. Even then the hardware differs, so a ratio measures the gap between the two "
-             "set-ups, not between the codes."]  # fmt: skip
+    notes = [
+        f"published: the study's figures, {PUBLISHED_HARDWARE}. train ratio and infer ratio = our minutes / "
+        f"published minutes, shown only where our run is the study's setting: full MPII epochs "
+        f"({STUDY_TRAIN_PEOPLE:,} train people; {STUDY_VAL_PEOPLE:,} val people for inference) at "
+        f"{STUDY_INPUT_RES} px. Even then the hardware differs, so a ratio measures the gap between the two "
+        "set-ups, not between the codes."
+    ]
     blocked = _union(str(n).removeprefix("not the study's setting: ").split(", ") for n in df["ratio_note"] if n)
     if blocked:
-        notes.append(f"— in a ratio column: our runs are not the study's setting ({', '.join(blocked)}), so no ratio "
-                     "is shown: a smaller or lower-resolution epoch is not a faster one.")  # fmt: skip
+        notes.append(
+            f"— in a ratio column: our runs are not the study's setting ({', '.join(blocked)}), so no ratio "
+            "is shown: a smaller or lower-resolution epoch is not a faster one."
+        )
     return notes
 
 
@@ -399,9 +440,11 @@ def _common_setting(run: RunSummary, setting: dict[str, str], varying: Sequence[
     """A short phrase for the settings every row shares (dataset, epochs, batch, optimiser...)."""
     parts: list[str] = []
     if "dataset" not in varying and run.dataset:
-        sizes = [f"{run.dataset_info[k]:,} {w}" for k, w in (("train_size", "train"), ("val_size", "val"))
-                 if "train_size" not in varying and "val_size" not in varying
-                 and isinstance(run.dataset_info.get(k), int)]  # fmt: skip
+        sizes = [
+            f"{run.dataset_info[k]:,} {w}"
+            for k, w in (("train_size", "train"), ("val_size", "val"))
+            if "train_size" not in varying and "val_size" not in varying and isinstance(run.dataset_info.get(k), int)
+        ]
         parts.append(f"{run.dataset} data" + (f" ({' / '.join(sizes)})" if sizes else ""))
     for key, word in _SETTING_WORDS:
         if key in setting and key not in varying:

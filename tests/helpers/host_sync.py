@@ -141,4 +141,3 @@ def fake_batches(n: int, *, batch: int = 2, res: int = 64, joints: int = 16) -> 
         }
         for i in range(n)
     ]
-

@@ -1,0 +1,119 @@
+"""The training state of a run: the network, its optimiser and schedule, built fresh or restored from a checkpoint.
+
+`build_state` puts them on the plan's device (and, under torchrun, wraps the network in DDP with synchronised
+BatchNorm); `TrainingState.checkpoint_state` is what a checkpoint holds beside the plan, the RNG states included, so
+a resumed run continues with the same numbers.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from hgbench.checkpoint import Checkpoint
+from hgbench.config import RunConfig
+from hgbench.distributed import convert_sync_batchnorm
+from hgbench.errors import HGBenchError
+from hgbench.models import build_model
+from hgbench.plan import RunPlan
+from hgbench.training import StepOptions
+
+
+@dataclass
+class TrainingState:
+    """The network and its optimisation, as built or restored, and the forms the loops call."""
+
+    raw_model: nn.Module  # the plain network (its state_dict is what checkpoints hold)
+    model: nn.Module  # what validation calls: the DDP wrapper under torchrun, else the network
+    train_model: nn.Module  # what training calls: `model`, compiled with --compile
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    opts: StepOptions
+    start_epoch: int = 0  # epochs already done (a resumed run)
+    best_pckh: float | None = None
+
+    def checkpoint_state(self) -> dict:
+        """What a checkpoint holds beside the plan: weights, optimiser, schedule, RNGs, best PCKh."""
+        return {
+            "model": self.raw_model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": _rng_state(),
+            "best_pckh": self.best_pckh,
+        }
+
+    def inference_model(self, plan: RunPlan) -> nn.Module:
+        """The network as trained for the timed pass, which rank 0 runs alone: never the DDP wrapper."""
+        if not plan.ctx.enabled:
+            return self.train_model
+        return torch.compile(self.raw_model) if plan.config.compile else self.raw_model
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=config.lr, momentum=0.0)
+    raise HGBenchError(f"unknown optimizer {config.optimizer!r}; use adam or rmsprop")
+
+
+def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bool) -> TrainingState:
+    """Model, optimiser and schedule for `plan`, restored from `ckpt` when resuming, on the plan's device."""
+    config, device = plan.config, plan.device
+    _seed_everything(config.seed)
+    model: nn.Module = build_model(plan.spec)
+    optimizer = _optimizer(config, model.parameters())
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.lr_milestones, gamma=config.lr_gamma)
+    state = TrainingState(
+        model,
+        model,
+        model,
+        optimizer,
+        scheduler,
+        StepOptions(device, amp=config.amp, channels_last=config.channels_last),
+    )
+    if ckpt is not None:
+        model.load_state_dict(ckpt.state["model"])
+        optimizer.load_state_dict(ckpt.state["optimizer"])
+        scheduler.load_state_dict(ckpt.state["scheduler"])
+        state.start_epoch, state.best_pckh = ckpt.epoch, ckpt.state.get("best_pckh")
+        _set_rng_state(ckpt.state["rng"])
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    for slots in optimizer.state.values():  # optimiser state follows the parameters to the device
+        for k, v in slots.items():
+            if torch.is_tensor(v):
+                slots[k] = v.to(device)
+    if plan.ctx.enabled:
+        wrapped = convert_sync_batchnorm(model, device.type)
+        state.model = nn.parallel.DistributedDataParallel(
+            wrapped,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=has_unused_params,
+        )
+    state.train_model = torch.compile(state.model) if config.compile else state.model
+    return state
