@@ -69,30 +69,14 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     if ctx.is_main:
         check_output_dir(Path(config.out))
         check_output_dir(Path(config.checkpoint_dir))
-    train_ds, val_ds = open_datasets(
-        config.data_dir,
-        input_res=config.input_res,
-        limit_train=config.limit_train,
-        limit_val=config.limit_val,
-        synthetic_people=config.synthetic_people,
-        sigma=config.sigma,
-        skip_bad_images=config.skip_bad_images,
-        seed=config.seed,
-        decode=config.decode,
-        ctx=ctx,
-    )
+    train_ds, val_ds = _datasets(config, ctx)
     if len(train_ds) < config.batch_size:
         raise HGBenchError(
             f"{len(train_ds)} training people in {train_ds.root} are fewer than one batch of {config.batch_size}; "
             "use a smaller --batch or more data"
         )
     dataset = dataset_info(train_ds, val_ds)
-    identity = run_identity(
-        config.to_dict(),
-        spec_fingerprint=spec.fingerprint(),
-        dataset_fingerprint=dataset["fingerprint"],
-        version=__version__,
-    )
+    identity = _identity(config, spec, dataset["fingerprint"])
     return RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity)
 
 
@@ -105,7 +89,13 @@ def planned_identity(config: RunConfig) -> str:
     spec = get_spec(config.case, as_built=config.as_built)
     device = resolve_device(config.device)
     config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device)
-    train_ds, val_ds = open_datasets(
+    train_ds, val_ds = _datasets(config)
+    return _identity(config, spec, dataset_info(train_ds, val_ds)["fingerprint"])
+
+
+def _datasets(config: RunConfig, ctx: DistContext | None = None) -> tuple:
+    """The training and validation datasets that `config` names (as `open_datasets` opens them)."""
+    return open_datasets(
         config.data_dir,
         input_res=config.input_res,
         limit_train=config.limit_train,
@@ -115,10 +105,17 @@ def planned_identity(config: RunConfig) -> str:
         skip_bad_images=config.skip_bad_images,
         seed=config.seed,
         decode=config.decode,
+        ctx=ctx,
     )
-    dataset = dataset_info(train_ds, val_ds)["fingerprint"]
+
+
+def _identity(config: RunConfig, spec: CaseSpec, dataset_fingerprint: str) -> str:
+    """`run_identity` of a resolved config, the network it builds and the data it reads, at this hgbench version."""
     return run_identity(
-        config.to_dict(), spec_fingerprint=spec.fingerprint(), dataset_fingerprint=dataset, version=__version__
+        config.to_dict(),
+        spec_fingerprint=spec.fingerprint(),
+        dataset_fingerprint=dataset_fingerprint,
+        version=__version__,
     )
 
 
