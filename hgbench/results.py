@@ -210,19 +210,10 @@ def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | N
     Returns:
         The matching record's path, or None.
     """
-    root = Path(results_dir)
-    if machine_id is not None:
-        root = root / machine_id
-    if not root.is_dir():
-        return None
-    found: Path | None = None
-    for path in _walk(root):
-        record, _ = read_record(path)
-        if record is None or record["status"] != "finished" or record_identity(record) != identity:
-            continue
-        if found is None or _order_key(path) >= _order_key(found):
-            found = path
-    return found
+    found = [
+        path for path, record in _records(results_dir, "finished", machine_id) if record_identity(record) == identity
+    ]
+    return max(found, key=_order_key, default=None)
 
 
 def interrupted_runs(
@@ -230,20 +221,26 @@ def interrupted_runs(
 ) -> list[tuple[Path, dict]]:
     """Records of `case` (in that form) that stopped before finishing and whose checkpoint is still there, newest
     first: the runs `hgbench run --resume` can continue."""
+    found = [
+        (path, record)
+        for path, record in _records(results_dir, "interrupted", machine_id)
+        if str(record_value(record, "spec.name")) == str(case)
+        and bool(record_value(record, "spec.as_built")) == bool(as_built)
+        and record.get("checkpoint")
+        and Path(record["checkpoint"]).is_file()
+    ]
+    return sorted(found, key=lambda item: _order_key(item[0]), reverse=True)
+
+
+def _records(results_dir: str | Path, status: str, machine_id: str | None) -> Iterator[tuple[Path, dict]]:
+    """The valid records of one status under `results_dir` (only its `machine_id` sub-folder when given)."""
     root = Path(results_dir) / machine_id if machine_id is not None else Path(results_dir)
     if not root.is_dir():
-        return []
-    found = []
+        return
     for path in _walk(root):
         record, _ = read_record(path)
-        if record is None or record["status"] != "interrupted" or not record.get("checkpoint"):
-            continue
-        same_case = str(record_value(record, "spec.name")) == str(case)
-        if not same_case or bool(record_value(record, "spec.as_built")) != bool(as_built):
-            continue
-        if Path(record["checkpoint"]).is_file():
-            found.append((path, record))
-    return sorted(found, key=lambda item: _order_key(item[0]), reverse=True)
+        if record is not None and record["status"] == status:
+            yield path, record
 
 
 def _order_key(path: Path) -> tuple[int, str]:
