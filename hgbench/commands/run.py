@@ -242,10 +242,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise HGBenchError(str(exc)) from exc
     failed = []
-    from hgbench.environment import collect_environment, machine_id
+    machine = None
+    if len(cases) > 1 or args.resume:
+        from hgbench.environment import collect_environment, machine_id
 
-    # A run finished on another machine is not this machine's measurement, nor its run to resume.
-    machine = machine_id(collect_environment(resolve_device(args.device)))
+        # A run finished on another machine is not this machine's measurement, nor its run to resume.
+        machine = machine_id(collect_environment(resolve_device(args.device)))
     keep = args.keep_checkpoints or not args.smoke
     for case in cases:
         cfg = config_from_args(args, case)
@@ -255,8 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
             if done is not None:
                 print(
-                    f"hgbench: case {case}{' (as built)' if cfg.as_built else ''}: already finished with this "
-                    f"config ({done}); skipping",
+                    f"hgbench: {case_label(case, cfg.as_built)}: already finished with this config ({done}); skipping",
                     flush=True,
                 )
                 continue
