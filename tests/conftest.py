@@ -93,23 +93,29 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+def tiny_config(tmp_path: Path, synthetic_root: Path, **changes: object) -> RunConfig:
+    """hg1 at 64x64 on a handful of synthetic people, no worker processes: seconds per epoch on a CPU."""
+    settings = {
+        "case": "hg1",
+        "epochs": 1,
+        "batch_size": 4,
+        "test_batch_size": 4,
+        "input_res": 64,
+        "device": "cpu",
+        "workers": 0,
+        "data_dir": str(synthetic_root),
+        "limit_train": 8,
+        "limit_val": 6,
+        "out": str(tmp_path / "results"),
+        "checkpoint_dir": str(tmp_path / "runs"),
+    }
+    return RunConfig(**{**settings, **changes})
+
+
 @pytest.fixture
 def tiny(tmp_path: Path, synthetic_root: Path) -> RunConfig:
-    """hg1 at 64x64 on a handful of synthetic people, no worker processes: seconds per epoch on a CPU."""
-    return RunConfig(
-        case="hg1",
-        epochs=1,
-        batch_size=4,
-        test_batch_size=4,
-        input_res=64,
-        device="cpu",
-        workers=0,
-        data_dir=str(synthetic_root),
-        limit_train=8,
-        limit_val=6,
-        out=str(tmp_path / "results"),
-        checkpoint_dir=str(tmp_path / "runs"),
-    )
+    """`tiny_config` as a fixture (test_cli_evaluate.py names another fixture `tiny` and calls `tiny_config`)."""
+    return tiny_config(tmp_path, synthetic_root)
 
 
 # The sub-folders of results/ that are committed (.gitignore keeps everything else there: the user's own runs).

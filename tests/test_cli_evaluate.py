@@ -187,24 +187,11 @@ def test_checkpoint_branch_wiring(tiny, capsys, monkeypatch, tmp_path: Path) -> 
 
 def test_a_trained_checkpoint_is_scored_for_real(synthetic_root: Path, tmp_path: Path, capsys) -> None:
     """No stub: a run's checkpoint, evaluated on the same validation people, gives the run's own final PCKh."""
-    from hgbench.config import RunConfig
+    from conftest import tiny_config
+
     from hgbench.runner import run as train
 
-    config = RunConfig(
-        case="hg1",
-        epochs=1,
-        batch_size=4,
-        test_batch_size=4,
-        input_res=64,
-        device="cpu",
-        workers=0,
-        data_dir=str(synthetic_root),
-        limit_train=8,
-        limit_val=6,
-        flip_test=False,
-        out=str(tmp_path / "results"),
-        checkpoint_dir=str(tmp_path / "runs"),
-    )
+    config = tiny_config(tmp_path, synthetic_root, flip_test=False)
     outcome = train(config, progress=False)
     rc, out, _ = run(
         capsys,

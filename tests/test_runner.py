@@ -28,6 +28,30 @@ def _epochs(record: dict) -> list[dict]:
     return [{k: e[k] for k in DETERMINISTIC_KEYS} for e in record["results"]["epochs"]]
 
 
+def _argv(tiny: RunConfig, *extra: str) -> list[str]:
+    return [
+        "run",
+        "--device",
+        "cpu",
+        "--workers",
+        "0",
+        "--data-dir",
+        tiny.data_dir,
+        "--out",
+        tiny.out,
+        "--checkpoint-dir",
+        tiny.checkpoint_dir,
+        "--quiet",
+        *extra,
+    ]
+
+
+def _tiny_argv(tiny: RunConfig, *extra: str) -> list[str]:
+    """`hgbench run` flags for the `tiny` config (hg1 at 64 px on 8 + 6 synthetic people), plus `extra`."""
+    sizes = ("--epochs", "1", "--batch", "4", "--input-res", "64", "--limit-train", "8", "--limit-val", "6")
+    return _argv(tiny, *sizes, *extra)
+
+
 def test_a_run_writes_a_complete_finished_record(tiny: RunConfig) -> None:
     outcome = run(replace(tiny, epochs=2), progress=False)
     assert outcome.status == "finished"
@@ -162,32 +186,7 @@ def test_out_of_memory_is_a_failed_record_and_one_line(
         raise error
 
     monkeypatch.setattr(runner, "train_one_epoch", exhausted)
-    argv = [
-        "run",
-        "--case",
-        "hg1",
-        "--epochs",
-        "1",
-        "--batch",
-        "4",
-        "--input-res",
-        "64",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--data-dir",
-        tiny.data_dir,
-        "--limit-train",
-        "8",
-        "--limit-val",
-        "6",
-        "--out",
-        tiny.out,
-        "--checkpoint-dir",
-        tiny.checkpoint_dir,
-        "--quiet",
-    ]
+    argv = _tiny_argv(tiny, "--case", "hg1")
     assert main(argv) == 3
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
@@ -223,34 +222,7 @@ def test_nan_loss_exits_non_zero_with_one_line(tiny: RunConfig, monkeypatch: pyt
     import hgbench.training as training
 
     monkeypatch.setattr(training, "heatmap_loss", lambda out, *a: out[0].sum() * float("inf"))
-    code = main(
-        [
-            "run",
-            "--case",
-            "hg1",
-            "--epochs",
-            "1",
-            "--batch",
-            "4",
-            "--input-res",
-            "64",
-            "--device",
-            "cpu",
-            "--workers",
-            "0",
-            "--data-dir",
-            tiny.data_dir,
-            "--limit-train",
-            "8",
-            "--limit-val",
-            "6",
-            "--out",
-            tiny.out,
-            "--checkpoint-dir",
-            tiny.checkpoint_dir,
-            "--quiet",
-        ]
-    )
+    code = main(_tiny_argv(tiny, "--case", "hg1"))
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 3
     assert len(err) == 1
@@ -352,32 +324,7 @@ def test_sweep_skips_runs_already_finished_with_the_same_config(
 ) -> None:
     from hgbench.commands import run as run_cmd
 
-    argv = [
-        "run",
-        "--case",
-        "all",
-        "--epochs",
-        "1",
-        "--batch",
-        "4",
-        "--input-res",
-        "64",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--data-dir",
-        tiny.data_dir,
-        "--limit-train",
-        "8",
-        "--limit-val",
-        "6",
-        "--out",
-        tiny.out,
-        "--checkpoint-dir",
-        tiny.checkpoint_dir,
-        "--quiet",
-    ]
+    argv = _tiny_argv(tiny, "--case", "all")
     args = __import__("hgbench.cli", fromlist=["make_parser"]).make_parser().parse_args(argv)
     run(run_cmd.config_from_args(args, "2"), progress=False)  # case 2 really finishes with this config
 
@@ -392,7 +339,7 @@ def test_sweep_skips_runs_already_finished_with_the_same_config(
     assert called == ["1", "3", "4", "5", "6", "7", "8"]
     assert "case 2: already finished with this config" in capsys.readouterr().out
     called.clear()
-    assert main([*argv[:3], "--epochs", "2", *argv[5:]]) == 0  # another config: nothing to skip
+    assert main([*argv, "--epochs", "2"]) == 0  # another config (the last --epochs wins): nothing to skip
     assert called == ["1", "2", "3", "4", "5", "6", "7", "8"]
 
 
@@ -457,24 +404,6 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
     assert e2[1]["val_loss"] == pytest.approx(e1[1]["val_loss"], rel=5e-2)
     # Predictions are gathered from both ranks: the PCKh covers every validation person exactly once.
     assert two["results"]["pckh"]["count"] == one["results"]["pckh"]["count"] == 6
-
-
-def _argv(tiny: RunConfig, *extra: str) -> list[str]:
-    return [
-        "run",
-        "--device",
-        "cpu",
-        "--workers",
-        "0",
-        "--data-dir",
-        tiny.data_dir,
-        "--out",
-        tiny.out,
-        "--checkpoint-dir",
-        tiny.checkpoint_dir,
-        "--quiet",
-        *extra,
-    ]
 
 
 def test_resume_finds_the_interrupted_run_of_the_case_and_says_which(
