@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hgbench import __version__
+from hgbench._version import __version__
 from hgbench.atomic_io import next_record_path, write_json_atomic
 from hgbench.cases import CaseSpec
 from hgbench.config import DEFAULT_LR

@@ -13,7 +13,7 @@ import pkgutil
 import sys
 from collections.abc import Sequence
 
-from hgbench import __version__
+from hgbench._version import __version__
 from hgbench.errors import HGBenchError
 
 # The order `hgbench --help` lists subcommands in; any other module in hgbench.commands follows alphabetically.

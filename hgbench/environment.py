@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hgbench import __version__
+from hgbench._version import __version__
 
 if TYPE_CHECKING:
     import torch

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hgbench import __version__
+from hgbench._version import __version__
 from hgbench.cases import CaseSpec, get_spec
 from hgbench.config import RunConfig, run_identity
 from hgbench.data.device_decode import DECODE_MODES

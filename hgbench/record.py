@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hgbench import __version__
+from hgbench._version import __version__
 from hgbench.cases import case_label
 from hgbench.environment import device_label, machine_id
 from hgbench.stats import describe

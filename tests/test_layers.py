@@ -1,7 +1,8 @@
 """The package's layering: every import of hgbench by hgbench goes down the layers (or sideways without a cycle).
 
 Data flows one way: the case registry -> the model -> the data -> the loops that train, evaluate and time it ->
-checkpoints and the record -> the runner (then the model-only bench) -> the results store -> the report -> the CLI.
+checkpoints and the record -> the runner (then the model-only bench) -> the results store -> the report -> the CLI;
+the package's top level (its Python API) sits above them all.
 A module may import its own layer or any layer below it, never one above; and the module graph has no cycle at all.
 
 Every import counts: module level, inside functions, under ``TYPE_CHECKING``, and ``importlib.import_module`` /
@@ -20,11 +21,13 @@ import pytest
 # Layers from the bottom up; a module may import modules of its own layer or of any earlier one. Names are relative
 # to the package ("" is hgbench/__init__.py); a package name covers every module under it.
 LAYERS: dict[str, tuple[str, ...]] = {
-    # Import nothing of hgbench but each other: errors, the skeleton, config, file IO, the output stride, statistics.
-    "leaves": ("", "errors", "skeleton", "config", "atomic_io", "geometry", "stats"),
-    # The registry: plain data. Only the leaves below it (in practice one constant, HEATMAP_STRIDE).
-    "cases": ("cases",),
-    # The network, building it by case name, counting its cost.
+    # Import nothing of hgbench but each other: the version, errors, the skeleton, config, file IO, the output stride,
+    # statistics.
+    "leaves": ("_version", "errors", "skeleton", "config", "atomic_io", "geometry", "stats"),
+    # The registry: plain data. The registry itself reads only the leaves below it (in practice HEATMAP_STRIDE);
+    # variant files and the case a run's config names are read beside it.
+    "cases": ("cases", "variants"),
+    # The network, building it by case name, reading weights in other tools' layouts, counting its cost.
     "models": ("models",),
     # MPII's format and the datasets; the ground-truth file belongs to the format (the datasets read and write it).
     "data": ("data", "groundtruth"),
@@ -54,6 +57,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "results store": ("results",),
     "report": ("report",),
     "commands and cli": ("commands", "cli"),
+    # The package's top level ("" is hgbench/__init__.py): the Python API (`hgbench.create_model`), imported lazily.
+    "api": ("",),
 }
 
 # Imports that go against the layers and are tolerated for now, each pair (importer, imported) with its reason. None
@@ -246,7 +251,9 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _strongly_connected({"a": {"b"}, "b": set()}) == []
 
 
-@pytest.mark.parametrize("module", ["hgbench.cases", "hgbench.results", "hgbench.environment"])
+@pytest.mark.parametrize(
+    "module", ["hgbench", "hgbench.cases", "hgbench.results", "hgbench.environment"]
+)
 def test_lower_layers_load_without_torch(module: str) -> None:
     # The registry is data and the store only reads JSON: neither may pull in torch (seconds of import time).
     code = f"import sys, {module}; sys.exit('torch' in sys.modules)"

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hgbench import __version__
+from hgbench._version import __version__
 from hgbench.atomic_io import write_bytes_atomic
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
