@@ -68,14 +68,30 @@ class CaseSpec:
     expected_params: int | None = field(default=None, compare=False)  # checked by a test; None = not pinned
 
     def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem is not None:
+            raise ValueError(f"{self.label}: {problem}")
+
+    def _problem(self) -> str | None:
+        """What makes this spec unbuildable, naming the field and what it allows; None when it builds."""
+        for key in ("num_stacks", "num_feats", "num_blocks", "num_joints"):
+            if getattr(self, key) < 1:
+                return f"{key} must be at least 1, got {getattr(self, key)}"
         if len(self.depths) != self.num_stacks:
-            raise ValueError(f"case {self.name}: {len(self.depths)} depths for {self.num_stacks} stacks")
+            return f"depths has {len(self.depths)} entries for num_stacks = {self.num_stacks}; give one per stack"
+        if min(self.depths) < 1:
+            return f"every entry of depths must be at least 1, got {list(self.depths)}"
         if self.norm not in NORMS:
-            raise ValueError(f"case {self.name}: unknown norm {self.norm!r}")
+            return f"unknown norm {self.norm!r}; allowed: {', '.join(NORMS)}"
         if not 1 <= self.stacks_run <= self.num_stacks:
-            raise ValueError(f"case {self.name}: run_stacks={self.run_stacks} outside 1..{self.num_stacks}")
+            return f"run_stacks = {self.run_stacks} is outside 1..num_stacks ({self.num_stacks})"
+        if self.bottleneck_steps not in (3, 4):
+            return f"bottleneck_steps must be 3 or 4, got {self.bottleneck_steps}"
+        if self.share_extra_step and self.bottleneck_steps != 4:
+            return "share_extra_step needs bottleneck_steps = 4 (it shares the fourth step's modules)"
         if self.level_units < 3:
-            raise ValueError(f"case {self.name}: level_units must be >= 3")
+            return f"level_units must be at least 3, got {self.level_units}"
+        return None
 
     @property
     def stacks_run(self) -> int:
@@ -99,7 +115,11 @@ class CaseSpec:
         """Raise `ValueError` with a one-line reason if the network cannot train at this input size."""
         multiple = self._input_multiple()
         if input_res <= 0 or input_res % multiple:
-            raise ValueError(f"{self.label}: input size {input_res} must be a positive multiple of {multiple}")
+            raise ValueError(
+                f"{self.label}: input size {input_res} must be a positive multiple of {multiple} "
+                f"(the input is {HEATMAP_STRIDE}x its heatmap, which the deepest hourglass, depth {max(self.depths)}, "
+                "halves that many times)"
+            )
         if input_res < self.min_input_res():
             raise ValueError(
                 f"{self.label}: input size {input_res} is too small for {self.norm} norm "

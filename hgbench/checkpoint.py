@@ -20,6 +20,10 @@ from hgbench.errors import HGBenchError
 CHECKPOINT_FORMAT = "hgbench.checkpoint/1"
 
 
+class NotAnHGBenchCheckpoint(HGBenchError):
+    """A readable torch file without hgbench's marker: perhaps another tool's weights (`hgbench.models.weights`)."""
+
+
 @dataclass
 class Checkpoint:
     """A loaded checkpoint."""
@@ -56,7 +60,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     except Exception as exc:  # torch raises many types for damaged or foreign files
         raise HGBenchError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise HGBenchError(f"{path} is not an hgbench checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
+        raise NotAnHGBenchCheckpoint(f"{path} is not an hgbench checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
     try:
         spec = CaseSpec.from_dict(state["spec"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -25,3 +25,10 @@ class RunFailed(HGBenchError):
     """A run stopped for a reason the user must see (NaN loss, ...); its record is written as failed."""
 
     exit_code = 3
+
+
+class CaseError(HGBenchError, ValueError):
+    """An unknown case id, or a variant file that does not declare a network hgbench can build.
+
+    A `ValueError` too, as the registry's own lookup (`hgbench.cases.get_spec`) raises for an unknown id.
+    """

@@ -252,7 +252,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["hgbench", "hgbench.cases", "hgbench.results", "hgbench.environment"]
+    "module", ["hgbench", "hgbench.cases", "hgbench.variants", "hgbench.results", "hgbench.environment"]
 )
 def test_lower_layers_load_without_torch(module: str) -> None:
     # The registry is data and the store only reads JSON: neither may pull in torch (seconds of import time).
