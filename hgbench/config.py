@@ -34,11 +34,14 @@ RUN_IDENTITY_KEYS: tuple[str, ...] = (
     "world_size",
     "synthetic_people",
     "decode",
+    "init_from_sha256",
 )
 
 # Keys added to RunConfig after records were first written, with the value every older record implicitly ran with;
 # `hgbench.results.read_record` fills them in, so old and new records compare (sweep skip, table settings).
-ADDED_KEYS: dict[str, object] = {"decode": "workers"}
+# A key added with a null default enters the run identity only when set (`run_identity`), so adding it changed the
+# identity of no earlier run.
+ADDED_KEYS: dict[str, object] = {"decode": "workers", "variant": None, "init_from": None, "init_from_sha256": None}
 
 # Learning rate per optimiser when none is given: Adam as in the study's example command, RMSprop as in the reference
 # hourglass training code.
@@ -51,7 +54,7 @@ DEFAULT_SYNTHETIC_PEOPLE = 600  # people in the synthetic dataset a run uses wit
 class RunConfig:
     """Hyperparameters and switches of one `hgbench run` (all plain values: it is stored in every record)."""
 
-    case: str = "1"  # registry id
+    case: str = "1"  # registry id, or a variant's name (then `variant` holds its spec)
     as_built: bool = False  # the study's code as it ran instead of the case as described
     epochs: int = 50
     batch_size: int = 6  # global training batch (split across DDP ranks)
@@ -80,6 +83,9 @@ class RunConfig:
     out: str = "results"  # where run records go
     checkpoint_dir: str = "runs"  # where checkpoints go
     tag: str = ""  # free label, part of the record's file name
+    variant: dict | None = None  # a variant file's full CaseSpec (`CaseSpec.to_dict`); None: the registry's `case`
+    init_from: str | None = None  # weights training starts from (--init-from: hgbench, anibali or pytorch-pose files)
+    init_from_sha256: str | None = None  # their SHA-256, filled in when the run is planned (part of its identity)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,9 +109,9 @@ def run_identity(config: Mapping[str, Any], *, spec_fingerprint: str, dataset_fi
 
     Resume accepts a checkpoint only of the same identity, and the sweep skips a case only when a finished record of
     the same identity exists (`hgbench.results.record_identity` recomputes it from a record). It covers the network
-    (the spec's fingerprint), every `RUN_IDENTITY_KEYS` setting, the data (the dataset's fingerprint: annotation
-    bytes, split and limit, so real MPII and the synthetic default never match) and the hgbench version (code that
-    changes the figures bumps it).
+    (the spec's fingerprint), every `RUN_IDENTITY_KEYS` setting (the weights a fine-tuning run starts from by their
+    SHA-256, not their path), the data (the dataset's fingerprint: annotation bytes, split and limit, so real MPII
+    and the synthetic default never match) and the hgbench version (code that changes the figures bumps it).
 
     Args:
         config: a `RunConfig.to_dict()` or a record's ``config`` (keys in `ADDED_KEYS` may be missing: old records).
@@ -114,5 +120,7 @@ def run_identity(config: Mapping[str, Any], *, spec_fingerprint: str, dataset_fi
         version: hgbench's version.
     """
     settings = {k: config.get(k, ADDED_KEYS.get(k)) for k in RUN_IDENTITY_KEYS}
+    unset_later_keys = {k for k, default in ADDED_KEYS.items() if default is None}  # count only when set
+    settings = {k: v for k, v in settings.items() if not (v is None and k in unset_later_keys)}
     payload = {"config": settings, "spec": spec_fingerprint, "dataset": dataset_fingerprint, "version": version}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]

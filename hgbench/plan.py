@@ -3,7 +3,8 @@
 A `RunPlan` holds the device, the settings as the record stores them (the fast mode and decoder chosen, the world
 size filled in), the case, the datasets and their fingerprint, the run's identity and where its checkpoint lives.
 The runner, the sweep's skip check (`planned_identity`) and `hgbench evaluate --checkpoint` take these from here, so
-each fact is decided in one place.
+each fact is decided in one place. A fine-tuning run's starting weights (``--init-from``) are read here too, so a file
+that does not fit the case stops the run before its record is written.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from pathlib import Path
 import torch
 
 from hgbench._version import __version__
-from hgbench.cases import CaseSpec, get_spec
+from hgbench.cases import CaseSpec
 from hgbench.config import RunConfig, run_identity
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import DistContext, barrier
 from hgbench.errors import HGBenchError
 from hgbench.groundtruth import GroundTruth
+from hgbench.models.weights import Weights, file_sha256, read_weights
+from hgbench.variants import spec_of_config
 
 MIN_FREE_BYTES = 64 * 2**20  # below this on the output disk a run refuses to start
 
@@ -60,10 +63,29 @@ class RunPlan:
         """The validation split's ground truth (head boxes, missing joints), read once per run."""
         return self.val_ds.ground_truth()
 
+    @functools.cached_property
+    def init_weights(self) -> Weights | None:
+        """The ``--init-from`` weights mapped onto the case's network (None without --init-from), read once.
+
+        Raises:
+            HGBenchError: the file is gone, changed since the run was planned, or does not fit the case.
+        """
+        path = self.config.init_from
+        if path is None:
+            return None
+        weights = read_weights(path, self.spec)
+        if weights.sha256 != self.config.init_from_sha256:
+            raise HGBenchError(
+                f"--init-from {path} changed since this run began (SHA-256 {weights.sha256[:12]}, the run's "
+                f"{str(self.config.init_from_sha256)[:12]}); start a new run"
+            )
+        return weights
+
 
 def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     """Resolve `config` for this process: device, settings, checks, datasets and identity (raises HGBenchError)."""
     device = resolve_device(config.device, ctx)
+    fresh_init = config.init_from is not None and config.init_from_sha256 is None  # not a stored run's config
     config = resolve_config(replace(config, world_size=ctx.world_size), device)
     validate_config(config, spec, ctx)
     if ctx.is_main:
@@ -77,7 +99,10 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
         )
     dataset = dataset_info(train_ds, val_ds)
     identity = _identity(config, spec, dataset["fingerprint"])
-    return RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity)
+    plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity)
+    if fresh_init:
+        _ = plan.init_weights  # read now: weights that do not fit the case stop the run before its record exists
+    return plan
 
 
 def planned_identity(config: RunConfig) -> str:
@@ -86,7 +111,7 @@ def planned_identity(config: RunConfig) -> str:
     Opens the datasets to fingerprint them (generating the synthetic default if it is not cached yet, as the run
     would); trains nothing and checks no output folder.
     """
-    spec = get_spec(config.case, as_built=config.as_built)
+    spec = spec_of_config(config)
     device = resolve_device(config.device)
     config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device)
     train_ds, val_ds = _datasets(config)
@@ -142,7 +167,13 @@ def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
 
     `--fast` turns on the best mode for the device (hgbench.speed_modes.best_mode); ``decode="auto"`` becomes the fast
     mode's choice with `--fast` and "workers" (the study's pipeline) without. An explicit ``--decode`` is kept.
+    ``--init-from`` weights get their SHA-256 (the run's identity holds the file's content, not its path); a stored
+    run's config keeps the one it has.
     """
+    if config.init_from is not None and config.init_from_sha256 is None:
+        if not Path(config.init_from).is_file():
+            raise HGBenchError(f"--init-from: weights file not found: {config.init_from}")
+        config = replace(config, init_from_sha256=file_sha256(config.init_from))
     if not config.fast:
         return replace(config, decode="workers") if config.decode == "auto" else config
     from hgbench.speed_modes import best_mode
@@ -231,6 +262,8 @@ def check_output_dir(path: Path) -> None:
 
 
 def record_stem(config: RunConfig, spec: CaseSpec) -> str:
+    """``case3-asbuilt_seed0_smoke``; a variant by its own name: ``three96_seed0``."""
     form = "-asbuilt" if spec.as_built else ""
     tag = f"_{config.tag}" if config.tag else ""
-    return f"case{spec.name}{form}_seed{config.seed}{tag}"
+    head = spec.name if config.variant is not None else f"case{spec.name}"
+    return f"{head}{form}_seed{config.seed}{tag}"

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hgbench._version import __version__
-from hgbench.cases import case_label
+from hgbench.cases import CaseSpec, case_label
 from hgbench.environment import device_label, machine_id
 from hgbench.stats import describe
 
@@ -126,6 +126,7 @@ def new_record(
     dataset: dict,
     model: dict,
     checkpoint: str | None = None,
+    spec_fingerprint: str | None = None,
 ) -> dict:
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""
     now = utc_now()
@@ -142,6 +143,7 @@ def new_record(
         "machine_info": machine_info,
         "commit_info": commit_info,
         "spec": spec,
+        "spec_fingerprint": spec_fingerprint,  # CaseSpec.fingerprint(): the network, whatever its name or file
         "config": config,
         "dataset": dataset,
         "model": model,
@@ -257,6 +259,7 @@ class RunSummary:
     dataset_info: dict = field(default_factory=dict)  # dataset section without the skipped-images list
     hgbench_version: str | None = None  # the code version that measured the run (rows never pool two versions)
     gflops_input_res: int | None = None  # the input side `gflops` was counted at (model.gflops_input_res)
+    spec_fingerprint: str | None = None  # the network (spec_fingerprint; recomputed from spec for older records)
 
     @property
     def finished(self) -> bool:
@@ -330,4 +333,13 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         dataset_info={k: v for k, v in dataset.items() if k != "skipped_images"},
         hgbench_version=str(record["hgbench_version"]) if record.get("hgbench_version") is not None else None,
         gflops_input_res=_int(record_value(record, "model.gflops_input_res")),
+        spec_fingerprint=record.get("spec_fingerprint") or _spec_fingerprint(record.get("spec")),
     )
+
+
+def _spec_fingerprint(spec: Any) -> str | None:
+    """`CaseSpec.fingerprint` of a record's spec; None for a spec this version cannot read."""
+    try:
+        return CaseSpec.from_dict(spec).fingerprint()
+    except (KeyError, TypeError, ValueError):
+        return None

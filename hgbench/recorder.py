@@ -46,6 +46,7 @@ class Recorder:
                     machine_info=machine_info,
                     commit_info=collect_commit_info(),
                     spec=plan.spec.to_dict(),
+                    spec_fingerprint=plan.spec.fingerprint(),
                     config=plan.config.to_dict(),
                     dataset=plan.dataset,
                     model=model,

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hgbench.cases import CaseSpec, get_spec
+from hgbench.cases import CaseSpec
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.config import RunConfig
 from hgbench.data.loader import make_loader
@@ -47,6 +47,7 @@ from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.state import TrainingState, build_state
 from hgbench.timing import peak_memory_mib, reset_peak_memory
 from hgbench.training import StepOptions, train_one_epoch
+from hgbench.variants import spec_of_config
 
 
 @dataclass
@@ -245,7 +246,7 @@ def run(
         RunFailed: NaN / infinite loss; the record is written with status "failed".
         KeyboardInterrupt: Ctrl-C or SIGTERM; the record is written with status "interrupted".
     """
-    spec = get_spec(config.case, as_built=config.as_built)
+    spec = spec_of_config(config)  # a registry case, or the variant spec the config carries
     ctx = init_distributed(resolve_device(config.device).type)
     try:
         return _run(

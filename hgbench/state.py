@@ -1,6 +1,7 @@
 """The training state of a run: the network, its optimiser and schedule, built fresh or restored from a checkpoint.
 
-`build_state` puts them on the plan's device (and, under torchrun, wraps the network in DDP with synchronised
+A fresh run starts from random weights, or from another tool's (``--init-from``, read by the plan); `build_state`
+puts them on the plan's device (and, under torchrun, wraps the network in DDP with synchronised
 BatchNorm); `TrainingState.checkpoint_state` is what a checkpoint holds beside the plan, the RNG states included, so
 a resumed run continues with the same numbers.
 """
@@ -83,7 +84,8 @@ def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
 
 
 def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bool) -> TrainingState:
-    """Model, optimiser and schedule for `plan`, restored from `ckpt` when resuming, on the plan's device."""
+    """Model, optimiser and schedule for `plan`, restored from `ckpt` when resuming (else the model starts from the
+    plan's ``--init-from`` weights, if any), on the plan's device."""
     config, device = plan.config, plan.device
     _seed_everything(config.seed)
     model: nn.Module = build_model(plan.spec)
@@ -103,6 +105,8 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
         scheduler.load_state_dict(ckpt.state["scheduler"])
         state.start_epoch, state.best_pckh = ckpt.epoch, ckpt.state.get("best_pckh")
         _set_rng_state(ckpt.state["rng"])
+    elif plan.init_weights is not None:  # fine-tuning: a resumed run takes its weights from its own checkpoint instead
+        model.load_state_dict(plan.init_weights.state_dict)
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     for slots in optimizer.state.values():  # optimiser state follows the parameters to the device
         for k, v in slots.items():

@@ -10,9 +10,10 @@ from typing import Any
 import torch
 
 from hgbench.bench import MODES, BenchConfig, parse_modes, run_bench, write_record
-from hgbench.cases import case_label, get_spec
+from hgbench.cases import case_label
 from hgbench.environment import device_label
 from hgbench.errors import HGBenchError
+from hgbench.variants import check_input_res, resolve_case
 
 EPILOG = """modes (each adds to the previous where the device supports it):
   eager          fp32, contiguous: the study's setting
@@ -36,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--case", required=True, help="case id: 1-8, hg1, hg2, hg8")
+    p.add_argument("--case", required=True, help="case id (1-8, hg1, hg2, hg8) or a variant file (.toml)")
     p.add_argument("--as-built", action="store_true", help="the case as the study's code built it")
     p.add_argument("--batch", type=int, default=6, help="images per step (default: 6, the study's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode and phase (default: 10)")
@@ -70,11 +71,8 @@ def _check_args(args: argparse.Namespace) -> torch.device:
 def cmd_bench(args: argparse.Namespace) -> int:
     modes = parse_modes(args.modes)
     dev = _check_args(args)
-    try:
-        spec = get_spec(args.case, as_built=args.as_built)
-        spec.check_input_res(args.input_res)
-    except ValueError as exc:
-        raise HGBenchError(str(exc)) from exc
+    spec = resolve_case(args.case, as_built=args.as_built)
+    check_input_res(args.case, spec, args.input_res)
     config = BenchConfig(
         case=spec.name,
         as_built=spec.as_built,

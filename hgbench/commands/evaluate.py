@@ -3,7 +3,9 @@
 Two sources, exactly one of them:
 - ``--predictions PRED.mat`` (`preds` N x 16 x 2 or `pos_pred_src` 16 x 2 x N, image pixels, val order) against
   ``--ground-truth GT.mat`` (default: the `detections_our_format.mat` bundled with hgbench);
-- ``--checkpoint CKPT``: run the model on the validation split (`hgbench.scoring.evaluate_checkpoint`) and score it.
+- ``--checkpoint CKPT``: run the model on the validation split (`hgbench.scoring.evaluate_checkpoint`) and score it;
+  with ``--case C [--as-built]`` the file may hold another tool's weights for case C (anibali's released hg1/hg2/hg8,
+  a pytorch-pose checkpoint), read by their keys and scored exactly as hgbench's own.
 
 Results go to stdout as the study's table, CSV (two lines, nothing else) or JSON; notes go to stderr.
 """
@@ -28,6 +30,7 @@ EPILOG = """examples:
   hgbench evaluate --predictions preds.mat --format csv                two lines: header and values
   hgbench evaluate --predictions preds.mat --visualize 5 --out pics --data-dir ~/mpii
   hgbench evaluate --checkpoint ckpt.pt --data-dir ~/mpii --flip --save-predictions preds.mat
+  hgbench evaluate --checkpoint hg2.pth --case hg2 --data-dir ~/mpii --flip
 """
 
 ANNOTATION_NAMES = ("mpii_annotations.json", "mpii_annotations.json.gz")
@@ -72,6 +75,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="size of the synthetic dataset used when no --data-dir is given (default: the checkpoint's)",
     )
+    ck.add_argument(
+        "--case",
+        metavar="CASE",
+        help="the network the weights belong to (id or variant .toml); needed for another tool's weights",
+    )
+    ck.add_argument("--as-built", action="store_true", help="with --case: the case as the study's code built it")
     ck.add_argument("--limit", type=POSITIVE_INT, metavar="N", help="only the first N val people")
     ck.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image's heatmaps")
     ck.add_argument("--batch", type=POSITIVE_INT, default=6, metavar="N", help="test batch size (default: 6)")
@@ -82,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=POSITIVE_INT,
         default=None,
         metavar="PX",
-        help="expected input side; the checkpoint's own is used, this only checks it",
+        help="input side: with --case the one the weights run at (default 256); else a check of the checkpoint's",
     )
     out = p.add_argument_group("outputs")
     out.add_argument("--save-predictions", type=Path, metavar="P.mat", help="write predictions in the preds layout")
@@ -108,6 +117,8 @@ def _check_args(args: argparse.Namespace) -> None:
                 ("--flip", args.flip or None),
                 ("--input-res", args.input_res),
                 ("--limit", args.limit),
+                ("--case", args.case),
+                ("--as-built", args.as_built or None),
             ]
             if v is not None
         ]
@@ -118,6 +129,8 @@ def _check_args(args: argparse.Namespace) -> None:
             p.error("--ground-truth only applies to --predictions (a checkpoint is scored on its own val split)")
         if args.synthetic_people is not None and args.data_dir is not None:
             p.error("give --data-dir or --synthetic-people, not both")
+        if args.as_built and args.case is None:
+            p.error("--as-built needs --case (an hgbench checkpoint names its own case)")
 
 
 def val_image_paths(data_dir: Path) -> list[Path]:
@@ -174,9 +187,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.visualize is not None:
             images = val_image_paths(args.data_dir)
     else:
-        import inspect
-
         from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
+        from hgbench.variants import resolve_case
 
         kwargs: dict = dict(
             checkpoint=args.checkpoint,
@@ -187,12 +199,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             limit=args.limit,
             workers=args.workers,
             synthetic_people=args.synthetic_people,
+            case=None if args.case is None else resolve_case(args.case, as_built=args.as_built),
+            input_res=args.input_res,
         )
-        if args.input_res is not None:
-            # An assertion about the checkpoint; passed on only where the inference side can check it.
-            if "input_res" not in inspect.signature(evaluate_checkpoint).parameters:
-                raise HGBenchError("--input-res is not supported: the input size is read from the checkpoint")
-            kwargs["input_res"] = args.input_res
         run = evaluate_checkpoint(**kwargs)
         preds, gt, timing, images = np.asarray(run.predictions), run.ground_truth, dict(run.timing), list(run.images)
         data = str(args.data_dir) if args.data_dir else "synthetic"
@@ -201,6 +210,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             source="checkpoint",
             checkpoint=str(args.checkpoint),
             case=case,
+            weights=getattr(run, "weights", "hgbench checkpoint"),
             flip=args.flip,
             batch_size=args.batch,
             device=kwargs["device"],
@@ -231,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sys.stdout.write(format_table(result))
         if args.checkpoint is not None:
             sys.stdout.write(
-                f"checkpoint {args.checkpoint}: case {extra['case']}, data {extra['data_dir']}, "
+                f"checkpoint {args.checkpoint} ({extra['weights']}): {extra['case']}, data {extra['data_dir']}, "
                 f"flip test {'on' if args.flip else 'off'}, batch {args.batch}\n"
             )
         if timing:

@@ -1,4 +1,4 @@
-"""`hgbench list`: every registered case with its structure, size and forward cost."""
+"""`hgbench list`: every registered case (or the cases named, variant files too) with its structure, size and cost."""
 
 from __future__ import annotations
 
@@ -11,37 +11,50 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from hgbench.cases import get_spec, list_cases
+from hgbench.cases import CaseSpec, get_spec, list_cases
 from hgbench.models import measure_cost
+from hgbench.variants import check_input_res, is_variant_file, resolve_case
 
 CSV_LEAD = ("case", "as_built", "params", "params_used", "gflops")
 
 
-def case_rows(*, input_res: int = 256) -> list[dict]:
-    """One row per (case, as_built) for cases 1-8 and one (as_built false) per reference model."""
+def case_specs(cases: list[str] | None = None, *, input_res: int = 256) -> list[CaseSpec]:
+    """The specs `hgbench list` shows: both forms of each study case and each reference model, or of those named
+    (ids or variant files; a variant file is one row, and an error naming it if it cannot run at `input_res`)."""
+    specs = []
+    for text in cases or list_cases():
+        spec = resolve_case(text)
+        if is_variant_file(text):
+            check_input_res(text, spec, input_res)
+            specs.append(spec)
+        else:
+            specs += [spec, get_spec(spec.name, as_built=True)] if spec.name.isdigit() else [spec]
+    return specs
+
+
+def case_rows(*, input_res: int = 256, cases: list[str] | None = None) -> list[dict]:
+    """One row per (case, as_built) for cases 1-8 and one (as_built false) per reference model, or for `cases`."""
     rows = []
-    for name in list_cases():
-        for as_built in (False, True) if name.isdigit() else (False,):
-            spec = get_spec(name, as_built=as_built)
-            cost = measure_cost(spec, input_res=input_res)
-            rows.append(
-                {
-                    "case": spec.name,
-                    "as_built": as_built,
-                    "params": cost.params,
-                    "params_used": cost.params_used,
-                    "gflops": round(cost.gflops, 2),
-                    "description": spec.description,
-                    "stacks_built": spec.num_stacks,
-                    "stacks_run": spec.stacks_run,
-                    "feats": spec.num_feats,
-                    "blocks": spec.num_blocks,
-                    "depths": "-".join(map(str, spec.depths[: spec.stacks_run])),
-                    "norm": spec.norm,
-                    "steps": spec.bottleneck_steps,
-                    "input_res": input_res,
-                }
-            )
+    for spec in case_specs(cases, input_res=input_res):
+        cost = measure_cost(spec, input_res=input_res)
+        rows.append(
+            {
+                "case": spec.name,
+                "as_built": spec.as_built,
+                "params": cost.params,
+                "params_used": cost.params_used,
+                "gflops": round(cost.gflops, 2),
+                "description": spec.description,
+                "stacks_built": spec.num_stacks,
+                "stacks_run": spec.stacks_run,
+                "feats": spec.num_feats,
+                "blocks": spec.num_blocks,
+                "depths": "-".join(map(str, spec.depths[: spec.stacks_run])),
+                "norm": spec.norm,
+                "steps": spec.bottleneck_steps,
+                "input_res": input_res,
+            }
+        )
     return rows
 
 
@@ -75,6 +88,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default: table)")
     p.add_argument("--input-res", type=int, default=256, help="input side for the GFLOPs column (default: 256)")
     p.add_argument(
+        "--case",
+        action="append",
+        metavar="CASE",
+        help="only this case: an id (both forms of 1-8) or a variant file (.toml); repeatable",
+    )
+    p.add_argument(
         "--wide", action="store_true", help="also feats, blocks, depths, norm and bottleneck steps (about 130 columns)"
     )
     p.set_defaults(func=cmd_list)
@@ -105,7 +124,7 @@ def cases_table(rows: list[dict], *, input_res: int, wide: bool) -> Table:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = case_rows(input_res=args.input_res)
+    rows = case_rows(input_res=args.input_res, cases=args.case)
     if args.format == "csv":
         fields = [*CSV_LEAD, *(k for k in rows[0] if k not in CSV_LEAD)]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")

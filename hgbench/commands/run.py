@@ -7,10 +7,11 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from hgbench.cases import STUDY_CASES, case_label, get_spec
+from hgbench.cases import STUDY_CASES, case_label
 from hgbench.config import DEFAULT_LR, RunConfig
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
+from hgbench.variants import check_input_res, resolve_case, run_case_fields, spec_of_config
 
 # `--smoke`: the whole sweep at a scale a 2-core CPU finishes in minutes (make run). 128 px is the smallest input
 # every case trains at (case 5's instance norm needs the innermost level larger than 1x1).
@@ -31,6 +32,8 @@ EPILOG = """examples:
   hgbench run --case 3 --as-built --data-dir ~/mpii the study's own code for case 3, on real MPII
   hgbench run --case all --smoke                    every case at CPU smoke scale (what `make run` does)
   hgbench run --case 1 --fast --device cuda         bf16 + channels_last + torch.compile + GPU JPEG decoding
+  hgbench run --case variants/three96.toml          a variant declared in a file
+  hgbench run --case hg2 --init-from hg2.pth        fine-tune from its weights
   torchrun --nproc_per_node 4 -m hgbench.cli run --case 1 --batch 24     DDP on 4 GPUs
 """
 
@@ -44,7 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--case", required=True, help="case id (1-8, hg1, hg2, hg8) or 'all' for cases 1-8")
+    p.add_argument(
+        "--case", required=True, help="case id (1-8, hg1, hg2, hg8), a variant file (.toml), or 'all' for cases 1-8"
+    )
     p.add_argument("--as-built", action="store_true", help="build the case as the study's code did")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
     p.add_argument("--data-dir", default=None, help="real MPII directory (images/ + annotations); default: synthetic")
@@ -74,6 +79,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "CUDA); auto (default): device with --fast on CUDA, else workers",
     )
     p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        metavar="FILE",
+        help="start from these weights (fine-tuning): an hgbench checkpoint, anibali's released hg1/hg2/hg8 or a "
+        "pytorch-pose checkpoint; the record keeps the path and SHA-256",
+    )
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {d.workers})")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="first N training people only")
     p.add_argument("--limit-val", type=int, default=None, metavar="N", help="first N validation people only")
@@ -106,8 +118,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
     """The RunConfig the flags describe: defaults, then --smoke, then explicit flags."""
     cfg = RunConfig(
-        case=case,
-        as_built=args.as_built,
+        **run_case_fields(resolve_case(case, as_built=args.as_built)),
         device=args.device,
         optimizer=args.optim or "adam",
         amp=args.amp,
@@ -137,6 +148,7 @@ def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
         "tag": args.tag,
         "decode": args.decode,
         "seed": args.seed,
+        "init_from": getattr(args, "init_from", None),  # a command without --init-from (the sweep) starts fresh
     }
     return replace(cfg, **{k: v for k, v in explicit.items() if v is not None})
 
@@ -157,6 +169,7 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, object]:
         "optimizer": args.optim,
         "data_dir": args.data_dir,
         "tag": args.tag,
+        "init_from": getattr(args, "init_from", None),  # a command without --init-from (the sweep) starts fresh
     }
     named = {k: v for k, v in named.items() if v is not None}
     named.update({k: True for k in ("amp", "channels_last", "compile", "fast") if getattr(args, k)})
@@ -203,6 +216,8 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
     label = case_label(cfg.case, cfg.as_built)
     runs = store.interrupted_runs(cfg.out, cfg.case, cfg.as_built, machine_id=machine)
     given = {k: json.loads(json.dumps(v)) for k, v in explicit_settings(args).items()}
+    if cfg.variant is not None:  # a variant's name alone may stand for two files' networks
+        given["variant"] = json.loads(json.dumps(cfg.variant))
     fits = [(p, r) for p, r in runs if all(r["config"].get(k) == v for k, v in given.items())]
     if fits:
         path, record = fits[0]
@@ -237,10 +252,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.case.lower() == "all":
         cases = list(STUDY_CASES)
     else:
-        try:
-            cases = [get_spec(args.case).name]
-        except ValueError as exc:
-            raise HGBenchError(str(exc)) from exc
+        cases = [args.case]
+        if not isinstance(args.resume, str):  # --resume RUN takes its case from the run, never from a file again
+            cfg = config_from_args(args, args.case)
+            check_input_res(args.case, spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
     failed = []
     machine = None
     if len(cases) > 1 or args.resume:
@@ -250,9 +265,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         machine = machine_id(collect_environment(resolve_device(args.device)))
     keep = args.keep_checkpoints or not args.smoke
     for case in cases:
-        cfg = config_from_args(args, case)
-        if args.resume and len(cases) == 1:
-            cfg = resume_target(args, cfg, machine)
+        if isinstance(args.resume, str) and len(cases) == 1:
+            cfg = _config_of(Path(args.resume), args)  # the run's own settings (a variant's spec included)
+        else:
+            cfg = config_from_args(args, case)
+            if args.resume and len(cases) == 1:
+                cfg = resume_target(args, cfg, machine)
         if len(cases) > 1:
             done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
             if done is not None:

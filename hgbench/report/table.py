@@ -228,6 +228,14 @@ def group_runs(finished: Sequence[RunSummary]) -> RowGroups:
     if len(machines) == len({device for device, _ in machines}):  # one machine id per device
         varying = [k for k in varying if k != "machine"]
     texts = {i: ", ".join(f"{k}={_setting_value(k, st)}" for k in varying) for i, st in settings.items()}
+    # Rows are labelled by name but hold one network: a name declared as two networks (two variant files) is two
+    # rows, whose setting names the spec's fingerprint.
+    specs: dict[tuple[str, bool], set[str | None]] = {}
+    for run in finished:
+        specs.setdefault((run.case, run.as_built), set()).add(run.spec_fingerprint)
+    for run in finished:
+        if len(specs[(run.case, run.as_built)]) > 1:
+            texts[id(run)] = ", ".join(t for t in (texts[id(run)], f"spec={run.spec_fingerprint}") if t)
     groups: dict[tuple[str, bool, str, str], list[RunSummary]] = {}
     for run in finished:
         groups.setdefault((run.case, run.as_built, run.device, texts[id(run)]), []).append(run)
