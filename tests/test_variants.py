@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
+import json
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from hgbench.cli import main
 from hgbench.config import RunConfig
 from hgbench.errors import CaseError
 from hgbench.models import build_model, count_params
-from hgbench.variants import _KINDS, read_variant, resolve_case, run_case_fields, spec_of_config
+from hgbench.report import comparison_table
+from hgbench.results import summarize
+from hgbench.variants import _KINDS, read_variant, resolve_case, run_case_fields, spec_of_config, variant_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "variants").glob("*.toml"))
@@ -152,3 +156,19 @@ def test_the_cli_rejects_a_bad_variant_in_one_line(
     assert "Traceback" not in err
     assert err.startswith(f"hgbench: error: {tmp_path}")
     assert message in err
+
+
+def test_the_table_labels_by_name_and_never_pools_two_networks() -> None:
+    golden = REPO / "tests" / "data" / "records" / "cpu-pt2.14.1" / "0001_case1_seed0.json"
+    record = json.loads(golden.read_text())
+    specs = {feats: variant_spec({"name": "mine", "num_feats": feats}, source="mine.toml") for feats in (64, 32)}
+    runs = []
+    for seed, feats in ((0, 64), (1, 64), (0, 32)):  # one name, two networks (two files both naming it "mine")
+        r = copy.deepcopy(record)
+        r["spec"], r["config"]["seed"] = specs[feats].to_dict(), seed
+        r.pop("spec_fingerprint", None)  # as an older record: the reader recomputes it from the spec
+        runs.append(summarize(r, golden))
+    df = comparison_table(runs)
+    assert list(df["case"]) == ["mine", "mine"]
+    assert sorted(df["runs"]) == [1, 2]
+    assert {s.removeprefix("spec=") for s in df["setting"]} == {spec.fingerprint() for spec in specs.values()}

@@ -27,7 +27,7 @@ RES = 64
 
 
 def same_heatmaps(saved_by: nn.Module, loaded: nn.Module) -> None:
-    x = torch.randn(2, 3, RES, RES, generator=torch.Generator().manual_seed(1))
+    x = torch.randn(1, 3, RES, RES, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected, got = saved_by.eval()(x), loaded.eval()(x)
     assert len(got) == len(expected)
@@ -62,7 +62,7 @@ def test_a_pytorch_pose_training_checkpoint(tmp_path: Path) -> None:
     same_heatmaps(net, create_model(spec, checkpoint=path))
 
 
-@pytest.mark.parametrize("case", ["1", "3", "4", "5", "6", "8"])
+@pytest.mark.parametrize("case", ["3", "4", "5", "6", "8"])  # case 1: the layout of the tests above
 def test_the_studys_own_checkpoints_in_their_as_built_layouts(tmp_path: Path, case: str) -> None:
     spec = replace(get_spec(case, as_built=True), num_feats=FEATS)
     net = pose_net(spec)
