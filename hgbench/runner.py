@@ -289,6 +289,8 @@ def _run(
     }
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
     state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
+    if say and ckpt is None and plan.init_weights is not None:
+        print(f"hgbench: starting from {plan.init_weights.path} ({plan.init_weights.describe()})", flush=True)
     loaders = _loaders(plan)
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)
     # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
