@@ -92,6 +92,7 @@ def test_evaluate_refuses_weights_of_another_network_in_one_line(
     assert "--case" in err
 
 
+@pytest.mark.slow  # two tiny epochs and a timed inference pass
 def test_a_fine_tuning_run_starts_from_the_weights_and_resumes_from_its_record_alone(
     zoo: dict[str, Path], synthetic_root: Path, tmp_path: Path
 ) -> None:
