@@ -92,6 +92,8 @@ def read_weights(path: str | Path, spec: CaseSpec) -> Weights:
     data = path.read_bytes()
     raw = _torch_load(data, path)
     state, container = _unwrap(raw, path)
+    if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
+        raise HGBenchError(f"{path}: its {container} holds entries that are not named tensors")
     if all(k.startswith(_DATA_PARALLEL) for k in state):
         state = {k.removeprefix(_DATA_PARALLEL): v for k, v in state.items()}
         container += ", DataParallel keys"
