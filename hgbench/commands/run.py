@@ -46,6 +46,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--case", required=True, help="case id (1-8, hg1, hg2, hg8) or 'all' for cases 1-8")
     p.add_argument("--as-built", action="store_true", help="build the case as the study's code did")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
+    add_run_options(p)
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN",
+        help="continue an interrupted run from its last epoch: the run these flags describe, else the "
+        "latest interrupted run of the case that agrees with every flag given; or RUN, a record "
+        "(.json) or checkpoint (last.pt) path",
+    )
+    p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options that describe a run beside its case, form and seed: `hgbench run`'s and `hgbench sweep`'s."""
+    d = RunConfig()
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
     p.add_argument("--data-dir", default=None, help="real MPII directory (images/ + annotations); default: synthetic")
     p.add_argument(
@@ -73,7 +92,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="decode and crop JPEGs in the DataLoader workers or in batches on the device (nvjpeg on "
         "CUDA); auto (default): device with --fast on CUDA, else workers",
     )
-    p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {d.workers})")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="first N training people only")
     p.add_argument("--limit-val", type=int, default=None, metavar="N", help="first N validation people only")
@@ -85,22 +103,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="checkpoint folder (default runs/)")
     p.add_argument("--tag", default=None, help="label added to the record's file name")
     p.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="RUN",
-        help="continue an interrupted run from its last epoch: the run these flags describe, else the "
-        "latest interrupted run of the case that agrees with every flag given; or RUN, a record "
-        "(.json) or checkpoint (last.pt) path",
-    )
-    p.add_argument(
         "--keep-checkpoints",
         action="store_true",
         help="keep each run's checkpoint after it finished (default: kept, except with --smoke)",
     )
-    p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
-    p.set_defaults(func=cmd_run)
 
 
 def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
@@ -229,18 +235,22 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
     )
 
 
+def case_ids(text: str) -> list[str]:
+    """The case ids a `--case` value names: 'all' (cases 1-8) or one case; the one place a case name is resolved."""
+    if text.lower() == "all":
+        return list(STUDY_CASES)
+    try:
+        return [get_spec(text).name]
+    except ValueError as exc:
+        raise HGBenchError(str(exc)) from exc
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hgbench import results as store
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.runner import run
 
-    if args.case.lower() == "all":
-        cases = list(STUDY_CASES)
-    else:
-        try:
-            cases = [get_spec(args.case).name]
-        except ValueError as exc:
-            raise HGBenchError(str(exc)) from exc
+    cases = case_ids(args.case)
     failed = []
     machine = None
     if len(cases) > 1 or args.resume:
