@@ -80,7 +80,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="G",
         help="ray: GPUs per run, fractions share one (default 1 where the cluster has GPUs, 0 with --device cpu)",
     )
-    engine.add_argument("--cpus-per-run", type=at_least(1), default=1, metavar="C", help="CPUs per run (default 1)")
+    engine.add_argument(
+        "--cpus-per-run",
+        type=at_least(1),
+        default=1,
+        metavar="C",
+        help="ray, slurm: CPUs (and torch threads) per run (default 1)",
+    )
     engine.add_argument("--slurm-partition", default=None, help="slurm: the partition")
     engine.add_argument(
         "--slurm-time", type=at_least(1), default=None, metavar="MIN", help="slurm: minutes per job (default 1440)"

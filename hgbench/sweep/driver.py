@@ -24,6 +24,7 @@ from hgbench.sweep.watch import RecordWatch
 
 ACTIVE = ("queued", "running")  # the states of a run still in the engine's hands
 CANCEL_GRACE_S = 60.0  # how long Ctrl-C waits for the cancelled workers to write their interrupted records
+CLOCK_SLACK_S = 5.0  # a shared filesystem stamps files with its own clock, a little off the driver's
 
 
 @dataclass(eq=False)
@@ -124,7 +125,7 @@ def drive(runs: Sequence[SweepRun], engine: Engine, *, retries: int, view: View,
             if any(run.status in ACTIVE for run in runs):
                 time.sleep(poll_s)
     except KeyboardInterrupt:
-        _cancel(runs, engine, watch, view)
+        _cancel(runs, engine, view)
         return True
     finally:
         _progress(runs, watch, view)  # the record paths of failed runs, the last epoch of each
@@ -151,12 +152,12 @@ def _follow(runs: Sequence[SweepRun], engine: Engine, watch: RecordWatch, *, ret
             continue
         result = ended.result
         if result is None or result["status"] == "interrupted":
-            why = ended.reason if result is None else result["reason"]
+            what = f"worker died ({ended.reason})" if result is None else f"worker stopped ({result['reason']})"
             if run.attempts <= retries:
                 _submit(engine, [run])
-                view.changed(run, f"worker died ({why}); retry {run.attempts - 1} of {retries}, from its checkpoint")
+                view.changed(run, f"{what}; retry {run.attempts - 1} of {retries}, from its checkpoint")
                 continue
-            run.status, run.reason = "failed", f"worker died ({why}); no retries left (--retries {retries})"
+            run.status, run.reason = "failed", f"{what}; no retries left (--retries {retries})"
         else:
             _ended(run, result)
         view.changed(run)
@@ -176,7 +177,7 @@ def _progress(runs: Sequence[SweepRun], watch: RecordWatch, view: View) -> None:
     newest = watch.scan({run.config.out for run in known})
     for run in known:
         seen = newest.get(run.identity)
-        if seen is None or seen.mtime < run.submitted_at - 1:  # a record of an earlier call, not this attempt's
+        if seen is None or seen.mtime < run.submitted_at - CLOCK_SLACK_S:  # an earlier call's record, not this one's
             continue
         before = (run.status, run.epochs_done, run.record)
         run.record, run.epochs_done, run.pckh = str(seen.path), seen.epochs_done, seen.pckh
@@ -186,7 +187,7 @@ def _progress(runs: Sequence[SweepRun], watch: RecordWatch, view: View) -> None:
             view.changed(run)
 
 
-def _cancel(runs: Sequence[SweepRun], engine: Engine, watch: RecordWatch, view: View) -> None:
+def _cancel(runs: Sequence[SweepRun], engine: Engine, view: View) -> None:
     """Ctrl-C: cancel every active job, then wait (a while) for the workers to write their interrupted records."""
     active = [run for run in runs if run.status in ACTIVE]
     for run in active:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -81,8 +82,8 @@ def require(module: str, engine: str, extra: str) -> Any:
 class LocalEngine:
     """The runs one after another on this machine, each in a child process of its own.
 
-    A child that crashes or is killed ends only its run (the sweep retries it); Ctrl-C reaches the running child with
-    the terminal's SIGINT, so its record is marked interrupted before it exits.
+    A child that crashes or is killed ends only its run (the sweep retries it); on Ctrl-C the driver sends the running
+    child one SIGINT, so its record is marked interrupted before it exits.
     """
 
     name = "local"
@@ -160,6 +161,9 @@ class _LocalJob:
 
 def _child(job: Job, result_path: str) -> None:
     """The local engine's child process: the worker, its summary written atomically for the parent."""
+    # Its own process group: the terminal's Ctrl-C reaches the driver alone, which cancels the child with one SIGINT
+    # (two could cut short the interrupted record the first one is writing).
+    os.setpgrp()
     result = run_one(job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path)
     write_json_atomic(result_path, result)
 
@@ -188,7 +192,7 @@ class RayEngine:
         ray = self._ray
         if not ray.is_initialized():
             options = {"address": self.address} if self.address else {"include_dashboard": False}
-            ray.init(**options, log_to_driver=False)
+            ray.init(**options, log_to_driver=False, logging_level=logging.WARNING)
             self._started = True
         have = ray.cluster_resources().get("GPU", 0)
         if self.gpus is None:
