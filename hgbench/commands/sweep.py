@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hgbench.commands._args import at_least
 from hgbench.commands.run import add_run_options, case_ids, config_from_args
+from hgbench.config import RunConfig
+
+if TYPE_CHECKING:
+    from hgbench.sweep.driver import SweepRun
+    from hgbench.sweep.engines import Engine
+    from hgbench.sweep.plan import Option
 
 DESCRIPTION = """Many runs (cases x seeds x forms, or a plan file) over local, Ray or Slurm.
 
@@ -107,7 +115,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_sweep, _parser=p)
 
 
-def run_options() -> dict[str, object]:
+def run_options() -> dict[str, Option]:
     """The settings a plan file accepts beside case, seed and as_built: `hgbench run`'s options, by dest name."""
     from hgbench.sweep.plan import Option
 
@@ -123,7 +131,7 @@ def run_options() -> dict[str, object]:
     return options
 
 
-def sweep_configs(args: argparse.Namespace) -> list[tuple[object, bool]]:
+def sweep_configs(args: argparse.Namespace) -> list[tuple[RunConfig, bool]]:
     """(RunConfig, keep its checkpoint) of every run, from the grid flags or the plan file."""
     from hgbench.sweep.plan import FORMS, grid, parse_list, read_plan
 
@@ -158,10 +166,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             parser.error(f"--{wrong[0].replace('_', '-')} is for --engine {engine}")
 
 
-def make_engine(args: argparse.Namespace, checkpoint_dir: str):
+def make_engine(args: argparse.Namespace) -> Engine:
     """The engine the flags name (its package imported: a one-line error names the extra to install)."""
-    from pathlib import Path
-
     from hgbench.sweep.engines import LocalEngine, RayEngine, SubmititEngine
 
     if args.engine == "ray":
@@ -172,7 +178,7 @@ def make_engine(args: argparse.Namespace, checkpoint_dir: str):
         if gpus is None:
             gpus = 0 if args.device == "cpu" else 1
         return SubmititEngine(
-            folder=Path(checkpoint_dir) / "submitit",
+            folder=Path(args.checkpoint_dir) / "submitit",
             local=args.slurm_local,
             partition=args.slurm_partition,
             time_min=args.slurm_time or 1440,
@@ -187,6 +193,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from hgbench.sweep import driver, view
 
     _check_flags(args)
+    engine = make_engine(args)  # first: a missing package is said before any planning
     configs = sweep_configs(args)
     machine = None
     if args.engine == "local":
@@ -196,9 +203,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         # As `hgbench run --case all`: a run finished on another machine is not this machine's measurement.
         machine = machine_id(collect_environment(resolve_device(args.device)))
     runs = driver.plan_runs(configs, machine_id=machine)
-    engine = make_engine(args, args.checkpoint_dir)
     todo = [run for run in runs if run.status == "queued"]
-    print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}", flush=True)
+    logs = Path(args.checkpoint_dir) / "sweep-logs"
+    print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)
     if args.dry_run:
         for i, run in enumerate(runs, start=1):
             print(f"  [{i}/{len(runs)}] {_plan_line(run)}")
@@ -226,7 +233,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _plan_line(run) -> str:
+def _plan_line(run: SweepRun) -> str:
     cfg = run.config
     what = (
         f"{run.label}: {cfg.epochs} epochs, input {cfg.input_res}, batch {cfg.batch_size}, lr {cfg.lr:g}, "

@@ -235,7 +235,8 @@ class RayEngine:
 class SubmititEngine:
     """Each run a Slurm job through submitit (`local`: submitit's local executor, the same path without a cluster).
 
-    The first submission goes out as one Slurm job array, so `array_parallelism` caps how many run at once.
+    The first submission goes out as one Slurm job array, so `array_parallelism` caps how many run at once. A job that
+    times out or is preempted is requeued by submitit itself (`RequeuedRun`) and resumes from its checkpoint.
     """
 
     name = "slurm"
@@ -258,8 +259,18 @@ class SubmititEngine:
         self.executor = None
 
     def start(self) -> None:
-        self.executor = self._submitit.AutoExecutor(folder=self.folder, cluster="local" if self.local else None)
-        params: dict[str, Any] = {"timeout_min": self.time_min, "gpus_per_node": self.gpus, "cpus_per_task": self.cpus}
+        if not self.local and shutil.which("sbatch") is None:  # else submitit would quietly run the jobs here
+            raise HGBenchError(
+                "--engine slurm: no Slurm on this machine (sbatch not found); start the sweep on the cluster's login "
+                "node, or add --slurm-local to run the jobs here"
+            )
+        self.executor = self._submitit.AutoExecutor(folder=self.folder, cluster="local" if self.local else "slurm")
+        params: dict[str, Any] = {
+            "name": "hgbench-sweep",
+            "timeout_min": self.time_min,
+            "gpus_per_node": self.gpus,
+            "cpus_per_task": self.cpus,
+        }
         if not self.local:
             params["slurm_array_parallelism"] = self.array_parallelism
             if self.partition:
@@ -277,7 +288,7 @@ class SubmititEngine:
     def submit(self, jobs: Sequence[Job]) -> list[Any]:
         def one(job: Job) -> Any:
             return self.executor.submit(
-                run_one, job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=self.cpus
+                RequeuedRun(), job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=self.cpus
             )
 
         if len(jobs) < 2:
@@ -299,6 +310,19 @@ class SubmititEngine:
 
     def close(self) -> None:
         pass
+
+
+class RequeuedRun:
+    """`run_one` as submitit calls it: checkpointable, so on a Slurm timeout or preemption submitit requeues the same
+    call (up to its limit) and the worker resumes the run from its last epoch's checkpoint."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return run_one(*args, **kwargs)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
 
 
 def _last_line(exc: BaseException) -> str:

@@ -12,7 +12,7 @@ from typing import TextIO
 
 from hgbench.report import comparison_table, to_markdown
 from hgbench.results import load_records
-from hgbench.sweep.driver import SweepRun
+from hgbench.sweep.driver import SweepRun, log_path
 
 DONE = ("finished", "skipped")
 
@@ -96,7 +96,12 @@ def make_view(runs: Sequence[SweepRun]) -> LineView | LiveView:
 
 def summary(runs: Sequence[SweepRun]) -> list[str]:
     """The end of a sweep: a line per run that did not finish, then the counts."""
-    lines = [f"hgbench: {run.label}: {run.status}: {run.reason}" for run in runs if run.status not in DONE]
+    lines = [
+        f"hgbench: {run.label}: {run.status}: {run.reason}"
+        + (f" (log {log_path(run)})" if run.status == "failed" else "")
+        for run in runs
+        if run.status not in DONE
+    ]
     counts = {s: sum(run.status == s for run in runs) for s in ("finished", "skipped", "failed", "cancelled")}
     said = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines.append(f"hgbench: sweep of {len(runs)} runs: {said}")
