@@ -4,6 +4,7 @@ local engine end to end (a run going NaN, a worker dying mid-run); Ray and submi
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ import pytest
 
 from hgbench import cli
 from hgbench.config import RunConfig
+from hgbench.errors import HGBenchError
 from hgbench.sweep import driver
-from hgbench.sweep.engines import Ended
+from hgbench.sweep.engines import Ended, Job, SubmititEngine
 from hgbench.sweep.worker import DIE_ONCE_ENV
 
 
@@ -132,6 +134,39 @@ def test_a_flag_of_another_engine_is_refused(
     assert "--slurm-partition is for --engine slurm" in capsys.readouterr().err
 
 
+def _fake_slurm(folder: Path) -> Path:
+    """`sbatch` (keeps the script it is given, answers a job id) and `srun` stand-ins: submitit needs both on PATH."""
+    folder.mkdir()
+    (folder / "sbatch").write_text(
+        '#!/bin/sh\ncp "$1" "$(dirname "$0")/submitted.sh"\necho "Submitted batch job 4242"\n'
+    )
+    (folder / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (folder / tool).chmod(0o755)
+    return folder
+
+
+def test_slurm_jobs_go_out_as_one_array_asking_for_the_resources_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("submitit")
+    slurm = _fake_slurm(tmp_path / "bin")
+    engine = SubmititEngine(
+        folder=tmp_path / "submitit", local=False, partition="gpu", time_min=600, gpus=1, cpus=4, array_parallelism=3
+    )
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: an error, never a quiet run on this machine
+    with pytest.raises(HGBenchError, match="no Slurm on this machine .* add --slurm-local"):
+        engine.start()
+    monkeypatch.setenv("PATH", f"{slurm}{os.pathsep}{path}")
+    engine.start()
+    handles = engine.submit([Job(f"run{i}", {}, True, None) for i in range(4)])
+    assert [h.job_id for h in handles] == ["4242_0", "4242_1", "4242_2", "4242_3"]
+    script = (slurm / "submitted.sh").read_text()
+    for line in ("array=0-3%3", "partition=gpu", "time=600", "gpus-per-node=1", "cpus-per-task=4", "job-name=hgbench"):
+        assert f"#SBATCH --{line}" in script
+
+
 # --- the driver, with a fake engine ------------------------------------------------------------------------------
 
 
@@ -223,7 +258,7 @@ def test_local_sweep_retries_a_killed_worker_and_reports_a_nan_run_failed(
     run 2 and resumes run 1 from its checkpoint to a true finished record, and exits non-zero naming run 2."""
     plan = write_plan(tmp_path, "[[run]]\ncase = 'hg1'\nepochs = 2\n\n[[run]]\ncase = 'hg1'\nseed = 1\nlr = 1e12\n")
     monkeypatch.setenv(DIE_ONCE_ENV, str(tmp_path / "died-once"))
-    assert cli.main(sweep_argv(tmp_path, synthetic_root, "--plan", str(plan))) == 1
+    assert cli.main(sweep_argv(tmp_path, synthetic_root, "--plan", str(plan), "--cpus-per-run", "1")) == 1
     out, err = capsys.readouterr()
     assert (tmp_path / "died-once").exists()
     assert "hg1 seed 0: worker died (worker process exited with code 137); retry 1 of 1" in out

@@ -91,9 +91,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument(
         "--cpus-per-run",
         type=at_least(1),
-        default=1,
+        default=None,
         metavar="C",
-        help="ray, slurm: CPUs (and torch threads) per run (default 1)",
+        help="CPUs each run asks for and the torch threads it uses (default: ray, slurm 1; local every core)",
     )
     engine.add_argument("--slurm-partition", default=None, help="slurm: the partition")
     engine.add_argument(
@@ -172,7 +172,7 @@ def make_engine(args: argparse.Namespace) -> Engine:
 
     if args.engine == "ray":
         gpus = 0.0 if args.gpus_per_run is None and args.device == "cpu" else args.gpus_per_run
-        return RayEngine(address=args.address, gpus=gpus, cpus=args.cpus_per_run)
+        return RayEngine(address=args.address, gpus=gpus, cpus=args.cpus_per_run or 1)
     if args.engine == "slurm":
         gpus = args.slurm_gpus_per_run
         if gpus is None:
@@ -183,10 +183,10 @@ def make_engine(args: argparse.Namespace) -> Engine:
             partition=args.slurm_partition,
             time_min=args.slurm_time or 1440,
             gpus=gpus,
-            cpus=args.cpus_per_run,
+            cpus=args.cpus_per_run or 1,
             array_parallelism=args.slurm_array_parallelism or 16,
         )
-    return LocalEngine()
+    return LocalEngine(threads=args.cpus_per_run)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

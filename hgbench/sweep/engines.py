@@ -88,7 +88,8 @@ class LocalEngine:
 
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads  # torch's CPU threads in each child (None: every core)
         self._context = multiprocessing.get_context("spawn")  # no fork of a driver that may hold threads
         self._folder: Path | None = None  # the children's summaries
         self._queue: list[_LocalJob] = []
@@ -96,7 +97,8 @@ class LocalEngine:
         self._submitted = 0  # numbers the children's summary files
 
     def describe(self) -> str:
-        return "local: one run at a time on this machine, each in a child process"
+        threads = f" of {self.threads} CPU threads" if self.threads else ""
+        return f"local: one run at a time on this machine, each in a child process{threads}"
 
     def start(self) -> None:
         self._folder = Path(tempfile.mkdtemp(prefix="hgbench-sweep-"))
@@ -140,7 +142,7 @@ class LocalEngine:
         handle = self._queue.pop(0)
         if handle.ended is not None:  # cancelled while queued
             return self._start_next()
-        handle.process = self._context.Process(target=_child, args=(handle.job, str(handle.result_path)))
+        handle.process = self._context.Process(target=_child, args=(handle.job, str(handle.result_path), self.threads))
         handle.process.start()
         self._running = handle
         return None
@@ -159,12 +161,12 @@ class _LocalJob:
         return Ended(None, f"worker process exited with code {self.process.exitcode}")
 
 
-def _child(job: Job, result_path: str) -> None:
+def _child(job: Job, result_path: str, threads: int | None) -> None:
     """The local engine's child process: the worker, its summary written atomically for the parent."""
     # Its own process group: the terminal's Ctrl-C reaches the driver alone, which cancels the child with one SIGINT
     # (two could cut short the interrupted record the first one is writing).
     os.setpgrp()
-    result = run_one(job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path)
+    result = run_one(job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=threads)
     write_json_atomic(result_path, result)
 
 
