@@ -97,7 +97,7 @@ class LocalEngine:
         self._submitted = 0  # numbers the children's summary files
 
     def describe(self) -> str:
-        threads = f" of {self.threads} CPU threads" if self.threads else ""
+        threads = f" using {self.threads} CPU thread{'s' if self.threads > 1 else ''}" if self.threads else ""
         return f"local: one run at a time on this machine, each in a child process{threads}"
 
     def start(self) -> None:
