@@ -6,11 +6,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install run test table bench gpu-check lint clean
 
-# The dev extra (test tools and ruff) so that every target below works; a Makefile change reinstalls once.
+# The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
+# every test works; a Makefile change reinstalls once.
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray,slurm]'
 	touch $(STAMP)
 
 install: $(STAMP)

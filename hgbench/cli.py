@@ -17,7 +17,7 @@ from hgbench._version import __version__
 from hgbench.errors import HGBenchError
 
 # The order `hgbench --help` lists subcommands in; any other module in hgbench.commands follows alphabetically.
-COMMAND_ORDER: tuple[str, ...] = ("list", "run", "evaluate", "table", "compare", "plot", "bench", "synth")
+COMMAND_ORDER: tuple[str, ...] = ("list", "run", "sweep", "evaluate", "table", "compare", "plot", "bench", "synth")
 
 
 def command_modules() -> list[str]:
@@ -32,6 +32,8 @@ EPILOG = """examples:
   hgbench list                                 every case with its size and cost
   hgbench run --case 3 --epochs 50             train and evaluate case 3 on the synthetic default
   hgbench run --case all --data-dir ~/mpii     the whole sweep on real MPII (finished runs are skipped)
+  hgbench sweep --cases all --seeds 0,1,2 --engine ray
+                                               cases x seeds spread over a Ray cluster's GPUs
   hgbench evaluate --predictions preds.mat     score another tool's predictions with the MPII PCKh protocol
   hgbench table --reference                    our measurements beside the published table
   hgbench compare results/a.json results/b.json

@@ -1,8 +1,8 @@
 """The package's layering: every import of hgbench by hgbench goes down the layers (or sideways without a cycle).
 
 Data flows one way: the case registry -> the model -> the data -> the loops that train, evaluate and time it ->
-checkpoints and the record -> the runner (then the model-only bench) -> the results store -> the report -> the CLI;
-the package's top level (its Python API) sits above them all.
+checkpoints and the record -> the runner (then the model-only bench) -> the results store -> the report -> the sweep
+-> the CLI; the package's top level (its Python API) sits above them all.
 A module may import its own layer or any layer below it, never one above; and the module graph has no cycle at all.
 
 Every import counts: module level, inside functions, under ``TYPE_CHECKING``, and ``importlib.import_module`` /
@@ -56,6 +56,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "bench": ("bench",),
     "results store": ("results",),
     "report": ("report",),
+    # Many runs over an engine (local, Ray, Slurm): plans runs as the runner does, reads the store, shows the report.
+    "sweep": ("sweep",),
     "commands and cli": ("commands", "cli"),
     # The package's top level ("" is hgbench/__init__.py): the Python API (`hgbench.create_model`), imported lazily.
     "api": ("",),

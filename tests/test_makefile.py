@@ -22,11 +22,14 @@ def recipe(target: str) -> list[str]:
 
 
 def test_install_brings_every_tool_the_targets_use() -> None:
-    """`make lint` runs ruff, so the install step installs the dev extra, which holds ruff and the test tools."""
+    """`make lint` runs ruff and the sweep tests run Ray and submitit, so the install step installs the dev extra (ruff
+    and the test tools) and the engines' extras."""
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert "ruff" in extras["dev"]
     assert "hgbench[test]" in extras["dev"]
-    assert any("pip install" in line and "'.[dev]'" in line for line in recipe("$(STAMP)"))
+    assert any(dep.startswith("ray") for dep in extras["ray"])
+    assert any(dep.startswith("submitit") for dep in extras["slurm"])
+    assert any("pip install" in line and "'.[dev,ray,slurm]'" in line for line in recipe("$(STAMP)"))
     assert recipe("lint") == ["$(BIN)/ruff check hgbench tests benchmarks"]
 
 

@@ -11,7 +11,7 @@ from hgbench.cases import STUDY_CASES, case_label
 from hgbench.config import DEFAULT_LR, RunConfig
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
-from hgbench.variants import check_input_res, resolve_case, run_case_fields, spec_of_config
+from hgbench.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
 
 # `--smoke`: the whole sweep at a scale a 2-core CPU finishes in minutes (make run). 128 px is the smallest input
 # every case trains at (case 5's instance norm needs the innermost level larger than 1x1).
@@ -51,6 +51,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--case", required=True, help="case id (1-8, hg1, hg2, hg8), a variant file (.toml), or 'all' for cases 1-8"
     )
     p.add_argument("--as-built", action="store_true", help="build the case as the study's code did")
+    p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
+    add_run_options(p)
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="RUN",
+        help="continue an interrupted run from its last epoch: the run these flags describe, else the "
+        "latest interrupted run of the case that agrees with every flag given; or RUN, a record "
+        "(.json) or checkpoint (last.pt) path",
+    )
+    p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
+    p.set_defaults(func=cmd_run)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options that describe a run beside its case, form and seed: `hgbench run`'s and `hgbench sweep`'s."""
+    d = RunConfig()
     p.add_argument("--epochs", type=int, default=None, help=f"epochs (default {d.epochs})")
     p.add_argument("--data-dir", default=None, help="real MPII directory (images/ + annotations); default: synthetic")
     p.add_argument(
@@ -78,7 +97,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="decode and crop JPEGs in the DataLoader workers or in batches on the device (nvjpeg on "
         "CUDA); auto (default): device with --fast on CUDA, else workers",
     )
-    p.add_argument("--seed", type=int, default=None, help=f"random seed (default {d.seed})")
     p.add_argument(
         "--init-from",
         default=None,
@@ -97,22 +115,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="checkpoint folder (default runs/)")
     p.add_argument("--tag", default=None, help="label added to the record's file name")
     p.add_argument(
-        "--resume",
-        nargs="?",
-        const=True,
-        default=False,
-        metavar="RUN",
-        help="continue an interrupted run from its last epoch: the run these flags describe, else the "
-        "latest interrupted run of the case that agrees with every flag given; or RUN, a record "
-        "(.json) or checkpoint (last.pt) path",
-    )
-    p.add_argument(
         "--keep-checkpoints",
         action="store_true",
         help="keep each run's checkpoint after it finished (default: kept, except with --smoke)",
     )
-    p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
-    p.set_defaults(func=cmd_run)
 
 
 def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
@@ -148,7 +154,7 @@ def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
         "tag": args.tag,
         "decode": args.decode,
         "seed": args.seed,
-        "init_from": getattr(args, "init_from", None),  # a command without --init-from (the sweep) starts fresh
+        "init_from": args.init_from,
     }
     return replace(cfg, **{k: v for k, v in explicit.items() if v is not None})
 
@@ -169,7 +175,7 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, object]:
         "optimizer": args.optim,
         "data_dir": args.data_dir,
         "tag": args.tag,
-        "init_from": getattr(args, "init_from", None),  # a command without --init-from (the sweep) starts fresh
+        "init_from": args.init_from,
     }
     named = {k: v for k, v in named.items() if v is not None}
     named.update({k: True for k in ("amp", "channels_last", "compile", "fast") if getattr(args, k)})
@@ -244,18 +250,23 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
     )
 
 
+def case_ids(text: str) -> list[str]:
+    """The case ids a `--case` value names: 'all' (cases 1-8) or one case; the one place a case name is resolved."""
+    if text.lower() == "all":
+        return list(STUDY_CASES)
+    spec = resolve_case(text)  # a CaseError line for an unknown id or a bad variant file
+    return [text if is_variant_file(text) else spec.name]  # a variant's settings read the file (config_from_args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from hgbench import results as store
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.runner import run
 
-    if args.case.lower() == "all":
-        cases = list(STUDY_CASES)
-    else:
-        cases = [args.case]
-        if not isinstance(args.resume, str):  # --resume RUN takes its case from the run, never from a file again
-            cfg = config_from_args(args, args.case)
-            check_input_res(args.case, spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
+    cases = case_ids(args.case)
+    if len(cases) == 1 and not isinstance(args.resume, str):  # --resume RUN takes its case from the run
+        cfg = config_from_args(args, cases[0])
+        check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
     failed = []
     machine = None
     if len(cases) > 1 or args.resume:

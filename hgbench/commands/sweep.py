@@ -1,0 +1,244 @@
+"""`hgbench sweep`: many runs (cases x seeds x forms, or a plan file) spread over an engine: local, Ray or Slurm.
+
+Every run is the `hgbench run` of the same options and writes its own record, atomically, into --out (on a cluster:
+a folder on the filesystem every worker and the driver share). Calling the same sweep again skips the finished runs,
+resumes the interrupted ones from their checkpoints and re-runs those whose worker died.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hgbench.commands._args import at_least
+from hgbench.commands.run import add_run_options, case_ids, config_from_args
+from hgbench.config import RunConfig
+
+if TYPE_CHECKING:
+    from hgbench.sweep.driver import SweepRun
+    from hgbench.sweep.engines import Engine
+    from hgbench.sweep.plan import Option
+
+DESCRIPTION = """Many runs (cases x seeds x forms, or a plan file) over local, Ray or Slurm.
+
+Each run is the `hgbench run` of the same options and writes its own record,
+atomically, into --out: on a cluster, a folder every worker and this driver
+share. The same sweep again skips finished runs, resumes interrupted ones from
+their checkpoints and re-runs those whose worker died (--retries).
+"""
+
+EPILOG = """examples:
+  hgbench sweep --cases all --seeds 0,1,2 --as-built both --epochs 50 --dry-run
+      the study's grid x 3 seeds x both forms: the runs and what they ask for
+  hgbench sweep --cases 1,3 --seeds 0,1 --smoke
+      one run after another on this machine
+  hgbench sweep --cases all --engine ray --gpus-per-run 0.5
+      on this machine's GPUs, two runs sharing each GPU
+  hgbench sweep --plan study.toml --engine ray --address auto
+      on a running Ray cluster
+  hgbench sweep --plan study.toml --engine slurm --slurm-partition gpu
+      one Slurm job per run (a job array)
+"""
+
+# Flags that belong to one engine: given with another engine they would be silently ignored, so they are an error.
+ENGINE_FLAGS: dict[str, tuple[str, ...]] = {
+    "ray": ("address", "gpus_per_run"),
+    "slurm": ("slurm_partition", "slurm_time", "slurm_gpus_per_run", "slurm_array_parallelism", "slurm_local"),
+}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="many runs (cases x seeds x forms, or a plan file) on this machine, Ray or Slurm",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    runs = p.add_argument_group("the runs")
+    runs.add_argument("--cases", default=None, metavar="LIST", help="case ids, comma-separated, or 'all' (1-8)")
+    runs.add_argument("--seeds", default=None, metavar="LIST", help="seeds, comma-separated (default 0)")
+    runs.add_argument(
+        "--as-built",
+        dest="forms",
+        choices=("no", "yes", "both"),
+        default="no",
+        help="the cases as described (no, default), as the study's code built them (yes), or both",
+    )
+    runs.add_argument(
+        "--plan",
+        default=None,
+        metavar="FILE",
+        help="a TOML plan: [defaults] and one [[run]] table per run (case, seed, other options), instead of the grid",
+    )
+    add_run_options(p.add_argument_group("options of every run (as hgbench run's; a plan's [[run]] overrides them)"))
+    engine = p.add_argument_group("engine")
+    engine.add_argument("--engine", choices=("local", "ray", "slurm"), default="local", help="(default local)")
+    engine.add_argument(
+        "--retries", type=at_least(0), default=1, metavar="N", help="re-runs of a run whose worker died (default 1)"
+    )
+    engine.add_argument("--dry-run", action="store_true", help="print the runs and what they would ask for; run none")
+    engine.add_argument("--address", default=None, help="ray: join this cluster (e.g. auto); default: a local Ray")
+    engine.add_argument(
+        "--gpus-per-run",
+        type=float,
+        default=None,
+        metavar="G",
+        help="ray: GPUs per run, fractions share one (default 1 where the cluster has GPUs, 0 with --device cpu)",
+    )
+    engine.add_argument(
+        "--cpus-per-run",
+        type=at_least(1),
+        default=None,
+        metavar="C",
+        help="CPUs each run asks for and the torch threads it uses (default: ray, slurm 1; local every core)",
+    )
+    engine.add_argument("--slurm-partition", default=None, help="slurm: the partition")
+    engine.add_argument(
+        "--slurm-time", type=at_least(1), default=None, metavar="MIN", help="slurm: minutes per job (default 1440)"
+    )
+    engine.add_argument(
+        "--slurm-gpus-per-run", type=at_least(0), default=None, metavar="G", help="slurm: GPUs per job (default 1)"
+    )
+    engine.add_argument(
+        "--slurm-array-parallelism",
+        type=at_least(1),
+        default=None,
+        metavar="N",
+        help="slurm: jobs of the array running at once (default 16)",
+    )
+    engine.add_argument(
+        "--slurm-local", action="store_true", help="slurm: submitit's local executor on this machine (no cluster)"
+    )
+    p.set_defaults(func=cmd_sweep, _parser=p)
+
+
+def run_options() -> dict[str, Option]:
+    """The settings a plan file accepts beside case, seed and as_built: `hgbench run`'s options, by dest name."""
+    from hgbench.sweep.plan import Option
+
+    probe = argparse.ArgumentParser(add_help=False)
+    add_run_options(probe)
+    options = {}
+    for action in probe._actions:
+        if action.nargs == 0:  # store_true
+            options[action.dest] = Option(bool)
+        else:
+            choices = tuple(action.choices) if action.choices else None
+            options[action.dest] = Option(action.type or str, choices)
+    return options
+
+
+def sweep_configs(args: argparse.Namespace) -> list[tuple[RunConfig, bool]]:
+    """(RunConfig, keep its checkpoint) of every run, from the grid flags or the plan file."""
+    from hgbench.sweep.plan import FORMS, grid, parse_list, read_plan
+
+    parser = args._parser
+    options = run_options()
+    given = {k: v for k, v in vars(args).items() if k in options and v != parser.get_default(k)}
+    if args.plan:
+        defaults, own = read_plan(args.plan, options)
+        base = {**vars(args), "as_built": False, "seed": None}
+        settings = [{**base, **defaults, **given, **run} for run in own]
+    else:
+        cases = [case for text in parse_list(args.cases or "", str, "--cases") for case in case_ids(text)]
+        seeds = parse_list(args.seeds, int, "--seeds") if args.seeds else [None]
+        settings = [{**vars(args), **run} for run in grid(cases, seeds, FORMS[args.forms])]
+    configs = []
+    for setting in settings:
+        ns = argparse.Namespace(**setting)
+        for case in case_ids(str(ns.case)):
+            configs.append((config_from_args(ns, case), ns.keep_checkpoints or not ns.smoke))
+    return configs
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    parser = args._parser
+    if args.plan and (args.cases or args.seeds or args.forms != "no"):
+        parser.error("--plan lists the runs itself; drop --cases, --seeds and --as-built (or put them in the plan)")
+    if not args.plan and not args.cases:
+        parser.error("give the runs: --cases LIST (with --seeds, --as-built) or --plan FILE")
+    for engine, flags in ENGINE_FLAGS.items():
+        wrong = [f for f in flags if args.engine != engine and getattr(args, f) not in (None, False)]
+        if wrong:
+            parser.error(f"--{wrong[0].replace('_', '-')} is for --engine {engine}")
+
+
+def make_engine(args: argparse.Namespace) -> Engine:
+    """The engine the flags name (its package imported: a one-line error names the extra to install)."""
+    from hgbench.sweep.engines import LocalEngine, RayEngine, SubmititEngine
+
+    if args.engine == "ray":
+        gpus = 0.0 if args.gpus_per_run is None and args.device == "cpu" else args.gpus_per_run
+        return RayEngine(address=args.address, gpus=gpus, cpus=args.cpus_per_run or 1)
+    if args.engine == "slurm":
+        gpus = args.slurm_gpus_per_run
+        if gpus is None:
+            gpus = 0 if args.device == "cpu" else 1
+        return SubmititEngine(
+            folder=Path(args.checkpoint_dir) / "submitit",
+            local=args.slurm_local,
+            partition=args.slurm_partition,
+            time_min=args.slurm_time or 1440,
+            gpus=gpus,
+            cpus=args.cpus_per_run or 1,
+            array_parallelism=args.slurm_array_parallelism or 16,
+        )
+    return LocalEngine(threads=args.cpus_per_run)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from hgbench.sweep import driver, view
+
+    _check_flags(args)
+    engine = make_engine(args)  # first: a missing package is said before any planning
+    configs = sweep_configs(args)
+    machine = None
+    if args.engine == "local":
+        from hgbench.environment import collect_environment, machine_id
+        from hgbench.plan import resolve_device
+
+        # As `hgbench run --case all`: a run finished on another machine is not this machine's measurement.
+        machine = machine_id(collect_environment(resolve_device(args.device)))
+    runs = driver.plan_runs(configs, machine_id=machine)
+    todo = [run for run in runs if run.status == "queued"]
+    logs = Path(args.checkpoint_dir) / "sweep-logs"
+    print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)
+    if args.dry_run:
+        for i, run in enumerate(runs, start=1):
+            print(f"  [{i}/{len(runs)}] {_plan_line(run)}")
+        return 0
+    engine.start()
+    try:
+        with view.make_view(runs) as shown:
+            for run in runs:
+                if run.status == "skipped":
+                    shown.changed(run, f"skipped: already finished with this config ({run.record})")
+            interrupted = driver.drive(runs, engine, retries=args.retries, view=shown)
+    finally:
+        engine.close()
+    for line in view.summary(runs):
+        print(line, flush=True)
+    table = view.results_table(runs)
+    if table:
+        sys.stdout.write("\n" + table)
+    if interrupted:
+        raise KeyboardInterrupt
+    failed = [run.label for run in runs if run.status == "failed"]
+    if failed:
+        print(f"hgbench: {len(failed)} of {len(runs)} runs failed: {'; '.join(failed)}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def _plan_line(run: SweepRun) -> str:
+    cfg = run.config
+    what = (
+        f"{run.label}: {cfg.epochs} epochs, input {cfg.input_res}, batch {cfg.batch_size}, lr {cfg.lr:g}, "
+        f"device {cfg.device}, results {cfg.out}"
+    )
+    if run.status == "skipped":
+        return f"{what}; skip: already finished ({run.record})"
+    return what

@@ -1,0 +1,209 @@
+"""The sweep's driver: which runs to launch, launching them on an engine, and following them to the end.
+
+A run already finished with the same identity is skipped (`hgbench.plan.planned_identity`, the definition resume
+uses too); every other run is submitted, and the worker resumes it from its checkpoint when an earlier call left one.
+A worker that dies (killed, out of host memory, its node lost, preempted) is submitted again up to `retries` times,
+resuming from its last checkpoint; a run that fails on its own terms (NaN loss, bad data) is reported failed and not
+retried. Ctrl-C cancels what has not ended and waits for the workers to mark their records interrupted.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from hgbench.cases import case_label
+from hgbench.config import RunConfig
+from hgbench.errors import HGBenchError
+from hgbench.sweep.engines import Engine, Job
+from hgbench.sweep.watch import RecordWatch
+
+ACTIVE = ("queued", "running")  # the states of a run still in the engine's hands
+CANCEL_GRACE_S = 60.0  # how long Ctrl-C waits for the cancelled workers to write their interrupted records
+CLOCK_SLACK_S = 5.0  # a shared filesystem stamps files with its own clock, a little off the driver's
+
+
+@dataclass(eq=False)
+class SweepRun:
+    """One run of the sweep and what the driver knows of it."""
+
+    config: RunConfig
+    identity: str | None  # None when it cannot be planned here (the run's device is not on this machine)
+    keep_checkpoint: bool
+    status: str = "queued"  # queued | running | finished | skipped | failed | cancelled
+    attempts: int = 0  # submissions so far
+    epochs_done: int = 0
+    pckh: float | None = None  # the last epoch's PCKh
+    record: str | None = None  # the record's path once known
+    reason: str | None = None  # why it failed, was skipped or cancelled
+    handle: Any = None  # the engine's handle of the current attempt
+    submitted_at: float = 0.0
+
+    @property
+    def label(self) -> str:
+        tag = f" [{self.config.tag}]" if self.config.tag else ""
+        return f"{case_label(self.config.case, self.config.as_built)} seed {self.config.seed}{tag}"
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe, unique label (logs, engine job names)."""
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{self.label}").strip("-").lower()
+        return f"{slug}-{self.identity}" if self.identity else slug
+
+
+class View(Protocol):
+    def changed(self, run: SweepRun, note: str | None = None) -> None:
+        """`run`'s state changed (`note`: what happened, when there is more to say than its state)."""
+
+
+def plan_runs(configs: Sequence[tuple[RunConfig, bool]], *, machine_id: str | None) -> list[SweepRun]:
+    """The sweep's runs, those already finished marked skipped.
+
+    Args:
+        configs: one (config, keep its checkpoint once finished) per run.
+        machine_id: count only this machine's finished records (the local engine, as `hgbench run --case all`);
+            None: any machine's (a cluster's workers are machines the driver cannot name in advance).
+
+    Raises:
+        HGBenchError: two runs are the same run (same identity), or a run cannot be planned (bad data directory, ...).
+    """
+    from hgbench.results import find_finished
+
+    runs, seen = [], {}
+    for cfg, keep_checkpoint in configs:
+        run = SweepRun(cfg, driver_identity(cfg), keep_checkpoint)
+        if run.identity is not None:
+            if run.identity in seen:
+                raise HGBenchError(f"the sweep lists one run twice: {seen[run.identity]} and {run.label}")
+            seen[run.identity] = run.label
+            done = find_finished(cfg.out, run.identity, machine_id=machine_id)
+            if done is not None:
+                run.status, run.record, run.reason = "skipped", str(done), "already finished with this config"
+        runs.append(run)
+    return runs
+
+
+def driver_identity(cfg: RunConfig) -> str | None:
+    """The run's identity as planned on the driver, which may lack the workers' GPUs.
+
+    Without --fast the identity does not depend on the device, so a CUDA run is planned here as on the CPU; with
+    --fast the device picks the mode, so an absent device leaves the identity to the worker (its own skip check).
+    """
+    from hgbench.plan import planned_identity, resolve_device
+    from hgbench.variants import spec_of_config
+
+    spec_of_config(cfg)  # a CaseError line, e.g. for an as-built form of a case that has none
+    try:
+        resolve_device(cfg.device)
+    except HGBenchError:
+        if cfg.fast:
+            return None
+        cfg = replace(cfg, device="cpu")
+    return planned_identity(cfg)
+
+
+def log_path(run: SweepRun) -> Path:
+    """Where the worker writes the run's own output: beside the checkpoints, so on the shared filesystem too."""
+    return Path(run.config.checkpoint_dir) / "sweep-logs" / f"{run.name}.log"
+
+
+def drive(runs: Sequence[SweepRun], engine: Engine, *, retries: int, view: View, poll_s: float = 1.0) -> bool:
+    """Submit the runs not skipped and follow every one to its end; True when Ctrl-C cut the sweep short."""
+    watch = RecordWatch()
+    todo = [run for run in runs if run.status in ACTIVE]
+    _submit(engine, todo)
+    try:
+        while any(run.status in ACTIVE for run in runs):
+            _follow(runs, engine, watch, retries=retries, view=view)
+            if any(run.status in ACTIVE for run in runs):
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        _cancel(runs, engine, view)
+        return True
+    finally:
+        _progress(runs, watch, view)  # the record paths of failed runs, the last epoch of each
+    return False
+
+
+def _submit(engine: Engine, runs: Sequence[SweepRun]) -> None:
+    if not runs:
+        return
+    jobs = [Job(run.name, run.config.to_dict(), run.keep_checkpoint, str(log_path(run))) for run in runs]
+    now = time.time()
+    for run, handle in zip(runs, engine.submit(jobs), strict=True):
+        run.handle, run.attempts, run.submitted_at, run.status = handle, run.attempts + 1, now, "queued"
+
+
+def _follow(runs: Sequence[SweepRun], engine: Engine, watch: RecordWatch, *, retries: int, view: View) -> None:
+    """One look at every active run: its progress from its record, then whether its job ended and how."""
+    _progress(runs, watch, view)
+    for run in runs:
+        if run.status not in ACTIVE:
+            continue
+        ended = engine.poll(run.handle)
+        if ended is None:
+            continue
+        result = ended.result
+        if result is None or result["status"] == "interrupted":
+            what = f"worker died ({ended.reason})" if result is None else f"worker stopped ({result['reason']})"
+            if run.attempts <= retries:
+                _submit(engine, [run])
+                view.changed(run, f"{what}; retry {run.attempts - 1} of {retries}, from its checkpoint")
+                continue
+            run.status, run.reason = "failed", f"{what}; no retries left (--retries {retries})"
+        else:
+            _ended(run, result)
+        view.changed(run)
+
+
+def _ended(run: SweepRun, result: dict[str, Any]) -> None:
+    """A worker's summary of a run that ended on its own terms: finished, skipped or failed."""
+    run.status, run.reason = result["status"], result["reason"]
+    run.record = result["record"] or run.record
+
+
+def _progress(runs: Sequence[SweepRun], watch: RecordWatch, view: View) -> None:
+    """Epochs done and last PCKh of the runs whose records changed; a run with a record is running."""
+    known = [run for run in runs if run.identity is not None and run.submitted_at]
+    if not known:
+        return
+    newest = watch.scan({run.config.out for run in known})
+    for run in known:
+        seen = newest.get(run.identity)
+        if seen is None or seen.mtime < run.submitted_at - CLOCK_SLACK_S:  # an earlier call's record, not this one's
+            continue
+        before = (run.status, run.epochs_done, run.record)
+        run.record, run.epochs_done, run.pckh = str(seen.path), seen.epochs_done, seen.pckh
+        if run.status == "queued":
+            run.status = "running"
+        if (run.status, run.epochs_done, run.record) != before:
+            view.changed(run)
+
+
+def _cancel(runs: Sequence[SweepRun], engine: Engine, view: View) -> None:
+    """Ctrl-C: cancel every active job, then wait (a while) for the workers to write their interrupted records."""
+    active = [run for run in runs if run.status in ACTIVE]
+    for run in active:
+        engine.cancel(run.handle)
+    deadline = time.monotonic() + CANCEL_GRACE_S
+    try:
+        while active and time.monotonic() < deadline:
+            for run in active:
+                ended = engine.poll(run.handle)
+                if ended is not None and ended.result is not None and ended.result["status"] != "interrupted":
+                    _ended(run, ended.result)  # it ended on its own before the cancel reached it
+                elif ended is not None:
+                    run.status = "cancelled"
+            active = [run for run in active if run.status in ACTIVE]
+            if active:
+                time.sleep(0.2)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop waiting
+        pass
+    for run in runs:
+        if run.status in (*ACTIVE, "cancelled"):
+            run.status, run.reason = "cancelled", "cancelled by Ctrl-C; the same sweep again resumes it"
+            view.changed(run)

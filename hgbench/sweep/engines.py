@@ -1,0 +1,333 @@
+"""The engines that run a sweep's runs, each a thin adapter over a scheduler people already operate.
+
+hgbench schedules nothing itself: the local engine runs one child process after another, Ray places tasks by the
+resources they ask for, Slurm (through submitit) queues jobs. Each engine offers the same four calls, `Engine`:
+submit a job (a handle back), poll a handle (None while it runs), cancel it, close the engine. Every job runs
+`hgbench.sweep.worker.run_one`, which writes the run's record into the shared results folder itself; an engine only
+carries back the worker's small summary, or says that the worker died.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from hgbench.atomic_io import write_json_atomic
+from hgbench.errors import HGBenchError
+from hgbench.sweep.worker import run_one
+
+ENGINES: tuple[str, ...] = ("local", "ray", "slurm")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run as an engine submits it: the arguments of `run_one`."""
+
+    name: str  # a file-name-safe label, unique in the sweep (engine-side names, logs)
+    config: dict[str, Any]  # RunConfig.to_dict()
+    keep_checkpoint: bool
+    log_path: str | None
+
+
+@dataclass(frozen=True)
+class Ended:
+    """A job that stopped: the worker's summary (`run_one`'s dict), or None and why when the worker died."""
+
+    result: dict[str, Any] | None
+    reason: str | None = None
+
+
+class Engine(Protocol):
+    name: str
+
+    def describe(self) -> str:
+        """Where the runs go and what each asks for, one line (for --dry-run and the sweep's first line)."""
+
+    def start(self) -> None:
+        """Connect (start a local Ray, make submitit's folder); nothing before this call, so --dry-run starts none."""
+
+    def submit(self, jobs: Sequence[Job]) -> list[Any]:
+        """Start (or queue) `jobs`; one handle each."""
+
+    def poll(self, handle: Any) -> Ended | None:
+        """None while the job is queued or running."""
+
+    def cancel(self, handle: Any) -> None:
+        """Stop the job as Ctrl-C would (its record says interrupted); a no-op once it ended."""
+
+    def close(self) -> None:
+        """Release what the engine started (a local Ray, temporary files)."""
+
+
+def require(module: str, engine: str, extra: str) -> Any:
+    """Import an optional engine's package, or a one-line error saying what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise HGBenchError(
+            f"--engine {engine} needs the {module} package, which is not installed: pip install 'hgbench[{extra}]'"
+        ) from None
+
+
+class LocalEngine:
+    """The runs one after another on this machine, each in a child process of its own.
+
+    A child that crashes or is killed ends only its run (the sweep retries it); on Ctrl-C the driver sends the running
+    child one SIGINT, so its record is marked interrupted before it exits.
+    """
+
+    name = "local"
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads  # torch's CPU threads in each child (None: every core)
+        self._context = multiprocessing.get_context("spawn")  # no fork of a driver that may hold threads
+        self._folder: Path | None = None  # the children's summaries
+        self._queue: list[_LocalJob] = []
+        self._running: _LocalJob | None = None
+        self._submitted = 0  # numbers the children's summary files
+
+    def describe(self) -> str:
+        threads = f" using {self.threads} CPU thread{'s' if self.threads > 1 else ''}" if self.threads else ""
+        return f"local: one run at a time on this machine, each in a child process{threads}"
+
+    def start(self) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="hgbench-sweep-"))
+
+    def submit(self, jobs: Sequence[Job]) -> list[Any]:
+        handles = []
+        for job in jobs:
+            self._submitted += 1
+            handles.append(_LocalJob(job, self._folder / f"{self._submitted}.json"))
+        self._queue += handles
+        self._start_next()
+        return handles
+
+    def poll(self, handle: _LocalJob) -> Ended | None:
+        if handle.ended is None and handle.process is not None and not handle.process.is_alive():
+            handle.process.join()
+            handle.ended = handle.collect()
+            if self._running is handle:
+                self._running = None
+        self._start_next()
+        return handle.ended
+
+    def cancel(self, handle: _LocalJob) -> None:
+        if handle.process is None:
+            handle.ended = handle.ended or Ended(None, "cancelled before it started")
+            if handle in self._queue:
+                self._queue.remove(handle)
+        elif handle.process.is_alive():
+            os.kill(handle.process.pid, signal.SIGINT)
+
+    def close(self) -> None:
+        for handle in [self._running, *self._queue]:
+            if handle is not None and handle.process is not None and handle.process.is_alive():
+                handle.process.kill()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+
+    def _start_next(self) -> None:
+        if self._running is not None or not self._queue:
+            return
+        handle = self._queue.pop(0)
+        if handle.ended is not None:  # cancelled while queued
+            return self._start_next()
+        handle.process = self._context.Process(target=_child, args=(handle.job, str(handle.result_path), self.threads))
+        handle.process.start()
+        self._running = handle
+        return None
+
+
+@dataclass(eq=False)
+class _LocalJob:
+    job: Job
+    result_path: Path
+    process: Any = None  # multiprocessing.Process once started
+    ended: Ended | None = None
+
+    def collect(self) -> Ended:
+        if self.result_path.is_file():
+            return Ended(json.loads(self.result_path.read_text(encoding="utf-8")))
+        return Ended(None, f"worker process exited with code {self.process.exitcode}")
+
+
+def _child(job: Job, result_path: str, threads: int | None) -> None:
+    """The local engine's child process: the worker, its summary written atomically for the parent."""
+    # Its own process group: the terminal's Ctrl-C reaches the driver alone, which cancels the child with one SIGINT
+    # (two could cut short the interrupted record the first one is writing).
+    os.setpgrp()
+    result = run_one(job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=threads)
+    write_json_atomic(result_path, result)
+
+
+class RayEngine:
+    """Each run a Ray task asking for `gpus` (fractions share a GPU) and `cpus`; Ray places them on the cluster.
+
+    With an `address` it joins that cluster; else it starts a local Ray for the sweep (or uses the one this process
+    already started) and shuts down only what it started.
+    """
+
+    name = "ray"
+
+    def __init__(self, *, address: str | None, gpus: float | None, cpus: float) -> None:
+        self._ray = require("ray", "ray", "ray")
+        self.address, self.gpus, self.cpus = address, gpus, cpus  # gpus None: 1 where the cluster has GPUs, else 0
+        self._started = False
+        self._remote = None
+
+    def describe(self) -> str:
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray on this machine"
+        gpus = "1 GPU (0 where the cluster has none)" if self.gpus is None else f"{self.gpus:g} GPU"
+        return f"ray: one task per run on {where}, each asking for {gpus} and {self.cpus:g} CPU"
+
+    def start(self) -> None:
+        ray = self._ray
+        if not ray.is_initialized():
+            options = {"address": self.address} if self.address else {"include_dashboard": False}
+            ray.init(**options, log_to_driver=False, logging_level=logging.WARNING)
+            self._started = True
+        have = ray.cluster_resources().get("GPU", 0)
+        if self.gpus is None:
+            self.gpus = 1.0 if have else 0.0
+        if self.gpus > have:
+            self.close()
+            raise HGBenchError(
+                f"--gpus-per-run {self.gpus:g}: the Ray cluster has {have:g} GPUs, so no run could start; "
+                "use --gpus-per-run 0 with --device cpu"
+            )
+        # max_retries=0: retries are the sweep's (--retries), counted and resumed from the checkpoint.
+        self._remote = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=0)(run_one)
+
+    def submit(self, jobs: Sequence[Job]) -> list[Any]:
+        return [
+            self._remote.options(name=job.name).remote(
+                job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=max(1, int(self.cpus))
+            )
+            for job in jobs
+        ]
+
+    def poll(self, handle: Any) -> Ended | None:
+        ray = self._ray
+        ready, _ = ray.wait([handle], timeout=0)
+        if not ready:
+            return None
+        try:
+            return Ended(ray.get(handle))
+        except ray.exceptions.RayError as exc:  # the worker or its node died, the task was cancelled, ...
+            return Ended(None, f"{type(exc).__name__}: {_last_line(exc)}")
+
+    def cancel(self, handle: Any) -> None:
+        self._ray.cancel(handle)  # KeyboardInterrupt in the task: the runner marks its record interrupted
+
+    def close(self) -> None:
+        if self._started:
+            self._ray.shutdown()
+
+
+class SubmititEngine:
+    """Each run a Slurm job through submitit (`local`: submitit's local executor, the same path without a cluster).
+
+    The first submission goes out as one Slurm job array, so `array_parallelism` caps how many run at once. A job that
+    times out or is preempted is requeued by submitit itself (`RequeuedRun`) and resumes from its checkpoint.
+    """
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        *,
+        folder: Path,
+        local: bool,
+        partition: str | None,
+        time_min: int,
+        gpus: int,
+        cpus: int,
+        array_parallelism: int,
+    ) -> None:
+        self._submitit = require("submitit", "slurm", "slurm")
+        self.folder, self.local = folder, local
+        self.partition, self.time_min, self.gpus, self.cpus = partition, time_min, gpus, cpus
+        self.array_parallelism = array_parallelism
+        self.executor = None
+
+    def start(self) -> None:
+        if not self.local and shutil.which("sbatch") is None:  # else submitit would quietly run the jobs here
+            raise HGBenchError(
+                "--engine slurm: no Slurm on this machine (sbatch not found); start the sweep on the cluster's login "
+                "node, or add --slurm-local to run the jobs here"
+            )
+        self.executor = self._submitit.AutoExecutor(folder=self.folder, cluster="local" if self.local else "slurm")
+        params: dict[str, Any] = {
+            "name": "hgbench-sweep",
+            "timeout_min": self.time_min,
+            "gpus_per_node": self.gpus,
+            "cpus_per_task": self.cpus,
+        }
+        if not self.local:
+            params["slurm_array_parallelism"] = self.array_parallelism
+            if self.partition:
+                params["slurm_partition"] = self.partition
+        self.executor.update_parameters(**params)
+
+    def describe(self) -> str:
+        where = "submitit's local executor on this machine" if self.local else "Slurm"
+        partition = f" on partition {self.partition}" if self.partition and not self.local else ""
+        return (
+            f"slurm: one job per run through {where}{partition}, each asking for {self.gpus} GPU, {self.cpus} CPU "
+            f"and {self.time_min} min; submitit's files in {self.folder}"
+        )
+
+    def submit(self, jobs: Sequence[Job]) -> list[Any]:
+        def one(job: Job) -> Any:
+            return self.executor.submit(
+                RequeuedRun(), job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=self.cpus
+            )
+
+        if len(jobs) < 2:
+            return [one(job) for job in jobs]
+        with self.executor.batch():  # one job array
+            delayed = [one(job) for job in jobs]
+        return delayed
+
+    def poll(self, handle: Any) -> Ended | None:
+        if not handle.done():
+            return None
+        try:
+            return Ended(handle.result())
+        except self._submitit.core.utils.UncompletedJobError as exc:  # killed, timed out, preempted, crashed
+            return Ended(None, f"{type(exc).__name__}: {_last_line(exc)}")
+
+    def cancel(self, handle: Any) -> None:
+        handle.cancel(check=False)  # scancel (SIGINT locally): the runner marks its record interrupted
+
+    def close(self) -> None:
+        pass
+
+
+class RequeuedRun:
+    """`run_one` as submitit calls it: checkpointable, so on a Slurm timeout or preemption submitit requeues the same
+    call (up to its limit) and the worker resumes the run from its last epoch's checkpoint."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return run_one(*args, **kwargs)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, *args, **kwargs)
+
+
+def _last_line(exc: BaseException) -> str:
+    """The last non-empty line of an exception's text (remote errors carry the whole remote traceback)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

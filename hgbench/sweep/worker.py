@@ -1,0 +1,85 @@
+"""What every engine runs for one run of a sweep: `run_one`, a plain top-level function (picklable for Ray, submitit).
+
+It is `hgbench run` for one config: it skips a run this machine already finished, continues an interrupted one from
+its checkpoint, and writes the record atomically into the config's results folder, exactly as `hgbench run` does. It
+returns a small summary (a dict of plain values) rather than raising, so that a run failing on its own terms (NaN
+loss, bad data) reads as "failed" on every engine, while a worker that dies returns nothing at all (a retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+# Test seam: when set to a path that does not exist yet, the worker creates it, stops after its first epoch's
+# checkpoint and exits the process at once (os._exit), as a killed worker would; a retry finds the marker and runs on.
+DIE_ONCE_ENV = "HGBENCH_SWEEP_TEST_DIE_ONCE"
+
+
+def run_one(
+    config: dict[str, Any], *, keep_checkpoint: bool, log_path: str | None = None, threads: int | None = None
+) -> dict[str, Any]:
+    """Run (or resume, or skip) the run `config` describes; its outcome as plain values.
+
+    Args:
+        config: a `RunConfig.to_dict()`.
+        keep_checkpoint: keep the checkpoint once the run finished.
+        log_path: append the run's own output (one line per epoch) here instead of the worker's stdout.
+        threads: the CPU threads torch may use (the CPUs the engine gave the job; None: torch's default, every core).
+
+    Returns:
+        ``{"status": finished | skipped | failed | interrupted, "record": path or None, "reason": one line or None}``;
+        interrupted means the worker was stopped (Ctrl-C, a scheduler's SIGTERM, a cancel) after writing its record.
+    """
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)  # side by side, runs that each take every core only fight over them
+    if log_path is None:
+        return _run(config, keep_checkpoint=keep_checkpoint)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log:  # noqa: PTH123
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            return _run(config, keep_checkpoint=keep_checkpoint)
+
+
+def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
+    from hgbench import results as store
+    from hgbench.config import RunConfig
+    from hgbench.environment import collect_environment, machine_id
+    from hgbench.errors import HGBenchError, one_line
+    from hgbench.plan import planned_identity, resolve_device
+    from hgbench.runner import run
+
+    try:
+        cfg = RunConfig(**config)
+        machine = machine_id(collect_environment(resolve_device(cfg.device)))
+        done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
+        if done is not None:
+            return {"status": "skipped", "record": str(done), "reason": "already finished with this config"}
+        stop = _die_once_epoch()
+        outcome = run(cfg, resume=True, quiet=True, keep_checkpoint=keep_checkpoint, stop_after_epoch=stop)
+        if stop is not None and outcome.status == "interrupted":
+            sys.stdout.flush()
+            os._exit(137)
+    except KeyboardInterrupt as exc:
+        return {"status": "interrupted", "record": None, "reason": f"stopped ({one_line(exc) or 'Ctrl-C'})"}
+    except HGBenchError as exc:
+        return {"status": "failed", "record": None, "reason": one_line(exc)}
+    except Exception as exc:  # a bug: still this run's failure, not the sweep's; the log keeps the traceback
+        traceback.print_exc()
+        return {"status": "failed", "record": None, "reason": f"{type(exc).__name__}: {one_line(exc)}"}
+    path = str(outcome.record_path) if outcome.record_path is not None else None
+    return {"status": outcome.status, "record": path, "reason": None}
+
+
+def _die_once_epoch() -> int | None:
+    marker = os.environ.get(DIE_ONCE_ENV)
+    if not marker or Path(marker).exists():
+        return None
+    Path(marker).touch()
+    return 1

@@ -1,0 +1,285 @@
+"""`hgbench sweep`: plan files, engine errors, dry runs, the driver's retries and Ctrl-C (with a fake engine), and the
+local engine end to end (a run going NaN, a worker dying mid-run); Ray and submitit are in test_sweep_engines.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hgbench import cli
+from hgbench.config import RunConfig
+from hgbench.errors import HGBenchError
+from hgbench.sweep import driver
+from hgbench.sweep.engines import Ended, Job, SubmititEngine
+from hgbench.sweep.worker import DIE_ONCE_ENV
+
+
+def sweep_argv(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
+    """`hgbench sweep` at the size of conftest's `tiny_config`: hg1 at 64 px on 8 + 6 synthetic people, 1 epoch."""
+    return [
+        "sweep",
+        *("--device", "cpu", "--workers", "0", "--data-dir", str(data_dir)),
+        *("--epochs", "1", "--batch", "4", "--test-batch", "4", "--input-res", "64"),
+        *("--limit-train", "8", "--limit-val", "6", "--no-flip-test"),
+        *("--out", str(tmp_path / "results"), "--checkpoint-dir", str(tmp_path / "runs")),
+        *extra,
+    ]
+
+
+def records(tmp_path: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((tmp_path / "results").rglob("*.json"))]
+
+
+def write_plan(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return path
+
+
+# --- the runs a sweep plans --------------------------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_grid_and_what_it_asks_for_and_runs_nothing(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = sweep_argv(tmp_path, synthetic_root, "--cases", "1,hg1", "--seeds", "0,1", "--dry-run")
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 4 runs, 4 to run; local: one run at a time" in out
+    for label in ("case 1 seed 0", "case 1 seed 1", "hg1 seed 0", "hg1 seed 1"):
+        assert f"] {label}: 1 epochs, input 64, batch 4" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_plan_file_gives_each_run_its_own_settings_over_the_defaults(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plan = write_plan(
+        tmp_path,
+        "[defaults]\nlr = 0.001\nepochs = 3\n\n[[run]]\ncase = 3\nseed = 2\n\n"
+        '[[run]]\ncase = "3"\nas_built = true\nlr = 0.002\n',
+    )
+    # A flag on the command line applies to every run and overrides [defaults]; a run's own setting wins over both.
+    argv = sweep_argv(tmp_path, synthetic_root, "--plan", str(plan), "--dry-run")
+    argv[argv.index("--epochs") + 1] = "2"
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "case 3 seed 2: 2 epochs, input 64, batch 4, lr 0.001," in out
+    assert "case 3 (as built) seed 0: 2 epochs, input 64, batch 4, lr 0.002," in out
+
+
+def test_the_readme_plan_example_reads(tmp_path: Path) -> None:
+    from hgbench.commands.sweep import run_options
+    from hgbench.sweep.plan import read_plan
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    defaults, runs = read_plan(write_plan(tmp_path, example), run_options())
+    assert defaults == {"epochs": 50, "data_dir": "/shared/mpii"}
+    assert runs == [{"case": "3", "seed": 0}, {"case": "3", "as_built": True, "lr": 2.5e-4}]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[run]]\ncase = 1\nlearning_rate = 0.1\n", "run 1: unknown key 'learning_rate'; allowed: "),
+        ("[defaults]\nepochs = 'many'\n[[run]]\ncase = 1\n", "defaults: epochs: expected a int, got 'many'"),
+        ("[[run]]\ncase = 1\noptim = 'sgd'\n", "run 1: optim: expected one of adam, rmsprop, got 'sgd'"),
+        ("[[run]]\ncase = 1\n[[run]]\nseed = 1\n", "run 2 has no case"),
+        ("[[runs]]\ncase = 1\n", "unknown table or key 'runs'"),
+        ("[defaults]\nepochs = 2\n", "no runs; add a [[run]] table"),
+        ("[[run]]\ncase = \n", "not valid TOML"),
+        ("[[run]]\ncase = 9\n", "unknown case '9'"),
+    ],
+)
+def test_a_bad_plan_file_is_one_line_naming_the_file_and_key(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    plan = write_plan(tmp_path, text)
+    assert cli.main(sweep_argv(tmp_path, synthetic_root, "--plan", str(plan), "--dry-run")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hgbench: error: ")
+    assert err.count("\n") == 1, err
+    assert message.lower() in err.lower()
+    if "TOML" in message or "key" in message:
+        assert str(plan) in err
+
+
+def test_one_run_listed_twice_is_an_error(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(sweep_argv(tmp_path, synthetic_root, "--cases", "hg1,hg1", "--dry-run")) == 2
+    assert "lists one run twice: hg1 seed 0 and hg1 seed 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("engine", "module", "extra"), [("ray", "ray", "ray"), ("slurm", "submitit", "slurm")])
+def test_an_engine_whose_package_is_missing_says_what_to_install(
+    tmp_path: Path,
+    synthetic_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    engine: str,
+    module: str,
+    extra: str,
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    argv = sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--engine", engine, "--dry-run")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert (
+        err == f"hgbench: error: --engine {engine} needs the {module} package, which is not installed: "
+        f"pip install 'hgbench[{extra}]'\n"
+    )
+
+
+def test_a_flag_of_another_engine_is_refused(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--slurm-partition", "gpu"))
+    assert "--slurm-partition is for --engine slurm" in capsys.readouterr().err
+
+
+def _fake_slurm(folder: Path) -> Path:
+    """`sbatch` (keeps the script it is given, answers a job id) and `srun` stand-ins: submitit needs both on PATH."""
+    folder.mkdir()
+    (folder / "sbatch").write_text(
+        '#!/bin/sh\ncp "$1" "$(dirname "$0")/submitted.sh"\necho "Submitted batch job 4242"\n'
+    )
+    (folder / "srun").write_text("#!/bin/sh\nexit 0\n")
+    for tool in ("sbatch", "srun"):
+        (folder / tool).chmod(0o755)
+    return folder
+
+
+def test_slurm_jobs_go_out_as_one_array_asking_for_the_resources_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("submitit")
+    slurm = _fake_slurm(tmp_path / "bin")
+    engine = SubmititEngine(
+        folder=tmp_path / "submitit", local=False, partition="gpu", time_min=600, gpus=1, cpus=4, array_parallelism=3
+    )
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch: an error, never a quiet run on this machine
+    with pytest.raises(HGBenchError, match="no Slurm on this machine .* add --slurm-local"):
+        engine.start()
+    monkeypatch.setenv("PATH", f"{slurm}{os.pathsep}{path}")
+    engine.start()
+    handles = engine.submit([Job(f"run{i}", {}, True, None) for i in range(4)])
+    assert [h.job_id for h in handles] == ["4242_0", "4242_1", "4242_2", "4242_3"]
+    script = (slurm / "submitted.sh").read_text()
+    for line in ("array=0-3%3", "partition=gpu", "time=600", "gpus-per-node=1", "cpus-per-task=4", "job-name=hgbench"):
+        assert f"#SBATCH --{line}" in script
+
+
+# --- the driver, with a fake engine ------------------------------------------------------------------------------
+
+
+class FakeEngine:
+    """Ends each submission with the next scripted outcome of its run; records what was submitted and cancelled."""
+
+    name = "fake"
+
+    def __init__(self, script: dict[str, list[Ended | None]]) -> None:
+        self.script = script
+        self.submitted: list[str] = []
+        self.cancelled: list[str] = []
+
+    def submit(self, jobs: list[Any]) -> list[Any]:
+        self.submitted += [job.name for job in jobs]
+        return [job.name for job in jobs]
+
+    def poll(self, handle: str) -> Ended | None:
+        step = self.script[handle].pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    def cancel(self, handle: str) -> None:
+        self.cancelled.append(handle)
+
+
+class Notes:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def changed(self, run: driver.SweepRun, note: str | None = None) -> None:
+        self.lines.append(f"{run.label}: {note or run.status}")
+
+
+def fake_runs(*seeds: int) -> list[driver.SweepRun]:
+    return [driver.SweepRun(RunConfig(case="hg1", seed=s), identity=None, keep_checkpoint=True) for s in seeds]
+
+
+def finished(record: str) -> Ended:
+    return Ended({"status": "finished", "record": record, "reason": None})
+
+
+def test_a_dead_worker_is_retried_and_a_failed_run_is_not() -> None:
+    runs = fake_runs(0, 1, 2)
+    engine = FakeEngine(
+        {
+            "hg1-seed-0": [None, Ended(None, "exit code -9"), finished("a.json")],
+            "hg1-seed-1": [Ended({"status": "failed", "record": None, "reason": "loss is NaN at epoch 1"})],
+            "hg1-seed-2": [Ended(None, "exit code -9"), Ended(None, "exit code -9")],
+        }
+    )
+    notes = Notes()
+    assert driver.drive(runs, engine, retries=1, view=notes, poll_s=0) is False
+    assert [r.status for r in runs] == ["finished", "failed", "failed"]
+    assert engine.submitted.count("hg1-seed-0") == 2
+    assert runs[0].record == "a.json"
+    assert engine.submitted.count("hg1-seed-1") == 1  # failed on its own terms: not retried
+    assert runs[1].reason == "loss is NaN at epoch 1"
+    assert runs[2].reason == "worker died (exit code -9); no retries left (--retries 1)"
+    assert "hg1 seed 0: worker died (exit code -9); retry 1 of 1, from its checkpoint" in notes.lines
+
+
+def test_ctrl_c_cancels_every_run_not_ended_and_keeps_the_ended() -> None:
+    runs = fake_runs(0, 1, 2)
+    engine = FakeEngine(
+        {
+            "hg1-seed-0": [finished("a.json")],
+            "hg1-seed-1": [None, finished("b.json")],  # ends while the cancel waits
+            "hg1-seed-2": [KeyboardInterrupt(), Ended({"status": "interrupted", "record": None, "reason": "Ctrl-C"})],
+        }
+    )
+    assert driver.drive(runs, engine, retries=1, view=Notes(), poll_s=0) is True
+    assert engine.cancelled == ["hg1-seed-1", "hg1-seed-2"]
+    # Seed 1 finished before the cancel reached it; seed 2's worker stopped (its record says interrupted).
+    assert [r.status for r in runs] == ["finished", "finished", "cancelled"]
+    assert runs[1].record == "b.json"
+    assert runs[2].reason == "cancelled by Ctrl-C; the same sweep again resumes it"
+
+
+# --- the local engine end to end ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_local_sweep_retries_a_killed_worker_and_reports_a_nan_run_failed(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run 1's worker dies after its first epoch (its process exits at once); run 2's loss goes NaN. The sweep runs
+    run 2 and resumes run 1 from its checkpoint to a true finished record, and exits non-zero naming run 2."""
+    plan = write_plan(tmp_path, "[[run]]\ncase = 'hg1'\nepochs = 2\n\n[[run]]\ncase = 'hg1'\nseed = 1\nlr = 1e12\n")
+    monkeypatch.setenv(DIE_ONCE_ENV, str(tmp_path / "died-once"))
+    assert cli.main(sweep_argv(tmp_path, synthetic_root, "--plan", str(plan), "--cpus-per-run", "1")) == 1
+    out, err = capsys.readouterr()
+    assert (tmp_path / "died-once").exists()
+    assert "hg1 seed 0: worker died (worker process exited with code 137); retry 1 of 1" in out
+    assert "hgbench: sweep of 2 runs: 1 finished, 1 failed" in out
+    assert err.strip().endswith("1 of 2 runs failed: hg1 seed 1")
+    assert "Traceback" not in out + err
+    by_seed = {r["config"]["seed"]: r for r in records(tmp_path)}
+    assert len(by_seed) == 2
+    resumed = by_seed[0]
+    assert resumed["status"] == "finished"
+    assert [e["epoch"] for e in resumed["results"]["epochs"]] == [1, 2]
+    assert by_seed[1]["status"] == "failed"
+    assert "NaN" in by_seed[1]["status_reason"] or "nan" in by_seed[1]["status_reason"].lower()
