@@ -78,7 +78,8 @@ def test_the_readme_plan_example_reads(tmp_path: Path) -> None:
     from hgbench.sweep.plan import read_plan
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    blocks = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:]]
+    example = next(block for block in blocks if "[[run]]" in block)  # README's other TOML is a variant file
     defaults, runs = read_plan(write_plan(tmp_path, example), run_options())
     assert defaults == {"epochs": 50, "data_dir": "/shared/mpii"}
     assert runs == [{"case": "3", "seed": 0}, {"case": "3", "as_built": True, "lr": 2.5e-4}]
@@ -88,7 +89,7 @@ def test_the_readme_plan_example_reads(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("[[run]]\ncase = 1\nlearning_rate = 0.1\n", "run 1: unknown key 'learning_rate'; allowed: "),
-        ("[defaults]\nepochs = 'many'\n[[run]]\ncase = 1\n", "defaults: epochs: expected a int, got 'many'"),
+        ("[defaults]\nepochs = 'many'\n[[run]]\ncase = 1\n", "defaults: epochs: expected an integer, got 'many'"),
         ("[[run]]\ncase = 1\noptim = 'sgd'\n", "run 1: optim: expected one of adam, rmsprop, got 'sgd'"),
         ("[[run]]\ncase = 1\n[[run]]\nseed = 1\n", "run 2 has no case"),
         ("[[runs]]\ncase = 1\n", "unknown table or key 'runs'"),

@@ -35,6 +35,10 @@ from hgbench.errors import HGBenchError
 FORMS: dict[str, tuple[bool, ...]] = {"no": (False,), "yes": (True,), "both": (False, True)}  # --as-built
 
 
+# How an error names what a setting accepts.
+_KIND_WORDS: dict[type, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 @dataclass(frozen=True)
 class Option:
     """What a run setting accepts: its type and, for some, the values allowed."""
@@ -51,7 +55,7 @@ class Option:
         else:
             ok = isinstance(value, self.kind)
         if not ok:
-            return f"expected {'true or false' if self.kind is bool else f'a {self.kind.__name__}'}, got {value!r}"
+            return f"expected {_KIND_WORDS[self.kind]}, got {value!r}"
         if self.choices is not None and value not in self.choices:
             return f"expected one of {', '.join(self.choices)}, got {value!r}"
         return None
