@@ -152,6 +152,7 @@ def new_record(
             "heatmap_acc": None,
             "inference": None,
             "peak_memory_mib": None,
+            "peak_host_memory_mib": None,
             "telemetry": None,
         },
     }

@@ -36,6 +36,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "loss",
         "timing",
         "environment",
+        "host_memory",
         "nvml",
         "speed_modes",
         "sampling",
