@@ -28,6 +28,7 @@ may still arrive as CPU tensors, which `heatmap_acc_from_counts` accepts.
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -254,7 +255,7 @@ def evaluate_pckh(pred: np.ndarray, gt: GroundTruth, *, interval: bool = True) -
         per_joint_at_0_1=at_01,
         person_scored=scored,
         person_correct=correct,
-        ci95=pckh_mean_interval(scored, correct) if interval else None,
+        ci95=pckh_mean_interval([(scored, correct)]) if interval else None,
     )
 
 
@@ -279,15 +280,40 @@ def pckh_mean_of_sums(correct: np.ndarray, scored: np.ndarray) -> np.ndarray:
         return np.where((n > 0).any(-1), pct.sum(-1) / (n > 0).sum(-1), np.nan)
 
 
-def _resampled_means(scored: np.ndarray, correct: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """[B] Mean of each resample given [B, N] draw counts of the N people."""
+People = tuple[np.ndarray, np.ndarray]  # (scored, correct): [N, 16] bool masks of one run's validation people
+
+
+def _check_same_people(runs: Sequence[People]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The runs' masks as bool arrays, checking that all scored the same people (same joints annotated).
+
+    Raises:
+        HGBenchError: no run, or runs that scored different people (counts or annotated joints differ).
+    """
+    if not runs:
+        raise HGBenchError("no run's per-person PCKh to resample")
+    scored = [np.asarray(s, dtype=bool) for s, _ in runs]
+    correct = [np.asarray(c, dtype=bool) for _, c in runs]
+    if any(s.shape != scored[0].shape or not np.array_equal(s, scored[0]) for s in scored[1:]):
+        sizes = sorted({s.shape[0] for s in scored})
+        raise HGBenchError(
+            f"the runs scored different validation people ({' vs '.join(map(str, sizes))} people, or other "
+            "annotated joints); resampling people needs the same people in every run"
+        )
+    return scored, correct
+
+
+def _resampled_means(scored: Sequence[np.ndarray], correct: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """[B] the runs' average Mean in each resample, given [B, N] draw counts of the N people shared by the runs."""
     w = np.asarray(weights, np.float64)  # float: BLAS (counts stay exact integers far beyond any split size)
-    return pckh_mean_of_sums(w @ np.asarray(correct, np.float64), w @ np.asarray(scored, np.float64))
+    means = [
+        pckh_mean_of_sums(w @ c.astype(np.float64), w @ s.astype(np.float64))
+        for s, c in zip(scored, correct, strict=True)
+    ]
+    return np.mean(means, axis=0)
 
 
 def pckh_mean_interval(
-    scored: np.ndarray,
-    correct: np.ndarray,
+    runs: Sequence[People],
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
@@ -296,26 +322,30 @@ def pckh_mean_interval(
     """Percentile bootstrap interval of the PCKh Mean over validation people (resampled with replacement).
 
     People, not joints, are resampled: the joints of one person are scored on one image and are not independent.
-    Fixed seed, so the interval is a pure function of the per-person masks.
+    With several runs of the same people (seeds of one setting) each resample draws the same people for every run
+    and takes the runs' average Mean: the interval of the seed-averaged Mean that comes from which people were
+    scored, not the spread between seeds. The seed is fixed, so the interval is a pure function of the masks.
 
     Args:
-        scored: [N, 16] bool, joints annotated per person.
-        correct: [N, 16] bool, joints correct at PCKh@0.5 per person.
+        runs: (scored, correct) [N, 16] bool masks per run: joints annotated, joints correct at PCKh@0.5.
 
     Returns:
-        (low, high) in %, or None for no people.
+        (low, high) in %, or None when there are no people.
+
+    Raises:
+        HGBenchError: the runs scored different people.
     """
-    scored = np.asarray(scored, dtype=bool)
-    if scored.shape[0] == 0:
+    scored, correct = _check_same_people(runs)
+    if scored[0].shape[0] == 0:
         return None
-    weights = bootstrap_weights(scored.shape[0], resamples=resamples, seed=seed)
+    weights = bootstrap_weights(scored[0].shape[0], resamples=resamples, seed=seed)
     return percentile_interval(_resampled_means(scored, correct, weights), level)
 
 
 class PairedBootstrap(NamedTuple):
-    """The PCKh Mean of run A minus run B on the same people, with its bootstrap interval and p-value."""
+    """The PCKh Mean of side B minus side A on the same people, with its bootstrap interval and p-value."""
 
-    diff: float  # observed A - B, percentage points
+    diff: float  # observed B - A, percentage points (each side's Mean averaged over its runs)
     ci95: tuple[float, float] | None  # percentile interval of the resampled differences
     p_value: float | None  # two-sided (`hgbench.stats.bootstrap_p_value`)
     resamples: int
@@ -323,36 +353,37 @@ class PairedBootstrap(NamedTuple):
 
 
 def paired_pckh_bootstrap(
-    a: tuple[np.ndarray, np.ndarray],
-    b: tuple[np.ndarray, np.ndarray],
+    a: Sequence[People],
+    b: Sequence[People],
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     level: float = BOOTSTRAP_LEVEL,
 ) -> PairedBootstrap:
-    """Paired bootstrap of the Mean's difference: each resample draws the same people for both runs.
+    """Paired bootstrap of the Mean's difference B - A: each resample draws the same people for every run of both.
 
-    Pairing removes the person-to-person spread both runs share (hard people are hard for both), so one seed per
-    arm can show a difference a test over seeds needs many runs for.
+    Pairing removes the person-to-person spread both sides share (hard people are hard for both), so one seed per
+    side can show a difference that a test over seeds needs many runs for. It says nothing about seed-to-seed
+    variation: with one seed a side, a difference is between two trained networks, not two settings.
 
     Args:
-        a, b: (scored, correct) [N, 16] bool masks of the same N people in the same order.
+        a, b: (scored, correct) [N, 16] bool masks per run, the same N people in the same order in every run.
 
     Raises:
-        HGBenchError: the two runs scored different numbers of people or different joints (not the same people).
+        HGBenchError: a side has no run, or the runs scored different people.
     """
-    (sa, ca), (sb, cb) = (tuple(np.asarray(m, dtype=bool) for m in pair) for pair in (a, b))
-    if sa.shape != sb.shape or not np.array_equal(sa, sb):
-        raise HGBenchError(
-            f"the runs scored different people ({sa.shape[0]} vs {sb.shape[0]}, or other annotated joints); "
-            "a paired bootstrap needs the same validation people"
-        )
-    weights = bootstrap_weights(sa.shape[0], resamples=resamples, seed=seed)
-    diffs = _resampled_means(sa, ca, weights) - _resampled_means(sb, cb, weights)
-    observed = float(pckh_mean_of_sums(ca.sum(0), sa.sum(0)) - pckh_mean_of_sums(cb.sum(0), sb.sum(0)))
-    return PairedBootstrap(
-        observed, percentile_interval(diffs, level), bootstrap_p_value(diffs), resamples, sa.shape[0]
+    if not a or not b:
+        raise HGBenchError("a paired bootstrap needs per-person PCKh of at least one run a side")
+    scored, correct = _check_same_people([*a, *b])
+    n = scored[0].shape[0]
+    weights = bootstrap_weights(n, resamples=resamples, seed=seed)
+    k = len(a)
+    diffs = _resampled_means(scored[k:], correct[k:], weights) - _resampled_means(scored[:k], correct[:k], weights)
+    ones = np.ones((1, n))
+    observed = float(
+        (_resampled_means(scored[k:], correct[k:], ones) - _resampled_means(scored[:k], correct[:k], ones))[0]
     )
+    return PairedBootstrap(observed, percentile_interval(diffs, level), bootstrap_p_value(diffs), resamples, n)
 
 
 # Per-person masks in the record: one 16-bit mask per person, bit j = MPII joint j (`JOINT_NAMES`), as little-endian
