@@ -14,6 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -40,6 +41,7 @@ class RunPlan:
     val_ds: object  # MPIIDataset, validation split
     dataset: dict  # the record's ``dataset`` section
     identity: str  # `hgbench.config.run_identity`: resume and the sweep's skip agree on it
+    fast_mode: dict | None = None  # with --fast: the mode chosen and how (`hgbench.mode_probe.FastChoice`)
 
     @property
     def stem(self) -> str:
@@ -64,8 +66,8 @@ class RunPlan:
 def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     """Resolve `config` for this process: device, settings, checks, datasets and identity (raises HGBenchError)."""
     device = resolve_device(config.device, ctx)
-    config = resolve_config(replace(config, world_size=ctx.world_size), device)
-    validate_config(config, spec, ctx)
+    validate_config(replace(config, decode="workers" if config.decode == "auto" else config.decode), spec, ctx)
+    config, fast = resolve_fast(replace(config, world_size=ctx.world_size), device, spec)
     if ctx.is_main:
         check_output_dir(Path(config.out))
         check_output_dir(Path(config.checkpoint_dir))
@@ -77,7 +79,7 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
         )
     dataset = dataset_info(train_ds, val_ds)
     identity = _identity(config, spec, dataset["fingerprint"])
-    return RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity)
+    return RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None)
 
 
 def planned_identity(config: RunConfig) -> str:
@@ -88,7 +90,7 @@ def planned_identity(config: RunConfig) -> str:
     """
     spec = get_spec(config.case, as_built=config.as_built)
     device = resolve_device(config.device)
-    config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device)
+    config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device, spec)
     train_ds, val_ds = _datasets(config)
     return _identity(config, spec, dataset_info(train_ds, val_ds)["fingerprint"])
 
@@ -137,19 +139,36 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
     return dev
 
 
-def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
-    """The settings a run on `device` actually uses, as its record stores them.
+def resolve_config(config: RunConfig, device: torch.device, spec: CaseSpec | None = None) -> RunConfig:
+    """The settings a run on `device` actually uses, as its record stores them (`resolve_fast` without the choice)."""
+    return resolve_fast(config, device, spec)[0]
 
-    `--fast` turns on the best mode for the device (hgbench.speed_modes.best_mode); ``decode="auto"`` becomes the fast
+
+def resolve_fast(config: RunConfig, device: torch.device, spec: CaseSpec | None = None) -> tuple[RunConfig, Any]:
+    """The settings a run on `device` actually uses, and with `--fast` how its mode was chosen.
+
+    `--fast` turns on the fastest mode for the device and this case (`hgbench.mode_probe.choose_fast_mode`: on a
+    CPU measured by a short cached probe, on CUDA the fast path's fixed settings); ``decode="auto"`` becomes the fast
     mode's choice with `--fast` and "workers" (the study's pipeline) without. An explicit ``--decode`` is kept.
+
+    Returns:
+        The resolved config and the `FastChoice` (None without `--fast`).
     """
     if not config.fast:
-        return replace(config, decode="workers") if config.decode == "auto" else config
-    from hgbench.speed_modes import best_mode
+        return (replace(config, decode="workers") if config.decode == "auto" else config), None
+    from hgbench.mode_probe import choose_fast_mode
 
-    mode = best_mode(device)
+    spec = spec or get_spec(config.case, as_built=config.as_built)
+    choice = choose_fast_mode(
+        device,
+        spec,
+        batch=config.batch_size // max(1, config.world_size),
+        input_res=config.input_res,
+        world_size=config.world_size,
+    )
+    mode = choice.settings
     config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
-    return replace(config, decode=mode["decode"]) if config.decode == "auto" else config
+    return (replace(config, decode=mode["decode"]) if config.decode == "auto" else config), choice
 
 
 def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None:

@@ -131,6 +131,7 @@ def new_record(
     dataset: dict,
     model: dict,
     checkpoint: str | None = None,
+    fast_mode: dict | None = None,
 ) -> dict:
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""
     now = utc_now()
@@ -148,6 +149,7 @@ def new_record(
         "commit_info": commit_info,
         "spec": spec,
         "config": config,
+        "fast_mode": fast_mode,  # --fast only: the mode chosen, how (measured / cached / rule) and the probe's figures
         "dataset": dataset,
         "model": model,
         "results": {

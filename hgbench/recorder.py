@@ -50,6 +50,7 @@ class Recorder:
                     dataset=plan.dataset,
                     model=model,
                     checkpoint=str(plan.last_path),
+                    fast_mode=plan.fast_mode,
                 )
                 if resumed is not None:
                     record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]

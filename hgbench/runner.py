@@ -38,6 +38,7 @@ from hgbench.errors import HGBenchError, RunFailed
 from hgbench.host_memory import peak_host_memory_mib
 from hgbench.inference import predict, timed_passes
 from hgbench.metrics import evaluate_pckh
+from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
 from hgbench.nvml import NvmlSampler
 from hgbench.plan import RunPlan, make_plan, resolve_device
@@ -289,6 +290,8 @@ def _run(
         "gflops_input_res": cost.input_res,
     }
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
+    if say and plan.fast_mode:
+        print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
     state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
     loaders = _loaders(plan)
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)

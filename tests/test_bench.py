@@ -72,8 +72,11 @@ def test_mode_labels() -> None:
     assert ModeSettings(True, True, True, True).label() == "channels_last+bf16+cudagraphs"
 
 
-def test_best_mode_on_cpu_is_channels_last_only() -> None:
-    assert best_mode("cpu") == {"channels_last": True, "amp": False, "compile": False, "decode": "workers"}
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_best_mode_rule_on_cpu_adds_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
+    # The rule --fast falls back on where it does not measure (hgbench.mode_probe measures on the CPU).
+    monkeypatch.setattr(speed_modes, "cpu_has_native_bf16", lambda: native_bf16)
+    assert best_mode("cpu") == {"channels_last": True, "amp": native_bf16, "compile": False, "decode": "workers"}
 
 
 def test_best_mode_cuda(cuda_device: torch.device) -> None:

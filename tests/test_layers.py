@@ -39,6 +39,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "host_memory",
         "nvml",
         "speed_modes",
+        "workload",
+        "mode_probe",
         "sampling",
         "distributed",
         "training",
