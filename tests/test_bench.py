@@ -308,3 +308,18 @@ def test_bench_table_reads_in_full_at_120_columns() -> None:
     assert "1234.567" in text
     assert "channels_last" in text
     assert any("x" * 200 in n for n in notes)  # a failure's reason goes below the table, whole
+
+
+def test_bench_table_prints_in_full_on_a_120_column_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hgbench.commands.bench import print_table
+
+    monkeypatch.setenv("COLUMNS", "120")
+    print_table(_widest_record())
+    out = capsys.readouterr().out
+    assert "…" not in out
+    header = next(line for line in out.splitlines() if "ms/step" in line)
+    assert len(header.rstrip()) <= 120
+    for name in ("mode", "settings", "phase", "IQR ms", "images/s", "x eager", "TFLOP/s", "% peak", "peak MiB"):
+        assert name in header
