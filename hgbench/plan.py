@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -25,6 +25,9 @@ from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import DistContext, barrier
 from hgbench.errors import HGBenchError
 from hgbench.groundtruth import GroundTruth
+
+if TYPE_CHECKING:
+    from hgbench.mode_probe import FastChoice
 
 MIN_FREE_BYTES = 64 * 2**20  # below this on the output disk a run refuses to start
 
@@ -144,7 +147,9 @@ def resolve_config(config: RunConfig, device: torch.device, spec: CaseSpec | Non
     return resolve_fast(config, device, spec)[0]
 
 
-def resolve_fast(config: RunConfig, device: torch.device, spec: CaseSpec | None = None) -> tuple[RunConfig, Any]:
+def resolve_fast(
+    config: RunConfig, device: torch.device, spec: CaseSpec | None = None
+) -> tuple[RunConfig, FastChoice | None]:
     """The settings a run on `device` actually uses, and with `--fast` how its mode was chosen.
 
     `--fast` turns on the fastest mode for the device and this case (`hgbench.mode_probe.choose_fast_mode`: on a
