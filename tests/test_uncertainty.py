@@ -292,3 +292,17 @@ def test_compare_says_why_the_paired_bootstrap_is_not_available(b_people, b_chan
     assert why in row["p_note"]
     assert math.isnan(row["p_value"])
     assert math.isnan(row["delta_ci95_low"])
+
+
+def test_frontier_error_bar_is_the_interval_else_the_seed_spread() -> None:
+    from hgbench.report.plot import accuracy_error
+
+    people = masks(90, 0.4)
+    with_interval = comparison_table([with_people("0001_case1_seed0.json", people)])
+    (below,), (above,) = accuracy_error(with_interval)
+    low, high = with_interval.iloc[0][["pckh_mean_ci95_low", "pckh_mean_ci95_high"]]
+    mean = with_interval.iloc[0]["pckh_mean"]
+    assert (below, above) == pytest.approx((mean - low, high - mean))
+    old = comparison_table([with_people(n, None) for n in ("0002_case3_seed0.json", "0003_case3_seed1.json")])
+    (below,), (above,) = accuracy_error(old)
+    assert below == above == pytest.approx(old.iloc[0]["pckh_mean_std"])
