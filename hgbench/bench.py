@@ -32,11 +32,8 @@ from torch import nn
 from hgbench._version import __version__
 from hgbench.atomic_io import next_record_path, write_json_atomic
 from hgbench.cases import CaseSpec
-from hgbench.config import DEFAULT_LR
 from hgbench.environment import collect_commit_info, collect_environment, machine_id
-from hgbench.geometry import heatmap_res
-from hgbench.loss import heatmap_loss
-from hgbench.models import ModelCost, build_model, measure_cost
+from hgbench.models import ModelCost, measure_cost
 from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
     MIN_WARMUP,
     MODES,
@@ -47,9 +44,9 @@ from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes:
     plan_modes,
 )
 from hgbench.timing import peak_memory_mib, reset_peak_memory, time_fn
+from hgbench.workload import LR, Workload, make_workload  # noqa: F401 - Workload, make_workload: bench's interface
 
 SCHEMA = "hgbench.bench/1"
-LR = DEFAULT_LR["adam"]  # the study's Adam learning rate: the optimiser step costs the same as in a real run
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -98,75 +95,6 @@ def _phase_result(
         "pct_conv_peak": None if peak_conv is None else 100.0 * tflops / peak_conv,
         "peak_memory_mib": peak_mem,
     }
-
-
-@dataclass
-class Workload:
-    """One case's model, optimiser and synthetic batch, with the two callables the timers run.
-
-    Call ``model.train()`` before timing `train_step` and ``model.eval()`` before `infer_step` (outside the timed
-    calls: switching modes walks every module).
-    """
-
-    model: nn.Module  # the network, moved to the device in the mode's memory format
-    train_step: Callable[[], None]  # zero_grad, forward (autocast if set), loss over every stack, backward, Adam step
-    infer_step: Callable[[], None]  # forward under no_grad (autocast if set)
-    optimizer: torch.optim.Optimizer  # Adam at the study's learning rate
-
-
-def make_workload(
-    spec: CaseSpec, settings: ModeSettings, *, batch: int, input_res: int, device: str | torch.device, seed: int = 0
-) -> Workload:
-    """Build a case's model and synthetic tensors of the real shapes, and the step callables for one mode.
-
-    The input is ``[batch, 3, input_res, input_res]`` noise; the targets are ``[batch, 16, input_res/4, input_res/4]``
-    heatmaps with about a fifth of the joints weighted 0, as invisible joints are in MPII. Nothing is loaded.
-
-    Args:
-        spec: the case.
-        settings: the mode's settings.
-        batch: images per step.
-        input_res: square input side.
-        device: where to run.
-        seed: for the synthetic tensors and the initial weights.
-    """
-    dev = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    fmt = torch.channels_last if settings.channels_last else torch.contiguous_format
-    model: nn.Module = build_model(spec).to(dev, memory_format=fmt)
-    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
-    hm = heatmap_res(input_res)
-    x = torch.randn(batch, 3, input_res, input_res, generator=gen).to(dev, memory_format=fmt)
-    target = torch.rand(batch, spec.num_joints, hm, hm, generator=gen).to(dev)
-    weight = (torch.rand(batch, spec.num_joints, generator=gen) > 0.2).float().to(dev)  # ~20% joints unseen
-
-    forward: Callable[[torch.Tensor], list[torch.Tensor]] = model
-    if settings.compile:
-        forward = torch.compile(model, mode="reduce-overhead" if settings.cudagraphs else None)  # type: ignore[assignment]
-
-    def autocast() -> contextlib.AbstractContextManager:
-        return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=settings.amp)
-
-    def mark_step() -> None:
-        # CUDA graph trees reuse output memory between replays; marking each step tells them the last one is done.
-        if settings.cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-
-    def train_step() -> None:
-        mark_step()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast():
-            outputs = forward(x)
-        heatmap_loss(outputs, target, weight).backward()
-        optimizer.step()
-
-    def infer_step() -> None:
-        mark_step()
-        with torch.no_grad(), autocast():
-            forward(x)
-
-    return Workload(model, train_step, infer_step, optimizer)
 
 
 def bench_mode(

@@ -15,6 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -27,6 +28,9 @@ from hgbench.errors import HGBenchError
 from hgbench.groundtruth import GroundTruth
 from hgbench.models.weights import Weights, file_sha256, read_weights
 from hgbench.variants import spec_of_config
+
+if TYPE_CHECKING:
+    from hgbench.mode_probe import FastChoice
 
 MIN_FREE_BYTES = 64 * 2**20  # below this on the output disk a run refuses to start
 
@@ -43,6 +47,7 @@ class RunPlan:
     val_ds: object  # MPIIDataset, validation split
     dataset: dict  # the record's ``dataset`` section
     identity: str  # `hgbench.config.run_identity`: resume and the sweep's skip agree on it
+    fast_mode: dict | None = None  # with --fast: the mode chosen and how (`hgbench.mode_probe.FastChoice`)
 
     @property
     def stem(self) -> str:
@@ -86,8 +91,8 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     """Resolve `config` for this process: device, settings, checks, datasets and identity (raises HGBenchError)."""
     device = resolve_device(config.device, ctx)
     fresh_init = config.init_from is not None and config.init_from_sha256 is None  # not a stored run's config
-    config = resolve_config(replace(config, world_size=ctx.world_size), device)
-    validate_config(config, spec, ctx)
+    validate_config(replace(config, decode="workers" if config.decode == "auto" else config.decode), spec, ctx)
+    config, fast = resolve_fast(replace(config, world_size=ctx.world_size), device, spec)
     if ctx.is_main:
         check_output_dir(Path(config.out))
         check_output_dir(Path(config.checkpoint_dir))
@@ -99,7 +104,7 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
         )
     dataset = dataset_info(train_ds, val_ds)
     identity = _identity(config, spec, dataset["fingerprint"])
-    plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity)
+    plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None)
     if fresh_init:
         _ = plan.init_weights  # read now: weights that do not fit the case stop the run before its record exists
     return plan
@@ -113,7 +118,7 @@ def planned_identity(config: RunConfig) -> str:
     """
     spec = spec_of_config(config)
     device = resolve_device(config.device)
-    config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device)
+    config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device, spec)
     train_ds, val_ds = _datasets(config)
     return _identity(config, spec, dataset_info(train_ds, val_ds)["fingerprint"])
 
@@ -162,25 +167,44 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
     return dev
 
 
-def resolve_config(config: RunConfig, device: torch.device) -> RunConfig:
-    """The settings a run on `device` actually uses, as its record stores them.
+def resolve_config(config: RunConfig, device: torch.device, spec: CaseSpec | None = None) -> RunConfig:
+    """The settings a run on `device` actually uses, as its record stores them (`resolve_fast` without the choice)."""
+    return resolve_fast(config, device, spec)[0]
 
-    `--fast` turns on the best mode for the device (hgbench.speed_modes.best_mode); ``decode="auto"`` becomes the fast
+
+def resolve_fast(
+    config: RunConfig, device: torch.device, spec: CaseSpec | None = None
+) -> tuple[RunConfig, FastChoice | None]:
+    """The settings a run on `device` actually uses, and with `--fast` how its mode was chosen.
+
+    `--fast` turns on the fastest mode for the device and this case (`hgbench.mode_probe.choose_fast_mode`: on a
+    CPU measured by a short cached probe, on CUDA the fast path's fixed settings); ``decode="auto"`` becomes the fast
     mode's choice with `--fast` and "workers" (the study's pipeline) without. An explicit ``--decode`` is kept.
     ``--init-from`` weights get their SHA-256 (the run's identity holds the file's content, not its path); a stored
     run's config keeps the one it has.
+
+    Returns:
+        The resolved config and the `FastChoice` (None without `--fast`).
     """
     if config.init_from is not None and config.init_from_sha256 is None:
         if not Path(config.init_from).is_file():
             raise HGBenchError(f"--init-from: weights file not found: {config.init_from}")
         config = replace(config, init_from_sha256=file_sha256(config.init_from))
     if not config.fast:
-        return replace(config, decode="workers") if config.decode == "auto" else config
-    from hgbench.speed_modes import best_mode
+        return (replace(config, decode="workers") if config.decode == "auto" else config), None
+    from hgbench.mode_probe import choose_fast_mode
 
-    mode = best_mode(device)
+    spec = spec or spec_of_config(config)
+    choice = choose_fast_mode(
+        device,
+        spec,
+        batch=config.batch_size // max(1, config.world_size),
+        input_res=config.input_res,
+        world_size=config.world_size,
+    )
+    mode = choice.settings
     config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
-    return replace(config, decode=mode["decode"]) if config.decode == "auto" else config
+    return (replace(config, decode=mode["decode"]) if config.decode == "auto" else config), choice
 
 
 def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None:

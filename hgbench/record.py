@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hgbench._version import __version__
 from hgbench.cases import CaseSpec, case_label
 from hgbench.environment import device_label, machine_id
+from hgbench.errors import HGBenchError
+from hgbench.metrics import person_masks_from_dict
 from hgbench.stats import describe
 
 SCHEMA = "hgbench.run/1"
@@ -70,6 +74,7 @@ NUMERIC_PATHS: tuple[str, ...] = (
     "results.heatmap_acc",
     "results.inference.plain.device_min",
     "results.inference.plain.wall_min",
+    "results.peak_host_memory_mib",
 )
 
 
@@ -127,6 +132,7 @@ def new_record(
     model: dict,
     checkpoint: str | None = None,
     spec_fingerprint: str | None = None,
+    fast_mode: dict | None = None,
 ) -> dict:
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""
     now = utc_now()
@@ -145,6 +151,7 @@ def new_record(
         "spec": spec,
         "spec_fingerprint": spec_fingerprint,  # CaseSpec.fingerprint(): the network, whatever its name or file
         "config": config,
+        "fast_mode": fast_mode,  # --fast only: the mode chosen, how (measured / cached / rule) and the probe's figures
         "dataset": dataset,
         "model": model,
         "results": {
@@ -154,6 +161,7 @@ def new_record(
             "heatmap_acc": None,
             "inference": None,
             "peak_memory_mib": None,
+            "peak_host_memory_mib": None,
             "telemetry": None,
         },
     }
@@ -220,6 +228,13 @@ def validate_record(record: Any) -> list[str]:
         value = record_value(record, p)
         if value is not None and not _is_number(value):
             problems.append(f"{p} is {value!r}, not a number")
+    ci95 = record_value(record, "results.pckh.ci95")
+    if ci95 is not None and not (isinstance(ci95, list) and len(ci95) == 2 and all(map(_is_number, ci95))):
+        problems.append(f"results.pckh.ci95 is {ci95!r}, not [low, high]")
+    try:
+        person_masks_from_dict(record_value(record, "results.pckh.per_person"))
+    except HGBenchError as exc:
+        problems.append(str(exc))
     return problems
 
 
@@ -251,6 +266,7 @@ class RunSummary:
     images_per_s: float | None  # training throughput
     energy_j_per_epoch: float | None  # None without an NVIDIA GPU
     peak_memory_mib: float | None  # torch.cuda.max_memory_allocated
+    peak_host_memory_mib: float | None  # the run process's peak resident memory (hgbench.host_memory); None if old
     epochs_done: int  # epochs with an entry in results.epochs
     dataset: str | None  # dataset.name: synthetic | mpii
     config: dict = field(default_factory=dict)  # every hyperparameter of the run
@@ -260,6 +276,9 @@ class RunSummary:
     hgbench_version: str | None = None  # the code version that measured the run (rows never pool two versions)
     gflops_input_res: int | None = None  # the input side `gflops` was counted at (model.gflops_input_res)
     spec_fingerprint: str | None = None  # the network (spec_fingerprint; recomputed from spec for older records)
+    pckh_ci95: tuple[float, float] | None = None  # results.pckh.ci95: bootstrap interval of pckh_mean over people
+    pckh_people: tuple[np.ndarray, np.ndarray] | None = None  # (scored, correct) [N, 16] bool; None in old records
+    epochs: list[dict] = field(default_factory=list)  # results.epochs: per-epoch losses, PCKh and time split
 
     @property
     def finished(self) -> bool:
@@ -325,6 +344,7 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         images_per_s=_num(record_value(record, "results.train.images_per_s")),
         energy_j_per_epoch=_num(record_value(record, "results.train.energy_j_per_epoch")),
         peak_memory_mib=_num(record_value(record, "results.peak_memory_mib")),
+        peak_host_memory_mib=_num(record_value(record, "results.peak_host_memory_mib")),
         epochs_done=len(epochs) if isinstance(epochs, list) else 0,
         dataset=dataset.get("name"),
         config=dict(config),
@@ -334,7 +354,24 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         hgbench_version=str(record["hgbench_version"]) if record.get("hgbench_version") is not None else None,
         gflops_input_res=_int(record_value(record, "model.gflops_input_res")),
         spec_fingerprint=record.get("spec_fingerprint") or _spec_fingerprint(record.get("spec")),
+        pckh_ci95=_interval(record_value(record, "results.pckh.ci95")),
+        pckh_people=_people(record_value(record, "results.pckh.per_person")),
+        epochs=[dict(e) for e in epochs if isinstance(e, Mapping)] if isinstance(epochs, list) else [],
     )
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    if isinstance(value, list) and len(value) == 2 and all(_num(v) is not None for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _people(value: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """The per-person masks, or None where absent or malformed (`validate_record` reports the latter)."""
+    try:
+        return person_masks_from_dict(value)
+    except HGBenchError:
+        return None
 
 
 def _spec_fingerprint(spec: Any) -> str | None:

@@ -51,6 +51,7 @@ class Recorder:
                     dataset=plan.dataset,
                     model=model,
                     checkpoint=str(plan.last_path),
+                    fast_mode=plan.fast_mode,
                 )
                 if resumed is not None:
                     record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
@@ -86,7 +87,7 @@ class Recorder:
         write_json_atomic(self.path, self.record)
 
     def set_results(self, **results: Any) -> None:
-        """Final figures (``pckh``, ``inference``, ``peak_memory_mib``, ``telemetry``) for the record's results."""
+        """Final figures (``pckh``, ``inference``, ``peak_memory_mib``, ``peak_host_memory_mib``, ``telemetry``)."""
         self.record["results"].update(results)
 
     def finish(self, status: str, reason: str | None, *, keep_checkpoint: bool = True) -> None:

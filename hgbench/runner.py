@@ -35,8 +35,10 @@ from hgbench.distributed import (
 )
 from hgbench.environment import collect_environment
 from hgbench.errors import HGBenchError, RunFailed
+from hgbench.host_memory import peak_host_memory_mib
 from hgbench.inference import predict, timed_passes
 from hgbench.metrics import evaluate_pckh
+from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
 from hgbench.nvml import NvmlSampler
 from hgbench.plan import RunPlan, make_plan, resolve_device
@@ -193,7 +195,8 @@ def _epoch(
     images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
     pckh = None
     if ctx.is_main:
-        pckh = evaluate_pckh(val.predictions, plan.ground_truth.subset(plan.val_ds.indices_of(val.index))).mean
+        gt = plan.ground_truth.subset(plan.val_ds.indices_of(val.index))
+        pckh = evaluate_pckh(val.predictions, gt, interval=False).mean
     if pckh is not None and (state.best_pckh is None or pckh > state.best_pckh):
         state.best_pckh = pckh
     tel = sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")
@@ -288,6 +291,8 @@ def _run(
         "gflops_input_res": cost.input_res,
     }
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
+    if say and plan.fast_mode:
+        print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
     state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
     if say and ckpt is None and plan.init_weights is not None:
         print(f"hgbench: starting from {plan.init_weights.path} ({plan.init_weights.describe()})", flush=True)
@@ -369,7 +374,12 @@ def _finish(
     results = _inference_pass(
         state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say
     )
-    recorder.set_results(**results, peak_memory_mib=peak_memory_mib(plan.device), telemetry=sampler.summary())
+    recorder.set_results(
+        **results,
+        peak_memory_mib=peak_memory_mib(plan.device),
+        peak_host_memory_mib=peak_host_memory_mib(),
+        telemetry=sampler.summary(),
+    )
     recorder.finish("finished", None, keep_checkpoint=keep_checkpoint)
 
 

@@ -1,4 +1,5 @@
-"""Speed modes: the ladder of settings `hgbench bench` compares, and the best of them that `hgbench run --fast` uses.
+"""Speed modes: the ladder of settings `hgbench bench` compares, and the rule for `hgbench run --fast` where it does not
+measure (`hgbench.mode_probe` measures them on the CPU).
 
     eager (fp32, the study's setting) -> + channels_last -> + bf16 autocast -> + torch.compile -> + CUDA graphs
 
@@ -119,13 +120,14 @@ def plan_modes(modes: Sequence[str], device: str | torch.device) -> list[ModePla
 
 
 def best_mode(device: str | torch.device) -> dict[str, bool | str]:
-    """The fast-path settings for ``hgbench run --fast`` on this device.
+    """The fast-path settings by rule: what ``hgbench run --fast`` uses where it does not measure.
 
     CUDA: channels_last + bf16 autocast (where native) + torch.compile, and JPEGs decoded and cropped on the GPU in
-    batches (nvjpeg), which takes the decode, the study's bottleneck, off the few host cores. CPU: channels_last
-    only: bf16 without hardware support is emulated (slower), compile's first step costs minutes for an 8-stack
-    model (see shared/spec/environment.md), which a run of a few epochs never earns back, and decoding in the main
-    process would only serialise what the workers do in parallel.
+    batches (nvjpeg), which takes the decode, the study's bottleneck, off the few host cores. CPU (only where the
+    probe of `hgbench.mode_probe`, which measures the modes, is off or cannot run): channels_last, plus bf16
+    autocast where the CPU computes bf16 natively (emulated bf16 is slower); compile's first step costs minutes
+    for an 8-stack model (see shared/spec/environment.md), which a run of a few epochs never earns back, and
+    decoding in the main process would only serialise what the workers do in parallel.
 
     Returns:
         ``{"channels_last": bool, "amp": bool, "compile": bool, "decode": "workers" | "device"}``.
@@ -134,4 +136,4 @@ def best_mode(device: str | torch.device) -> dict[str, bool | str]:
     if dev.type == "cuda":
         amp, compile_ = _bf16_reason(dev) is None, _compile_reason(dev) is None
         return {"channels_last": True, "amp": amp, "compile": compile_, "decode": "device"}
-    return {"channels_last": True, "amp": False, "compile": False, "decode": "workers"}
+    return {"channels_last": True, "amp": _bf16_reason(dev) is None, "compile": False, "decode": "workers"}

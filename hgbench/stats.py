@@ -1,13 +1,16 @@
 """Summary statistics with pytest-benchmark's names and quartiles, so every record (runs, benches) reads like its JSON.
 
 The one home of these figures: the run record's per-epoch minutes and the bench record's per-step times both come
-from `describe`.
+from `describe`. The bootstrap's resampling (`bootstrap_weights`, percentile intervals, paired p-values) lives here
+too, so a record's PCKh interval (hgbench.metrics) and `hgbench compare`'s paired test resample the same way.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+
+import numpy as np
 
 
 def quartiles(data: Sequence[float]) -> tuple[float, float]:
@@ -49,3 +52,48 @@ def describe(values: Sequence[float]) -> dict:
         "rounds": len(data),
         "data": data,
     }
+
+
+# ------------------------------------------------------------------------------------------------------ bootstrap
+BOOTSTRAP_RESAMPLES = 1000  # resamples of every bootstrap hgbench reports
+BOOTSTRAP_SEED = 0  # fixed, so a record's interval is reproducible from its per-person data
+BOOTSTRAP_LEVEL = 0.95
+
+
+def bootstrap_weights(n: int, *, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """How often each of `n` items is drawn in each resample (with replacement, `n` draws per resample).
+
+    A statistic that is a function of per-item sums is then ``weights @ values`` for all resamples at once; reusing
+    the same weights on two paired samples (the same people scored by two runs) gives the paired bootstrap.
+
+    Returns:
+        [resamples, n] int64 counts, each row summing to `n`; [resamples, 0] when `n` is 0.
+    """
+    rng = np.random.default_rng(seed)
+    if n == 0:
+        return np.zeros((resamples, 0), dtype=np.int64)
+    draws = rng.integers(0, n, size=(resamples, n)) + n * np.arange(resamples)[:, None]  # row r's draws, offset
+    return np.bincount(draws.ravel(), minlength=resamples * n).reshape(resamples, n)
+
+
+def percentile_interval(values: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of the finite resampled `values`; None when none is finite."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return None
+    tail = 100.0 * (1.0 - level) / 2.0
+    low, high = np.percentile(v, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def bootstrap_p_value(diffs: np.ndarray) -> float | None:
+    """Two-sided bootstrap p-value that the true difference is 0: twice the smaller share of resampled differences
+    on either side of 0 (counting ties on both), with the +1 correction so it is never 0 from finitely many draws.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if not d.size:
+        return None
+    below, above = int((d <= 0).sum()), int((d >= 0).sum())
+    return float(min(1.0, 2.0 * (min(below, above) + 1) / (d.size + 1)))

@@ -72,8 +72,11 @@ def test_mode_labels() -> None:
     assert ModeSettings(True, True, True, True).label() == "channels_last+bf16+cudagraphs"
 
 
-def test_best_mode_on_cpu_is_channels_last_only() -> None:
-    assert best_mode("cpu") == {"channels_last": True, "amp": False, "compile": False, "decode": "workers"}
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_best_mode_rule_on_cpu_adds_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
+    # The rule --fast falls back on where it does not measure (hgbench.mode_probe measures on the CPU).
+    monkeypatch.setattr(speed_modes, "cpu_has_native_bf16", lambda: native_bf16)
+    assert best_mode("cpu") == {"channels_last": True, "amp": native_bf16, "compile": False, "decode": "workers"}
 
 
 def test_best_mode_cuda(cuda_device: torch.device) -> None:
@@ -305,3 +308,18 @@ def test_bench_table_reads_in_full_at_120_columns() -> None:
     assert "1234.567" in text
     assert "channels_last" in text
     assert any("x" * 200 in n for n in notes)  # a failure's reason goes below the table, whole
+
+
+def test_bench_table_prints_in_full_on_a_120_column_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hgbench.commands.bench import print_table
+
+    monkeypatch.setenv("COLUMNS", "120")
+    print_table(_widest_record())
+    out = capsys.readouterr().out
+    assert "…" not in out
+    header = next(line for line in out.splitlines() if "ms/step" in line)
+    assert len(header.rstrip()) <= 120
+    for name in ("mode", "settings", "phase", "IQR ms", "images/s", "x eager", "TFLOP/s", "% peak", "peak MiB"):
+        assert name in header

@@ -106,7 +106,8 @@ def test_compare_files_and_globs(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert err == ""
     assert out.splitlines()[0] == (
-        "group,metric,a_mean,a_std,a_n,b_mean,b_std,b_n,delta,delta_pct,p_value,p_note,significant"
+        "group,metric,a_mean,a_std,a_n,b_mean,b_std,b_n,delta,delta_pct,delta_ci95_low,delta_ci95_high,p_value,"
+        "p_note,significant"
     )
     assert "case 1 vs case 3,PCKh@0.5 Mean,42.5,,1,42,1.414213562,2,-0.5," in out
     code, out, _ = run(["compare", a, b], capsys)

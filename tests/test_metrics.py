@@ -186,9 +186,12 @@ def test_to_dict_keys() -> None:
         "mean_at_0.1",
         "per_joint",
         "count",
+        "ci95",
+        "per_person",
     ]
     assert len(d["per_joint"]) == 16
     assert d["count"] == 2
+    assert d["ci95"] == [100.0, 100.0]  # every joint right in every resample
     assert isinstance(d["Mean"], float)
 
 

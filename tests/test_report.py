@@ -39,7 +39,8 @@ CPU_DIR = RECORDS / "cpu-pt2.14.1"
 # The CSV header is a contract with tools: changing it must be deliberate (and documented in hgbench/report/table.py).
 EXPECTED_HEADER = (
     "case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,gflops_input_res,min_per_epoch,"
-    "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,heatmap_acc,heatmap_acc_std,"
+    "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,pckh_mean_ci95_low,pckh_mean_ci95_high,"
+    "heatmap_acc,heatmap_acc_std,"
     "inference_min,inference_min_std,inference_device_min,inference_device_min_std,"
     "images_per_s,images_per_s_std,energy_j_per_epoch,energy_j_per_epoch_std"
 )
@@ -181,7 +182,7 @@ def test_reference_table_at_smoke_scale_shows_no_ratio(cpu_only: list[RunSummary
 def test_smoke_accuracies_are_marked_in_the_table(cpu_only: list[RunSummary]) -> None:
     md = to_markdown(comparison_table(cpu_only, reference=True))
     case3 = next(ln for ln in md.splitlines() if ln.startswith("| 3 "))
-    assert f"42.00 ± 1.41 {SMOKE_MARK}" in case3
+    assert f"42.0 ± 1.4 (—) {SMOKE_MARK}" in case3  # these golden records hold no per-person data: no interval
     assert f"0.500 ± 0.000 {SMOKE_MARK}" in case3  # the heatmap accuracy too
     assert "| 83.13 |" in case3  # the published figure is not ours: no mark
     assert f"- {SMOKE_MARK} smoke accuracy (synthetic data, 3 epochs, 40 val people)" in md
@@ -192,8 +193,8 @@ def test_smoke_accuracies_are_marked_in_the_table(cpu_only: list[RunSummary]) ->
     assert df.set_index("case").loc["1", "smoke"] == "2 epochs"
     assert df.set_index("case").loc["3", "smoke"] == ""
     md = to_markdown(df)
-    assert f"41.00 {SMOKE_MARK}" not in md
-    assert f"42.50 {SMOKE_MARK}" in md
+    assert f"41.0 (—) {SMOKE_MARK}" not in md
+    assert f"42.5 (—) {SMOKE_MARK}" in md
 
 
 def test_gflops_header_names_the_input_size(cpu_only: list[RunSummary]) -> None:
@@ -318,7 +319,7 @@ def test_markdown_shape_and_mean_std(cpu_only: list[RunSummary]) -> None:
     assert len({ln.count(" | ") for ln in table if not ln.startswith("|:") and not ln.startswith("|-")}) == 1
     assert lines[0] == "**Results**"
     case3 = next(ln for ln in table if ln.startswith("| 3 "))
-    assert "42.00 ± 1.41" in case3
+    assert "42.0 ± 1.4 (—)" in case3
     assert "| 2 |" in case3
     assert "| 5 (as built) |" in md
     assert md == to_markdown(comparison_table(cpu_only), title="Results")  # deterministic
@@ -508,7 +509,7 @@ def test_compare_errors(summaries: list[RunSummary]) -> None:
 def test_compare_csv_header(cpu_only: list[RunSummary]) -> None:
     text = to_csv(compare_runs(cpu_only[:1], cpu_only[1:2]))
     assert text.splitlines()[0] == ",".join(COMPARE_COLUMNS)
-    assert len(text.splitlines()) == 1 + 8  # one line per metric of COMPARE_METRICS
+    assert len(text.splitlines()) == 1 + 8 + 1  # one line per metric of COMPARE_METRICS, then the paired bootstrap
     assert text.splitlines()[0].endswith(",p_value,p_note,significant")
 
 

@@ -19,6 +19,7 @@ from hgbench.checkpoint import load_checkpoint
 from hgbench.cli import main
 from hgbench.config import RunConfig
 from hgbench.errors import HGBenchError, RunFailed
+from hgbench.metrics import pckh_mean_interval, pckh_mean_of_sums, person_masks_from_dict
 from hgbench.runner import run
 
 DETERMINISTIC_KEYS = ("train_loss", "val_loss", "heatmap_acc", "pckh", "lr", "steps", "images")
@@ -78,6 +79,15 @@ def test_a_run_writes_a_complete_finished_record(tiny: RunConfig) -> None:
     assert 0 <= train["data_wait_fraction"] < 1
     pckh = record["results"]["pckh"]
     assert set(pckh) >= {"Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle", "Mean", "mean_weighted"}
+    low, high = pckh["ci95"]  # the Mean's bootstrap interval over the 6 people, recomputable from their masks
+    assert low <= pckh["Mean"] <= high
+    scored, correct = person_masks_from_dict(pckh["per_person"])
+    assert scored.shape == (6, 16)
+    assert not (correct & ~scored).any()
+    assert pckh_mean_of_sums(correct.sum(0), scored.sum(0)) == pytest.approx(pckh["Mean"])
+    assert pckh_mean_interval([(scored, correct)]) == pytest.approx((low, high))
+    assert record["results"]["peak_host_memory_mib"] > 50  # torch alone is more than that
+    assert record["fast_mode"] is None  # no --fast
     inference = record["results"]["inference"]
     assert inference["n_images"] == 6
     assert inference["plain"]["wall_min"] > 0

@@ -1,8 +1,11 @@
-"""`hgbench compare A B`: two runs or two sets of runs side by side, with deltas and Welch's t-test p-values.
+"""`hgbench compare A B`: two runs or two sets of runs side by side, with deltas, Welch's t-test and a paired bootstrap.
 
 A and B are each a record file, a results folder or a glob (quote it). Each metric gets A, B, B - A and the relative
 change; where both sides hold 2+ seeds, Welch's t-test (scipy) says whether the PCKh and min/epoch differences stand
-out from the spread within each side (p is blank otherwise, and the caption says why).
+out from the spread within each side (p is blank otherwise, and the caption says why). The "PCKh@0.5 Mean, paired"
+row resamples the validation people both sides scored (one seed a side is enough): B - A with its 95% interval and
+p-value, "no detectable difference" when the interval covers 0, or why it is not available (other people scored,
+records without per-person PCKh).
 
 A timing p-value says less than an accuracy one: the runs of one machine share its load, so on a shared or busy machine
 two seeds of one config can give a low p for min/epoch with no difference in the code. A timing is called different

@@ -8,6 +8,7 @@ anything, as pytest-benchmark's ``compare`` only reads saved JSON. One module pe
 - `hgbench.report.render`: Markdown and CSV of that table, cell formats, the README's results section.
 - `hgbench.report.compare`: `compare_runs` (deltas, Welch's t-test) and its terminal table.
 - `hgbench.report.plot`: the accuracy/time frontier plot.
+- `hgbench.report.epoch_plots`: the per-epoch plots: learning curves and where an epoch's time goes.
 - `hgbench.report.bench`: the speed-mode tables of `hgbench bench` records.
 
 The names the commands and tests use are re-exported here, so ``from hgbench.report import X`` works.
@@ -15,12 +16,14 @@ The names the commands and tests use are re-exported here, so ``from hgbench.rep
 
 from hgbench.report.bench import bench_markdown, bench_table, load_bench_records
 from hgbench.report.compare import COMPARE_COLUMNS, TIMING_CAVEAT, compare_rich_table, compare_runs
+from hgbench.report.epoch_plots import PLOTS, curve_series, plot_curves, plot_time, time_bars
 from hgbench.report.plot import frontier_panels, plot_frontier
 from hgbench.report.render import README_END, README_START, rewrite_readme, to_csv, to_markdown
 from hgbench.report.table import REFERENCE_COLUMNS, SMOKE_MARK, TABLE_COLUMNS, comparison_table
 
 __all__ = [
     "COMPARE_COLUMNS",
+    "PLOTS",
     "README_END",
     "README_START",
     "REFERENCE_COLUMNS",
@@ -32,10 +35,14 @@ __all__ = [
     "compare_rich_table",
     "compare_runs",
     "comparison_table",
+    "curve_series",
     "frontier_panels",
     "load_bench_records",
+    "plot_curves",
     "plot_frontier",
+    "plot_time",
     "rewrite_readme",
+    "time_bars",
     "to_csv",
     "to_markdown",
 ]

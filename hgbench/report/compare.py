@@ -1,9 +1,16 @@
 """Run comparison: two runs, or two sets of runs, side by side per metric, with deltas and Welch's t-test.
 
 Run comparison (`compare_runs`) CSV columns: ``group, metric, a_mean, a_std, a_n, b_mean, b_std, b_n, delta,
-delta_pct, p_value, p_note, significant`` (delta = B - A, delta_pct relative to A; p_value from Welch's t-test,
-`scipy.stats.ttest_ind(equal_var=False)`, and p_note says which test or why none; significant: p < 0.05 and, for a
-timing, a change of 5% or more, `TIMING_CAVEAT`; empty untested). `compare_rich_table` renders it for the terminal.
+delta_pct, delta_ci95_low, delta_ci95_high, p_value, p_note, significant`` (delta = B - A, delta_pct relative to A;
+p_value from Welch's t-test, `scipy.stats.ttest_ind(equal_var=False)`, and p_note says which test or why none;
+significant: p < 0.05 and, for a timing, a change of 5% or more, `TIMING_CAVEAT`; empty untested).
+
+Beside the Welch test over seeds, each group gets a ``PCKh@0.5 Mean, paired`` row: a paired bootstrap
+(`hgbench.metrics.paired_pckh_bootstrap`) that draws the same validation people for both sides, with the
+difference's 95% interval (``delta_ci95_low/high``) and p-value; significant when the interval leaves out 0 ("no
+detectable difference" when it covers 0). It needs both sides to have scored the same people: the same dataset
+fingerprint and validation selection, and per-person PCKh in every record; otherwise its p_note says why not.
+`compare_rich_table` renders the frame for the terminal.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import pandas as pd
 
 from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
+from hgbench.metrics import PairedBootstrap, paired_pckh_bootstrap
 from hgbench.report.render import _decimals, _fmt
 from hgbench.report.table import _case_order, _is_missing, _mean_std, _values
 from hgbench.results import RunSummary
@@ -31,6 +39,8 @@ COMPARE_COLUMNS: tuple[str, ...] = (
     "b_n",
     "delta",
     "delta_pct",
+    "delta_ci95_low",
+    "delta_ci95_high",
     "p_value",
     "p_note",
     "significant",
@@ -48,6 +58,8 @@ COMPARE_METRICS: dict[str, str] = {
     "energy_j_per_epoch": "energy J/epoch",
 }
 TESTED_METRICS: tuple[str, ...] = ("pckh_mean", "min_per_epoch")
+PAIRED_METRIC = "PCKh@0.5 Mean, paired"  # the paired bootstrap's row
+NO_DIFFERENCE = "no detectable difference"
 
 # A difference is called significant at p < SIGNIFICANCE_P; a timing also needs a change of TIMING_MIN_EFFECT_PCT or
 # more, because timings on one machine are not independent draws: load from other processes shifts whole runs, so two
@@ -97,6 +109,64 @@ def _welch(metric: str, a: Sequence[RunSummary], b: Sequence[RunSummary]) -> tup
     return p, f"Welch t-test on {unit}, {len(xa)} vs {len(xb)}"
 
 
+def _paired(a: Sequence[RunSummary], b: Sequence[RunSummary]) -> tuple[PairedBootstrap | None, str]:
+    """The paired bootstrap of B - A over the validation people, or None and why it is not available."""
+    lacking = [r.run_id for r in (*a, *b) if r.pckh_people is None]
+    if lacking:
+        more = f" and {len(lacking) - 3} more" if len(lacking) > 3 else ""
+        return None, f"not available: {', '.join(lacking[:3])}{more} hold no per-person PCKh (recorded before it)"
+    for what, key in (("dataset", lambda r: r.dataset_info.get("fingerprint")), ("limit_val", _limit_val)):
+        va, vb = {_short(key(r)) for r in a}, {_short(key(r)) for r in b}
+        if len(va | vb) > 1:
+            shown = " vs ".join(sorted(va | vb))
+            return None, f"not available: the runs scored different validation people ({what} {shown})"
+    try:
+        result = paired_pckh_bootstrap([r.pckh_people for r in a], [r.pckh_people for r in b])  # type: ignore[misc]
+    except HGBenchError as exc:
+        return None, f"not available: {exc}"
+    verdict = NO_DIFFERENCE if result.ci95 is None or result.ci95[0] <= 0 <= result.ci95[1] else "a difference"
+    ci = "—" if result.ci95 is None else f"[{result.ci95[0]:+.2f}, {result.ci95[1]:+.2f}]"
+    return result, (
+        f"paired bootstrap over the same {result.people} validation people, {result.resamples:,} resamples; "
+        f"B - A 95% interval {ci}: {verdict}"
+    )
+
+
+def _limit_val(run: RunSummary) -> object:
+    return run.config.get("limit_val")
+
+
+def _short(value: object) -> str:
+    """A short comparable text of a setting value (fingerprints cut to 8 characters)."""
+    text = str(value)
+    return text[:8] if len(text) > 16 else text
+
+
+def _paired_row(label: str, a: Sequence[RunSummary], b: Sequence[RunSummary]) -> dict[str, Any]:
+    """The paired bootstrap's row of a group: sides' average Means, the difference, its interval and p."""
+    result, why = _paired(a, b)
+    va, vb = _values(a, "pckh_mean"), _values(b, "pckh_mean")
+    ma, mb = _mean_std(va)[0], _mean_std(vb)[0]
+    low, high = result.ci95 if result is not None and result.ci95 is not None else (None, None)
+    return {
+        "group": label,
+        "metric": PAIRED_METRIC,
+        "a_mean": ma,
+        "a_std": math.nan,
+        "a_n": len(va),
+        "b_mean": mb,
+        "b_std": math.nan,
+        "b_n": len(vb),
+        "delta": result.diff if result is not None else (mb - ma if va and vb else math.nan),
+        "delta_pct": 100.0 * result.diff / ma if result is not None and ma else math.nan,
+        "delta_ci95_low": low,
+        "delta_ci95_high": high,
+        "p_value": result.p_value if result is not None else None,
+        "p_note": why,
+        "significant": None if low is None else not (low <= 0 <= high),
+    }
+
+
 def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFrame:
     """Two runs, or two sets of runs, side by side per metric with absolute and relative deltas and a p-value.
 
@@ -104,7 +174,9 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
     of case 1 against three of case 8) the two are compared directly; otherwise (two result folders) each group
     present on both sides is compared with its counterpart. Where both sides have 2+ runs of a group, Welch's t-test
     (`scipy.stats.ttest_ind(equal_var=False)`) gives a p-value for PCKh Mean and min/epoch (min/epoch falls back
-    to the per-epoch times when there are fewer runs); elsewhere p is null and ``p_note`` says why.
+    to the per-epoch times when there are fewer runs); elsewhere p is null and ``p_note`` says why. Each group also
+    gets the paired bootstrap over the same validation people (`PAIRED_METRIC`, one run a side is enough), or a
+    p_note saying why it is not available.
 
     Args:
         a: the baseline side.
@@ -164,13 +236,17 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
                     "b_n": len(vb),
                     "delta": delta,
                     "delta_pct": pct,
+                    "delta_ci95_low": None,
+                    "delta_ci95_high": None,
                     "p_value": p,
                     "p_note": why,
                     "significant": _significant(metric, p, pct),
                 }
             )
+        rows.append(_paired_row(label, ra, rb))
     df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
-    df["p_value"] = pd.to_numeric(df["p_value"], errors="coerce").astype("float64")
+    for col in ("p_value", "delta_ci95_low", "delta_ci95_high"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["significant"] = df["significant"].astype("boolean")
     for side, runs in (("A", fa), ("B", fb)):
         devices = sorted({r.device for r in runs})
@@ -211,6 +287,8 @@ def _verdict(row: pd.Series) -> str:
     """``differs`` or ``within noise`` for a tested metric (naming the effect-size rule where it decided), else ""."""
     if _is_missing(row["significant"]):
         return ""
+    if row["metric"] == PAIRED_METRIC:
+        return "differs" if row["significant"] else NO_DIFFERENCE
     if row["significant"]:
         return "differs"
     small = _METRIC_KEYS.get(str(row["metric"])) in TIMING_METRICS and row["p_value"] < SIGNIFICANCE_P
@@ -241,7 +319,10 @@ def compare_rich_table(df: pd.DataFrame) -> Any:
                     return "—"
                 return _fmt(mean, d) + ("" if _is_missing(std) else f" ± {_fmt(std, d)}")
 
-            delta = "—" if _is_missing(r["delta"]) else f"{float(r['delta']):+.{2 if d is None else d}f}"
+            dd = 2 if d is None else d
+            delta = "—" if _is_missing(r["delta"]) else f"{float(r['delta']):+.{dd}f}"
+            if not _is_missing(r["delta_ci95_low"]) and not _is_missing(r["delta_ci95_high"]):
+                delta += f" [{float(r['delta_ci95_low']):+.{dd}f}, {float(r['delta_ci95_high']):+.{dd}f}]"
             pct = "—" if _is_missing(r["delta_pct"]) else f"{float(r['delta_pct']):+.1f}%"
             p = "" if _is_missing(r["p_value"]) else f"{float(r['p_value']):.3g}"
             if r["metric"] and r["p_note"] != "not tested":

@@ -161,8 +161,9 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
     One panel per device and setting of our finished runs (`frontier_panels`), and (with `reference`) one for the
     published figures: they were measured on different hardware or settings (and perhaps data), so each panel has
     its own axes and the same case keeps the same colour across panels; read the *shape* of the frontier across
-    panels, not absolute positions. Error bars show the standard deviation over runs; hollow markers are as-built
-    forms; the dashed line joins the points no other point in the panel beats on both time and accuracy.
+    panels, not absolute positions. Hollow markers are as-built forms; the dashed line joins the points no other
+    point in the panel beats on both time and accuracy. The vertical bars are the accuracy's 95% interval over
+    validation people (`accuracy_error`), horizontal ones the spread of minutes over runs.
 
     Args:
         summaries: run summaries (only finished runs with both figures are drawn).
@@ -175,14 +176,7 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
     Raises:
         HGBenchError: nothing to draw, or matplotlib is missing.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise HGBenchError("`hgbench plot` needs matplotlib: pip install matplotlib") from None
-
+    plt = pyplot()
     summaries = [r for r in summaries if r.finished]
     ours, left_out = frontier_panels(summaries)
     panels: list[FrontierPanel | None] = [*ours, *([None] if reference else [])]  # None: the published panel
@@ -198,13 +192,49 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
             xs, ys, labels, xerr = _draw_ours(ax, panel, colour)
         _finish_panel(fig, ax, xs, ys, labels, xerr)
     _add_footer(fig, len(panels), left_out)
+    return save_png(fig, out_png)
 
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed).
+
+    Raises:
+        HGBenchError: matplotlib is not installed.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise HGBenchError("`hgbench plot` needs matplotlib: pip install matplotlib") from None
+    return plt
+
+
+def save_png(fig: Any, out_png: str | Path) -> Path:
+    """Write a figure as PNG atomically (its folder is created) and close it."""
     out = Path(out_png)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    plt.close(fig)
+    pyplot().close(fig)
     write_bytes_atomic(out, buf.getvalue())
     return out
+
+
+def accuracy_error(rows: pd.DataFrame) -> list[list[float]]:
+    """Asymmetric vertical error bars [[below...], [above...]]: the 95% interval over people where the row has one,
+    else the standard deviation over seeds (0 where neither)."""
+    below, above = [], []
+    for _, r in rows.iterrows():
+        low, high, y = r.get("pckh_mean_ci95_low"), r.get("pckh_mean_ci95_high"), r["pckh_mean"]
+        if not (pd.isna(low) or pd.isna(high)):
+            below.append(max(0.0, y - low))
+            above.append(max(0.0, high - y))
+        else:
+            std = 0.0 if pd.isna(r.get("pckh_mean_std")) else float(r["pckh_mean_std"])
+            below.append(std)
+            above.append(std)
+    return [below, above]
 
 
 def _case_colours(summaries: Sequence[RunSummary], cmap: Any, *, reference: bool) -> dict[str, Any]:
@@ -244,13 +274,14 @@ def _draw_ours(
     rows = panel.rows
     xs, ys = rows["min_per_epoch"].tolist(), rows["pckh_mean"].tolist()
     labels = [str(c) + ("ab" if ab else "") for c, ab in zip(rows["case"], rows["as_built"], strict=True)]
-    xerr, yerr = rows["min_per_epoch_std"].fillna(0).tolist(), rows["pckh_mean_std"].fillna(0).tolist()
-    for x, y, xe, ye, case, h in zip(xs, ys, xerr, yerr, rows["case"], rows["as_built"], strict=True):
+    xerr = rows["min_per_epoch_std"].fillna(0).tolist()
+    below, above = accuracy_error(rows)
+    for x, y, xe, lo, hi, case, h in zip(xs, ys, xerr, below, above, rows["case"], rows["as_built"], strict=True):
         ax.errorbar(
             x,
             y,
             xerr=xe or None,
-            yerr=ye or None,
+            yerr=[[lo], [hi]] if lo or hi else None,
             fmt="o",
             ms=7,
             color=colour[case],
@@ -304,6 +335,7 @@ def _add_footer(fig: Any, n_panels: int, left_out: Sequence[str]) -> None:
     notes = [
         "numbers: case; 'ab' and hollow markers: as built",
         "dashed: frontier (nothing is both faster and more accurate)",
+        "vertical bars: 95% interval over validation people (seed std where a record has none)",
     ]
     if n_panels > 1:
         notes.append("each panel has its own axes: different hardware or setting")

@@ -17,7 +17,7 @@ import pandas as pd
 
 from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
-from hgbench.report.table import SMOKE_MARK, _is_missing
+from hgbench.report.table import INTERVAL_COLUMNS, SMOKE_MARK, _is_missing
 from hgbench.results import write_bytes_atomic
 
 README_START = "<!-- hgbench:results:start -->"
@@ -72,8 +72,13 @@ def _md_cell(text: Any) -> str:
 
 
 def _fmt_accuracy(row: pd.Series, metric: str, decimals: int) -> str:
-    """``mean ± std``, with the smoke mark where the row's setting cannot measure an accuracy (`smoke_reasons`)."""
+    """``mean ± std``, then ``(low–high)`` for a metric with an interval column (``(—)`` where the records hold
+    none), with the smoke mark where the row's setting cannot measure an accuracy (`smoke_reasons`)."""
     text = _fmt_pm(row, metric, decimals)
+    if text != "—" and metric in INTERVAL_COLUMNS:
+        low, high = (row.get(c) for c in INTERVAL_COLUMNS[metric])
+        interval = "—" if _is_missing(low) or _is_missing(high) else f"{_fmt(low, decimals)}–{_fmt(high, decimals)}"
+        text = f"{text} ({interval})"
     return f"{text} {SMOKE_MARK}" if text != "—" and row.get("smoke") else text
 
 
@@ -103,7 +108,7 @@ _MD_COLUMNS: tuple[tuple[str, str, Callable[[pd.Series], str], bool], ...] = (
     ("published min/epoch", "right", lambda r: _fmt(r["published_min_per_epoch"], 1), True),
     ("train ratio", "right", lambda r: _fmt_ratio(r["min_per_epoch_ratio"]), True),
     ("data-wait %", "right", lambda r: _fmt_pm(r, "data_wait_pct", 1), False),
-    ("val. acc (PCKh@0.5 %)", "right", lambda r: _fmt_accuracy(r, "pckh_mean", 2), False),
+    ("val. acc (PCKh@0.5 %)", "right", lambda r: _fmt_accuracy(r, "pckh_mean", 1), False),
     ("published val. acc", "right", lambda r: _fmt(r["published_val_acc"], 2), True),
     ("heatmap acc", "right", lambda r: _fmt_accuracy(r, "heatmap_acc", 3), False),
     ("inference min", "right", lambda r: _fmt_pm(r, "inference_min"), False),

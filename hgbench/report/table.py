@@ -19,7 +19,9 @@ order:
 - ``min_per_epoch``, ``data_wait_pct``, ``pckh_mean`` (validation accuracy, PCKh@0.5 Mean, %), ``heatmap_acc``
   (fraction), ``inference_min`` (the wall-clock pass), ``inference_device_min`` (its GPU compute, CUDA events),
   ``images_per_s``, ``energy_j_per_epoch``;
-  each followed by ``<name>_std``: the sample standard deviation over the row's runs, empty with fewer than 2 values
+  each followed by ``<name>_std``: the sample standard deviation over the row's runs, empty with fewer than 2 values;
+  ``pckh_mean`` is also followed by ``pckh_mean_ci95_low`` and ``pckh_mean_ci95_high``: the 95% percentile bootstrap
+  interval over validation people (`row_interval`; empty where the records hold no per-person data)
 - with ``reference=True`` also ``published_min_per_epoch``, ``published_val_acc``, ``published_inference_min``
   (the study's figures, `hgbench.cases.PUBLISHED_HARDWARE`), ``min_per_epoch_ratio``, ``inference_min_ratio``
   (ours / published, only where our runs are the study's setting: full MPII epochs at 256 px, `ratio_blockers`;
@@ -42,7 +44,10 @@ import pandas as pd
 
 from hgbench.cases import PUBLISHED, PUBLISHED_HARDWARE, get_spec, list_cases
 from hgbench.config import RUN_IDENTITY_KEYS
+from hgbench.errors import HGBenchError
+from hgbench.metrics import pckh_mean_interval
 from hgbench.results import RunSummary
+from hgbench.stats import BOOTSTRAP_RESAMPLES
 
 # (summary attribute, CSV column): the measured metrics averaged over runs, each also given a `<column>_std`.
 METRICS: tuple[str, ...] = (
@@ -56,13 +61,16 @@ METRICS: tuple[str, ...] = (
     "energy_j_per_epoch",
 )
 
+# Columns that follow a metric's mean and std: the accuracy's interval over validation people.
+INTERVAL_COLUMNS: dict[str, tuple[str, str]] = {"pckh_mean": ("pckh_mean_ci95_low", "pckh_mean_ci95_high")}
+
 ID_COLUMNS: tuple[str, ...] = ("case", "as_built", "description", "runs", "seeds", "device", "setting", "smoke")
 TABLE_COLUMNS: tuple[str, ...] = (
     *ID_COLUMNS,
     "params",
     "gflops",
     "gflops_input_res",
-    *(c for m in METRICS for c in (m, f"{m}_std")),
+    *(c for m in METRICS for c in (m, f"{m}_std", *INTERVAL_COLUMNS.get(m, ()))),
 )
 REFERENCE_COLUMNS: tuple[str, ...] = (
     "published_min_per_epoch",
@@ -277,7 +285,7 @@ def comparison_table(summaries: Iterable[RunSummary], *, reference: bool = False
         if col not in _TEXT_COLUMNS and col not in _INT_COLUMNS:
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["as_built"] = df["as_built"].astype(bool)
-    df.attrs["warnings"] = _table_warnings(finished, grouped.varying)
+    df.attrs["warnings"] = _table_warnings(finished, grouped.varying) + _ranking_warnings(df)
     df.attrs["notes"] = _table_notes(df, finished, unfinished, grouped, reference=reference)
     return df
 
@@ -300,6 +308,7 @@ def _measured_row(key: tuple[str, bool, str, str], runs: Sequence[RunSummary], *
     }
     for metric in METRICS:
         row[metric], row[f"{metric}_std"] = _mean_std(_values(runs, metric))
+    row["pckh_mean_ci95_low"], row["pckh_mean_ci95_high"] = row_interval(runs) or (None, None)
     if reference:
         row.update(_published_side(case, row, runs))
     return row
@@ -337,6 +346,54 @@ def _published_side(case: str, row: dict[str, Any], runs: Sequence[RunSummary]) 
         blocked += blockers if measured else []
     out["ratio_note"] = f"not the study's setting: {', '.join(_union([blocked]))}" if blocked else ""
     return out
+
+
+def row_interval(runs: Sequence[RunSummary]) -> tuple[float, float] | None:
+    """The 95% bootstrap interval of a row's PCKh Mean over validation people, or None where it cannot be had.
+
+    One run: its record's interval (recomputed from its per-person masks where it kept them). Several seeds: the
+    interval of their average Mean with the same people drawn for every seed (`hgbench.metrics.pckh_mean_interval`),
+    so it shows how much the figure depends on which people were scored; the ± beside it is the seed spread. None
+    when a run lacks per-person data (records from before intervals) or the runs scored different people.
+    """
+    people = [r.pckh_people for r in runs]
+    if all(p is not None for p in people):
+        try:
+            return pckh_mean_interval(people)  # type: ignore[arg-type]  # None ruled out above
+        except HGBenchError:
+            return None
+    return runs[0].pckh_ci95 if len(runs) == 1 else None
+
+
+def ranking_is_noise(df: pd.DataFrame) -> bool:
+    """Whether the accuracy intervals are too wide to rank the rows: every row's interval overlaps the best row's.
+
+    Needs 2+ rows with an interval; the best row is the one with the highest PCKh Mean. One row whose interval lies
+    clear of the best row's is enough for the ranking to say something.
+    """
+    cols = ["pckh_mean", *INTERVAL_COLUMNS["pckh_mean"]]
+    if not set(cols) <= set(df.columns):
+        return False
+    rows = df[cols].dropna()
+    if len(rows) < 2:
+        return False
+    best = rows.loc[rows["pckh_mean"].idxmax()]
+    others = rows.drop(index=best.name)
+    overlap = (others["pckh_mean_ci95_high"] >= best["pckh_mean_ci95_low"]) & (
+        others["pckh_mean_ci95_low"] <= best["pckh_mean_ci95_high"]
+    )
+    return bool(overlap.all())
+
+
+def _ranking_warnings(df: pd.DataFrame) -> list[str]:
+    """The warning above a table whose accuracy ranking is noise (`ranking_is_noise`)."""
+    if not ranking_is_noise(df):
+        return []
+    return [
+        "The 95% accuracy intervals of every row overlap the best row's: these runs cannot rank the cases by "
+        "accuracy (too few validation people). Read the accuracy column as 'the pipeline trains', not as an order; "
+        "`hgbench compare` runs a paired test over the same people."
+    ]
 
 
 def _table_warnings(finished: Sequence[RunSummary], varying: Sequence[str]) -> list[str]:
@@ -380,6 +437,7 @@ def _table_notes(
         if common:
             notes.append(f"Setting shared by every row: {common}.")
         notes += _pooling_notes(grouped)
+        notes += _interval_notes(df, grouped)
         notes += _smoke_notes(df)
         notes.append(
             "Validation accuracy is PCKh@0.5 Mean (%); inference min is one plain pass over the validation "
@@ -410,6 +468,29 @@ def _pooling_notes(grouped: RowGroups) -> list[str]:
         notes.append(
             "A seed listed twice is a rerun of the same experiment: the ± of its row is this machine's "
             "run-to-run noise, not seed-to-seed variation."
+        )
+    return notes
+
+
+def _interval_notes(df: pd.DataFrame, grouped: RowGroups) -> list[str]:
+    """What the accuracy's (low–high) is, which spread a pooled row shows, and why some intervals are missing."""
+    has = df["pckh_mean_ci95_low"].notna()
+    notes = []
+    if has.any():
+        pooled = any(len(runs) > 1 for runs in grouped.groups.values())
+        notes.append(
+            "(low–high) after an accuracy: its 95% bootstrap interval over validation people (percentile, "
+            f"{BOOTSTRAP_RESAMPLES:,} resamples of the people, fixed seed)"
+            + (
+                "; where a row pools several seeds it is the interval of their average with the same people "
+                "drawn for every seed, while ± is the spread between seeds."
+                if pooled
+                else "."
+            )
+        )
+    if (df["pckh_mean"].notna() & ~has).any():
+        notes.append(
+            "(—) after an accuracy: no interval, the records hold no per-person PCKh (written before intervals)."
         )
     return notes
 
