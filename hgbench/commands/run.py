@@ -263,10 +263,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.runner import run
 
-    cases = case_ids(args.case)
-    if len(cases) == 1 and not isinstance(args.resume, str):  # --resume RUN takes its case from the run
-        cfg = config_from_args(args, cases[0])
-        check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
+    if isinstance(args.resume, str):  # --resume RUN takes its case from the run, never from a file again
+        cases = [args.case]
+    else:
+        cases = case_ids(args.case)
+        if len(cases) == 1:
+            cfg = config_from_args(args, cases[0])
+            check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
     failed = []
     machine = None
     if len(cases) > 1 or args.resume:
