@@ -22,8 +22,8 @@ from hgbench.report import compare_rich_table, compare_runs, to_csv
 
 EXAMPLES = """examples:
   # two of the published example's runs: case 1 against case 8
-  hgbench compare results/published/cpu-pt2.14.1/0001_case1_seed0_smoke.json \\
-                  results/published/cpu-pt2.14.1/0008_case8_seed0_smoke.json
+  hgbench compare results/published/cpu-amd-epyc-2c-pt2.14.1/0001_case1_seed0_smoke.json \\
+                  results/published/cpu-amd-epyc-2c-pt2.14.1/0008_case8_seed0_smoke.json
   # your seeds of case 1 against your seeds of case 8, with p-values
   hgbench compare 'results/*/*_case1_seed*.json' 'results/*/*_case8_seed*.json'
   # the published example against your machine's runs, case by case
