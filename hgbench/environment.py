@@ -100,7 +100,7 @@ def device_label(machine_info: Mapping[str, Any], *, threads: bool = False) -> s
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     """The CPU's marketing name from /proc/cpuinfo (Linux), else whatever `platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -169,7 +169,7 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
         "torchvision": tv_version,
         "cuda": torch.version.cuda,  # the CUDA the torch build targets (set on a CUDA build even without a GPU)
         "cudnn": _cudnn_version(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),

@@ -32,7 +32,7 @@ import torch
 from hgbench.atomic_io import write_json_atomic
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
-from hgbench.environment import cpu_has_native_bf16
+from hgbench.environment import cpu_has_native_bf16, cpu_model
 from hgbench.speed_modes import ModeSettings, best_mode, plan_modes
 from hgbench.timing import time_fn
 from hgbench.workload import make_workload
@@ -61,22 +61,12 @@ class FastChoice:
         return asdict(self)
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def probe_key(spec: CaseSpec, *, batch: int, input_res: int) -> dict[str, Any]:
     """What the probe's answer depends on: the machine, the software and the workload."""
     return {
         "version": CACHE_VERSION,
         "host": platform.node(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
