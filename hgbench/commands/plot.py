@@ -30,7 +30,7 @@ KINDS: tuple[str, ...] = ("frontier", "curves", "time")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "plot",
-        help="PNG of accuracy against training time per case (the frontier)",
+        help="PNG of the frontier (accuracy against training time), learning curves or where an epoch's time goes",
         description=__doc__,
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
