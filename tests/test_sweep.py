@@ -284,3 +284,34 @@ def test_local_sweep_retries_a_killed_worker_and_reports_a_nan_run_failed(
     assert [e["epoch"] for e in resumed["results"]["epochs"]] == [1, 2]
     assert by_seed[1]["status"] == "failed"
     assert "NaN" in by_seed[1]["status_reason"] or "nan" in by_seed[1]["status_reason"].lower()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's prctl")
+def test_a_local_child_is_stopped_when_its_sweep_driver_is_killed(tmp_path: Path) -> None:
+    """A `kill -9`'d driver must not leave its run training on: the child gets the SIGTERM the runner turns into an
+    "interrupted" record. Here the child only notes the signal, so the test needs no run."""
+    import subprocess
+    import time
+
+    marker = tmp_path / "child-got-sigterm"
+    child_code = (
+        "import os, signal, sys, time\n"
+        "from hgbench.sweep.engines import end_with_parent\n"
+        f"signal.signal(signal.SIGTERM, lambda *_: (open({str(marker)!r}, 'w').close(), sys.exit(0)))\n"
+        "end_with_parent(int(sys.argv[1]))\n"
+        "print(os.getpid(), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    driver_code = (
+        "import os, subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {child_code!r}, str(os.getpid())], stdout=sys.stdout)\n"
+        "time.sleep(60)\n"
+    )
+    driver_process = subprocess.Popen([sys.executable, "-c", driver_code], stdout=subprocess.PIPE, text=True)
+    assert driver_process.stdout.readline().strip().isdigit()  # the child has armed the signal by now
+    driver_process.kill()
+    driver_process.wait()
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the child outlived its killed parent without a SIGTERM"

@@ -9,6 +9,8 @@ carries back the worker's small summary, or says that the worker died.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
 import json
 import logging
@@ -142,7 +144,9 @@ class LocalEngine:
         handle = self._queue.pop(0)
         if handle.ended is not None:  # cancelled while queued
             return self._start_next()
-        handle.process = self._context.Process(target=_child, args=(handle.job, str(handle.result_path), self.threads))
+        handle.process = self._context.Process(
+            target=_child, args=(handle.job, str(handle.result_path), self.threads, os.getpid())
+        )
         handle.process.start()
         self._running = handle
         return None
@@ -161,11 +165,29 @@ class _LocalJob:
         return Ended(None, f"worker process exited with code {self.process.exitcode}")
 
 
-def _child(job: Job, result_path: str, threads: int | None) -> None:
+def end_with_parent(parent: int) -> None:
+    """Have this process sent SIGTERM when its parent dies (Linux), so a `kill -9`'d sweep leaves no run behind.
+
+    The runner treats SIGTERM as Ctrl-C, so the orphaned run writes an "interrupted" record that the next sweep
+    resumes. Elsewhere (no prctl) this does nothing: the child then finishes its run on its own. `parent` is the pid
+    the parent had when it started the child: read here, it could already be the reaper's.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(job: Job, result_path: str, threads: int | None, parent: int) -> None:
     """The local engine's child process: the worker, its summary written atomically for the parent."""
     # Its own process group: the terminal's Ctrl-C reaches the driver alone, which cancels the child with one SIGINT
     # (two could cut short the interrupted record the first one is writing).
     os.setpgrp()
+    end_with_parent(parent)
     result = run_one(job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=threads)
     write_json_atomic(result_path, result)
 
