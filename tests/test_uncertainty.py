@@ -26,7 +26,7 @@ from hgbench.metrics import (
 )
 from hgbench.record import summarize, validate_record
 from hgbench.report import compare_rich_table, compare_runs, comparison_table, to_csv, to_markdown
-from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC
+from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC, SEED_PAIRED_METRIC
 from hgbench.report.table import ranking_is_noise
 from hgbench.results import RunSummary, load_records
 from hgbench.skeleton import NUM_JOINTS
@@ -292,6 +292,43 @@ def test_compare_says_why_the_paired_bootstrap_is_not_available(b_people, b_chan
     assert why in row["p_note"]
     assert math.isnan(row["p_value"])
     assert math.isnan(row["delta_ci95_low"])
+
+
+def _seeds(side: str, means: dict[int, float]) -> list[RunSummary]:
+    return [
+        with_people("0001_case1_seed0.json", None, seed=seed, pckh_mean=mean, run_id=f"{side}{seed}")
+        for seed, mean in means.items()
+    ]
+
+
+def test_compare_pairs_the_seeds_to_test_the_setting_with_training_noise() -> None:
+    """The bootstrap over people holds the trained networks fixed; whether the *setting* matters is a question for
+    the seeds: a consistent sign with a wide spread (as in docs/checks/bf16-cpu) is no detectable difference."""
+    from scipy.stats import ttest_rel
+
+    a_means, b_means = {0: 40.0, 1: 42.0, 2: 38.0}, {0: 40.5, 1: 44.0, 2: 38.8}
+    row = compare_runs(_seeds("a", a_means), _seeds("b", b_means)).set_index("metric").loc[SEED_PAIRED_METRIC]
+    assert (row["a_n"], row["b_n"]) == (3, 3)
+    assert row["delta"] == pytest.approx(1.1)
+    assert row["p_value"] == pytest.approx(ttest_rel(list(b_means.values()), list(a_means.values())).pvalue)
+    assert row["delta_ci95_low"] < 0 < row["delta_ci95_high"]
+    assert NO_DIFFERENCE in row["p_note"]
+    assert "3 seeds run on both sides (0, 1, 2)" in row["p_note"]
+    assert not row["significant"]
+    steady = compare_runs(_seeds("a", a_means), _seeds("b", {0: 41.0, 1: 43.1, 2: 38.9}))
+    row = steady.set_index("metric").loc[SEED_PAIRED_METRIC]
+    assert row["delta_ci95_low"] > 0
+    assert row["significant"]
+    assert "a difference" in row["p_note"]
+
+
+def test_compare_pairs_only_seeds_run_on_both_sides() -> None:
+    df = compare_runs(_seeds("a", {0: 40.0, 1: 41.0}), _seeds("b", {2: 40.0, 3: 41.0}))
+    row = df.set_index("metric").loc[SEED_PAIRED_METRIC]
+    assert row["p_note"] == "needs 2+ seeds run on both sides (common seeds: none)"
+    assert math.isnan(row["p_value"])
+    one_each = compare_runs(_seeds("a", {0: 40.0}), _seeds("b", {0: 41.0}))
+    assert SEED_PAIRED_METRIC not in set(one_each["metric"])  # one run a side: the people-paired row alone
 
 
 def test_frontier_error_bar_is_the_interval_else_the_seed_spread() -> None:

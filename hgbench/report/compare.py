@@ -10,12 +10,17 @@ Beside the Welch test over seeds, each group gets a ``PCKh@0.5 Mean, paired`` ro
 difference's 95% interval (``delta_ci95_low/high``) and p-value; significant when the interval leaves out 0 ("no
 detectable difference" when it covers 0). It needs both sides to have scored the same people: the same dataset
 fingerprint and validation selection, and per-person PCKh in every record; otherwise its p_note says why not.
+That bootstrap holds the trained networks fixed: it measures how much the score depends on which people were
+drawn, not how much training itself varies. Where both sides ran two or more of the same seeds, a ``PCKh@0.5 Mean,
+paired by seed`` row adds the test of the *setting*: a paired t-test (`scipy.stats.ttest_rel`) over the per-seed
+differences (one seed gives both sides the same initial weights and data order), with its 95% interval.
 `compare_rich_table` renders the frame for the terminal.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -59,6 +64,7 @@ COMPARE_METRICS: dict[str, str] = {
 }
 TESTED_METRICS: tuple[str, ...] = ("pckh_mean", "min_per_epoch")
 PAIRED_METRIC = "PCKh@0.5 Mean, paired"  # the paired bootstrap's row
+SEED_PAIRED_METRIC = "PCKh@0.5 Mean, paired by seed"  # the paired t-test's row (2+ seeds run on both sides)
 NO_DIFFERENCE = "no detectable difference"
 
 # A difference is called significant at p < SIGNIFICANCE_P; a timing also needs a change of TIMING_MIN_EFFECT_PCT or
@@ -100,6 +106,8 @@ def _welch(metric: str, a: Sequence[RunSummary], b: Sequence[RunSummary]) -> tup
             xa, xb, unit = ea, eb, "per-epoch times"
     if len(xa) < 2 or len(xb) < 2:
         return None, f"needs 2+ seeds per side (A has {len(xa)}, B has {len(xb)})"
+    if len(set(xa)) == 1 and len(set(xb)) == 1:  # scipy would warn and answer NaN
+        return None, f"no variance on either side ({unit} {len(xa)} vs {len(xb)})"
     from scipy.stats import ttest_ind  # imported here: scipy.stats costs about a second
 
     result = ttest_ind(xa, xb, equal_var=False)
@@ -126,10 +134,70 @@ def _paired(a: Sequence[RunSummary], b: Sequence[RunSummary]) -> tuple[PairedBoo
         return None, f"not available: {exc}"
     verdict = NO_DIFFERENCE if result.ci95 is None or result.ci95[0] <= 0 <= result.ci95[1] else "a difference"
     ci = "—" if result.ci95 is None else f"[{result.ci95[0]:+.2f}, {result.ci95[1]:+.2f}]"
+    fixed = (
+        f" between these {len(a) + len(b)} trained networks (training's own variation: the paired-by-seed row)"
+        if len(a) >= 2 and len(b) >= 2
+        else ""
+    )
     return result, (
         f"paired bootstrap over the same {result.people} validation people, {result.resamples:,} resamples; "
-        f"B - A 95% interval {ci}: {verdict}"
+        f"B - A 95% interval {ci}: {verdict}{fixed}"
     )
+
+
+def _seed_paired_row(label: str, a: Sequence[RunSummary], b: Sequence[RunSummary]) -> dict[str, Any]:
+    """The paired t-test of B - A over the seeds run on both sides: the setting's effect, training noise included."""
+    by_seed = []
+    for runs in (a, b):
+        seeds: dict[int, list[float]] = {}
+        for r in runs:
+            if r.seed is not None and r.pckh_mean is not None:
+                seeds.setdefault(r.seed, []).append(r.pckh_mean)
+        by_seed.append({s: sum(v) / len(v) for s, v in seeds.items()})  # reruns of one seed: their mean
+    common = sorted(set(by_seed[0]) & set(by_seed[1]))
+    xa, xb = [by_seed[0][s] for s in common], [by_seed[1][s] for s in common]
+    diffs = [y - x for x, y in zip(xa, xb, strict=True)]
+    row: dict[str, Any] = {
+        "group": label,
+        "metric": SEED_PAIRED_METRIC,
+        "a_mean": sum(xa) / len(xa) if xa else math.nan,
+        "a_std": math.nan,
+        "a_n": len(xa),
+        "b_mean": sum(xb) / len(xb) if xb else math.nan,
+        "b_std": math.nan,
+        "b_n": len(xb),
+        "delta": sum(diffs) / len(diffs) if diffs else math.nan,
+        "delta_pct": math.nan,
+        "delta_ci95_low": None,
+        "delta_ci95_high": None,
+        "p_value": None,
+        "significant": None,
+    }
+    if row["a_mean"]:
+        row["delta_pct"] = 100.0 * row["delta"] / row["a_mean"]
+    if len(common) < 2:
+        row["p_note"] = f"needs 2+ seeds run on both sides (common seeds: {', '.join(map(str, common)) or 'none'})"
+        return row
+    from scipy import stats  # imported here: scipy.stats costs about a second
+
+    mean, sd = row["delta"], statistics.stdev(diffs)
+    if sd == 0:
+        row["p_note"] = f"every one of the {len(common)} seeds differs by the same amount: no spread to test"
+        return row
+    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
+    low, high = mean - half, mean + half
+    verdict = NO_DIFFERENCE if low <= 0 <= high else "a difference"
+    row.update(
+        delta_ci95_low=low,
+        delta_ci95_high=high,
+        p_value=float(stats.ttest_rel(xb, xa).pvalue),
+        significant=not (low <= 0 <= high),
+        p_note=(
+            f"paired t-test over the {len(common)} seeds run on both sides ({', '.join(map(str, common))}); "
+            f"B - A 95% interval [{low:+.2f}, {high:+.2f}]: {verdict}"
+        ),
+    )
+    return row
 
 
 def _limit_val(run: RunSummary) -> object:
@@ -244,6 +312,8 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
                 }
             )
         rows.append(_paired_row(label, ra, rb))
+        if len(ra) >= 2 and len(rb) >= 2:
+            rows.append(_seed_paired_row(label, ra, rb))
     df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     for col in ("p_value", "delta_ci95_low", "delta_ci95_high"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
@@ -287,7 +357,7 @@ def _verdict(row: pd.Series) -> str:
     """``differs`` or ``within noise`` for a tested metric (naming the effect-size rule where it decided), else ""."""
     if _is_missing(row["significant"]):
         return ""
-    if row["metric"] == PAIRED_METRIC:
+    if row["metric"] in (PAIRED_METRIC, SEED_PAIRED_METRIC):
         return "differs" if row["significant"] else NO_DIFFERENCE
     if row["significant"]:
         return "differs"
