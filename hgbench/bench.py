@@ -139,7 +139,9 @@ def bench_mode(
         stats = time_fn(work.train_step, warmup=warmup, iters=steps, device=dev)
         result["train"] = _phase_result(stats, factor=3, peak_mem=peak_memory_mib(dev), **common)
         work.model.eval()
-        work.optimizer.zero_grad(set_to_none=True)  # free the gradients: inference memory should not count them
+        # Free the gradients and Adam's moments (twice the weights): inference memory counts neither.
+        work.optimizer.zero_grad(set_to_none=True)
+        work.optimizer.state.clear()
         reset_peak_memory(dev)
         stats = time_fn(work.infer_step, warmup=warmup, iters=steps, device=dev)
         result["infer"] = _phase_result(stats, factor=1, peak_mem=peak_memory_mib(dev), **common)

@@ -7,6 +7,7 @@ and the experiment's identity match, so a checkpoint is never silently continued
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 
 from hgbench.atomic_io import atomic_output
 from hgbench.cases import CaseSpec
-from hgbench.errors import HGBenchError
+from hgbench.errors import HGBenchError, one_line
 
 CHECKPOINT_FORMAT = "hgbench.checkpoint/1"
 
@@ -41,9 +42,23 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` to `path` atomically (temp file, fsync, rename): a kill never leaves half a checkpoint."""
-    with atomic_output(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+    """Write `payload` to `path` atomically (temp file, fsync, rename): a kill never leaves half a checkpoint.
+
+    Raises:
+        HGBenchError: the file could not be written (a full disk); the previous checkpoint is left as it was.
+    """
+    try:
+        with atomic_output(path) as tmp:
+            torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+    except RuntimeError as exc:
+        # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError, not an OSError.
+        if "write" not in str(exc).lower():
+            raise
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise HGBenchError(
+            f"cannot write checkpoint {path} ({free:.0f} MiB free on its disk): {one_line(exc)}; the previous "
+            "checkpoint and the record are kept, free some space and continue with --resume"
+        ) from None
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hgbench.errors import HGBenchError
+
 # Keys that change what a run computes; two runs agreeing on these are the same experiment (resume, sweep skip).
 # Device, workers, output paths and progress display do not change the numbers (on the same machine).
 RUN_IDENTITY_KEYS: tuple[str, ...] = (
@@ -94,6 +96,40 @@ class RunConfig:
         """The subset of the config that defines the experiment."""
         d = self.to_dict()
         return {k: d[k] for k in RUN_IDENTITY_KEYS}
+
+
+def check_settings(config: RunConfig) -> None:
+    """Refuse settings no run can use, by the flag that sets them, before anything is written or started.
+
+    The network-dependent checks (input size, batch across processes) are `hgbench.plan.validate_config`'s.
+
+    Raises:
+        HGBenchError: the first bad setting, e.g. ``--workers must be 0 or more, got -1``.
+    """
+    problems = (
+        (config.epochs < 1, f"--epochs must be at least 1, got {config.epochs}"),
+        (config.batch_size < 2, f"--batch must be at least 2 (BatchNorm needs two samples), got {config.batch_size}"),
+        (config.test_batch_size < 1, f"--test-batch must be at least 1, got {config.test_batch_size}"),
+        (config.workers < 0, f"--workers must be 0 or more, got {config.workers}"),
+        (config.seed < 0, f"--seed must be 0 or more, got {config.seed}"),
+        (not 0 <= config.lr < float("inf"), f"--lr must be a finite number, 0 or more, got {config.lr}"),
+        (not 0 < config.sigma < float("inf"), f"sigma must be a positive number, got {config.sigma}"),
+        (
+            config.data_dir is None and config.synthetic_people < 2,
+            f"--synthetic must be at least 2 (one person per split), got {config.synthetic_people}",
+        ),
+        (
+            config.limit_train is not None and config.limit_train < 1,
+            f"--limit-train must be at least 1, got {config.limit_train}",
+        ),
+        (
+            config.limit_val is not None and config.limit_val < 1,
+            f"--limit-val must be at least 1, got {config.limit_val}",
+        ),
+    )
+    for bad, message in problems:
+        if bad:
+            raise HGBenchError(message)
 
 
 def cache_root() -> Path:

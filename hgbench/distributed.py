@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -37,6 +38,12 @@ class DistContext:
         return self.world_size > 1
 
 
+# How long a rank waits at a collective before the job is declared hung. Longer than torch's 10 minutes: at the end
+# of a run rank 0 alone runs the timed inference passes (plain and flip, on the whole validation split, after a
+# recompile with --compile) while the others wait at a barrier, which on a slow host can pass 10 minutes.
+GROUP_TIMEOUT = timedelta(minutes=60)
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
@@ -52,7 +59,7 @@ def init_distributed(device_type: str) -> DistContext:
     if world > 1 and not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=GROUP_TIMEOUT)
     return DistContext(rank=rank, world_size=world, local_rank=local, device=device)
 
 

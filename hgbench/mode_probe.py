@@ -130,8 +130,10 @@ def probe_cpu(measure: Measure) -> tuple[str, ModeSettings, dict[str, Any]]:
     return chosen, settings, figures  # type: ignore[return-value]  # the chosen mode was measured, so it applies
 
 
-def _from_rule(device: torch.device, why: str) -> FastChoice:
+def _from_rule(device: torch.device, why: str, *, compile_ok: bool = True) -> FastChoice:
     rule = best_mode(device)
+    if not compile_ok:
+        rule = {**rule, "compile": False}
     mode = "compile" if rule["compile"] else "bf16" if rule["amp"] else "channels_last"
     return FastChoice(mode, rule, "rule", {"reason": why})
 
@@ -148,7 +150,8 @@ def choose_fast_mode(
 ) -> FastChoice:
     """The mode `hgbench run --fast` uses on `device` for this case, batch and input size.
 
-    CUDA: the rule (`best_mode`: channels_last, native bf16, torch.compile, GPU decoding). CPU: the fastest
+    CUDA: the rule (`best_mode`: channels_last, native bf16, torch.compile, GPU decoding; no compile under DDP,
+    where SyncBatchNorm breaks its graph). CPU: the fastest
     measured mode (`probe_cpu`), read from the cache when this machine, torch and workload were probed before;
     the rule where the probe is off (``HGBENCH_FAST_PROBE=0``) or the run is distributed. Decoding stays in the
     DataLoader workers on a CPU (main-process decoding would serialise what they do in parallel).
@@ -163,6 +166,10 @@ def choose_fast_mode(
         cache_dir: where the probe's answers are cached (default ``cache_root()/fast-mode``).
     """
     dev = torch.device(device)
+    if dev.type != "cpu" and world_size > 1:
+        # DDP converts BatchNorm to SyncBatchNorm, whose collectives torch.compile cannot trace: the graph would break
+        # at every norm layer, for compile time and no speed.
+        return _from_rule(dev, "CUDA under DDP: the fast path's settings without torch.compile", compile_ok=False)
     if dev.type != "cpu":
         return _from_rule(dev, "CUDA: the fast path's settings are fixed (see hgbench bench)")
     if os.environ.get(PROBE_ENV, "1").strip() == "0":

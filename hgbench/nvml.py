@@ -146,6 +146,32 @@ _EMPTY_WINDOW = {
 }
 
 
+def combine_windows(windows: list[dict]) -> dict:
+    """One epoch's telemetry of a run over several GPUs, from each rank's `NvmlSampler.window` of its own GPU.
+
+    Energy and power are the run's: summed over the GPUs (None unless every GPU measured them, never a part passed
+    off as the whole); utilisation is the GPUs' mean and memory the largest, as for one GPU.
+    """
+    if len(windows) == 1:
+        return dict(windows[0])
+
+    def every(key: str) -> list | None:
+        values = [w.get(key) for w in windows]
+        return None if any(v is None for v in values) else values
+
+    energy, power = every("energy_j"), every("power_mean_w")
+    util, mem = every("gpu_util_mean"), every("gpu_mem_used_max_mib")
+    methods = {w.get("energy_method") for w in windows}
+    return {
+        "gpu_util_mean": sum(util) / len(util) if util else None,
+        "gpu_mem_used_max_mib": max(mem) if mem else None,
+        "power_mean_w": sum(power) if power else None,
+        "energy_j": sum(energy) if energy else None,
+        "samples": min(int(w.get("samples") or 0) for w in windows),
+        "energy_method": methods.pop() if len(methods) == 1 and energy else None,
+    }
+
+
 @dataclass
 class NvmlSampler:
     """Background sampler of one GPU's utilisation, memory, power and energy through NVML.

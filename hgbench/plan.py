@@ -21,7 +21,7 @@ import torch
 
 from hgbench._version import __version__
 from hgbench.cases import CaseSpec
-from hgbench.config import RunConfig, run_identity
+from hgbench.config import RunConfig, check_settings, run_identity
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import DistContext, barrier
 from hgbench.errors import HGBenchError
@@ -90,6 +90,10 @@ class RunPlan:
 def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     """Resolve `config` for this process: device, settings, checks, datasets and identity (raises HGBenchError)."""
     device = resolve_device(config.device, ctx)
+    if device.type == "cuda":
+        # The run's GPU becomes the current one, so everything that defaults to "the current device" (CUDA events,
+        # streams, new tensors) is on it; with --device cuda:1 in one process it would otherwise be GPU 0.
+        torch.cuda.set_device(device)
     fresh_init = config.init_from is not None and config.init_from_sha256 is None  # not a stored run's config
     validate_config(replace(config, decode="workers" if config.decode == "auto" else config.decode), spec, ctx)
     config, fast = resolve_fast(replace(config, world_size=ctx.world_size), device, spec)
@@ -107,6 +111,8 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None)
     if fresh_init:
         _ = plan.init_weights  # read now: weights that do not fit the case stop the run before its record exists
+    if ctx.is_main:
+        _ = plan.ground_truth  # read now: a damaged ground-truth file is an error before training, not after epoch 1
     return plan
 
 
@@ -208,18 +214,13 @@ def resolve_fast(
 
 
 def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None:
+    check_settings(config)
     try:
         spec.check_input_res(config.input_res)
     except ValueError as exc:
         raise HGBenchError(str(exc)) from exc
-    if config.epochs < 1:
-        raise HGBenchError(f"--epochs must be at least 1, got {config.epochs}")
-    if config.batch_size < 2:
-        raise HGBenchError(f"--batch must be at least 2 (BatchNorm needs two samples), got {config.batch_size}")
     if config.batch_size % ctx.world_size:
         raise HGBenchError(f"--batch {config.batch_size} is not divisible by the {ctx.world_size} processes")
-    if config.test_batch_size < 1:
-        raise HGBenchError(f"--test-batch must be at least 1, got {config.test_batch_size}")
     if config.decode not in DECODE_MODES:
         raise HGBenchError(f"--decode must be one of {', '.join(DECODE_MODES)}, got {config.decode!r}")
 
@@ -282,6 +283,28 @@ def check_output_dir(path: Path) -> None:
         raise HGBenchError(
             f"only {free / 2**20:.0f} MiB free on the disk holding {path}; need at least "
             f"{MIN_FREE_BYTES / 2**20:.0f} MiB for checkpoints and records"
+        )
+
+
+def checkpoint_bytes(params: int, optimizer: str) -> int:
+    """About how large a checkpoint of a network of `params` fp32 parameters is: the weights and the optimiser's
+    moments (Adam keeps two per parameter, RMSprop without momentum one), and a margin for the rest."""
+    moments = 2 if optimizer == "adam" else 1
+    return int(params * 4 * (1 + moments) * 1.05) + 2**20
+
+
+def check_checkpoint_space(plan: RunPlan, params: int) -> None:
+    """Fail before training when the checkpoint after epoch 1 could not be written.
+
+    Each checkpoint is written beside the previous one before it replaces it, so one checkpoint's size must be free.
+    """
+    need = checkpoint_bytes(params, plan.config.optimizer) + MIN_FREE_BYTES
+    folder = Path(plan.config.checkpoint_dir)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise HGBenchError(
+            f"only {free / 2**20:.0f} MiB free on the disk holding {folder}; a checkpoint of {plan.spec.label} "
+            f"needs about {need / 2**20:.0f} MiB: free some space or choose another --checkpoint-dir"
         )
 
 

@@ -311,7 +311,8 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
     path = Path(path)
     info = record.get("machine_info") or {}
     device = device_label(info)
-    plain = record_value(record, "results.inference.plain") or {}
+    plain = record_value(record, "results.inference.plain")
+    plain = plain if isinstance(plain, Mapping) else {}  # a hand-edited record must not crash every reader
     wait = _num(record_value(record, "results.train.data_wait_fraction"))
     stats = record_value(record, "results.train.min_per_epoch")
     data = stats.get("data") if isinstance(stats, Mapping) else None

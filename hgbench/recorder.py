@@ -57,6 +57,7 @@ class Recorder:
                     record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
             write_json_atomic(self.path, record)
         self.record: dict = broadcast_object(plan.ctx, record)
+        self._checkpointed = self.epochs_done  # epochs the checkpoint on disk holds (a resumed run's, or none)
 
     @property
     def epochs_done(self) -> int:
@@ -84,6 +85,7 @@ class Recorder:
             **state,
         }
         save_checkpoint(self.plan.last_path, payload)
+        self._checkpointed = self.epochs_done
         write_json_atomic(self.path, self.record)
 
     def set_results(self, **results: Any) -> None:
@@ -102,7 +104,12 @@ class Recorder:
             shutil.rmtree(self.plan.run_dir, ignore_errors=True)
 
     def interrupted(self, epoch: int) -> None:
-        """Ctrl-C or SIGTERM during `epoch`: the record says what is safe to resume from."""
+        """Ctrl-C or SIGTERM during `epoch`: the record says what is safe to resume from.
+
+        An epoch whose checkpoint was not written (the signal came while it was being saved) is dropped from the
+        record: a resumed run trains it again, and the record never claims more than the checkpoint holds.
+        """
+        del self.record["results"]["epochs"][self._checkpointed :]
         done = self.epochs_done
         self.finish(
             "interrupted",

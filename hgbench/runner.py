@@ -34,14 +34,14 @@ from hgbench.distributed import (
     sum_over_ranks,
 )
 from hgbench.environment import collect_environment
-from hgbench.errors import HGBenchError, RunFailed
+from hgbench.errors import HGBenchError, RunFailed, one_line
 from hgbench.host_memory import peak_host_memory_mib
 from hgbench.inference import predict, timed_passes
 from hgbench.metrics import evaluate_pckh
 from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
-from hgbench.nvml import NvmlSampler
-from hgbench.plan import RunPlan, make_plan, resolve_device
+from hgbench.nvml import NvmlSampler, combine_windows
+from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
 from hgbench.progress import ProgressBar
 from hgbench.record import inference_entry
 from hgbench.recorder import Recorder
@@ -81,12 +81,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig) -> RunFailed | None:
-    """A one-line `RunFailed` with a hint when `exc` is the device or the host running out of memory, else None.
+    """A one-line `RunFailed` with a hint when `exc` is the device or the host running out of memory (a data worker
+    killed by the kernel included), else None.
 
     PyTorch reports a failed CPU allocation as a plain RuntimeError ("DefaultCPUAllocator: not enough memory"), so
     the message decides; a CUDA one is `torch.OutOfMemoryError`.
     """
     text = str(exc)
+    if "DataLoader worker" in text and ("killed by signal" in text or "exited unexpectedly" in text):
+        # The kernel's OOM killer takes a worker, and the loader reports only that it died.
+        return RunFailed(
+            f"{one_line(exc).rstrip('. ')}: usually the host running out of memory; use fewer --workers (now "
+            f"{config.workers}) or a smaller --batch"
+        )
     is_oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
         s in text for s in ("out of memory", "not enough memory", "can't allocate memory")
     )
@@ -135,8 +142,17 @@ def _loaders(plan: RunPlan) -> tuple:
     return train, val
 
 
-def _resume_from(plan: RunPlan, resume: bool, say: bool) -> Checkpoint | None:
-    """The checkpoint a `resume` run continues from: only one of this very run (same identity)."""
+def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = False) -> Checkpoint | None:
+    """The checkpoint a `resume` run continues from: only one of this very run (same identity).
+
+    Raises:
+        HGBenchError: `required` and there is no such checkpoint (the run is never quietly started over).
+    """
+    if required and not plan.last_path.is_file():
+        raise HGBenchError(
+            f"--resume: the run's checkpoint {plan.last_path} is not there (deleted or moved, or the data or hgbench "
+            "version changed since the run began); nothing was started: run without --resume to start it again"
+        )
     if not resume or not plan.last_path.is_file():
         if resume and say:
             print(f"hgbench: no checkpoint at {plan.last_path}; starting {plan.spec.label} from scratch", flush=True)
@@ -199,7 +215,8 @@ def _epoch(
         pckh = evaluate_pckh(val.predictions, gt, interval=False).mean
     if pckh is not None and (state.best_pckh is None or pckh > state.best_pckh):
         state.best_pckh = pckh
-    tel = sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")
+    # Every rank samples its own GPU; the epoch's energy is the whole run's, not rank 0's share.
+    tel = combine_windows(all_gather_objects(ctx, sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")))
     entry = {
         "epoch": epoch,
         "lr": state.optimizer.param_groups[0]["lr"],
@@ -228,6 +245,7 @@ def run(
     config: RunConfig,
     *,
     resume: bool = False,
+    must_resume: bool = False,
     quiet: bool = False,
     progress: bool = True,
     stop_after_epoch: int | None = None,
@@ -238,6 +256,8 @@ def run(
     Args:
         config: every hyperparameter (see RunConfig).
         resume: continue from the last complete epoch of the same experiment, if its checkpoint exists.
+        must_resume: the run must be continued, not started (`hgbench run --resume`): without its checkpoint it is an
+            error, before any record is written.
         quiet: one log line per epoch instead of a progress bar.
         progress: print anything at all.
         stop_after_epoch: end the process's work right after this epoch's checkpoint, as a kill would (tests).
@@ -256,7 +276,8 @@ def run(
             config,
             spec,
             ctx,
-            resume=resume,
+            resume=resume or must_resume,
+            must_resume=must_resume,
             quiet=quiet,
             progress=progress,
             stop_after_epoch=stop_after_epoch,
@@ -276,14 +297,17 @@ def _run(
     progress: bool,
     stop_after_epoch: int | None,
     keep_checkpoint: bool = True,
+    must_resume: bool = False,
 ) -> RunOutcome:
     plan = make_plan(config, spec, ctx)
     config, device, say = plan.config, plan.device, progress and ctx.is_main
     if device.type == "cuda":
         # Autotuned convolutions: the tuning lands in the first epoch, which the record reports apart (warm-up).
         torch.backends.cudnn.benchmark = True
-    ckpt = _resume_from(plan, resume, say)
+    ckpt = _resume_from(plan, resume, say, required=must_resume)
     cost = measure_cost(spec, input_res=config.input_res)
+    if ctx.is_main:
+        check_checkpoint_space(plan, cost.params)  # before the record exists, not after an epoch of training
     model_info = {
         "params": cost.params,
         "params_used": cost.params_used,

@@ -91,6 +91,7 @@ def evaluate_checkpoint(
         # As the run decoded, where that pays: on a CPU the main process would decode serially (see device_decode).
         decode="device" if dev.type == "cuda" and config.get("decode") == "device" else "workers",
     )
+    ground_truth = val_ds.ground_truth()  # before the pass: a damaged file is an error now, not after inference
     model = build_model(spec)
     model.load_state_dict(state)
     opts = StepOptions(dev, amp=bool(config.get("amp")), channels_last=bool(config.get("channels_last")))
@@ -104,7 +105,7 @@ def evaluate_checkpoint(
     timing = {**result.timing, "total_s": time.perf_counter() - t0, "flip": flip}
     return CheckpointEvaluation(
         predictions=result.predictions,
-        ground_truth=val_ds.ground_truth().subset(kept),  # in split order, as the predictions
+        ground_truth=ground_truth.subset(kept),  # in split order, as the predictions
         timing=timing,
         images=[val_ds.root / "images" / val_ds.people[i].image for i in kept],
         case=spec.label,

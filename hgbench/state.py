@@ -89,6 +89,14 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
     config, device = plan.config, plan.device
     _seed_everything(config.seed)
     model: nn.Module = build_model(plan.spec)
+    if ckpt is not None:
+        model.load_state_dict(ckpt.state["model"])
+    elif plan.init_weights is not None:  # fine-tuning: a resumed run takes its weights from its own checkpoint instead
+        model.load_state_dict(plan.init_weights.state_dict)
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    # The optimiser after the move (as torch's docs ask), so that restoring its state places it by torch's own rule:
+    # moments beside their parameters, Adam's `step` on the host. A `step` on the GPU would be read back (a host
+    # sync) for every parameter at every step.
     optimizer = _optimizer(config, model.parameters())
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.lr_milestones, gamma=config.lr_gamma)
     state = TrainingState(
@@ -100,18 +108,10 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
         StepOptions(device, amp=config.amp, channels_last=config.channels_last),
     )
     if ckpt is not None:
-        model.load_state_dict(ckpt.state["model"])
         optimizer.load_state_dict(ckpt.state["optimizer"])
         scheduler.load_state_dict(ckpt.state["scheduler"])
         state.start_epoch, state.best_pckh = ckpt.epoch, ckpt.state.get("best_pckh")
         _set_rng_state(ckpt.state["rng"])
-    elif plan.init_weights is not None:  # fine-tuning: a resumed run takes its weights from its own checkpoint instead
-        model.load_state_dict(plan.init_weights.state_dict)
-    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
-    for slots in optimizer.state.values():  # optimiser state follows the parameters to the device
-        for k, v in slots.items():
-            if torch.is_tensor(v):
-                slots[k] = v.to(device)
     if plan.ctx.enabled:
         wrapped = convert_sync_batchnorm(model, device.type)
         state.model = nn.parallel.DistributedDataParallel(

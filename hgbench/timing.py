@@ -186,9 +186,9 @@ class StepTimer:
         self._summary: dict | None = None
 
     def _grow(self, n: int) -> None:
-        with torch.cuda.device(self.device):
-            self._starts.extend(torch.cuda.Event(enable_timing=True) for _ in range(n))
-            self._ends.extend(torch.cuda.Event(enable_timing=True) for _ in range(n))
+        # CUDA events are created lazily on their first record, on the device of the stream they are recorded on.
+        self._starts.extend(torch.cuda.Event(enable_timing=True) for _ in range(n))
+        self._ends.extend(torch.cuda.Event(enable_timing=True) for _ in range(n))
 
     def _touch(self) -> float:
         now = time.perf_counter()
@@ -218,7 +218,9 @@ class StepTimer:
         if self.cuda:
             if self._steps >= len(self._starts):
                 self._grow(self._GROW)
-            self._starts[self._steps].record()
+            # On the run's device's stream, named: a bare record() goes to the *current* device's, which for
+            # --device cuda:1 in one process is GPU 0, idle, and would time the host's launches instead.
+            self._starts[self._steps].record(torch.cuda.current_stream(self.device))
         else:
             self._cpu_t = t
 
@@ -227,7 +229,7 @@ class StepTimer:
         if not self._in_compute:
             raise RuntimeError("compute_end() without compute_start()")
         if self.cuda:
-            self._ends[self._steps].record()
+            self._ends[self._steps].record(torch.cuda.current_stream(self.device))
         else:
             self._cpu_compute.append(time.perf_counter() - self._cpu_t)
         self._in_compute = False

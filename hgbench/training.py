@@ -47,6 +47,7 @@ class AsyncScalar:
     """
 
     def __init__(self, device: torch.device, *, slots: int = 4) -> None:
+        self._device = device
         self._cuda = device.type == "cuda"
         self._async = device.type != "cpu"  # on the CPU a copy is a copy; elsewhere the host must not wait
         self._host = [torch.zeros((), pin_memory=self._cuda) for _ in range(slots)]
@@ -57,7 +58,7 @@ class AsyncScalar:
         slot = (self._posted[-1] + 1) % len(self._host) if self._posted else 0
         self._host[slot].copy_(value.detach().float(), non_blocking=self._async)
         if self._cuda:
-            self._events[slot].record()
+            self._events[slot].record(torch.cuda.current_stream(self._device))  # the copy's stream, not GPU 0's
         self._posted = [i for i in self._posted if i != slot] + [slot]
 
     def read(self) -> float | None:

@@ -323,3 +323,15 @@ def test_bench_table_prints_in_full_on_a_120_column_terminal(
     assert len(header.rstrip()) <= 120
     for name in ("mode", "settings", "phase", "IQR ms", "images/s", "x eager", "TFLOP/s", "% peak", "peak MiB"):
         assert name in header
+
+
+def test_bench_inference_memory_holds_no_optimizer_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adam's moments (twice the weights) are training's: the inference phase's peak memory must not count them."""
+    works: list = []
+    make = bench.make_workload
+    monkeypatch.setattr(bench, "make_workload", lambda *a, **kw: works.append(make(*a, **kw)) or works[-1])
+    held: list[int] = []
+    monkeypatch.setattr(bench, "reset_peak_memory", lambda device: held.append(len(works[0].optimizer.state)))
+    spec = get_spec("hg1")
+    bench.bench_mode(spec, ModeSettings(), batch=2, steps=1, warmup=1, input_res=64, device="cpu", gflops_per_image=1.0)
+    assert held == [0, 0]  # before training, and before inference (after training filled it)

@@ -170,3 +170,14 @@ def test_list_reads_in_full_at_its_width(
     for needle in ("[2x3,3x3,4x2]", "42,485,440", "5,137,760", "88.77", "6/8", "as built", "described"):
         assert needle in text
     assert ("4-4-4-4-4-4-4-4" in text) == ("--wide" in argv)
+
+
+@pytest.mark.parametrize(("input_res", "says"), [("100", "must be a positive multiple of 64"), ("64", "instance norm")])
+def test_list_at_an_input_size_a_case_cannot_run_is_one_line(
+    input_res: str, says: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["list", "--input-res", input_res]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hgbench: error: ")
+    assert says in err
+    assert len(err.splitlines()) == 1

@@ -117,6 +117,7 @@ def test_people_count_must_match(tiny, capsys, tmp_path: Path) -> None:
         ["--predictions", "a.mat", "--visualize", "2", "--out", "d"],  # no --data-dir for the images
         ["--predictions", "a.mat", "--flip"],  # checkpoint-only flag
         ["--checkpoint", "c.pt", "--ground-truth", "g.mat"],
+        ["--checkpoint", "c.pt", "--workers", "-1"],
     ],
 )
 def test_misuse_is_a_usage_error(argv: list[str], capsys) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hgbench import distributed
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 
@@ -84,3 +85,18 @@ def test_two_gloo_processes_compute_the_single_process_gradient(tmp_path: Path) 
         assert (grad - b["grads"][name]).abs().max().item() / scale < 1e-6, name  # a wrong formula is off by ~1e-2
     for name, buf in a["buffers"].items():  # running statistics move the same way too
         assert torch.allclose(buf.double(), b["buffers"][name].double(), rtol=1e-6, atol=1e-9), name
+
+
+def test_the_process_group_outwaits_rank_0s_final_inference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other ranks wait at a barrier while rank 0 alone times the inference passes: torch's default 10 minutes
+    can run out on a slow host and kill a run whose training is done."""
+    from datetime import timedelta
+
+    calls: list[dict] = []
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    init_distributed("cpu")
+    assert calls[0]["backend"] == "gloo"
+    assert calls[0]["timeout"] >= timedelta(minutes=30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,7 +20,9 @@ import torch.distributed as dist
 from helpers.host_sync import count_host_syncs, fake_batches
 from torch import nn
 
-from hgbench import runner
+from hgbench import nvml, runner
+from hgbench import plan as plan_module
+from hgbench import state as state_module
 from hgbench.cases import get_spec
 from hgbench.config import RunConfig
 from hgbench.data.device_decode import DeviceDecodeLoader
@@ -28,7 +31,9 @@ from hgbench.data.mpii import MPIIDataset
 from hgbench.distributed import DistContext
 from hgbench.inference import predict
 from hgbench.models import build_model
-from hgbench.training import StepOptions, train_one_epoch
+from hgbench.plan import make_plan
+from hgbench.timing import StepTimer
+from hgbench.training import AsyncScalar, StepOptions, train_one_epoch
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +82,8 @@ def test_every_collective_of_a_run_takes_tensors_on_the_process_groups_device(
 ) -> None:
     group = NcclLikeGroup(lazy_device)
     group.install(monkeypatch)
+    gpu_window = {"gpu_util_mean": 50.0, "gpu_mem_used_max_mib": 900.0, "power_mean_w": 100.0, "energy_j": 5.0}
+    monkeypatch.setattr(nvml.NvmlSampler, "window", lambda self, *marks: {**gpu_window, "samples": 3})
     ctx = DistContext(rank=0, world_size=2, local_rank=0, device=lazy_device)
     config = tiny
     outcome = runner._run(
@@ -86,6 +93,84 @@ def test_every_collective_of_a_run_takes_tensors_on_the_process_groups_device(
     assert len(group.reduced) >= 4  # images and loss, val loss, accuracy counts, batches
     epoch = outcome.record["results"]["epochs"][-1]
     assert epoch["images"] == config.limit_train  # rank 0 trained half; the sum over ranks counts both halves
+    # Each rank measures its own GPU: the epoch's energy and power are both GPUs', not rank 0's half.
+    assert (epoch["energy_j"], epoch["power_mean_w"]) == (10.0, 200.0)
+    assert (epoch["gpu_util_mean"], epoch["gpu_mem_used_max_mib"]) == (50.0, 900.0)
+
+
+def test_gpu_windows_combine_into_the_runs_and_a_missing_one_makes_energy_unknown() -> None:
+    a = {"gpu_util_mean": 90.0, "gpu_mem_used_max_mib": 800.0, "power_mean_w": 300.0, "energy_j": 30.0, "samples": 9}
+    b = {**a, "gpu_util_mean": 70.0, "gpu_mem_used_max_mib": 1000.0, "energy_j": 20.0, "samples": 8}
+    both = nvml.combine_windows([a, b])
+    assert both["energy_j"] == 50.0
+    assert both["power_mean_w"] == 600.0
+    assert both["gpu_util_mean"] == 80.0
+    assert both["gpu_mem_used_max_mib"] == 1000.0
+    assert both["samples"] == 8
+    assert nvml.combine_windows([a, {**b, "energy_j": None}])["energy_j"] is None  # never one GPU's as the run's
+
+
+def test_a_resumed_adam_keeps_its_step_on_the_host(tiny: RunConfig) -> None:
+    """On a GPU a `step` on the device is read back for every parameter at every optimizer.step(): a resumed run
+    would train slower than the run it continues. The plan's device is ``meta`` here, standing in for the GPU."""
+    spec = get_spec(tiny.case)
+    model = build_model(spec)
+    optimizer = torch.optim.Adam(model.parameters())
+    sum(p.sum() for p in model.parameters()).backward()
+    optimizer.step()
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[1])
+    saved = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": state_module._rng_state(),
+        "best_pckh": None,
+    }
+    plan = SimpleNamespace(config=tiny, spec=spec, device=torch.device("meta"), ctx=DistContext(), init_weights=None)
+    restored = state_module.build_state(plan, SimpleNamespace(state=saved, epoch=1), has_unused_params=False)
+    slots = list(restored.optimizer.state.values())
+    assert slots
+    assert {s["exp_avg"].device.type for s in slots} == {"meta"}
+    assert {s["step"].device.type for s in slots} == {"cpu"}
+
+
+class _Stream:
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+
+
+def test_cuda_events_are_recorded_on_the_runs_gpu_not_the_current_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --device cuda:1 in one process, GPU 0 is the current device: events recorded there time nothing."""
+    recorded: list[torch.device] = []
+
+    class Event:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def record(self, stream: _Stream | None = None) -> None:
+            recorded.append((stream or _Stream("cuda:0")).device)  # a bare record(): the current device's stream
+
+        def query(self) -> bool:
+            return True
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: _Stream(device or "cuda:0"))
+    zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *a, pin_memory=False, **kw: zeros(*a, **kw))  # nothing to pin for here
+    gpu1 = torch.device("cuda", 1)
+    timer = StepTimer(gpu1, capacity=2)
+    timer.compute_start()
+    timer.compute_end()
+    AsyncScalar(gpu1, slots=2).post(torch.tensor(1.0))  # the NaN check's mirror of the loss
+    assert recorded == [gpu1] * 3
+
+
+def test_a_run_on_a_second_gpu_makes_it_the_current_device(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    chosen: list[torch.device] = []
+    monkeypatch.setattr(plan_module, "resolve_device", lambda name, ctx=None: torch.device("cuda", 1))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(torch.device(device)))
+    make_plan(tiny, get_spec(tiny.case), DistContext())
+    assert chosen == [torch.device("cuda", 1)]
 
 
 def _meta_model(case: str = "hg2") -> nn.Module:

@@ -129,3 +129,16 @@ def test_make_plan_records_the_measured_choice(probe_on, native_bf16, monkeypatc
     eager = make_plan(tiny, SPEC, DistContext())
     assert eager.fast_mode is None
     assert not eager.config.amp
+
+
+def test_fast_under_ddp_on_cuda_leaves_torch_compile_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DDP's SyncBatchNorm breaks torch.compile's graph at every norm layer: compile time for no speed."""
+    monkeypatch.setattr(speed_modes, "_bf16_reason", lambda device: None)
+    monkeypatch.setattr(speed_modes, "_compile_reason", lambda device: None)
+    cuda = torch.device("cuda")
+    one = choose_fast_mode(cuda, SPEC, batch=6, input_res=64)
+    ddp = choose_fast_mode(cuda, SPEC, batch=6, input_res=64, world_size=2)
+    assert one.settings["compile"] is True
+    assert ddp.settings == {**one.settings, "compile": False}
+    assert ddp.mode == "bf16"
+    assert "DDP" in ddp.probe["reason"]

@@ -333,6 +333,17 @@ def test_load_records_globs_files_and_missing_sources() -> None:
     ]
 
 
+def test_a_record_with_a_section_of_the_wrong_type_still_summarises(tmp_path: Path) -> None:
+    """A hand-edited record (``"plain": "n/a"``) must not crash `table`, `compare` and `plot` for every record."""
+    record = json.loads((CPU_DIR / "0001_case1_seed0.json").read_text())
+    record["results"]["inference"]["plain"] = "n/a"
+    (tmp_path / "0001_case1_seed0.json").write_text(json.dumps(record))
+    summaries, _ = load_records([tmp_path])
+    [summary] = summaries
+    assert summary.inference_min is None
+    assert summary.pckh_mean == record["results"]["pckh"]["Mean"]
+
+
 def test_load_records_deduplicates(tmp_path: Path) -> None:
     summaries, _ = load_records([CPU_DIR / "0001_case1_seed0.json", str(CPU_DIR / "0001_*.json")])
     assert len(summaries) == 1

@@ -96,6 +96,7 @@ def test_the_readme_plan_example_reads(tmp_path: Path) -> None:
         ("[defaults]\nepochs = 2\n", "no runs; add a [[run]] table"),
         ("[[run]]\ncase = \n", "not valid TOML"),
         ("[[run]]\ncase = 9\n", "unknown case '9'"),
+        ("[[run]]\ncase = 'hg1'\nworkers = -1\n", "run of case hg1, seed 0: --workers must be 0 or more, got -1"),
     ],
 )
 def test_a_bad_plan_file_is_one_line_naming_the_file_and_key(

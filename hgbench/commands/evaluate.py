@@ -85,7 +85,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ck.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image's heatmaps")
     ck.add_argument("--batch", type=POSITIVE_INT, default=6, metavar="N", help="test batch size (default: 6)")
     ck.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
-    ck.add_argument("--workers", type=int, default=2, metavar="N", help="data loader workers (default: 2)")
+    ck.add_argument("--workers", type=at_least(0), default=2, metavar="N", help="data loader workers (default: 2)")
     ck.add_argument(
         "--input-res",
         type=POSITIVE_INT,

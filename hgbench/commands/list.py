@@ -20,12 +20,12 @@ CSV_LEAD = ("case", "as_built", "params", "params_used", "gflops")
 
 def case_specs(cases: list[str] | None = None, *, input_res: int = 256) -> list[CaseSpec]:
     """The specs `hgbench list` shows: both forms of each study case and each reference model, or of those named
-    (ids or variant files; a variant file is one row, and an error naming it if it cannot run at `input_res`)."""
+    (ids or variant files; a variant file is one row), or an error naming the first that cannot run at `input_res`."""
     specs = []
     for text in cases or list_cases():
         spec = resolve_case(text)
+        check_input_res(text, spec, input_res)  # counting a network at a size it cannot run is a crash, not a row
         if is_variant_file(text):
-            check_input_res(text, spec, input_res)
             specs.append(spec)
         else:
             specs += [spec, get_spec(spec.name, as_built=True)] if spec.name.isdigit() else [spec]

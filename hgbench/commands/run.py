@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hgbench.cases import STUDY_CASES, case_label
-from hgbench.config import DEFAULT_LR, RunConfig
+from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
 from hgbench.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
@@ -267,8 +267,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         cases = [args.case]
     else:
         cases = case_ids(args.case)
+        cfg = config_from_args(args, cases[0])
+        check_settings(cfg)  # once, not as the same error for every case of --case all
         if len(cases) == 1:
-            cfg = config_from_args(args, cases[0])
             check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
     failed = []
     machine = None
@@ -294,7 +295,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
                 continue
         try:
-            outcome = run(cfg, resume=bool(args.resume), quiet=args.quiet, keep_checkpoint=keep)
+            outcome = run(
+                cfg,
+                resume=bool(args.resume),
+                must_resume=bool(args.resume) and len(cases) == 1,  # --case all --resume also starts the others
+                quiet=args.quiet,
+                keep_checkpoint=keep,
+            )
         except HGBenchError as exc:
             if len(cases) == 1:
                 raise

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from hgbench.commands._args import at_least
 from hgbench.commands.run import add_run_options, case_ids, config_from_args
-from hgbench.config import RunConfig
+from hgbench.config import RunConfig, check_settings
+from hgbench.errors import HGBenchError
 
 if TYPE_CHECKING:
     from hgbench.sweep.driver import SweepRun
@@ -150,7 +151,13 @@ def sweep_configs(args: argparse.Namespace) -> list[tuple[RunConfig, bool]]:
     for setting in settings:
         ns = argparse.Namespace(**setting)
         for case in case_ids(str(ns.case)):
-            configs.append((config_from_args(ns, case), ns.keep_checkpoints or not ns.smoke))
+            config = config_from_args(ns, case)
+            try:
+                check_settings(config)  # every run's before any starts: a bad value is not a failed run later
+            except HGBenchError as exc:
+                where = f"{args.plan}: " if args.plan else ""
+                raise HGBenchError(f"{where}run of case {case}, seed {config.seed}: {exc}") from None
+            configs.append((config, ns.keep_checkpoints or not ns.smoke))
     return configs
 
 
