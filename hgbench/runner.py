@@ -12,6 +12,7 @@ model, optimizer, scheduler and RNG states.
 
 from __future__ import annotations
 
+import math
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -194,8 +195,16 @@ def _epoch(
         epoch=epoch,
         on_progress=bar.step,
         on_batch=collect_train,
+        stop_on_nan=not ctx.enabled,
     )
     sampler.mark(f"epoch{epoch}-end")
+    # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean. Every rank gets
+    # the same sum, so under DDP a NaN on any rank stops all of them here, together.
+    images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
+    if not math.isfinite(loss_sum):
+        raise RunFailed(
+            f"loss became {loss_sum / ctx.world_size} in epoch {epoch} (on {ctx.world_size} processes); stopping"
+        )
     bar.start_validation(len(val_loader))
     val = predict(
         state.model,
@@ -207,8 +216,6 @@ def _epoch(
         on_progress=bar.validation_step,
     )
     state.scheduler.step()
-    # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean.
-    images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
     pckh = None
     if ctx.is_main:
         gt = plan.ground_truth.subset(plan.val_ds.indices_of(val.index))

@@ -93,8 +93,14 @@ def train_one_epoch(
     log_every: int = 20,
     on_progress: Callable[[int, float | None], None] | None = None,
     on_batch: Callable[[dict], object] | None = None,
+    stop_on_nan: bool = True,
 ) -> EpochStats:
     """Train for one pass over `loader`.
+
+    Args:
+        stop_on_nan: raise as soon as the loss is seen NaN or infinite. Off under DDP, where one rank must not stop
+            alone (the others would wait for it in the gradient all-reduce until killed, and rank 0's record would
+            say "interrupted"): the epoch's loss comes back NaN and the caller stops every rank at once.
 
     Raises:
         RunFailed: the loss became NaN or infinite (checked every `log_every` steps and at the end).
@@ -123,12 +129,12 @@ def train_one_epoch(
         images += x.shape[0]
         mirror.post(loss_sum / steps)  # an asynchronous copy: the host never waits for this step to finish
         last = mirror.read()  # the newest running mean that has reached the host, maybe a few steps old
-        if steps % log_every == 0 and last is not None and not math.isfinite(last):
+        if stop_on_nan and steps % log_every == 0 and last is not None and not math.isfinite(last):
             raise RunFailed(f"loss became {last} in epoch {epoch} (by step {steps}); stopping")
         if on_progress is not None:
             on_progress(steps, last)
     t = timer.summary()  # one synchronisation, at the end of the epoch
     mean_loss = float(loss_sum) / max(steps, 1)
-    if not math.isfinite(mean_loss):
+    if stop_on_nan and not math.isfinite(mean_loss):
         raise RunFailed(f"loss became {mean_loss} in epoch {epoch}; stopping")
     return EpochStats(mean_loss, steps, images, t["wall_s"], t["compute_s"], t["data_wait_s"], t["device_idle_s"])

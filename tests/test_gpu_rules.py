@@ -98,6 +98,26 @@ def test_every_collective_of_a_run_takes_tensors_on_the_process_groups_device(
     assert (epoch["gpu_util_mean"], epoch["gpu_mem_used_max_mib"]) == (50.0, 900.0)
 
 
+def test_a_nan_on_one_rank_stops_every_rank_together(
+    tiny: RunConfig, lazy_device: torch.device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rank that stopped alone would leave the others waiting in DDP's all-reduce until torchrun killed them, and
+    rank 0's record would say "interrupted, continue with --resume" into the same divergence."""
+    import json
+
+    from hgbench import training
+    from hgbench.errors import RunFailed
+
+    NcclLikeGroup(lazy_device).install(monkeypatch)
+    loss = training.heatmap_loss
+    monkeypatch.setattr(training, "heatmap_loss", lambda *a: loss(*a) * float("nan"))
+    ctx = DistContext(rank=0, world_size=2, local_rank=0, device=lazy_device)
+    with pytest.raises(RunFailed, match=r"loss became nan in epoch 1 \(on 2 processes\)"):  # from the collective
+        runner._run(tiny, get_spec(tiny.case), ctx, resume=False, quiet=True, progress=False, stop_after_epoch=None)
+    [path] = Path(tiny.out).rglob("*.json")
+    assert json.loads(path.read_text())["status"] == "failed"
+
+
 def test_gpu_windows_combine_into_the_runs_and_a_missing_one_makes_energy_unknown() -> None:
     a = {"gpu_util_mean": 90.0, "gpu_mem_used_max_mib": 800.0, "power_mean_w": 300.0, "energy_j": 30.0, "samples": 9}
     b = {**a, "gpu_util_mean": 70.0, "gpu_mem_used_max_mib": 1000.0, "energy_j": 20.0, "samples": 8}
