@@ -63,3 +63,29 @@ def test_submitit_local_executor_runs_two_runs_into_two_records(
     assert sorted(r["config"]["seed"] for r in done) == [0, 1]
     assert all(r["status"] == "finished" for r in done)
     assert (tmp_path / "runs" / "submitit").is_dir()
+
+
+def test_slurm_local_jobs_run_in_sessions_of_their_own(tmp_path: Path) -> None:
+    """As Slurm jobs are: the terminal's Ctrl-C reaches the driver alone, which cancels each job once, and submitit's
+    controllers print their KeyboardInterrupt tracebacks into controllers.log, not onto the terminal."""
+    import subprocess
+    import sys
+
+    submitit = pytest.importorskip("submitit")
+    from hgbench.sweep.engines import SubmititEngine
+
+    engine = SubmititEngine(
+        folder=tmp_path, local=True, partition=None, time_min=5, gpus=0, cpus=1, array_parallelism=1
+    )
+    plain = submitit.local.local.subprocess
+    with engine._own_sessions():
+        child = submitit.local.local.subprocess.Popen(  # as submitit starts a job's controller
+            [
+                sys.executable,
+                "-c",
+                "import os; print(os.getsid(0) == os.getpid(), os.getsid(0) == os.getsid(os.getppid()))",
+            ]
+        )
+        child.wait()
+    assert submitit.local.local.subprocess is plain is subprocess  # restored once the jobs are submitted
+    assert (tmp_path / "controllers.log").read_text().split() == ["True", "False"]  # a session leader, not ours

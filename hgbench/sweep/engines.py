@@ -9,6 +9,7 @@ carries back the worker's small summary, or says that the worker died.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import importlib
@@ -19,7 +20,7 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -315,11 +316,31 @@ class SubmititEngine:
                 RequeuedRun(), job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=self.cpus
             )
 
-        if len(jobs) < 2:
-            return [one(job) for job in jobs]
-        with self.executor.batch():  # one job array
-            delayed = [one(job) for job in jobs]
+        with self._own_sessions():
+            if len(jobs) < 2:
+                return [one(job) for job in jobs]
+            with self.executor.batch():  # one job array
+                delayed = [one(job) for job in jobs]
         return delayed
+
+    @contextlib.contextmanager
+    def _own_sessions(self) -> Iterator[None]:
+        """With --slurm-local, start each job's controller in a session of its own, as Slurm jobs are, its own output
+        going to ``controllers.log`` in submitit's folder (the runs' output has submitit's per-job files).
+
+        Otherwise the terminal's Ctrl-C reaches submitit's controllers and tasks directly, and each prints its
+        KeyboardInterrupt traceback on the terminal; the driver's cancel (one SIGINT a job) is what stops them.
+        """
+        if not self.local:
+            yield
+            return
+        local_module = importlib.import_module("submitit.local.local")
+        plain = local_module.subprocess
+        local_module.subprocess = _NewSessions(plain, self.folder / "controllers.log")
+        try:
+            yield
+        finally:
+            local_module.subprocess = plain
 
     def poll(self, handle: Any) -> Ended | None:
         if not handle.done():
@@ -334,6 +355,23 @@ class SubmititEngine:
 
     def close(self) -> None:
         pass
+
+
+class _NewSessions:
+    """The `subprocess` module as submitit's local executor sees it while submitting: every Popen a new session."""
+
+    def __init__(self, module: Any, log: Path) -> None:
+        self._module, self._log = module, log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._module, name)
+
+    def Popen(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - subprocess's name
+        self._log.parent.mkdir(parents=True, exist_ok=True)
+        with self._log.open("ab") as log:  # the child keeps its own copy of the descriptor
+            kwargs.setdefault("stdout", log)
+            kwargs.setdefault("stderr", self._module.STDOUT)
+            return self._module.Popen(*args, start_new_session=True, **kwargs)
 
 
 class RequeuedRun:
