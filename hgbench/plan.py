@@ -106,6 +106,13 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
             f"{len(train_ds)} training people in {train_ds.root} are fewer than one batch of {config.batch_size}; "
             "use a smaller --batch or more data"
         )
+    if len(val_ds) < ctx.world_size:
+        # A process with no validation batch would skip the collective DDP makes on the first validation forward
+        # (its buffer broadcast), and every process would wait on the others.
+        raise HGBenchError(
+            f"{len(val_ds)} validation people are fewer than the {ctx.world_size} processes; every process needs one: "
+            "use a larger --limit-val or fewer processes"
+        )
     dataset = dataset_info(train_ds, val_ds)
     identity = _identity(config, spec, dataset["fingerprint"])
     plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -263,3 +264,13 @@ def test_the_timed_loops_under_cuda_sync_debug_mode(cuda_device: torch.device, l
 
     syncs(2)  # warm-up: allocator, cuDNN autotuning, the flip index
     assert syncs(6) == syncs(2)
+
+
+def test_every_process_gets_a_validation_person(tiny: RunConfig) -> None:
+    """DDP broadcasts its buffers on the first validation forward: a process without a validation batch would skip
+    that collective and every process would hang."""
+    from hgbench.errors import HGBenchError
+
+    ctx = DistContext(rank=0, world_size=4, local_rank=0)
+    with pytest.raises(HGBenchError, match="3 validation people are fewer than the 4 processes"):
+        make_plan(replace(tiny, limit_val=3), get_spec(tiny.case), ctx)
