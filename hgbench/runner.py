@@ -149,12 +149,13 @@ def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = Fal
     Raises:
         HGBenchError: `required` and there is no such checkpoint (the run is never quietly started over).
     """
-    if required and not plan.last_path.is_file():
-        raise HGBenchError(
-            f"--resume: the run's checkpoint {plan.last_path} is not there (deleted or moved, or the data or hgbench "
-            "version changed since the run began); nothing was started: run without --resume to start it again"
-        )
     if not resume or not plan.last_path.is_file():
+        if required:
+            raise HGBenchError(
+                f"--resume: the run's checkpoint {plan.last_path} is not there (deleted or moved, or the data or "
+                "hgbench version changed since the run began); nothing was started: run without --resume to start it "
+                "again"
+            )
         if resume and say:
             print(f"hgbench: no checkpoint at {plan.last_path}; starting {plan.spec.label} from scratch", flush=True)
         return None

@@ -20,7 +20,6 @@ differences (one seed gives both sides the same initial weights and data order),
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -178,19 +177,18 @@ def _seed_paired_row(label: str, a: Sequence[RunSummary], b: Sequence[RunSummary
     if len(common) < 2:
         row["p_note"] = f"needs 2+ seeds run on both sides (common seeds: {', '.join(map(str, common)) or 'none'})"
         return row
-    from scipy import stats  # imported here: scipy.stats costs about a second
-
-    mean, sd = row["delta"], statistics.stdev(diffs)
-    if sd == 0:
+    if len(set(diffs)) == 1:  # scipy would warn and answer NaN
         row["p_note"] = f"every one of the {len(common)} seeds differs by the same amount: no spread to test"
         return row
-    half = float(stats.t.ppf(0.975, len(diffs) - 1)) * sd / math.sqrt(len(diffs))
-    low, high = mean - half, mean + half
+    from scipy.stats import ttest_rel  # imported here: scipy.stats costs about a second
+
+    result = ttest_rel(xb, xa)
+    low, high = (float(v) for v in result.confidence_interval(0.95))
     verdict = NO_DIFFERENCE if low <= 0 <= high else "a difference"
     row.update(
         delta_ci95_low=low,
         delta_ci95_high=high,
-        p_value=float(stats.ttest_rel(xb, xa).pvalue),
+        p_value=float(result.pvalue),
         significant=not (low <= 0 <= high),
         p_note=(
             f"paired t-test over the {len(common)} seeds run on both sides ({', '.join(map(str, common))}); "
