@@ -17,7 +17,18 @@ from hgbench._version import __version__
 from hgbench.errors import HGBenchError
 
 # The order `hgbench --help` lists subcommands in; any other module in hgbench.commands follows alphabetically.
-COMMAND_ORDER: tuple[str, ...] = ("list", "run", "sweep", "evaluate", "table", "compare", "plot", "bench", "synth", "data")
+COMMAND_ORDER: tuple[str, ...] = (
+    "list",
+    "run",
+    "sweep",
+    "evaluate",
+    "table",
+    "compare",
+    "plot",
+    "bench",
+    "synth",
+    "data",
+)
 
 
 def command_modules() -> list[str]:

@@ -57,10 +57,12 @@ def test_an_interrupted_download_resumes_with_a_range_request(served: Path, tmp_
         with pytest.raises(DownloadError, match="run the same command again to resume") as err:
             download(base + original.name, dest, progress=False)
         assert "\n" not in str(err.value)
-        assert not dest.exists() and partial_path(dest).stat().st_size == half  # kept for the resume
+        assert not dest.exists()
+        assert partial_path(dest).stat().st_size == half
         assert download(base + original.name, dest, progress=False) == dest
     assert state.requests[1] == ("/" + original.name, f"bytes={half}-")  # only the rest was asked for
-    assert sha(dest) == sha(original) and not partial_path(dest).exists()
+    assert sha(dest) == sha(original)
+    assert not partial_path(dest).exists()
 
 
 def test_a_server_that_ignores_range_sends_it_all_again(served: Path, tmp_path: Path) -> None:
@@ -88,7 +90,8 @@ def test_a_full_disk_is_refused_before_any_byte_is_written(
     with serve(served) as (base, _):
         with pytest.raises(HGBenchError, match="not enough disk space .* needed, .* free"):
             download(base + dest.name, dest, room_to_extract=True, progress=False)
-    assert not dest.exists() and not partial_path(dest).exists()
+    assert not dest.exists()
+    assert not partial_path(dest).exists()
 
 
 def test_extraction_lands_atomically_and_a_corrupt_archive_leaves_nothing(served: Path, tmp_path: Path) -> None:
@@ -99,10 +102,12 @@ def test_extraction_lands_atomically_and_a_corrupt_archive_leaves_nothing(served
     with pytest.raises(DataError, match="is damaged .*download it anew") as err:
         extract_images(damaged, data, progress=False)
     assert "\n" not in str(err.value)
-    assert not (data / "images").exists() and not extracting_dir(data).exists()
+    assert not (data / "images").exists()
+    assert not extracting_dir(data).exists()
 
     images = extract_images(archive, data, progress=False)
-    assert images == data / "images" and not extracting_dir(data).exists()
+    assert images == data / "images"
+    assert not extracting_dir(data).exists()
     assert not (data / "README.txt").exists()  # only images/ is taken from the archive
     with tarfile.open(archive) as tar:
         names = sorted(m.name for m in tar.getmembers() if m.isfile() and m.name.startswith("images/"))
@@ -121,7 +126,8 @@ def test_the_command_downloads_extracts_verifies_and_removes_the_archive(
     assert capsys.readouterr().out.strip() == f"{n_images} images, 0 missing, 0 corrupt"
     assert not (data / "mpii_human_pose_v1.tar.gz").exists()
     marker = json.loads((data / MARKER_NAME).read_text())
-    assert marker["annotation_sha256"] == sha(data / "mpii_annotations.json") and marker["images"] == n_images
+    assert marker["annotation_sha256"] == sha(data / "mpii_annotations.json")
+    assert marker["images"] == n_images
     # Run again: the marker says it is verified, nothing is decoded.
     assert main(["data", "mpii", str(data)]) == 0
     assert "verified before" in capsys.readouterr().out
@@ -133,7 +139,8 @@ def test_from_archive_keeps_the_users_file(served: Path, tmp_path: Path, synthet
     shutil.copy(synthetic_root / "mpii_annotations.json", data)
     archive = served / "mpii_human_pose_v1.tar.gz"
     assert main(["data", "mpii", str(data), "--from-archive", str(archive)]) == 0
-    assert archive.is_file() and (data / "images").is_dir()
+    assert archive.is_file()
+    assert (data / "images").is_dir()
 
 
 def test_verify_lists_a_missing_and_a_truncated_image(
@@ -147,8 +154,10 @@ def test_verify_lists_a_missing_and_a_truncated_image(
     assert main(["data", "mpii", str(data), "--verify"]) == 1
     err = capsys.readouterr().err
     assert err.splitlines()[0] == f"{len(jpgs)} images, 1 missing, 1 corrupt"
-    assert f"missing: {jpgs[0]}" in err and f"corrupt: {jpgs[1]}" in err
-    assert "to fix: rm -r" in err and "hgbench data mpii" in err
+    assert f"missing: {jpgs[0]}" in err
+    assert f"corrupt: {jpgs[1]}" in err
+    assert "to fix: rm -r" in err
+    assert "hgbench data mpii" in err
     assert not (data / MARKER_NAME).exists()
 
 
@@ -159,7 +168,8 @@ def test_a_marker_of_another_annotation_file_counts_for_nothing(tmp_path: Path, 
     assert verify_images(data, use_marker=True, progress=False).from_marker
     (data / MARKER_NAME).write_text(json.dumps({"annotation_sha256": "0" * 64, "images": 1}))
     report = verify_images(data, use_marker=True, progress=False)
-    assert not report.from_marker and report.images > 1
+    assert not report.from_marker
+    assert report.images > 1
 
 
 @pytest.mark.mpii

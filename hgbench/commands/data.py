@@ -39,7 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--from-archive", type=Path, metavar="FILE", help="extract this archive instead of downloading")
     src.add_argument("--verify", action="store_true", help="only check an existing folder, in full")
     p.add_argument("--keep-archive", action="store_true", help="keep the downloaded archive after extracting it")
-    p.add_argument("--workers", type=at_least(1), default=None, metavar="N", help="verification threads (default: CPUs)")
+    p.add_argument(
+        "--workers", type=at_least(1), default=None, metavar="N", help="verification threads (default: CPUs)"
+    )
     p.set_defaults(func=cmd_data, _parser=p)
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
 import shutil
-import socket
 import sys
 import tarfile
 import urllib.error
@@ -75,8 +73,13 @@ def byte_progress(label: str, total: int | None, done: int = 0, *, show: bool | 
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     bar = Progress(
-        TextColumn(label), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=True,
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
     )
     with bar:
         task = bar.add_task(label, total=total, completed=done)
@@ -85,13 +88,16 @@ def byte_progress(label: str, total: int | None, done: int = 0, *, show: bool | 
 
 def _network_error(url: str, have: int, total: int | None, exc: BaseException) -> DownloadError:
     got = f"{_gb(have)} of {_gb(total)}" if total else _gb(have)
-    return DownloadError(
-        f"download of {url} stopped at {got} ({one_line(exc)}); run the same command again to resume"
-    )
+    return DownloadError(f"download of {url} stopped at {got} ({one_line(exc)}); run the same command again to resume")
 
 
 def download(
-    url: str, dest: Path, *, expected_bytes: int | None = None, room_to_extract: bool = False, progress: bool | None = None
+    url: str,
+    dest: Path,
+    *,
+    expected_bytes: int | None = None,
+    room_to_extract: bool = False,
+    progress: bool | None = None,
 ) -> Path:
     """Download `url` to `dest`, resuming a ``<dest>.part`` left by an earlier try.
 
@@ -118,7 +124,7 @@ def download(
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # nothing left to send: an earlier try got every byte but stopped before renaming
-            os.replace(part, dest)
+            part.replace(dest)
             return dest
         raise HGBenchError(f"cannot download {url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
@@ -141,13 +147,13 @@ def download(
                     f.write(chunk)
                     have += len(chunk)
                     step(have)
-        except (OSError, http.client.HTTPException, socket.timeout) as exc:
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
             if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
                 raise  # the disk, not the network: the CLI prints it as one line
             raise _network_error(url, have, total, exc) from None
     if length is not None and total is not None and have < total:
         raise _network_error(url, have, total, ConnectionError("the server closed the connection early"))
-    os.replace(part, dest)
+    part.replace(dest)
     return dest
 
 
@@ -207,7 +213,7 @@ def extract_images(archive: Path, data_dir: Path, *, progress: bool | None = Non
                     tar.extract(member, tmp, filter="data")
         if not (tmp / IMAGES_DIRNAME).is_dir():
             raise DataError(f"archive {archive} holds no {IMAGES_DIRNAME}/ folder: is it {MPII_ARCHIVE_NAME}?")
-        os.replace(tmp / IMAGES_DIRNAME, final)
+        (tmp / IMAGES_DIRNAME).replace(final)
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         if isinstance(exc, OSError) and exc.filename is not None and not isinstance(exc, tarfile.TarError):
             shutil.rmtree(tmp, ignore_errors=True)
