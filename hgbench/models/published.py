@@ -163,3 +163,17 @@ def resolve(ref: str | Path, *, progress: bool | None = None) -> ResolvedWeights
         entry = lookup(ref)
         return ResolvedWeights(fetch(entry, progress=progress), entry.case, entry.name)
     return ResolvedWeights(Path(ref), None, None)
+
+
+def identify(path: str | Path) -> str | None:
+    """The published name of a local file, told by its SHA-256 prefix (a copy of ``bearpaw_hg2-15e342d9.pth`` under
+    any name is ``anibali:hg2``); None for any other file."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    hexdigest = digest.hexdigest()
+    return next((e.name for e in PUBLISHED.values() if hexdigest.startswith(e.hash_prefix)), None)
