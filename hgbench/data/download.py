@@ -15,6 +15,7 @@ Progress (bytes, rate, time left) is a rich bar on a terminal; logs and pipes ge
 from __future__ import annotations
 
 import contextlib
+import gzip
 import http.client
 import shutil
 import sys
@@ -141,16 +142,19 @@ def download(
         total = have + int(length) if length is not None else expected_bytes
         needed = max(0, (total or 0) - have) + ((total or 0) if room_to_extract else 0)
         check_room(dest.parent, needed, f"{dest.name}" + (" and its extraction" if room_to_extract else ""))
-        try:
-            with part.open(mode) as f, byte_progress(f"downloading {dest.name}", total, have, show=progress) as step:
-                while chunk := response.read(_CHUNK):
-                    f.write(chunk)
-                    have += len(chunk)
-                    step(have)
-        except (TimeoutError, OSError, http.client.HTTPException) as exc:
-            if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
-                raise  # the disk, not the network: the CLI prints it as one line
-            raise _network_error(url, have, total, exc) from None
+        # Disk errors (a full disk) propagate as OSError, which the CLI prints as one line; only reading from the
+        # network is a network error.
+        with part.open(mode) as f, byte_progress(f"downloading {dest.name}", total, have, show=progress) as step:
+            while True:
+                try:
+                    chunk = response.read(_CHUNK)
+                except (OSError, http.client.HTTPException) as exc:  # reset, timeout, incomplete read
+                    raise _network_error(url, have, total, exc) from None
+                if not chunk:
+                    break
+                f.write(chunk)
+                have += len(chunk)
+                step(have)
     if length is not None and total is not None and have < total:
         raise _network_error(url, have, total, ConnectionError("the server closed the connection early"))
     part.replace(dest)
@@ -214,11 +218,8 @@ def extract_images(archive: Path, data_dir: Path, *, progress: bool | None = Non
         if not (tmp / IMAGES_DIRNAME).is_dir():
             raise DataError(f"archive {archive} holds no {IMAGES_DIRNAME}/ folder: is it {MPII_ARCHIVE_NAME}?")
         (tmp / IMAGES_DIRNAME).replace(final)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        if isinstance(exc, OSError) and exc.filename is not None and not isinstance(exc, tarfile.TarError):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise  # the disk (full, permissions): the CLI prints it as one line
-        shutil.rmtree(tmp, ignore_errors=True)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:  # the archive; any other OSError is
+        shutil.rmtree(tmp, ignore_errors=True)  # the disk (full, permissions), printed by the CLI as one line
         raise DataError(
             f"archive {archive} is damaged ({one_line(exc)}); delete it and run the command again to download it anew"
         ) from None
