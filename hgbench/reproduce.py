@@ -233,13 +233,13 @@ def format_reproduction(rep: Reproduction) -> str:
     lines = [
         f"{rep.name} on {rep.theirs.count:,} validation people, flip test "
         f"(published: anibali/pytorch-stacked-hourglass README)",
-        f"{'':9}{'published':>10}  {'anibali convention [95% CI]':<30}{'hgbench [95% CI]':<30}",
+        f"{'':9}{'published':>10}  {'anibali convention [95% CI]':<30}hgbench [95% CI]",
     ]
     for r in ROWS:
         pub = f"{rep.published[r]:.2f}" if r in rep.published else "-"
         lines.append(
             f"{r:<9}{pub:>10}  {values(rep.theirs)[r]:6.2f} {_fmt_ci(ti[r]):<23}"
-            f"{values(rep.ours)[r]:6.2f} {_fmt_ci(oi[r]):<23}"
+            f"{values(rep.ours)[r]:6.2f} {_fmt_ci(oi[r])}"
         )
     mean = rep.published["Mean"]
     if rep.reproduced:
