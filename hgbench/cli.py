@@ -17,7 +17,18 @@ from hgbench._version import __version__
 from hgbench.errors import HGBenchError
 
 # The order `hgbench --help` lists subcommands in; any other module in hgbench.commands follows alphabetically.
-COMMAND_ORDER: tuple[str, ...] = ("list", "run", "sweep", "evaluate", "table", "compare", "plot", "bench", "synth")
+COMMAND_ORDER: tuple[str, ...] = (
+    "list",
+    "run",
+    "sweep",
+    "evaluate",
+    "table",
+    "compare",
+    "plot",
+    "bench",
+    "synth",
+    "data",
+)
 
 
 def command_modules() -> list[str]:
@@ -34,6 +45,9 @@ EPILOG = """examples:
   hgbench run --case all --data-dir ~/mpii     the whole sweep on real MPII (finished runs are skipped)
   hgbench sweep --cases all --seeds 0,1,2 --engine ray
                                                cases x seeds spread over a Ray cluster's GPUs
+  hgbench data mpii ~/mpii                     download, extract and verify the MPII images
+  hgbench evaluate --weights anibali:hg2 --data-dir ~/mpii --reproduce
+                                               check the set-up reproduces anibali's published hg2 figures
   hgbench evaluate --predictions preds.mat     score another tool's predictions with the MPII PCKh protocol
   hgbench table --reference                    our measurements beside the published table
   hgbench compare results/a.json results/b.json

@@ -291,3 +291,70 @@ def _flip_index_on(device: torch.device) -> torch.Tensor:
 def average_flip(heatmaps: Heatmaps, heatmaps_of_mirror: Heatmaps) -> Heatmaps:
     """Flip test: mean of the heatmaps of an image and the flipped-back heatmaps of its mirror, both [N, 16, H, W]."""
     return (heatmaps + flip_back(heatmaps_of_mirror)) / 2
+
+
+# ------------------------------------------------------------------------- the publisher's decoding convention
+
+ANIBALI = "anibali"
+CONVENTIONS = ("hgbench", ANIBALI)
+
+
+def anibali_heatmap_coords(heatmaps: np.ndarray) -> np.ndarray:
+    """Peaks as anibali/pytorch-stacked-hourglass decodes them (`utils/evaluation.py`, ``final_preds_untransformed``),
+    in its own heatmap frame; numpy on the host (used by ``--convention anibali`` only, never in a timed loop).
+
+    Its rules, restated: 1-based argmax (a peak <= 0 becomes (0, 0)); a quarter pixel toward the higher neighbour in
+    x and y, only when the peak is off every border (both axes tested together); then ``+ 0.5`` and ``- 1``. The
+    result is the 0-based argmax + 0.5 (+- 0.25): half a pixel right and down of the pixel centre hgbench uses.
+
+    Args:
+        heatmaps: [N, K, H, W].
+
+    Returns:
+        [N, K, 2] float64 (x, y) in that frame (what its ``transform_preds`` takes).
+    """
+    hm = np.asarray(heatmaps, dtype=np.float64)
+    n, k, h, w = _check_heatmaps(hm)
+    flat = hm.reshape(n, k, h * w)
+    idx = flat.argmax(axis=-1)
+    maxval = np.take_along_axis(flat, idx[..., None], axis=-1)[..., 0]
+    x1, y1 = (idx % w + 1).astype(np.float64), (idx // w + 1).astype(np.float64)  # 1-based
+    x1, y1 = np.where(maxval > 0, x1, 0.0), np.where(maxval > 0, y1, 0.0)
+    inner = (x1 > 1) & (x1 < w) & (y1 > 1) & (y1 < h)
+    xi, yi = np.clip(x1.astype(np.int64) - 1, 1, w - 2), np.clip(y1.astype(np.int64) - 1, 1, h - 2)  # 0-based
+    nn_, kk = np.meshgrid(np.arange(n), np.arange(k), indexing="ij")
+    dx = hm[nn_, kk, yi, xi + 1] - hm[nn_, kk, yi, xi - 1]
+    dy = hm[nn_, kk, yi + 1, xi] - hm[nn_, kk, yi - 1, xi]
+    x = x1 + np.where(inner, SUBPIXEL_SHIFT * np.sign(dx), 0.0)
+    y = y1 + np.where(inner, SUBPIXEL_SHIFT * np.sign(dy), 0.0)
+    return np.stack([x, y], axis=-1) + 0.5 - 1.0
+
+
+def anibali_to_image(coords: np.ndarray, center: np.ndarray, scale: np.ndarray, heatmap_res: int) -> np.ndarray:
+    """anibali's ``transform_preds``: heatmap coordinates of `anibali_heatmap_coords` to original-image pixels.
+
+    Restated: subtract 1, apply the inverse of its crop transform ``u = res (x - c) / (200 s) + res / 2``, truncate
+    toward zero to a whole pixel (``astype(int)``) and add 1. With the ``- 1`` of the decoding this puts a
+    prediction about one heatmap pixel up and left of where hgbench's exact inverse puts it.
+
+    Args:
+        coords: [N, K, 2] from `anibali_heatmap_coords`.
+        center: [N, 2] the adjusted centres (``c[1] += 15 s``), as anibali's dataset gives them (float32).
+        scale: [N] the adjusted scales (``1.25 s``).
+        heatmap_res: heatmap side (64 for a 256 input).
+
+    Returns:
+        [N, K, 2] float64 whole-pixel coordinates.
+    """
+    coords = np.asarray(coords, dtype=np.float64)
+    center = np.asarray(center, dtype=np.float64)[:, None, :]
+    side = 200.0 * np.asarray(scale, dtype=np.float64).reshape(-1)[:, None, None]
+    x = (coords - 1.0 - heatmap_res / 2.0) * side / heatmap_res + center
+    return np.trunc(x) + 1.0
+
+
+def anibali_decode(heatmaps: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``--convention anibali``: heatmaps to original-image pixels exactly as anibali's evaluation does
+    (`anibali_heatmap_coords`, then `anibali_to_image`); [N, K, 2] float64."""
+    hm = np.asarray(heatmaps)
+    return anibali_to_image(anibali_heatmap_coords(hm), center, scale, int(hm.shape[-1]))

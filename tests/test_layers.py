@@ -52,9 +52,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "visualize",
     ),
     "checkpoint and record": ("checkpoint", "record"),
-    # One run: its plan (device, settings, data, identity), progress display, recorder, the runner, and scoring a
-    # saved checkpoint (which plans its data as a run does).
-    "runner": ("plan", "progress", "recorder", "state", "runner", "scoring"),
+    # One run: its plan (device, settings, data, identity), progress display, recorder, the runner, scoring a
+    # saved checkpoint (which plans its data as a run does) and checking that a set-up reproduces published figures.
+    "runner": ("plan", "progress", "recorder", "state", "runner", "scoring", "reproduce"),
     # The model-only benchmark may reuse the runner's pieces, never the reverse (--fast reads hgbench.speed_modes).
     "bench": ("bench",),
     "results store": ("results",),

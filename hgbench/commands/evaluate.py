@@ -1,11 +1,18 @@
 """`hgbench evaluate`: score predictions with the MPII PCKh protocol, from a predictions file or a checkpoint.
 
-Two sources, exactly one of them:
+Three sources, exactly one of them:
 - ``--predictions PRED.mat`` (`preds` N x 16 x 2 or `pos_pred_src` 16 x 2 x N, image pixels, val order) against
   ``--ground-truth GT.mat`` (default: the `detections_our_format.mat` bundled with hgbench);
 - ``--checkpoint CKPT``: run the model on the validation split (`hgbench.scoring.evaluate_checkpoint`) and score it;
   with ``--case C [--as-built]`` the file may hold another tool's weights for case C (anibali's released hg1/hg2/hg8,
-  a pytorch-pose checkpoint), read by their keys and scored exactly as hgbench's own.
+  a pytorch-pose checkpoint), read by their keys and scored exactly as hgbench's own;
+- ``--weights NAME|FILE``: published weights by name (``anibali:hg1|hg2|hg8``, fetched once into torch.hub's cache,
+  hash-checked; the case is the name's) or a file, as ``--checkpoint``.
+
+``--convention anibali`` crops and decodes as the publisher's evaluation does (whole-pixel crop, its ``coords -= 1``
+offset) instead of hgbench's exact inverse. ``--reproduce`` (published weights only) runs both, flip test on, sets
+them beside the published table joint by joint with bootstrap intervals and says whether the set-up reproduces it
+(exit 1 when not).
 
 Results go to stdout as the study's table, CSV (two lines, nothing else) or JSON; notes go to stderr.
 """
@@ -31,6 +38,8 @@ EPILOG = """examples:
   hgbench evaluate --predictions preds.mat --visualize 5 --out pics --data-dir ~/mpii
   hgbench evaluate --checkpoint ckpt.pt --data-dir ~/mpii --flip --save-predictions preds.mat
   hgbench evaluate --checkpoint hg2.pth --case hg2 --data-dir ~/mpii --flip
+  hgbench evaluate --weights anibali:hg2 --data-dir ~/mpii --flip --convention anibali
+  hgbench evaluate --weights anibali:hg2 --data-dir ~/mpii --reproduce
 """
 
 ANNOTATION_NAMES = ("mpii_annotations.json", "mpii_annotations.json.gz")
@@ -55,6 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="predictions file (.mat with preds or pos_pred_src, or .npy N x 16 x 2)",
     )
     src.add_argument("--checkpoint", type=Path, metavar="CKPT", help="model checkpoint to run on the val split")
+    src.add_argument(
+        "--weights",
+        metavar="NAME|FILE",
+        help="published weights (anibali:hg1, anibali:hg2, anibali:hg8: fetched once into torch.hub's cache) or a file",
+    )
     p.add_argument(
         "--ground-truth",
         type=Path,
@@ -83,6 +97,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     ck.add_argument("--as-built", action="store_true", help="with --case: the case as the study's code built it")
     ck.add_argument("--limit", type=POSITIVE_INT, metavar="N", help="only the first N val people")
     ck.add_argument("--flip", action="store_true", help="flip test: average with the mirrored image's heatmaps")
+    ck.add_argument(
+        "--convention",
+        choices=("hgbench", "anibali"),
+        default="hgbench",
+        help="crop and decoding: hgbench's exact inverse (default) or the publisher's (anibali: whole-pixel crop, "
+        "coords -= 1)",
+    )
+    ck.add_argument(
+        "--reproduce",
+        action="store_true",
+        help="published weights: both conventions, flip test, beside the published table; a verdict (exit 1 if not)",
+    )
     ck.add_argument("--batch", type=POSITIVE_INT, default=6, metavar="N", help="test batch size (default: 6)")
     ck.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: cuda when available")
     ck.add_argument("--workers", type=at_least(0), default=2, metavar="N", help="data loader workers (default: 2)")
@@ -103,8 +129,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     """Misuse of the flags goes through `parser.error` (usage line, exit 2), as argparse's own errors."""
     p: argparse.ArgumentParser = args._parser
-    if (args.predictions is None) == (args.checkpoint is None):  # argparse's group checks this unless called directly
-        p.error("give exactly one of --predictions or --checkpoint")
+    sources = [args.predictions, args.checkpoint, getattr(args, "weights", None)]
+    if sum(v is not None for v in sources) != 1:  # argparse's group checks this unless called directly
+        p.error("give exactly one of --predictions, --checkpoint or --weights")
     if args.visualize is not None and args.out is None:
         p.error("--visualize needs --out DIR")
     if args.predictions is not None:
@@ -119,11 +146,13 @@ def _check_args(args: argparse.Namespace) -> None:
                 ("--limit", args.limit),
                 ("--case", args.case),
                 ("--as-built", args.as_built or None),
+                ("--reproduce", args.reproduce or None),
+                ("--convention anibali", "anibali" if args.convention == "anibali" else None),
             ]
             if v is not None
         ]
         if used:
-            p.error(f"{', '.join(used)}: only with --checkpoint")
+            p.error(f"{', '.join(used)}: only with --checkpoint or --weights")
     else:
         if args.ground_truth is not None:
             p.error("--ground-truth only applies to --predictions (a checkpoint is scored on its own val split)")
@@ -131,6 +160,22 @@ def _check_args(args: argparse.Namespace) -> None:
             p.error("give --data-dir or --synthetic-people, not both")
         if args.as_built and args.case is None:
             p.error("--as-built needs --case (an hgbench checkpoint names its own case)")
+        if args.reproduce:
+            clash = [
+                f
+                for f, v in [
+                    ("--convention", args.convention != "hgbench" or None),
+                    ("--save-predictions", args.save_predictions),
+                    ("--visualize", args.visualize),
+                    ("--format csv", args.format == "csv" or None),
+                ]
+                if v is not None
+            ]
+            if clash:
+                p.error(
+                    f"--reproduce runs both conventions with the flip test and prints its report: not with "
+                    f"{', '.join(clash)}"
+                )
 
 
 def val_image_paths(data_dir: Path) -> list[Path]:
@@ -190,6 +235,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
         from hgbench.variants import resolve_case
 
+        published_name = _resolve_weights(args)
+        if args.reproduce:
+            return _reproduce(args, published_name)
+        if args.convention == "anibali" and args.case is None:
+            raise HGBenchError("--convention anibali needs --case (or published weights, which name their case)")
         kwargs: dict = dict(
             checkpoint=args.checkpoint,
             data_dir=args.data_dir,
@@ -202,15 +252,36 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             case=None if args.case is None else resolve_case(args.case, as_built=args.as_built),
             input_res=args.input_res,
         )
-        run = evaluate_checkpoint(**kwargs)
-        preds, gt, timing, images = np.asarray(run.predictions), run.ground_truth, dict(run.timing), list(run.images)
+        if args.convention == "anibali":
+            from hgbench.reproduce import evaluate_anibali_convention
+
+            conv = evaluate_anibali_convention(
+                weights=args.checkpoint,
+                spec=kwargs["case"],
+                data_dir=args.data_dir,
+                flip=args.flip,
+                batch_size=args.batch,
+                device=args.device,
+                limit=args.limit,
+                workers=args.workers,
+                input_res=args.input_res or 256,
+                synthetic_people=args.synthetic_people,
+            )
+            preds, gt, images, described = conv.predictions, conv.ground_truth, conv.images, conv.weights
+            run = None
+        else:
+            run = evaluate_checkpoint(**kwargs)
+            preds, gt, timing = np.asarray(run.predictions), run.ground_truth, dict(run.timing)
+            images, described = list(run.images), getattr(run, "weights", "hgbench checkpoint")
         data = str(args.data_dir) if args.data_dir else "synthetic"
-        case = getattr(run, "case", None)
+        case = getattr(run, "case", None) or (kwargs["case"].label if kwargs["case"] is not None else None)
         extra.update(
             source="checkpoint",
             checkpoint=str(args.checkpoint),
             case=case,
-            weights=getattr(run, "weights", "hgbench checkpoint"),
+            weights=described,
+            published=published_name,
+            convention=args.convention,
             flip=args.flip,
             batch_size=args.batch,
             device=kwargs["device"],
@@ -242,7 +313,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.checkpoint is not None:
             sys.stdout.write(
                 f"checkpoint {args.checkpoint} ({extra['weights']}): {extra['case']}, data {extra['data_dir']}, "
-                f"flip test {'on' if args.flip else 'off'}, batch {args.batch}\n"
+                f"flip test {'on' if args.flip else 'off'}, batch {args.batch}, {args.convention} convention\n"
             )
         if timing:
             sys.stdout.write("timing: " + ", ".join(f"{k} {_fmt_value(v)}" for k, v in timing.items()) + "\n")
@@ -251,3 +322,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _fmt_value(v: object) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _resolve_weights(args: argparse.Namespace) -> str | None:
+    """``--weights`` made local (a published name fetched or found in the cache) into ``args.checkpoint``, its case
+    into ``args.case`` when none was given; returns the published name of the file (by name or by hash), or None."""
+    from hgbench.models.published import PUBLISHED, identify, resolve
+
+    if getattr(args, "weights", None) is None:
+        return identify(args.checkpoint) if args.reproduce else None
+    resolved = resolve(args.weights)
+    args.checkpoint = resolved.path
+    name = resolved.name or identify(resolved.path)
+    if args.case is None and name is not None:
+        args.case = PUBLISHED[name].case
+    return name
+
+
+def _reproduce(args: argparse.Namespace, name: str | None) -> int:
+    """``--reproduce``: both conventions beside the published table; exit 1 when not reproduced."""
+    from hgbench.models.published import PUBLISHED_PCKH
+    from hgbench.reproduce import format_reproduction, reproduce
+    from hgbench.variants import resolve_case
+
+    if name is None or name not in PUBLISHED_PCKH:
+        raise HGBenchError(
+            f"--reproduce needs published weights with a published table ({', '.join(PUBLISHED_PCKH)}); "
+            f"{args.weights or args.checkpoint} is not one of them"
+        )
+    case = args.case
+    rep = reproduce(
+        name,
+        PUBLISHED_PCKH[name],
+        weights=args.checkpoint,
+        spec=resolve_case(case, as_built=args.as_built),
+        data_dir=args.data_dir,
+        batch_size=args.batch,
+        device=args.device,
+        limit=args.limit,
+        workers=args.workers,
+        input_res=args.input_res or 256,
+    )
+    if args.format == "json":
+        from hgbench.atomic_io import jsonable
+
+        sys.stdout.write(json.dumps(jsonable(rep.to_dict()), indent=2) + "\n")
+    else:
+        sys.stdout.write(format_reproduction(rep))
+    return 0 if rep.reproduced else 1

@@ -101,8 +101,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--init-from",
         default=None,
         metavar="FILE",
-        help="start from these weights (fine-tuning): an hgbench checkpoint, anibali's released hg1/hg2/hg8 or a "
-        "pytorch-pose checkpoint; the record keeps the path and SHA-256",
+        help="start from these weights (fine-tuning): an hgbench checkpoint, anibali's released hg1/hg2/hg8 (a file "
+        "or a name: anibali:hg2, fetched once into torch.hub's cache) or a pytorch-pose checkpoint; the record keeps "
+        "the path and SHA-256",
     )
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader workers (default {d.workers})")
     p.add_argument("--limit-train", type=int, default=None, metavar="N", help="first N training people only")
@@ -263,6 +264,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.runner import run
 
+    if getattr(args, "init_from", None):
+        from hgbench.models.published import resolve
+
+        # A published name (anibali:hg2) becomes its cached file here, so the config records a path and its SHA-256.
+        args.init_from = str(resolve(args.init_from).path)
     if isinstance(args.resume, str):  # --resume RUN takes its case from the run, never from a file again
         cases = [args.case]
     else:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hgbench.cases import CaseSpec
 from hgbench.models.hourglass import StackedHourglass, build_model
+from hgbench.models.published import resolve
 from hgbench.models.weights import read_weights
 from hgbench.variants import resolve_case
 
@@ -25,15 +26,18 @@ def create_model(
         case: a registry id (``1``-``8``, ``hg1``, ``hg2``, ``hg8``), a variant ``.toml`` file or a `CaseSpec`.
         as_built: the study's code as it ran (cases 1-8 only).
         checkpoint: weights in any layout `hgbench.models.weights` reads: hgbench's own checkpoints,
-            anibali/pytorch-stacked-hourglass's released state dicts, bearpaw/pytorch-pose training checkpoints.
+            anibali/pytorch-stacked-hourglass's released state dicts, bearpaw/pytorch-pose training checkpoints;
+            or a published name (``"anibali:hg2"``), fetched once into torch.hub's cache and hash-checked
+            (`hgbench.models.published`).
 
     Raises:
         CaseError (a ValueError): unknown case id (the message lists the valid ones), ``as_built`` for a reference
             model or a variant file, or a bad variant file.
-        HGBenchError: a checkpoint that cannot be read or does not fit the case.
+        HGBenchError: a checkpoint that cannot be read or does not fit the case; an unknown published name or a
+            failed fetch (one line: the URL and where to put the file).
     """
     spec = case if isinstance(case, CaseSpec) else resolve_case(case, as_built=as_built)
     model = build_model(spec)
     if checkpoint is not None:
-        model.load_state_dict(read_weights(checkpoint, spec).state_dict)
+        model.load_state_dict(read_weights(resolve(checkpoint).path, spec).state_dict)
     return model
