@@ -127,9 +127,14 @@ def _step_changes(ctx: DistContext) -> dict[str, bool]:
     return step_changes(ctx)
 
 
+def _assert_every_one_moved(changed: dict[str, bool]) -> None:
+    assert changed
+    assert all(changed.values()), [n for n, c in changed.items() if not c]
+
+
 def test_one_step_moves_every_parameter_with_a_gradient_in_one_process() -> None:
     changed = _step_changes(DistContext())
-    assert changed and all(changed.values()), [n for n, c in changed.items() if not c]
+    _assert_every_one_moved(changed)
 
 
 def test_one_step_moves_every_parameter_with_a_gradient_under_ddp(tmp_path: Path) -> None:
@@ -143,7 +148,7 @@ def test_one_step_moves_every_parameter_with_a_gradient_under_ddp(tmp_path: Path
         changed = _step_changes(DistContext(rank=0, world_size=2))  # enabled: build_state converts and wraps
     finally:
         dist.destroy_process_group()
-    assert changed and all(changed.values()), [n for n, c in changed.items() if not c]
+    _assert_every_one_moved(changed)
 
 
 @pytest.mark.slow
@@ -168,4 +173,4 @@ def test_one_step_moves_every_parameter_with_a_gradient_on_two_gloo_processes(tm
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     changed = torch.load(out)
-    assert changed and all(changed.values()), [n for n, c in changed.items() if not c]
+    _assert_every_one_moved(changed)
