@@ -429,6 +429,7 @@ def _inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opt
         input_res=config.input_res,
         flip_test=config.flip_test,
         tail=len(val_ds) % config.test_batch_size,
+        batch_size=config.test_batch_size,
         on_batch=collect,
     )
     scores = {k: evaluate_pckh(p.predictions, gt.subset(val_ds.indices_of(p.index))) for k, p in passes.items()}
