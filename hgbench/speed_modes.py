@@ -34,11 +34,14 @@ class ModeSettings:
     compile: bool = False  # torch.compile(model)
     cudagraphs: bool = False  # torch.compile(model, mode="reduce-overhead"): CUDA graphs (CUDA only)
 
-    def label(self) -> str:
-        """E.g. ``fp32`` or ``channels_last+bf16+compile``."""
+    def label(self, float32: str = "fp32") -> str:
+        """E.g. ``fp32`` or ``channels_last+bf16+compile``; `float32` names what float32 convolutions compute in
+        (`hgbench.environment.float32_label`): on a TF32 GPU ``tf32`` or ``channels_last+tf32``."""
         on = [k if k != "amp" else "bf16" for k, v in asdict(self).items() if v]
         if self.cudagraphs and "compile" in on:
             on.remove("compile")  # "cudagraphs" already implies compile(mode="reduce-overhead")
+        if not self.amp and float32 != "fp32":
+            on.append(float32)  # without autocast the convolutions are float32 ones, computed as `float32` says
         return "+".join(on) if on else "fp32"
 
 
