@@ -132,11 +132,15 @@ def best_mode(device: str | torch.device) -> dict[str, bool | str]:
     for an 8-stack model (see shared/spec/environment.md), which a run of a few epochs never earns back, and
     decoding in the main process would only serialise what the workers do in parallel.
 
+    Planned where the GPU is absent (a sweep's driver on a login node, for its GPU workers), CUDA's rule assumes
+    native bf16: the GPUs it runs on (Ampere and newer) have it.
+
     Returns:
         ``{"channels_last": bool, "amp": bool, "compile": bool, "decode": "workers" | "device"}``.
     """
     dev = torch.device(device)
     if dev.type == "cuda":
-        amp, compile_ = _bf16_reason(dev) is None, _compile_reason(dev) is None
+        amp = _bf16_reason(dev) is None if torch.cuda.is_available() else True
+        compile_ = _compile_reason(dev) is None
         return {"channels_last": True, "amp": amp, "compile": compile_, "decode": "device"}
     return {"channels_last": True, "amp": _bf16_reason(dev) is None, "compile": False, "decode": "workers"}
