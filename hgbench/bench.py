@@ -32,7 +32,7 @@ from torch import nn
 from hgbench._version import __version__
 from hgbench.atomic_io import next_record_path, write_json_atomic
 from hgbench.cases import CaseSpec
-from hgbench.environment import collect_commit_info, collect_environment, machine_id
+from hgbench.environment import collect_commit_info, collect_environment, float32_label, machine_id
 from hgbench.models import ModelCost, measure_cost
 from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
     MIN_WARMUP,
@@ -214,6 +214,7 @@ def _run_mode(
     cost: ModelCost,
     peak_conv: float | None,
     progress: Callable[[str], None] | None,
+    float32: str = "fp32",
 ) -> dict[str, Any]:
     """One mode's entry of the record: skipped (with the plan's reason), ok (with its phases) or failed (why)."""
     entry: dict[str, Any] = {
@@ -228,9 +229,10 @@ def _run_mode(
     if plan.settings is None:
         return entry
     warmup = max(config.warmup, MIN_WARMUP[plan.mode])
-    entry.update(settings=asdict(plan.settings), label=plan.settings.label(), warmup=warmup)
+    label = plan.settings.label(float32)
+    entry.update(settings=asdict(plan.settings), label=label, warmup=warmup)
     if progress:
-        progress(f"{plan.mode} ({plan.settings.label()}): {warmup} warm-up + {config.steps} timed steps")
+        progress(f"{plan.mode} ({label}): {warmup} warm-up + {config.steps} timed steps")
     try:
         skips = _cudagraph_skips()
         phases = bench_mode(
@@ -272,6 +274,7 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
     dev = torch.device(config.device)
     started = dt.datetime.now(dt.UTC)
     machine = collect_environment(dev)
+    math = machine["float32_math"]  # TF32 or not: what the fp32 modes' convolutions compute in
     cost = measure_cost(spec, input_res=config.input_res)
     peak_error = None
     try:
@@ -280,7 +283,7 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
         peak_conv, peak_error = None, _one_line(exc)
     _release(dev, compiled=False)
     results = {
-        plan.mode: _run_mode(spec, plan, config, dev, cost, peak_conv, progress)
+        plan.mode: _run_mode(spec, plan, config, dev, cost, peak_conv, progress, float32_label(math))
         for plan in plan_modes(config.modes, dev)
     }
     return {
@@ -295,9 +298,9 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
             **asdict(config),
             "modes": list(config.modes),
             "cudnn_benchmark": dev.type == "cuda",
-            # fp32 convolutions on Ampere+ use TF32 unless this is False: part of what "eager fp32" means here.
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32 if dev.type == "cuda" else None,
-            "matmul_precision": torch.get_float32_matmul_precision(),
+            # fp32 convolutions on Ampere+ use TF32 unless this is False (machine_info.float32_math has the rest).
+            "cudnn_allow_tf32": math["cudnn_allow_tf32"],
+            "matmul_precision": math["matmul_precision"],
             "optimizer": "adam",
             "lr": LR,
             "loss": "hgbench.loss.heatmap_loss (masked MSE, every stack)",

@@ -145,7 +145,10 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
 
 
 def convert_sync_batchnorm(model: nn.Module, device_type: str) -> nn.Module:
-    """Make every BatchNorm2d synchronise across ranks: `nn.SyncBatchNorm` on GPU, `AllReduceBatchNorm2d` on CPU."""
+    """Make every BatchNorm2d synchronise across ranks: `nn.SyncBatchNorm` on GPU, `AllReduceBatchNorm2d` on CPU.
+
+    Either way the converted layers keep the original parameter and buffer objects.
+    """
     if device_type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for name, child in model.named_children():
@@ -153,7 +156,14 @@ def convert_sync_batchnorm(model: nn.Module, device_type: str) -> nn.Module:
             repl = AllReduceBatchNorm2d(
                 child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
             )
-            repl.load_state_dict(child.state_dict())
+            # The very parameters and buffers, as `nn.SyncBatchNorm.convert_sync_batchnorm` keeps them: an optimiser
+            # built before the conversion must still hold what the network trains.
+            if child.affine:
+                repl.weight, repl.bias = child.weight, child.bias
+            if child.track_running_stats:
+                repl.running_mean, repl.running_var = child.running_mean, child.running_var
+                repl.num_batches_tracked = child.num_batches_tracked
+            repl.train(child.training)
             setattr(model, name, repl)
         else:
             convert_sync_batchnorm(child, device_type)

@@ -127,6 +127,43 @@ def cpu_has_native_bf16() -> bool:
     return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def float32_math(device: str | torch.device = "cpu") -> dict[str, Any]:
+    """How this process computes float32 convolutions and matrix products on `device`: the record's
+    ``machine_info.float32_math`` (run and bench records alike), read when the measurement starts.
+
+    On an Ampere-or-newer GPU (compute capability 8.0+) torch runs float32 cuDNN convolutions as TF32 (a 10-bit
+    mantissa) unless ``torch.backends.cudnn.allow_tf32`` is False, and it defaults to True: "fp32" eager there is
+    TF32 for every convolution of these networks. Matrix products use TF32 only where allowed (default off).
+
+    Returns:
+        ``cudnn_allow_tf32`` and ``cuda_matmul_allow_tf32`` (torch's switches; None off CUDA), ``matmul_precision``
+        (`torch.get_float32_matmul_precision`), ``tf32_capable`` (the GPU has TF32), and what float32 work computes
+        in: ``conv`` and ``matmul``, each ``"tf32"`` or ``"fp32"``.
+    """
+    import torch
+
+    from hgbench.timing import as_device
+
+    dev = as_device(device)
+    on_cuda = dev.type == "cuda" and torch.cuda.is_available()
+    capable = on_cuda and torch.cuda.get_device_capability(dev)[0] >= 8
+    conv_tf32 = torch.backends.cudnn.allow_tf32 if on_cuda else None
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32 if on_cuda else None
+    return {
+        "cudnn_allow_tf32": conv_tf32,
+        "cuda_matmul_allow_tf32": matmul_tf32,
+        "matmul_precision": torch.get_float32_matmul_precision(),
+        "tf32_capable": capable,
+        "conv": "tf32" if capable and conv_tf32 else "fp32",
+        "matmul": "tf32" if capable and matmul_tf32 else "fp32",
+    }
+
+
+def float32_label(math: Mapping[str, Any] | None) -> str:
+    """What float32 convolutions compute in, by `float32_math`'s answer: ``tf32`` or ``fp32`` (None: ``fp32``)."""
+    return "tf32" if math and math.get("conv") == "tf32" else "fp32"
+
+
 def _cudnn_version() -> int | None:
     import torch
 
@@ -148,7 +185,7 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
 
     Returns:
         python, torch, torchvision, cuda, cudnn, cpu, cpu_count, platform, hostname, device, gpu_name, gpu_count,
-        driver, nvml, nvml_reason, gpu_state, hgbench_version, machine_id.
+        float32_math, driver, nvml, nvml_reason, gpu_state, hgbench_version, machine_id.
     """
     import torch
 
@@ -177,6 +214,7 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
         "device": dev.type,
         "gpu_name": torch.cuda.get_device_name(dev) if cuda_ok and dev.type == "cuda" else None,
         "gpu_count": torch.cuda.device_count() if cuda_ok else 0,
+        "float32_math": float32_math(dev),  # TF32 or not: what an "fp32" mode's convolutions really compute in
         **device_facts(dev),  # driver, nvml, nvml_reason, gpu_state
         "hgbench_version": __version__,
     }

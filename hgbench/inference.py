@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from hgbench import decoding, metrics
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
@@ -158,29 +159,47 @@ def _to_image_pixels(
     return preds[~is_bad], index[~is_bad], index[is_bad]
 
 
+def _workers_running(loader) -> bool:
+    """Whether iterating `loader` again starts no worker processes: it loads in the main process, or its persistent
+    workers were started by an earlier pass (the validation pass the runner ran on it). Unknown iterables: False."""
+    inner = getattr(loader, "loader", loader)  # a `DeviceDecodeLoader` wraps the DataLoader
+    if not isinstance(inner, DataLoader):
+        return False
+    return inner.num_workers == 0 or (inner.persistent_workers and inner._iterator is not None)
+
+
 @torch.no_grad()
-def warm_up(model: nn.Module, loader, opts: StepOptions, *, flip: bool, tail: int, batches: int = 2) -> None:
+def warm_up(
+    model: nn.Module,
+    loader,
+    opts: StepOptions,
+    *,
+    flip: bool,
+    tail: int,
+    batch_size: int,
+    input_res: int,
+    batches: int = 2,
+) -> None:
     """Bring `model` and `loader` to the state a timed pass should start from, untimed.
 
-    Runs the first `batches` batches (which starts the loader's persistent workers and tunes cuDNN or compiles for
-    the eval shapes), plus one forward at the last, partial batch size `tail` (0: none), so that neither timed pass
-    pays a one-off cost the other does not.
+    The loader: a loader whose workers have not started yet is run through once, whole (data only), so its workers
+    are up and idle. Never part of it: a loop left early leaves the workers' prefetched batches queued, and the next
+    pass's `iter()` would fetch and drop them inside its timed span. The model: `batches` forwards of a batch of
+    `batch_size` and one of the last, partial batch size `tail` (0: none), plain and mirrored with `flip`, on inputs
+    of the loader's shape (tunes cuDNN or compiles for the eval shapes; the values do not matter), so that neither
+    timed pass pays a one-off cost the other does not.
     """
+    if not _workers_running(loader):
+        for _ in loader:
+            pass
     model.eval()
+    sizes = [batch_size] * batches + ([tail] if tail else [])
     with opts.autocast():
-        x = None
-        for i, batch in enumerate(loader):
-            x = opts.to_device(batch["image"])
+        for size in sizes:
+            x = opts.to_device(torch.zeros(size, 3, input_res, input_res))
             model(x)
             if flip:
                 model(torch.flip(x, dims=[3]))
-            if i + 1 >= batches:
-                break
-        if x is not None and tail:
-            part = opts.to_device(x[:1].repeat(tail, 1, 1, 1))
-            model(part)
-            if flip:
-                model(torch.flip(part, dims=[3]))
     if opts.device.type == "cuda":
         torch.cuda.synchronize(opts.device)
 
@@ -193,11 +212,13 @@ def timed_passes(
     input_res: int,
     flip_test: bool,
     tail: int,
+    batch_size: int,
     on_batch: Callable[[dict], object] | None = None,
 ) -> dict[str, PassResult]:
     """The timed inference passes over one loader, each from the same warm state: ``plain`` and (with `flip_test`)
-    ``flip``. `tail` is the size of the loader's last, partial batch (0 when it divides evenly)."""
-    warm_up(model, loader, opts, flip=flip_test, tail=tail)
+    ``flip``. `batch_size` is the loader's batch size and `tail` the size of its last, partial batch (0 when it
+    divides evenly). Each pass fetches every sample of the split once, and nothing more."""
+    warm_up(model, loader, opts, flip=flip_test, tail=tail, batch_size=batch_size, input_res=input_res)
     passes = {"plain": predict(model, loader, opts, input_res=input_res, with_targets=False, on_batch=on_batch)}
     if flip_test:
         passes["flip"] = predict(

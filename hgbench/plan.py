@@ -123,14 +123,15 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     return plan
 
 
-def planned_identity(config: RunConfig) -> str:
+def planned_identity(config: RunConfig, device: torch.device | None = None) -> str:
     """The identity that `run(config)` would give its run, for a sweep's skip check.
 
     Opens the datasets to fingerprint them (generating the synthetic default if it is not cached yet, as the run
-    would); trains nothing and checks no output folder.
+    would); trains nothing and checks no output folder. `device`: the device the run will have, where that is not
+    this machine's (a sweep's driver planning for its GPU workers); default: `config.device` resolved here.
     """
     spec = spec_of_config(config)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device) if device is None else device
     config = resolve_config(replace(config, world_size=int(os.environ.get("WORLD_SIZE", 1))), device, spec)
     train_ds, val_ds = _datasets(config)
     return _identity(config, spec, dataset_info(train_ds, val_ds)["fingerprint"])

@@ -75,7 +75,14 @@ NUMERIC_PATHS: tuple[str, ...] = (
     "results.inference.plain.device_min",
     "results.inference.plain.wall_min",
     "results.peak_host_memory_mib",
+    "results.compile.frames",
+    "results.compile.frames_compiled",
+    "results.compile.recompile_limit_hits",
 )
+
+
+# What float32 convolutions compute in (`machine_info.float32_math.conv`, `hgbench.environment.float32_math`).
+FLOAT32_MATH: tuple[str, ...] = ("tf32", "fp32")
 
 
 def utc_now() -> str:
@@ -115,7 +122,8 @@ def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
         "device_min": device_s / 60 if device_s is not None else None,
         "wall_min": timing["wall_s"] / 60,
         "images_per_s": timing.get("images_per_s"),
-        "compute_min": timing["compute_s"] / 60,
+        "compute_min": timing["compute_s"] / 60,  # on `clock`: CUDA events on a GPU (= device_min), else the host's
+        "clock": timing.get("clock"),
         "data_wait_min": timing["data_wait_s"] / 60,
         "pckh_mean": pckh_mean,
     }
@@ -163,6 +171,7 @@ def new_record(
             "peak_memory_mib": None,
             "peak_host_memory_mib": None,
             "telemetry": None,
+            "compile": None,  # --compile only: what dynamo compiled (hgbench.compile_watch)
         },
     }
 
@@ -228,6 +237,9 @@ def validate_record(record: Any) -> list[str]:
         value = record_value(record, p)
         if value is not None and not _is_number(value):
             problems.append(f"{p} is {value!r}, not a number")
+    math = record_value(record, "machine_info.float32_math")
+    if math is not None and not (isinstance(math, Mapping) and math.get("conv") in FLOAT32_MATH):
+        problems.append(f"machine_info.float32_math is {math!r}, not an object whose conv is tf32 or fp32")
     ci95 = record_value(record, "results.pckh.ci95")
     if ci95 is not None and not (isinstance(ci95, list) and len(ci95) == 2 and all(map(_is_number, ci95))):
         problems.append(f"results.pckh.ci95 is {ci95!r}, not [low, high]")

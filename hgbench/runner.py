@@ -24,6 +24,7 @@ from torch import nn
 
 from hgbench.cases import CaseSpec
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
+from hgbench.compile_watch import CompileWatch, describe_fallback
 from hgbench.config import RunConfig
 from hgbench.data.loader import make_loader
 from hgbench.distributed import (
@@ -325,6 +326,9 @@ def _run(
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
     if say and plan.fast_mode:
         print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
+    # Dynamo afresh for every compiled run: in a process that ran other cases before (--case all) it would have hit
+    # its recompile limit and run this one eagerly; the record says what it compiled.
+    watch = CompileWatch.begin() if config.compile else None
     state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
     if say and ckpt is None and plan.init_weights is not None:
         print(f"hgbench: starting from {plan.init_weights.path} ({plan.init_weights.describe()})", flush=True)
@@ -353,7 +357,7 @@ def _run(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
                     )
             if ctx.is_main:
-                _finish(plan, state, loaders[1], recorder, sampler, say=say, keep_checkpoint=keep_checkpoint)
+                _finish(plan, state, loaders[1], recorder, sampler, watch, say=say, keep_checkpoint=keep_checkpoint)
             barrier(ctx)
         except RunFailed as exc:
             bar.abort()
@@ -387,6 +391,7 @@ def _finish(
     val_loader,
     recorder: Recorder,
     sampler: NvmlSampler,
+    watch: CompileWatch | None,
     *,
     say: bool,
     keep_checkpoint: bool,
@@ -406,11 +411,16 @@ def _finish(
     results = _inference_pass(
         state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say
     )
+    compiled = watch.report() if watch is not None else None
+    fallback = describe_fallback(compiled) if compiled is not None else None
+    if say and fallback:
+        print(f"hgbench: warning: {fallback}", flush=True)
     recorder.set_results(
         **results,
         peak_memory_mib=peak_memory_mib(plan.device),
         peak_host_memory_mib=peak_host_memory_mib(),
         telemetry=sampler.summary(),
+        compile=compiled,
     )
     recorder.finish("finished", None, keep_checkpoint=keep_checkpoint)
 
@@ -429,6 +439,7 @@ def _inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opt
         input_res=config.input_res,
         flip_test=config.flip_test,
         tail=len(val_ds) % config.test_batch_size,
+        batch_size=config.test_batch_size,
         on_batch=collect,
     )
     scores = {k: evaluate_pckh(p.predictions, gt.subset(val_ds.indices_of(p.index))) for k, p in passes.items()}

@@ -34,11 +34,14 @@ class ModeSettings:
     compile: bool = False  # torch.compile(model)
     cudagraphs: bool = False  # torch.compile(model, mode="reduce-overhead"): CUDA graphs (CUDA only)
 
-    def label(self) -> str:
-        """E.g. ``fp32`` or ``channels_last+bf16+compile``."""
+    def label(self, float32: str = "fp32") -> str:
+        """E.g. ``fp32`` or ``channels_last+bf16+compile``; `float32` names what float32 convolutions compute in
+        (`hgbench.environment.float32_label`): on a TF32 GPU ``tf32`` or ``channels_last+tf32``."""
         on = [k if k != "amp" else "bf16" for k, v in asdict(self).items() if v]
         if self.cudagraphs and "compile" in on:
             on.remove("compile")  # "cudagraphs" already implies compile(mode="reduce-overhead")
+        if not self.amp and float32 != "fp32":
+            on.append(float32)  # without autocast the convolutions are float32 ones, computed as `float32` says
         return "+".join(on) if on else "fp32"
 
 
@@ -129,11 +132,15 @@ def best_mode(device: str | torch.device) -> dict[str, bool | str]:
     for an 8-stack model (see shared/spec/environment.md), which a run of a few epochs never earns back, and
     decoding in the main process would only serialise what the workers do in parallel.
 
+    Planned where the GPU is absent (a sweep's driver on a login node, for its GPU workers), CUDA's rule assumes
+    native bf16: the GPUs it runs on (Ampere and newer) have it.
+
     Returns:
         ``{"channels_last": bool, "amp": bool, "compile": bool, "decode": "workers" | "device"}``.
     """
     dev = torch.device(device)
     if dev.type == "cuda":
-        amp, compile_ = _bf16_reason(dev) is None, _compile_reason(dev) is None
+        amp = _bf16_reason(dev) is None if torch.cuda.is_available() else True
+        compile_ = _compile_reason(dev) is None
         return {"channels_last": True, "amp": amp, "compile": compile_, "decode": "device"}
     return {"channels_last": True, "amp": _bf16_reason(dev) is None, "compile": False, "decode": "workers"}

@@ -94,6 +94,9 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
     elif plan.init_weights is not None:  # fine-tuning: a resumed run takes its weights from its own checkpoint instead
         model.load_state_dict(plan.init_weights.state_dict)
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
+    if plan.ctx.enabled:
+        # Before the optimiser, which must hold the parameters of the network that trains.
+        model = convert_sync_batchnorm(model, device.type)
     # The optimiser after the move (as torch's docs ask), so that restoring its state places it by torch's own rule:
     # moments beside their parameters, Adam's `step` on the host. A `step` on the GPU would be read back (a host
     # sync) for every parameter at every step.
@@ -113,9 +116,8 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
         state.start_epoch, state.best_pckh = ckpt.epoch, ckpt.state.get("best_pckh")
         _set_rng_state(ckpt.state["rng"])
     if plan.ctx.enabled:
-        wrapped = convert_sync_batchnorm(model, device.type)
         state.model = nn.parallel.DistributedDataParallel(
-            wrapped,
+            model,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=has_unused_params,
         )

@@ -335,3 +335,28 @@ def test_bench_inference_memory_holds_no_optimizer_state(monkeypatch: pytest.Mon
     spec = get_spec("hg1")
     bench.bench_mode(spec, ModeSettings(), batch=2, steps=1, warmup=1, input_res=64, device="cpu", gflops_per_image=1.0)
     assert held == [0, 0]  # before training, and before inference (after training filled it)
+
+
+def test_a_mode_without_bf16_on_a_tf32_gpu_is_labelled_tf32(
+    instant_modes: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cuDNN runs "fp32" convolutions as TF32 on an Ampere-or-newer GPU by default: the record must not say fp32."""
+    real = bench.collect_environment
+
+    def on_an_ampere(device: object) -> dict:
+        info = real("cpu")
+        info["float32_math"] = {**info["float32_math"], "cudnn_allow_tf32": True, "tf32_capable": True, "conv": "tf32"}
+        return info
+
+    monkeypatch.setattr(bench, "collect_environment", on_an_ampere)
+    config = BenchConfig("hg1", False, 2, 1, 0, 64, "cpu", ("eager", "bf16"))
+    res = run_bench(get_spec("hg1"), config)["results"]
+    assert res["eager"]["label"] == "tf32"
+    assert res["bf16"]["status"] == "skipped" or "tf32" not in res["bf16"]["label"]  # autocast: bf16, not TF32
+
+
+def test_mode_labels_name_tf32() -> None:
+    assert ModeSettings().label("tf32") == "tf32"
+    assert ModeSettings(channels_last=True).label("tf32") == "channels_last+tf32"
+    assert ModeSettings(channels_last=True, amp=True).label("tf32") == "channels_last+bf16"
+    assert ModeSettings(channels_last=True).label() == "channels_last"

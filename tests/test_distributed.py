@@ -100,3 +100,77 @@ def test_the_process_group_outwaits_rank_0s_final_inference(monkeypatch: pytest.
     init_distributed("cpu")
     assert calls[0]["backend"] == "gloo"
     assert calls[0]["timeout"] >= timedelta(minutes=30)
+
+
+def test_the_cpu_conversion_keeps_the_parameters_and_buffers() -> None:
+    """As `nn.SyncBatchNorm.convert_sync_batchnorm` does: an optimiser or a reference made before the conversion
+    still points at what the network trains and updates."""
+    from hgbench.cases import get_spec
+    from hgbench.distributed import convert_sync_batchnorm
+    from hgbench.models import build_model
+
+    model = build_model(get_spec("hg1"))
+    params = {n: p for n, p in model.named_parameters()}
+    buffers = {n: b for n, b in model.named_buffers()}
+    converted = convert_sync_batchnorm(model, "cpu")
+    assert any(isinstance(m, distributed.AllReduceBatchNorm2d) for m in converted.modules())
+    assert all(p is params[n] for n, p in converted.named_parameters())
+    assert all(b is buffers[n] for n, b in converted.named_buffers())
+
+
+def _step_changes(ctx: DistContext) -> dict[str, bool]:
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        from ddp_step import step_changes
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+    return step_changes(ctx)
+
+
+def _assert_every_one_moved(changed: dict[str, bool]) -> None:
+    assert changed
+    assert all(changed.values()), [n for n, c in changed.items() if not c]
+
+
+def test_one_step_moves_every_parameter_with_a_gradient_in_one_process() -> None:
+    changed = _step_changes(DistContext())
+    _assert_every_one_moved(changed)
+
+
+def test_one_step_moves_every_parameter_with_a_gradient_under_ddp(tmp_path: Path) -> None:
+    """`build_state`'s DDP path (BatchNorm converted, the network wrapped) in a one-process gloo group: the optimiser
+    must hold the parameters of the converted network."""
+    import torch.distributed as dist
+
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        changed = _step_changes(DistContext(rank=0, world_size=2))  # enabled: build_state converts and wraps
+    finally:
+        dist.destroy_process_group()
+    _assert_every_one_moved(changed)
+
+
+@pytest.mark.slow
+def test_one_step_moves_every_parameter_with_a_gradient_on_two_gloo_processes(tmp_path: Path) -> None:
+    out = tmp_path / "changed.pt"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29533",
+            str(SCRIPT.parent / "ddp_step.py"),
+            str(out),
+        ],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    changed = torch.load(out)
+    _assert_every_one_moved(changed)

@@ -96,3 +96,55 @@ def test_device_label_names_the_gpu_else_the_cpu() -> None:
     assert device_label({"gpu_name": None, "cpu": "Xeon"}) == "CPU: Xeon"
     assert device_label({"gpu_name": None, "cpu": "Xeon", "torch_threads": 2}, threads=True) == "CPU: Xeon (2 threads)"
     assert device_label({}) == "unknown device"
+
+
+def test_float32_math_on_the_cpu_is_fp32() -> None:
+    math = collect_environment("cpu")["float32_math"]
+    assert math["conv"] == "fp32"
+    assert math["cudnn_allow_tf32"] is None
+    assert environment.float32_label(math) == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("capability", "allow", "conv"), [((8, 0), True, "tf32"), ((8, 0), False, "fp32"), ((7, 0), True, "fp32")]
+)
+def test_float32_math_says_tf32_where_a_gpu_runs_fp32_convolutions_as_tf32(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], allow: bool, conv: str
+) -> None:
+    """Ampere-or-newer with torch's default `cudnn.allow_tf32 = True`: an "fp32" run's convolutions are TF32."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", allow)
+    math = environment.float32_math("cuda:0")
+    assert math["cudnn_allow_tf32"] is allow
+    assert math["conv"] == conv
+    assert math["tf32_capable"] is (capability >= (8, 0))
+    assert environment.float32_label(math) == conv
+
+
+def test_a_record_with_a_malformed_float32_math_is_invalid() -> None:
+    from hgbench.record import new_record, validate_record
+
+    record = new_record(
+        run_id="0001_case1_seed0",
+        machine_info=collect_environment("cpu"),
+        commit_info={},
+        spec={"name": "1"},
+        config={},
+        dataset={},
+        model={},
+    )
+    assert validate_record(record) == []
+    record["machine_info"]["float32_math"] = {"conv": "fast"}
+    assert validate_record(record) == [
+        "machine_info.float32_math is {'conv': 'fast'}, not an object whose conv is tf32 or fp32"
+    ]
+
+
+def test_an_inference_entry_names_the_clock_of_its_compute_minutes() -> None:
+    from hgbench.record import inference_entry
+
+    timing = {"wall_s": 66.0, "device_s": 60.0, "compute_s": 60.0, "clock": "cuda_event", "data_wait_s": 6.0}
+    entry = inference_entry(timing, 80.0)
+    assert entry["clock"] == "cuda_event"
+    assert entry["compute_min"] == entry["device_min"] == 1.0

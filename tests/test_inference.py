@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,7 +72,7 @@ def test_both_timed_passes_start_warm() -> None:
     shapes: list[int] = []
     model = build_model(get_spec("hg1"))
     model.register_forward_pre_hook(lambda m, args: shapes.append(args[0].shape[0]))
-    passes = timed_passes(model, loader, CPU, input_res=64, flip_test=True, tail=1)
+    passes = timed_passes(model, loader, CPU, input_res=64, flip_test=True, tail=1, batch_size=2)
     assert set(passes) == {"plain", "flip"}
     assert loader.cold_iterations == 1  # paid once, by the untimed warm-up, not by the plain pass
     # The warm-up also ran the last, partial batch size (plain and mirrored) before anything was timed.
@@ -119,3 +120,47 @@ def test_progress_shows_the_loss_during_the_epoch_and_validation_batches() -> No
     done: list[int] = []
     predict(model, fake_batches(3), CPU, input_res=64, on_progress=done.append)
     assert done == [1, 2, 3]
+
+
+class HeatmapStub(nn.Module):
+    """The network's interface at a fraction of its cost: one stack of 16 heatmaps at a quarter of the input side."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 4, stride=4)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.conv(x)]
+
+
+@pytest.mark.parametrize("validated_first", [True, False], ids=["validation-warmed", "fresh"])
+def test_each_timed_pass_fetches_the_split_exactly_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, validated_first: bool
+) -> None:
+    """The warm-up must leave no prefetched batches behind in a persistent-worker loader: the next pass's `iter()`
+    would fetch and drop them inside its timed span (48 samples cost 64 fetches)."""
+    from helpers.counting import CountingDataset
+
+    from hgbench import inference
+    from hgbench.data.loader import make_loader
+
+    ds = CountingDataset(48, tmp_path / "fetches.log", res=32)
+    loader = make_loader(ds, 4, shuffle=False, workers=1, pin_memory=False, drop_last=False, prefetch_factor=4)
+    if validated_first:  # as the runner's loader comes: one whole validation pass behind it
+        for _ in loader:
+            pass
+    per_pass: list[int] = []
+    real_predict = inference.predict
+
+    def counted(*args: object, **kwargs: object) -> inference.PassResult:
+        before = ds.fetches()
+        result = real_predict(*args, **kwargs)
+        per_pass.append(ds.fetches() - before)
+        return result
+
+    monkeypatch.setattr(inference, "predict", counted)
+    start = ds.fetches()
+    inference.timed_passes(HeatmapStub(), loader, CPU, input_res=32, flip_test=True, tail=0, batch_size=4)
+    assert per_pass == [len(ds), len(ds)]  # plain, flip
+    # Nothing else was fetched, where a leftover could hide: a fresh loader's workers are started by one whole pass.
+    assert ds.fetches() - start == (0 if validated_first else len(ds)) + 2 * len(ds)

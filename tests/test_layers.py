@@ -44,6 +44,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "speed_modes",
         "workload",
         "mode_probe",
+        "compile_watch",
         "sampling",
         "distributed",
         "training",

@@ -316,3 +316,86 @@ def test_a_local_child_is_stopped_when_its_sweep_driver_is_killed(tmp_path: Path
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), "the child outlived its killed parent without a SIGTERM"
+
+
+# --- the identity a driver plans for workers elsewhere -----------------------------------------------------------
+
+
+@pytest.fixture
+def probe_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """The --fast CPU probe turned on (fresh cache), its measurements counted instead of timed."""
+    from hgbench import mode_probe
+
+    calls: list[str] = []
+
+    def measure_step(spec: Any, *, batch: int, input_res: int) -> Any:
+        def measure(settings: Any) -> float:
+            calls.append(settings.label())
+            return 1.0
+
+        return measure
+
+    monkeypatch.setenv(mode_probe.PROBE_ENV, "1")
+    monkeypatch.setenv("HGBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(mode_probe, "measure_step", measure_step)
+    return calls
+
+
+def _fast_auto(tmp_path: Path, data_dir: Path) -> RunConfig:
+    from conftest import tiny_config
+
+    return tiny_config(tmp_path, data_dir, device="auto", fast=True)
+
+
+def test_a_driver_plans_gpu_workers_identity_without_probing_its_own_cpu(
+    tmp_path: Path, synthetic_root: Path, probe_calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A login node without a GPU: `--device auto --fast` must be planned as the GPU worker will resolve it."""
+    import torch
+
+    from hgbench.plan import planned_identity
+
+    cfg = _fast_auto(tmp_path, synthetic_root)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    (run,) = driver.plan_runs([(cfg, True)], machine_id=None, workers=driver.Workers("cuda"))
+    assert probe_calls == []
+    # The worker: a GPU with native bf16, planning its own run (hgbench.sweep.worker.run_one does this).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert run.identity == planned_identity(cfg)
+    assert probe_calls == []
+
+
+def test_a_fast_run_on_workers_of_unknown_device_is_left_to_the_worker(
+    tmp_path: Path, synthetic_root: Path, probe_calls: list[str]
+) -> None:
+    cfg = _fast_auto(tmp_path, synthetic_root)
+    for workers in (driver.Workers(None), driver.Workers("cpu")):  # a Ray cluster's; CPU workers elsewhere
+        (run,) = driver.plan_runs([(cfg, True)], machine_id=None, workers=workers)
+        assert run.identity is None
+    assert probe_calls == []
+
+
+@pytest.mark.parametrize(
+    ("flags", "device", "here"),
+    [
+        ({"engine": "local"}, None, True),
+        ({"engine": "slurm"}, "cuda", False),
+        ({"engine": "slurm", "device": "cpu"}, "cpu", False),
+        ({"engine": "slurm", "slurm_gpus_per_run": 0}, "cpu", False),
+        ({"engine": "slurm", "slurm_local": True}, None, True),
+        ({"engine": "ray", "address": "auto"}, None, False),
+        ({"engine": "ray", "address": "auto", "gpus_per_run": 0.5}, "cuda", False),
+        ({"engine": "ray", "gpus_per_run": 0.0}, "cpu", True),
+    ],
+)
+def test_the_sweep_knows_its_workers_device_from_the_gpus_each_run_asks_for(
+    flags: dict[str, Any], device: str | None, here: bool
+) -> None:
+    import argparse
+
+    from hgbench.commands.sweep import workers_of
+
+    defaults = {"device": "auto", "address": None, "gpus_per_run": None, "slurm_gpus_per_run": None}
+    args = argparse.Namespace(**{**defaults, "slurm_local": False, **flags})
+    assert workers_of(args) == driver.Workers(device, here=here)

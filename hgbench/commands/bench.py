@@ -16,7 +16,8 @@ from hgbench.errors import HGBenchError
 from hgbench.variants import check_input_res, resolve_case
 
 EPILOG = """modes (each adds to the previous where the device supports it):
-  eager          fp32, contiguous: the study's setting
+  eager          fp32, contiguous: the study's setting (its convolutions are TF32 on an
+                 Ampere-or-newer GPU, torch's default: labelled tf32 there)
   channels_last  + NHWC memory format
   bf16           + bf16 autocast (skipped where the device has no native bf16)
   compile        + torch.compile (minutes per model on the CPU)

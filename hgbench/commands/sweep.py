@@ -18,7 +18,7 @@ from hgbench.config import RunConfig, check_settings
 from hgbench.errors import HGBenchError
 
 if TYPE_CHECKING:
-    from hgbench.sweep.driver import SweepRun
+    from hgbench.sweep.driver import SweepRun, Workers
     from hgbench.sweep.engines import Engine
     from hgbench.sweep.plan import Option
 
@@ -196,6 +196,22 @@ def make_engine(args: argparse.Namespace) -> Engine:
     return LocalEngine(threads=args.cpus_per_run)
 
 
+def workers_of(args: argparse.Namespace) -> Workers:
+    """Where the engine runs the sweep's runs: on this machine (local, a local Ray, --slurm-local) or elsewhere, and on
+    which device `--device auto` resolves there, by the GPUs each run asks for (`make_engine`'s defaults); None
+    where only the cluster knows (Ray asked for no GPU count: 1 where the cluster has GPUs)."""
+    from hgbench.sweep.driver import Workers
+
+    if args.engine == "local" or (args.engine == "slurm" and args.slurm_local):
+        return Workers(None, here=True)
+    if args.engine == "slurm":
+        gpus = args.slurm_gpus_per_run if args.slurm_gpus_per_run is not None else 0 if args.device == "cpu" else 1
+    else:
+        gpus = args.gpus_per_run if args.gpus_per_run is not None else 0 if args.device == "cpu" else None
+    device = None if gpus is None else "cuda" if gpus > 0 else "cpu"
+    return Workers(device, here=args.engine == "ray" and args.address is None)
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from hgbench.sweep import driver, view
 
@@ -209,7 +225,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         # As `hgbench run --case all`: a run finished on another machine is not this machine's measurement.
         machine = machine_id(collect_environment(resolve_device(args.device)))
-    runs = driver.plan_runs(configs, machine_id=machine)
+    runs = driver.plan_runs(configs, machine_id=machine, workers=workers_of(args))
     todo = [run for run in runs if run.status == "queued"]
     logs = Path(args.checkpoint_dir) / "sweep-logs"
     print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)

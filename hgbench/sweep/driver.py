@@ -60,13 +60,28 @@ class View(Protocol):
         """`run`'s state changed (`note`: what happened, when there is more to say than its state)."""
 
 
-def plan_runs(configs: Sequence[tuple[RunConfig, bool]], *, machine_id: str | None) -> list[SweepRun]:
+@dataclass(frozen=True)
+class Workers:
+    """Where a sweep's runs execute, as far as the driver knows before it submits them."""
+
+    device: str | None  # "cuda" or "cpu": what `--device auto` resolves to on them; None: not known here
+    here: bool = False  # they are this machine (the local engine): planning may resolve and measure here
+
+    @classmethod
+    def local(cls) -> Workers:
+        return cls(None, here=True)
+
+
+def plan_runs(
+    configs: Sequence[tuple[RunConfig, bool]], *, machine_id: str | None, workers: Workers | None = None
+) -> list[SweepRun]:
     """The sweep's runs, those already finished marked skipped.
 
     Args:
         configs: one (config, keep its checkpoint once finished) per run.
         machine_id: count only this machine's finished records (the local engine, as `hgbench run --case all`);
             None: any machine's (a cluster's workers are machines the driver cannot name in advance).
+        workers: where the runs execute (`driver_identity`); default: this machine.
 
     Raises:
         HGBenchError: two runs are the same run (same identity), or a run cannot be planned (bad data directory, ...).
@@ -75,7 +90,7 @@ def plan_runs(configs: Sequence[tuple[RunConfig, bool]], *, machine_id: str | No
 
     runs, seen = [], {}
     for cfg, keep_checkpoint in configs:
-        run = SweepRun(cfg, driver_identity(cfg), keep_checkpoint)
+        run = SweepRun(cfg, driver_identity(cfg, workers or Workers.local()), keep_checkpoint)
         if run.identity is not None:
             if run.identity in seen:
                 raise HGBenchError(f"the sweep lists one run twice: {seen[run.identity]} and {run.label}")
@@ -87,23 +102,47 @@ def plan_runs(configs: Sequence[tuple[RunConfig, bool]], *, machine_id: str | No
     return runs
 
 
-def driver_identity(cfg: RunConfig) -> str | None:
-    """The run's identity as planned on the driver, which may lack the workers' GPUs.
+def driver_identity(cfg: RunConfig, workers: Workers) -> str | None:
+    """The run's identity as its worker will compute it, planned on the driver, which may lack the workers' GPUs.
 
-    Without --fast the identity does not depend on the device, so a CUDA run is planned here as on the CPU; with
-    --fast the device picks the mode, so an absent device leaves the identity to the worker (its own skip check).
+    Planned for the workers' device, never by resolving or measuring the driver's where the workers are elsewhere: a
+    login node without a GPU would resolve ``--device auto --fast`` to its CPU, time the CPU probe for every run and
+    plan an identity no GPU worker's record has. Without --fast the identity does not depend on the device. With it,
+    CUDA workers take the fast path's fixed rule (`hgbench.speed_modes.best_mode`: no probe, nothing of the driver's
+    measured); CPU workers on this machine the probe's answer here (theirs too: the same machine and cache); CPU
+    workers elsewhere, or workers of unknown device, whatever they measure or resolve, so the identity is left to the
+    worker (its own skip check): None.
     """
+    import torch
+
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.variants import spec_of_config
 
     spec_of_config(cfg)  # a CaseError line, e.g. for an as-built form of a case that has none
+    explicit = cfg.device != "auto"
+    device = _device_type(cfg.device) if explicit else workers.device
+    if not cfg.fast:
+        return planned_identity(replace(cfg, device="cpu"))  # the same identity on every device
+    if device is None and workers.here:
+        device = resolve_device("auto").type
+    if device == "cuda":
+        return planned_identity(cfg, device=torch.device(cfg.device if explicit else "cuda"))
+    if device == "cpu" and workers.here:
+        return planned_identity(replace(cfg, device="cpu"))
+    return None
+
+
+def _device_type(name: str) -> str:
+    """``cpu`` or ``cuda`` for a --device value other than auto (a one-line error for anything else)."""
+    import torch
+
     try:
-        resolve_device(cfg.device)
-    except HGBenchError:
-        if cfg.fast:
-            return None
-        cfg = replace(cfg, device="cpu")
-    return planned_identity(cfg)
+        kind = torch.device(name).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise HGBenchError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+    return kind
 
 
 def log_path(run: SweepRun) -> Path:
