@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test table bench gpu-check lint clean
+.PHONY: install run test test-loaded table bench gpu-check lint clean
 
 # The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
 # every test works; a Makefile change reinstalls once.
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q && HGBENCH_BENCH_SMOKE=1 $(BIN)/python -m pytest -q benchmarks -m smoke --benchmark-columns=min,median,rounds
+
+# The same tests with every CPU kept busy by loops beside them (.ci/loaded): no test may depend on timing or load.
+test-loaded: $(STAMP)
+	.ci/loaded $(MAKE) test
 
 # README's table is the published example (results/published/), never whatever this machine has run.
 table: $(STAMP)

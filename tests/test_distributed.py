@@ -58,7 +58,7 @@ def test_single_process_helpers_are_identities() -> None:
 def test_two_gloo_processes_compute_the_single_process_gradient(tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single, double = tmp_path / "one.pt", tmp_path / "two.pt"
-    subprocess.run([sys.executable, str(SCRIPT), str(single)], env=env, check=True, timeout=120)
+    subprocess.run([sys.executable, str(SCRIPT), str(single)], env=env, check=True, timeout=600)
     proc = subprocess.run(
         [
             sys.executable,
@@ -66,15 +66,14 @@ def test_two_gloo_processes_compute_the_single_process_gradient(tmp_path: Path) 
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "29531",
+            "--standalone",  # a free port: another suite on the machine may hold any fixed one
             str(SCRIPT),
             str(double),
         ],
         env=env,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=600,  # liveness only: two processes importing torch on a loaded machine take minutes
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = torch.load(single), torch.load(double)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -40,3 +43,47 @@ def test_run_measures_this_machine_and_table_renders_the_published_example() -> 
     (table,) = recipe("table")
     assert "--results results/published" in table
     assert "--readme README.md" in table
+
+
+def _loops_of(banner: str) -> list[int]:
+    """The busy loops' pids from .ci/loaded's first line."""
+    match = re.search(r"busy loops \(pids ([\d ]+)\)", banner)
+    assert match, banner
+    return [int(pid) for pid in match.group(1).split()]
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_test_loaded_runs_make_test_beside_busy_loops_that_end_with_it() -> None:
+    """`make test-loaded` is `make test` itself beside busy loops; the loops end with the command, and its exit status
+    is the target's (a failing suite fails the target)."""
+    assert recipe("test-loaded") == [".ci/loaded $(MAKE) test"]
+    env = {**os.environ, "HGBENCH_LOAD_PROCS": "2"}
+    proc = subprocess.run(
+        [str(REPO / ".ci" / "loaded"), "sh", "-c", "exit 3"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 3
+    loops = _loops_of(proc.stdout)
+    assert len(loops) == 2
+    assert all(_gone(pid) for pid in loops)
+
+
+def test_test_loaded_stops_its_busy_loops_on_ctrl_c() -> None:
+    env = {**os.environ, "HGBENCH_LOAD_PROCS": "2"}
+    proc = subprocess.Popen(
+        [str(REPO / ".ci" / "loaded"), "sleep", "600"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    loops = _loops_of(proc.stdout.readline())
+    os.killpg(proc.pid, signal.SIGINT)  # as the terminal's Ctrl-C: the whole foreground group
+    assert proc.wait(timeout=60) != 0
+    assert all(_gone(pid) for pid in loops)

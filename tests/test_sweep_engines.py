@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_sweep import records, sweep_argv
 
 from hgbench import cli
+from hgbench.sweep import engines, worker
 
 pytestmark = pytest.mark.slow
 
@@ -22,24 +25,51 @@ def local_ray():
     ray.shutdown()
 
 
-def _span(record: dict) -> tuple[datetime, datetime]:
-    return datetime.fromisoformat(record["started"]), datetime.fromisoformat(record["finished"])
+def _side_by_side(folder: Path, runs: int, patience_s: float = 600.0) -> Callable[..., dict[str, Any]]:
+    """`run_one` behind a meeting point: each call leaves a file in `folder` and waits until `runs` calls have, then
+    runs. So the runs all finish only if they all ran at once, however slowly the machine runs them; a call left alone
+    for `patience_s` (minutes: liveness only, never a measure of speed) fails its run instead of hanging the test.
+
+    A nested function, so that Ray pickles it by value into its worker processes."""
+
+    def run_one(
+        config: dict[str, Any], *, keep_checkpoint: bool, log_path: str | None = None, threads: int | None = None
+    ) -> dict[str, Any]:
+        (folder / f"seed-{config['seed']}").touch()
+        deadline = time.monotonic() + patience_s
+        while len(list(folder.iterdir())) < runs:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"seed {config['seed']} waited {patience_s:g} s alone: the runs did not run at once")
+            time.sleep(0.05)
+        return worker.run_one(config, keep_checkpoint=keep_checkpoint, log_path=log_path, threads=threads)
+
+    return run_one
 
 
 def test_ray_runs_two_runs_at_once_and_the_same_call_again_launches_nothing(
-    local_ray, tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+    local_ray,
+    tmp_path: Path,
+    synthetic_root: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    argv = sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "0,1", "--engine", "ray")
+    """Two CPUs, each run asking for one: Ray starts both tasks before either finishes (each waits for the other), as
+    the code guarantees, whatever the machine's load; when the runs overlap in wall-clock time is not asserted."""
+    assert local_ray.cluster_resources()["CPU"] == 2
+    met = tmp_path / "met"
+    met.mkdir()
+    monkeypatch.setattr(engines, "run_one", _side_by_side(met, runs=2))
+    argv = sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "0,1", "--engine", "ray", "--retries", "0")
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert (
-        "sweep of 2 runs, 2 to run; ray: one task per run on a local Ray on this machine, each asking for 0 GPU" in out
+        "sweep of 2 runs, 2 to run; ray: one task per run on a local Ray on this machine, each asking for 0 GPU and "
+        "1 CPU" in out
     )
     done = records(tmp_path)
     assert sorted(r["config"]["seed"] for r in done) == [0, 1]
-    assert all(r["status"] == "finished" for r in done)
-    (a_start, a_end), (b_start, b_end) = (_span(r) for r in done)
-    assert max(a_start, b_start) < min(a_end, b_end)  # the two runs overlapped in time: Ray ran them side by side
+    assert all(r["status"] == "finished" for r in done)  # so each task met the other before it ran its run
+    assert sorted(p.name for p in met.iterdir()) == ["seed-0", "seed-1"]
     assert "| hg1 |" in out  # the comparison table of the sweep's records
 
     assert cli.main(argv) == 0
