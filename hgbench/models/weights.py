@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from typing import Any
 import torch
 
 from hgbench.cases import CaseSpec
-from hgbench.errors import HGBenchError
+from hgbench.errors import HGBenchError, one_line
 from hgbench.models.hourglass import build_model
 
 HGBENCH = "hgbench"
@@ -104,16 +105,41 @@ def read_weights(path: str | Path, spec: CaseSpec) -> Weights:
 
 
 def _torch_load(data: bytes, path: Path) -> Any:
-    """Unpickle a torch file: weights-only first; a file that needs more (hgbench's own checkpoints carry numpy RNG
-    states) is read in full, as `hgbench.checkpoint.load_checkpoint` reads it: load only files you trust."""
+    return load_torch_file(io.BytesIO(data), path, what="weights file")
+
+
+# What torch's weights-only unpickler names when a file asks for a global it does not allow.
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+OLD_CHECKPOINT_GLOBAL = re.compile(r"^numpy\.")  # hgbench 0.2.0's checkpoints kept numpy's RNG state as an ndarray
+
+
+def load_torch_file(source: str | Path | io.BytesIO, path: Path, *, what: str, map_location: Any = "cpu") -> Any:
+    """Read a torch file with ``weights_only=True`` only: tensors, containers and plain values, never arbitrary
+    objects, so a malicious pickle cannot run code. There is no fallback to a full unpickle.
+
+    Raises:
+        HGBenchError: one line: the file needs a full unpickle (naming the object it asks for; a checkpoint written
+            by hgbench 0.2.0 or earlier, whose numpy RNG states need one, is named as such), or it is damaged or not
+            a torch file.
+    """
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception:  # torch raises many types; the full read below reports what is really wrong
-        pass
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as exc:  # damaged or not a torch file at all
-        raise HGBenchError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _UNSUPPORTED_GLOBAL.search(str(exc))
+        if found is None:
+            raise HGBenchError(f"cannot read {what} {path}: {one_line(exc)}".splitlines()[0]) from None
+        name = found.group(1)
+        older = (
+            " (a checkpoint written by hgbench 0.2.0 or earlier holds numpy RNG states: start a fresh run)"
+            if OLD_CHECKPOINT_GLOBAL.match(name)
+            else ""
+        )
+        raise HGBenchError(
+            f"refusing {what} {path}: it holds a Python object ({name}) that only a full unpickle can build, and "
+            f"unpickling can run arbitrary code; hgbench loads tensors and plain values only{older}"
+        ) from None
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        raise HGBenchError(f"cannot read {what} {path}: {type(exc).__name__}: {one_line(exc)}"[:400]) from None
 
 
 def _unwrap(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:
