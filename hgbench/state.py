@@ -60,11 +60,11 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state(device: torch.device) -> dict:
+def _rng_state(device: torch.device | None = None) -> dict:
     """Every generator a run draws from, as tensors and plain values (a checkpoint loads weights-only).
 
-    Only the run device's CUDA generator: a run resumed by a process that sees fewer GPUs (Ray, Slurm) restores it
-    onto its own device.
+    Only the run device's CUDA generator (none without a CUDA `device`): a run resumed by a process that sees fewer
+    GPUs (Ray, Slurm) restores it onto its own device.
     """
     numpy_state = np.random.get_state(legacy=False)
     state = {
@@ -77,7 +77,7 @@ def _rng_state(device: torch.device) -> dict:
         },
         "torch": torch.get_rng_state(),
     }
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
