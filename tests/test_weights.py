@@ -73,9 +73,7 @@ def test_the_studys_own_checkpoints_in_their_as_built_layouts(tmp_path: Path, ca
 def test_hgbenchs_own_checkpoint_and_state_dict(tmp_path: Path) -> None:
     spec = replace(get_spec("hg1"), num_feats=FEATS)
     model = randomize(build_model(spec))
-    save_checkpoint(
-        tmp_path / "last.pt", {"spec": spec.to_dict(), "model": model.state_dict(), "rng": _rng_state()}
-    )
+    save_checkpoint(tmp_path / "last.pt", {"spec": spec.to_dict(), "model": model.state_dict(), "rng": _rng_state()})
     torch.save(model.state_dict(), tmp_path / "plain.pt")
     for name, container in (("last.pt", "hgbench checkpoint"), ("plain.pt", "state_dict")):
         weights = read_weights(tmp_path / name, spec)
