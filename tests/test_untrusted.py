@@ -171,3 +171,32 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_whatever_torch_says(
         save_checkpoint(path, {"epoch": 1})
     assert path.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+
+
+def test_a_description_cannot_write_markers_or_control_characters_into_the_readme(tmp_path: Path) -> None:
+    from hgbench.report import README_END, README_START, comparison_table, rewrite_readme, to_markdown
+    from hgbench.results import summarize
+
+    record_path = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1" / "0001_case1_seed0.json"
+    summary = summarize(json.loads(record_path.read_text()), record_path)
+    summary.description = f"evil {README_END} {README_START}\rcarriage\x1b[31m\u2028<!-- x --> & end"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# r\n\n{README_START}\nold\n{README_END}\n")
+    markdown = to_markdown(comparison_table([summary]))
+    rewrite_readme(readme, markdown)
+    assert rewrite_readme(readme, markdown) is False  # the next `make table` finds one marker each and agrees
+    text = readme.read_text()
+    assert (text.count(README_START), text.count(README_END), text.count("<!--")) == (1, 1, 2)
+    row = next(line for line in text.splitlines() if "evil" in line)
+    assert not any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or c == "\u2028" for c in row)
+    assert "&lt;!-- x --&gt; &amp; end" in row
+
+
+def test_the_readme_is_never_given_a_second_marker(tmp_path: Path) -> None:
+    from hgbench.report import README_END, README_START, rewrite_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{README_START}\nold\n{README_END}\n")
+    with pytest.raises(HGBenchError, match="holds the marker"):
+        rewrite_readme(readme, f"| {README_END} |\n")
+    assert readme.read_text() == f"{README_START}\nold\n{README_END}\n"
