@@ -125,9 +125,7 @@ def _glob(pattern: str) -> list[str]:
     matches = list(root.glob(str(rest)))
     names_hidden = any(part.startswith(".") for part in rest.parts)
     return sorted(
-        str(m)
-        for m in matches
-        if names_hidden or not any(part.startswith(".") for part in m.relative_to(root).parts)
+        str(m) for m in matches if names_hidden or not any(part.startswith(".") for part in m.relative_to(root).parts)
     )
 
 
