@@ -27,7 +27,7 @@ from hgbench.distributed import DistContext, barrier
 from hgbench.errors import HGBenchError
 from hgbench.groundtruth import GroundTruth
 from hgbench.models.weights import Weights, file_sha256, read_weights
-from hgbench.variants import spec_of_config
+from hgbench.variants import NAME_PATTERN, spec_of_config
 
 if TYPE_CHECKING:
     from hgbench.mode_probe import FastChoice
@@ -116,6 +116,7 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     dataset = dataset_info(train_ds, val_ds)
     identity = _identity(config, spec, dataset["fingerprint"])
     plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None)
+    check_inside(plan.run_dir, Path(config.checkpoint_dir), "--checkpoint-dir")
     if fresh_init:
         _ = plan.init_weights  # read now: weights that do not fit the case stop the run before its record exists
     if ctx.is_main:
@@ -222,6 +223,7 @@ def resolve_fast(
 
 def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None:
     check_settings(config)
+    check_tag(config.tag)
     try:
         spec.check_input_res(config.input_res)
     except ValueError as exc:
@@ -274,6 +276,34 @@ def dataset_info(train_ds, val_ds) -> dict:
         "fingerprint": f"{train_ds.fingerprint()}-{val_ds.fingerprint()}",
         "skipped_images": sorted(set(train_ds.bad_images) | set(val_ds.bad_images)),
     }
+
+
+def check_tag(tag: str | None) -> None:
+    """A tag is part of record and checkpoint folder names, so it is a short plain word, as a variant's name is.
+
+    Raises:
+        HGBenchError: a tag with a separator, ``..``, a space or another character a file name should not hold.
+    """
+    if tag and not NAME_PATTERN.fullmatch(tag):
+        raise HGBenchError(
+            f"--tag {tag!r} must be 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(it is part of file names)"
+        )
+
+
+def check_inside(path: Path, root: Path, flag: str) -> None:
+    """Refuse to write `path` unless it lies inside `root` once links are resolved (a name built from user input
+    must never lead out of the folder the user chose).
+
+    Raises:
+        HGBenchError: `path` leads out of `root`.
+    """
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop on the way: not provably inside
+        inside = False
+    if not inside:
+        raise HGBenchError(f"{path} is not inside {flag} {root}; refusing to write there")
 
 
 def check_output_dir(path: Path) -> None:

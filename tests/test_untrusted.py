@@ -200,3 +200,31 @@ def test_the_readme_is_never_given_a_second_marker(tmp_path: Path) -> None:
     with pytest.raises(HGBenchError, match="holds the marker"):
         rewrite_readme(readme, f"| {README_END} |\n")
     assert readme.read_text() == f"{README_START}\nold\n{README_END}\n"
+
+
+@pytest.mark.parametrize("tag", ["../../escape", "a/b", "..", "x y", "-dash"])
+def test_a_tag_that_is_no_plain_word_is_refused_before_anything_is_written(
+    tiny: RunConfig, tmp_path: Path, capsys: pytest.CaptureFixture, tag: str
+) -> None:
+    deep = tmp_path / "deep"
+    argv = ["run", "--case", "hg1", "--device", "cpu", "--workers", "0", "--data-dir", tiny.data_dir, "--quiet"]
+    argv += ["--epochs", "1", "--batch", "4", "--input-res", "64", "--limit-train", "8", "--limit-val", "6"]
+    before = sorted(tmp_path.rglob("*"))
+    assert main([*argv, "--out", str(deep / "results"), "--checkpoint-dir", str(deep / "runs"), f"--tag={tag}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--tag" in err
+    assert sorted(tmp_path.rglob("*")) == before  # no record, no checkpoint, not even the output folders
+
+
+def test_a_run_folder_that_leads_out_of_its_root_is_refused(tmp_path: Path) -> None:
+    from hgbench.plan import check_inside
+
+    root, outside = tmp_path / "runs", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (root / "linked").symlink_to(outside)
+    check_inside(root / "plain-abc", root, "--checkpoint-dir")
+    for path in (root / ".." / "x", root / "linked"):
+        with pytest.raises(HGBenchError, match="is not inside --checkpoint-dir"):
+            check_inside(path, root, "--checkpoint-dir")
