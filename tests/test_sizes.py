@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import scipy.io
 from scipy.io import savemat
 
 from hgbench.cli import main
+from hgbench.config import RunConfig
 from hgbench.errors import DataError
 from hgbench.evaluation import load_predictions
 
@@ -46,3 +48,26 @@ def test_the_cli_says_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert "cannot be predictions" in err
+
+
+def test_an_exception_escaping_training_is_a_failed_record_and_one_line(
+    tiny: RunConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import cv2
+
+    import hgbench.runner as runner
+
+    def broken(*args: object, **kwargs: object) -> None:  # what cv2 raises on a crop it cannot make
+        raise cv2.error("OpenCV(4.12.0) error: (-215:Assertion failed) dsize.area() > 0 in function 'warpAffine'\n")
+
+    monkeypatch.setattr(runner, "train_one_epoch", broken)
+    argv = ["run", "--case", "hg1", "--device", "cpu", "--workers", "0", "--data-dir", tiny.data_dir, "--quiet"]
+    argv += ["--epochs", "1", "--batch", "4", "--input-res", "64", "--limit-train", "8", "--limit-val", "6"]
+    assert main([*argv, "--out", tiny.out, "--checkpoint-dir", tiny.checkpoint_dir]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "stopped in epoch 1 by error: OpenCV" in err
+    [path] = list(Path(tiny.out).rglob("*.json"))
+    record = json.loads(path.read_text())
+    assert record["status"] == "failed"
+    assert record["status_reason"].startswith("stopped in epoch 1 by error: OpenCV")
