@@ -149,3 +149,30 @@ def test_the_people_per_image_layout_is_linear_and_unchanged() -> None:
     assert sum(sizes) == 50_000
     assert set(sizes) <= {1, 2, 3}
     assert _layout(np.random.default_rng(0), 10) == [2, 1, 1, 1, 3, 2]  # the same draws as 0.2.0: the same datasets
+
+
+def _every_spec() -> list:
+    from dataclasses import replace
+
+    from hgbench.cases import get_spec, list_cases
+
+    specs = [get_spec(n) for n in list_cases()]
+    specs += [get_spec(n, as_built=True) for n in list_cases() if n.isdigit()]
+    hg1 = get_spec("hg1")
+    specs.append(replace(hg1, name="x", num_blocks=3, depths=(2,), num_joints=5, level_units=4, bottleneck_steps=4))
+    specs.append(
+        replace(hg1, name="y", num_stacks=2, num_feats=16, depths=(1, 3), bottleneck_steps=4, share_extra_step=True)
+    )
+    return specs
+
+
+@pytest.mark.parametrize("spec", _every_spec(), ids=lambda s: s.label)
+def test_the_parameter_count_from_the_spec_is_exact(spec) -> None:
+    import torch
+
+    from hgbench.footprint import spec_params
+    from hgbench.models import build_model
+
+    with torch.device("meta"):
+        model = build_model(spec)
+    assert spec_params(spec) == sum(p.numel() for p in model.parameters())
