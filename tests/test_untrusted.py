@@ -95,7 +95,7 @@ def test_resume_refuses_a_replaced_last_pt(tiny: RunConfig, tmp_path: Path) -> N
 def test_a_checkpoint_with_numpy_rng_states_is_named_as_an_older_hgbenchs(tmp_path: Path) -> None:
     path = tmp_path / "old.pt"
     torch.save({"format": CHECKPOINT_FORMAT, "rng": {"numpy": np.random.get_state()}}, path)  # as 0.2.0 saved it
-    with pytest.raises(HGBenchError, match=r"written by hgbench 0\.2\.0 or earlier .*start a fresh run"):
+    with pytest.raises(HGBenchError, match=r"written by an older hgbench, 0\.2\.0 or earlier, .*start a fresh run"):
         load_checkpoint(path)
 
 
