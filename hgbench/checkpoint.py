@@ -1,12 +1,14 @@
 """Checkpoints: everything needed to resume a run or evaluate its model, written atomically.
 
 A checkpoint holds the case spec, the run config, the epoch reached, the best PCKh, model / optimizer / scheduler
-state, the RNG states and the record written so far (nanoGPT's layout plus the spec). Resuming checks that the spec
-and the experiment's identity match, so a checkpoint is never silently continued as another case.
+state, the RNG states (tensors and plain values only, so it loads with ``weights_only=True``) and the record written
+so far (nanoGPT's layout plus the spec). Resuming checks that the spec and the experiment's identity match, so a
+checkpoint is never silently continued as another case.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +16,15 @@ from typing import Any
 
 import torch
 
-from hgbench.atomic_io import atomic_output
+from hgbench.atomic_io import atomic_output, jsonable
 from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError, one_line
+from hgbench.models.weights import load_torch_file
 
 CHECKPOINT_FORMAT = "hgbench.checkpoint/1"
+
+# Entries that are plain JSON-like values (they are stored as the record stores them).
+_PLAIN_ENTRIES = {"spec", "config", "record", "best_pckh"}
 
 
 class NotAnHGBenchCheckpoint(HGBenchError):
@@ -47,22 +53,36 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     Raises:
         HGBenchError: the file could not be written (a full disk); the previous checkpoint is left as it was.
     """
+    document = {"format": CHECKPOINT_FORMAT, **payload}
+    for key in _PLAIN_ENTRIES.intersection(document):
+        # Through JSON, as the record is written: a numpy scalar or a str subclass (torch's version) would need a
+        # full unpickle to load again.
+        document[key] = json.loads(json.dumps(jsonable(document[key])))
     try:
         with atomic_output(path) as tmp:
-            torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
-    except RuntimeError as exc:
-        # torch's zip writer reports a failed write (ENOSPC, EIO) as a RuntimeError, not an OSError.
-        if "write" not in str(exc).lower():
-            raise
-        free = shutil.disk_usage(path.parent).free / 2**20
+            torch.save(document, tmp)
+    except (RuntimeError, OSError) as exc:
+        # Anything the write itself raises is a failed write (ENOSPC, EIO), whatever its wording: torch's zip writer
+        # reports one as a RuntimeError ("enforce fail at inline_container.cc ... unexpected pos"), the fsync and the
+        # rename as an OSError. The document was built above, so a bug in it never reads as a full disk.
+        free = _free_mib(path.parent)
         raise HGBenchError(
-            f"cannot write checkpoint {path} ({free:.0f} MiB free on its disk): {one_line(exc)}; the previous "
+            f"cannot write checkpoint {path} ({free} free on its disk): {one_line(exc)[:200]}; the previous "
             "checkpoint and the record are kept, free some space and continue with --resume"
         ) from None
 
 
+def _free_mib(folder: Path) -> str:
+    """Free space on `folder`'s disk for a message, e.g. ``12 MiB`` (``? MiB`` when it cannot be read)."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB"
+    except OSError:
+        return "? MiB"
+
+
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `hgbench run`.
+    """Read a checkpoint written by `hgbench run`, weights-only (`hgbench.models.weights.load_torch_file`): a file
+    that would need a full unpickle, which can run arbitrary code, is refused.
 
     Raises:
         HGBenchError: missing file, unreadable or foreign file (one line naming it).
@@ -70,10 +90,7 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     path = Path(path)
     if not path.is_file():
         raise HGBenchError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # torch raises many types for damaged or foreign files
-        raise HGBenchError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+    state = load_torch_file(path, path, what="checkpoint", map_location=map_location)  # weights only: no pickle runs
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise NotAnHGBenchCheckpoint(f"{path} is not an hgbench checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
     try:

@@ -59,32 +59,62 @@ def load_predictions(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"predictions file not found: {path}")
     if path.suffix.lower() == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
+        try:  # mapped, not read: the header's shape is checked before any data is
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
         except (ValueError, OSError) as exc:
             raise DataError(f"cannot read predictions file {path}: {exc}") from exc
-        return _as_preds(arr, field="array", source=str(path))
+        _check_declared(path, "array", arr.shape, people_axis=0)
+        return _as_preds(np.asarray(arr), field="array", source=str(path))
+    return _load_mat_predictions(path)
 
-    from scipy.io import loadmat
+
+# More people than any predictions file can hold (MPII has 40,522 in all, 2,958 in its validation split): a larger
+# declared shape is refused from the file's header, before its data is decompressed (a zlib bomb of a few MB can
+# declare gigabytes).
+MAX_PEOPLE = 100_000
+
+# The two .mat layouts: the field, its axis of people, and its shape with N for that axis.
+_MAT_FIELDS: dict[str, tuple[int, str]] = {"preds": (0, "N x 16 x 2"), "pos_pred_src": (2, "16 x 2 x N")}
+
+
+def _check_declared(path: Path, field: str, shape: tuple[int, ...], *, people_axis: int) -> None:
+    """Refuse a declared shape that cannot be predictions (wrong rank or joint axes, or over `MAX_PEOPLE` people)."""
+    expected = list(shape)
+    if len(shape) == 3:
+        expected[people_axis] = -1
+    fits = len(shape) == 3 and [d for d in expected if d != -1] == [NUM_JOINTS, 2]
+    if not fits or not 0 < shape[people_axis] <= MAX_PEOPLE:
+        layout = _MAT_FIELDS.get(field, (0, "N x 16 x 2"))[1]
+        raise DataError(
+            f"predictions file {path}: {field!r} is declared with shape {tuple(shape)}, which cannot be predictions "
+            f"(expected {layout} with 0 < N <= {MAX_PEOPLE:,}); not read"
+        )
+
+
+def _load_mat_predictions(path: Path) -> np.ndarray:
+    """`preds` or `pos_pred_src` of a .mat file, its declared shape checked (`scipy.io.whosmat`, headers only) before
+    that one variable is read."""
+    from scipy.io import loadmat, whosmat
 
     try:
-        mat = loadmat(str(path))
+        declared = {name: tuple(shape) for name, shape, _ in whosmat(str(path))}
     except Exception as exc:  # scipy raises several unrelated types for a damaged or non-.mat file
         raise DataError(f"cannot read predictions file {path} as a .mat file: {exc}") from exc
-    if "preds" in mat:
-        return _as_preds(np.asarray(mat["preds"]), field="preds", source=str(path))
-    if "pos_pred_src" in mat:
-        src = np.asarray(mat["pos_pred_src"])
-        if src.ndim != 3 or src.shape[:2] != (NUM_JOINTS, 2):
-            raise DataError(
-                f"predictions file {path}: 'pos_pred_src' has shape {src.shape}; expected {NUM_JOINTS} x 2 x N"
-            )
-        return _as_preds(np.transpose(src, (2, 0, 1)), field="pos_pred_src", source=str(path))
-    fields = ", ".join(sorted(k for k in mat if not k.startswith("__"))) or "none"
-    raise DataError(
-        f"predictions file {path} has neither 'preds' (N x 16 x 2) nor 'pos_pred_src' (16 x 2 x N); "
-        f"its fields: {fields}"
-    )
+    field = next((f for f in _MAT_FIELDS if f in declared), None)
+    if field is None:
+        fields = ", ".join(sorted(k for k in declared if not k.startswith("__"))) or "none"
+        raise DataError(
+            f"predictions file {path} has neither 'preds' (N x 16 x 2) nor 'pos_pred_src' (16 x 2 x N); "
+            f"its fields: {fields}"
+        )
+    _check_declared(path, field, declared[field], people_axis=_MAT_FIELDS[field][0])
+    try:
+        arr = np.asarray(loadmat(str(path), variable_names=[field])[field])
+    except Exception as exc:  # as above: damaged data after a sound header
+        raise DataError(f"cannot read predictions file {path} as a .mat file: {exc}") from exc
+    if field == "pos_pred_src":
+        arr = np.transpose(arr, (2, 0, 1))
+    return _as_preds(arr, field=field, source=str(path))
 
 
 def save_predictions(path: str | Path, preds: np.ndarray) -> Path:

@@ -25,9 +25,10 @@ from hgbench.config import RunConfig, check_settings, run_identity
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import DistContext, barrier
 from hgbench.errors import HGBenchError
+from hgbench.footprint import gib, host_available_bytes, training_bytes
 from hgbench.groundtruth import GroundTruth
 from hgbench.models.weights import Weights, file_sha256, read_weights
-from hgbench.variants import spec_of_config
+from hgbench.variants import NAME_PATTERN, spec_of_config
 
 if TYPE_CHECKING:
     from hgbench.mode_probe import FastChoice
@@ -96,6 +97,7 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
         torch.cuda.set_device(device)
     fresh_init = config.init_from is not None and config.init_from_sha256 is None  # not a stored run's config
     validate_config(replace(config, decode="workers" if config.decode == "auto" else config.decode), spec, ctx)
+    check_fits(replace(config, world_size=ctx.world_size), spec, device)  # before --fast's probe builds the network
     config, fast = resolve_fast(replace(config, world_size=ctx.world_size), device, spec)
     if ctx.is_main:
         check_output_dir(Path(config.out))
@@ -116,6 +118,7 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     dataset = dataset_info(train_ds, val_ds)
     identity = _identity(config, spec, dataset["fingerprint"])
     plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None)
+    check_inside(plan.run_dir, Path(config.checkpoint_dir), "--checkpoint-dir")
     if fresh_init:
         _ = plan.init_weights  # read now: weights that do not fit the case stop the run before its record exists
     if ctx.is_main:
@@ -223,6 +226,7 @@ def resolve_fast(
 
 def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None:
     check_settings(config)
+    check_tag(config.tag)
     try:
         spec.check_input_res(config.input_res)
     except ValueError as exc:
@@ -275,6 +279,85 @@ def dataset_info(train_ds, val_ds) -> dict:
         "fingerprint": f"{train_ds.fingerprint()}-{val_ds.fingerprint()}",
         "skipped_images": sorted(set(train_ds.bad_images) | set(val_ds.bad_images)),
     }
+
+
+def device_free_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can have on `device` now (None: unknown)."""
+    if device.type == "cuda":
+        try:
+            return torch.cuda.mem_get_info(device)[0]
+        except Exception:  # no driver, a stand-in without it: unknown, and the run's own OOM handling remains
+            return None
+    return host_available_bytes()
+
+
+def check_fits(config: RunConfig, spec: CaseSpec, device: torch.device) -> None:
+    """Refuse, before anything is built or written, a run whose network and training batch cannot fit in the memory
+    free on its device (`hgbench.footprint`'s estimate), saying what would fit.
+
+    Raises:
+        HGBenchError: one line: what the run needs, what is free, and the largest batch or input that fits.
+    """
+    free = device_free_bytes(device)
+    if free is None:
+        return
+    batch = max(1, config.batch_size // max(1, config.world_size))  # one process's share
+
+    def need(res: int, b: int) -> int:
+        return training_bytes(spec, input_res=res, batch=b, optimizer=config.optimizer, amp=config.amp)
+
+    res = config.input_res
+    if need(res, batch) <= free:
+        return
+    weights = need(res, 0)
+    per_sample = need(res, 1) - weights
+    fitting_batch = (free - weights) // per_sample if free > weights else 0
+    if fitting_batch >= 2:
+        fits = f"the largest --batch that fits is about {fitting_batch * max(1, config.world_size)}"
+    else:
+        step = spec.min_input_res()
+        low, high = 0, res // step  # the largest multiple k of `step` with need(k * step, batch) <= free
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if need(mid * step, batch) <= free else (low, mid - 1)
+        fits = (
+            f"the largest --input-res that fits at --batch {config.batch_size} is about {low * step}"
+            if low
+            else "no input size fits at this batch"
+        )
+    raise HGBenchError(
+        f"{spec.label} at input {res}x{res}, batch {batch} per process, needs about {gib(need(res, batch))} "
+        f"(weights, gradients and optimiser {gib(weights)}; the batch's activations "
+        f"{gib(need(res, batch) - weights)}), more than the {gib(free)} free on {device}: {fits}"
+    )
+
+
+def check_tag(tag: str | None) -> None:
+    """A tag is part of record and checkpoint folder names, so it is a short plain word, as a variant's name is.
+
+    Raises:
+        HGBenchError: a tag with a separator, ``..``, a space or another character a file name should not hold.
+    """
+    if tag and not NAME_PATTERN.fullmatch(tag):
+        raise HGBenchError(
+            f"--tag {tag!r} must be 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit "
+            "(it is part of file names)"
+        )
+
+
+def check_inside(path: Path, root: Path, flag: str) -> None:
+    """Refuse to write `path` unless it lies inside `root` once links are resolved (a name built from user input
+    must never lead out of the folder the user chose).
+
+    Raises:
+        HGBenchError: `path` leads out of `root`.
+    """
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a link loop on the way: not provably inside
+        inside = False
+    if not inside:
+        raise HGBenchError(f"{path} is not inside {flag} {root}; refusing to write there")
 
 
 def check_output_dir(path: Path) -> None:

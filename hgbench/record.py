@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,7 +203,17 @@ def _has(record: Any, dotted: str) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A JSON number a float can hold: an integer past float's range (JSON has no limit) would raise OverflowError in
+    every reader that takes it as a float, so it is no number here, and `validate_record` names it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, float) or abs(value) <= sys.float_info.max
+
+
+def _short(value: Any) -> str:
+    """A value for a one-line problem: its repr, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def validate_record(record: Any) -> list[str]:
@@ -236,13 +247,14 @@ def validate_record(record: Any) -> list[str]:
     for p in NUMERIC_PATHS:
         value = record_value(record, p)
         if value is not None and not _is_number(value):
-            problems.append(f"{p} is {value!r}, not a number")
+            what = "past float's range" if isinstance(value, int) and not isinstance(value, bool) else "not a number"
+            problems.append(f"{p} is {_short(value)}, {what}")
     math = record_value(record, "machine_info.float32_math")
     if math is not None and not (isinstance(math, Mapping) and math.get("conv") in FLOAT32_MATH):
-        problems.append(f"machine_info.float32_math is {math!r}, not an object whose conv is tf32 or fp32")
+        problems.append(f"machine_info.float32_math is {_short(math)}, not an object whose conv is tf32 or fp32")
     ci95 = record_value(record, "results.pckh.ci95")
     if ci95 is not None and not (isinstance(ci95, list) and len(ci95) == 2 and all(map(_is_number, ci95))):
-        problems.append(f"results.pckh.ci95 is {ci95!r}, not [low, high]")
+        problems.append(f"results.pckh.ci95 is {_short(ci95)}, not [low, high]")
     try:
         person_masks_from_dict(record_value(record, "results.pckh.per_person"))
     except HGBenchError as exc:

@@ -77,7 +77,7 @@ def expand_sources(sources: Iterable[str | Path]) -> tuple[list[Path], list[str]
     seen: set[Path] = set()
 
     def add(path: Path) -> None:
-        key = path.resolve()
+        key = _real(path)
         if key not in seen:
             seen.add(key)
             files.append(path)
@@ -102,9 +102,31 @@ def expand_sources(sources: Iterable[str | Path]) -> tuple[list[Path], list[str]
     return files, missing
 
 
+def _real(path: Path) -> Path:
+    """`path` with its links resolved, to tell two names of one file apart; a link loop (which `Path.resolve` raises
+    on) or a vanished link keeps its absolute name, and reading the file then names the problem."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13's "Symlink loop"
+        return Path(os.path.abspath(path))  # noqa: PTH100 (resolve is what failed)
+
+
 def _glob(pattern: str) -> list[str]:
-    """Shell-style matches of a pattern, ``**`` included, sorted; `Path.glob` cannot take an absolute pattern."""
-    return sorted(glob.glob(str(Path(pattern).expanduser()), recursive=True))  # noqa: PTH207
+    """Shell-style matches of a pattern, ``**`` included, sorted; `Path.glob` cannot take an absolute pattern.
+
+    ``**`` never follows a link to a folder (`glob.glob` does, and a folder linking to its parent never ends): it
+    goes through `Path.glob` from the pattern's literal head, leaving hidden names out as `glob.glob` does.
+    """
+    path = Path(pattern).expanduser()
+    if "**" not in path.parts:
+        return sorted(glob.glob(str(path)))  # noqa: PTH207
+    literal = next(i for i, part in enumerate(path.parts) if _GLOB_CHARS.search(part))
+    root, rest = Path(*path.parts[:literal]), Path(*path.parts[literal:])
+    matches = list(root.glob(str(rest)))
+    names_hidden = any(part.startswith(".") for part in rest.parts)
+    return sorted(
+        str(m) for m in matches if names_hidden or not any(part.startswith(".") for part in m.relative_to(root).parts)
+    )
 
 
 def _is_known_other(document: Any) -> bool:
@@ -162,12 +184,12 @@ def load_records(sources: Iterable[str | Path]) -> tuple[list[RunSummary], list[
     sources = list(sources)
     files, missing = expand_sources(sources)
     warnings = [f"{m}: no such file, folder or matching pattern" for m in missing]
-    explicit = {Path(os.fspath(s)).expanduser().resolve() for s in sources}
+    explicit = {_real(Path(os.fspath(s)).expanduser()) for s in sources}
     summaries: list[RunSummary] = []
     for path in files:
         record, reason = read_record(path)
         if record is None:
-            if path.resolve() not in explicit and _is_known_other(_try_json(path)):
+            if _real(path) not in explicit and _is_known_other(_try_json(path)):
                 continue
             warnings.append(f"{path}: skipped, {reason}")
             continue

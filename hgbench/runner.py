@@ -374,6 +374,13 @@ def _run(
             bar.abort()
             recorder.interrupted(epoch)
             raise
+        except HGBenchError:
+            raise  # already one line; a checkpoint that could not be written leaves the run resumable, as it says
+        except Exception as exc:  # anything else (a library's error on odd input, a bug): the run failed, and says why
+            failure = RunFailed(f"stopped in epoch {epoch} by {type(exc).__name__}: {one_line(exc)[:300]}")
+            bar.abort()
+            recorder.finish("failed", str(failure))
+            raise failure from exc
     kept = plan.last_path if keep_checkpoint else None
     if say:
         where = (

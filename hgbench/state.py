@@ -43,7 +43,7 @@ class TrainingState:
             "model": self.raw_model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "rng": _rng_state(),
+            "rng": _rng_state(self.opts.device),
             "best_pckh": self.best_pckh,
         }
 
@@ -60,19 +60,43 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def _rng_state(device: torch.device | None = None) -> dict:
+    """Every generator a run draws from, as tensors and plain values (a checkpoint loads weights-only).
+
+    Only the run device's CUDA generator (none without a CUDA `device`): a run resumed by a process that sees fewer
+    GPUs (Ray, Slurm) restores it onto its own device.
+    """
+    numpy_state = np.random.get_state(legacy=False)
+    state = {
+        "python": random.getstate(),  # (version, tuple of ints, gauss or None)
+        "numpy": {
+            "key": torch.from_numpy(numpy_state["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    """Restore what `_rng_state` saved; the CUDA generator onto `device`, the run's device now."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": numpy_state["key"].numpy().astype(np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _optimizer(config: RunConfig, params) -> torch.optim.Optimizer:
@@ -114,7 +138,7 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
         optimizer.load_state_dict(ckpt.state["optimizer"])
         scheduler.load_state_dict(ckpt.state["scheduler"])
         state.start_epoch, state.best_pckh = ckpt.epoch, ckpt.state.get("best_pckh")
-        _set_rng_state(ckpt.state["rng"])
+        _set_rng_state(ckpt.state["rng"], device)
     if plan.ctx.enabled:
         state.model = nn.parallel.DistributedDataParallel(
             model,

@@ -21,8 +21,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hgbench.cases import BASELINE, CaseSpec, get_spec
+from hgbench.cases import BASELINE, CaseSpec, get_spec, list_cases
 from hgbench.errors import CaseError
+from hgbench.footprint import FLOAT_BYTES, gib, host_memory_bytes, param_count, spec_params
 
 if TYPE_CHECKING:
     from hgbench.config import RunConfig
@@ -114,6 +115,7 @@ def variant_spec(data: dict[str, Any], *, source: str) -> CaseSpec:
         raise CaseError(
             f"{source}: name {name!r} must be 1-40 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
+    _check_size(data, source)
     values = {"expected_params": None, "description": f"declared in {Path(source).name}", **data}
     if "depths" in data:
         values["depths"] = tuple(data["depths"])
@@ -124,6 +126,42 @@ def variant_spec(data: dict[str, Any], *, source: str) -> CaseSpec:
     except ValueError as exc:
         raise CaseError(f"{source}: {exc}") from None
     return _as_registered(spec, source)
+
+
+def _check_size(data: dict[str, Any], source: str) -> None:
+    """Refuse a network whose weights alone exceed this machine's memory, from the declared sizes and before the spec
+    (its ``depths``, one per stack) is built: ``num_stacks = 10**9`` would otherwise build an 8 GB tuple first."""
+    size = {k: data.get(k, getattr(BASELINE, k)) for k in _SIZE_FIELDS}
+    if min(size.values()) < 1:
+        return  # the spec's own check names the field
+    stacks = size["num_stacks"]
+    depth_sum = sum(data["depths"]) if "depths" in data else BASELINE.depths[0] * stacks
+    params = param_count(
+        num_stacks=stacks,
+        depth_sum=max(depth_sum, 0),
+        num_feats=size["num_feats"],
+        num_blocks=size["num_blocks"],
+        level_units=size["level_units"],
+        bottleneck_steps=data.get("bottleneck_steps", BASELINE.bottleneck_steps),
+        share_extra_step=data.get("share_extra_step", BASELINE.share_extra_step),
+        num_joints=size["num_joints"],
+    )
+    memory = host_memory_bytes()
+    if memory is not None and params * FLOAT_BYTES > memory:
+        raise CaseError(
+            f"{source}: declares a network of {params:.3g} parameters, {gib(params * FLOAT_BYTES)} of weights alone, "
+            f"more than this machine's {gib(memory)} of memory (num_stacks {stacks}, num_feats {size['num_feats']}, "
+            f"num_blocks {size['num_blocks']}, level_units {size['level_units']}); the registry's largest case has "
+            f"{param_count_of_largest():,}"
+        )
+
+
+_SIZE_FIELDS = ("num_stacks", "num_feats", "num_blocks", "level_units", "num_joints")
+
+
+def param_count_of_largest() -> int:
+    """Parameters of the registry's largest network (case 8 as described), for scale in messages."""
+    return max(spec_params(get_spec(name)) for name in list_cases())
 
 
 def _is_kind(value: Any, kind: str) -> bool:

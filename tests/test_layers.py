@@ -26,7 +26,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "leaves": ("_version", "errors", "skeleton", "config", "atomic_io", "geometry", "stats"),
     # The registry: plain data. The registry itself reads only the leaves below it (in practice HEATMAP_STRIDE);
     # variant files and the case a run's config names are read beside it.
-    "cases": ("cases", "variants"),
+    "cases": ("cases", "variants", "footprint"),
     # The network, building it by case name, reading weights in other tools' layouts, counting its cost.
     "models": ("models",),
     # MPII's format and the datasets; the ground-truth file belongs to the format (the datasets read and write it).

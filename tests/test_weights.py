@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from helpers.pose_hourglass import PoseNet, pose_net, pytorch_pose_checkpoint, randomize
@@ -21,6 +20,7 @@ from hgbench.checkpoint import save_checkpoint
 from hgbench.errors import HGBenchError
 from hgbench.models import build_model, create_model, read_weights
 from hgbench.models.weights import PYTORCH_POSE
+from hgbench.state import _rng_state
 
 FEATS = 8  # bottleneck planes of the tiny networks (the stem keeps its 64/128/256 channels)
 RES = 64
@@ -73,9 +73,7 @@ def test_the_studys_own_checkpoints_in_their_as_built_layouts(tmp_path: Path, ca
 def test_hgbenchs_own_checkpoint_and_state_dict(tmp_path: Path) -> None:
     spec = replace(get_spec("hg1"), num_feats=FEATS)
     model = randomize(build_model(spec))
-    save_checkpoint(
-        tmp_path / "last.pt", {"spec": spec.to_dict(), "model": model.state_dict(), "rng": np.random.get_state()}
-    )
+    save_checkpoint(tmp_path / "last.pt", {"spec": spec.to_dict(), "model": model.state_dict(), "rng": _rng_state()})
     torch.save(model.state_dict(), tmp_path / "plain.pt")
     for name, container in (("last.pt", "hgbench checkpoint"), ("plain.pt", "state_dict")):
         weights = read_weights(tmp_path / name, spec)

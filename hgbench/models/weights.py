@@ -12,16 +12,18 @@ Two module trees are known, told apart by their keys (never by the file's name):
   quirks (stacks built but not run, hourglass units built but not called, GroupNorm, the re-applied 3x3 step) are
   `CaseSpec` fields of ours with the same module tree.
 
-Containers: a plain ``state_dict`` (anibali's released hg1/hg2/hg8), a training checkpoint with a ``state_dict``
-entry (pytorch-pose: ``{'epoch', 'arch', 'state_dict', 'optimizer', ...}``), an hgbench checkpoint (its ``model``
-entry); keys may carry DataParallel's ``module.`` prefix. A file that does not fit the case is one line with the
-counts of missing and unexpected keys and the first shape that differs.
+Every file is read weights-only (`load_torch_file`): a file that needs a full unpickle, which can run arbitrary code,
+is refused, never read another way. Containers: a plain ``state_dict`` (anibali's released hg1/hg2/hg8), a training
+checkpoint with a ``state_dict`` entry (pytorch-pose: ``{'epoch', 'arch', 'state_dict', 'optimizer', ...}``), an
+hgbench checkpoint (its ``model`` entry); keys may carry DataParallel's ``module.`` prefix. A file that does not fit
+the case is one line with the counts of missing and unexpected keys and the first shape that differs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 
 from hgbench.cases import CaseSpec
-from hgbench.errors import HGBenchError
+from hgbench.errors import HGBenchError, one_line
 from hgbench.models.hourglass import build_model
 
 HGBENCH = "hgbench"
@@ -90,7 +92,7 @@ def read_weights(path: str | Path, spec: CaseSpec) -> Weights:
     if not path.is_file():
         raise HGBenchError(f"weights file not found: {path}")
     data = path.read_bytes()
-    raw = _torch_load(data, path)
+    raw = load_torch_file(io.BytesIO(data), path, what="weights file")
     state, container = _unwrap(raw, path)
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise HGBenchError(f"{path}: its {container} holds entries that are not named tensors")
@@ -103,17 +105,38 @@ def read_weights(path: str | Path, spec: CaseSpec) -> Weights:
     return Weights(path, fitted, layout, container, hashlib.sha256(data).hexdigest())
 
 
-def _torch_load(data: bytes, path: Path) -> Any:
-    """Unpickle a torch file: weights-only first; a file that needs more (hgbench's own checkpoints carry numpy RNG
-    states) is read in full, as `hgbench.checkpoint.load_checkpoint` reads it: load only files you trust."""
+# What torch's weights-only unpickler names when a file asks for a global it does not allow.
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+OLD_CHECKPOINT_GLOBAL = re.compile(r"^numpy\.")  # hgbench 0.2.0's checkpoints kept numpy's RNG state as an ndarray
+
+
+def load_torch_file(source: str | Path | io.BytesIO, path: Path, *, what: str, map_location: Any = "cpu") -> Any:
+    """Read a torch file with ``weights_only=True`` only: tensors, containers and plain values, never arbitrary
+    objects, so a malicious pickle cannot run code. There is no fallback to a full unpickle.
+
+    Raises:
+        HGBenchError: one line: the file needs a full unpickle (naming the object it asks for; a checkpoint written
+            by an older hgbench, whose numpy RNG states need one, is named as such), or it is damaged or not
+            a torch file.
+    """
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception:  # torch raises many types; the full read below reports what is really wrong
-        pass
-    try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
-    except Exception as exc:  # damaged or not a torch file at all
-        raise HGBenchError(f"cannot read weights file {path}: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
+        return torch.load(source, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = _UNSUPPORTED_GLOBAL.search(str(exc))
+        if found is None:
+            raise HGBenchError(f"cannot read {what} {path}: {one_line(exc)[:300]}") from None
+        name = found.group(1)
+        older = (
+            " (a checkpoint written by an older hgbench, 0.2.0 or earlier, holds numpy RNG states: start a fresh run)"
+            if OLD_CHECKPOINT_GLOBAL.match(name)
+            else ""
+        )
+        raise HGBenchError(
+            f"refusing {what} {path}: it holds a Python object ({name}) that only a full unpickle can build, and "
+            f"unpickling can run arbitrary code; hgbench loads tensors and plain values only{older}"
+        ) from None
+    except Exception as exc:  # torch raises many types for damaged or foreign files
+        raise HGBenchError(f"cannot read {what} {path}: {type(exc).__name__}: {one_line(exc)[:300]}") from None
 
 
 def _unwrap(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:

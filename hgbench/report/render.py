@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,21 @@ def _fmt_ratio(x: Any) -> str:
     return "—" if _is_missing(x) else f"{_fmt(x)}×"
 
 
+# Control characters (C0, DEL, C1) and Unicode's line and paragraph separators: each would end or garble a line.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_HTML = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+
+
+def _md_text(text: Any) -> str:
+    """Text from a record (a variant's description, a device name, a warning) made inert in Markdown: every control
+    character a space, and ``& < >`` as HTML entities, so no comment, tag or results marker can enter the README
+    (GitHub shows the entities as the characters)."""
+    return "".join(_HTML.get(c, c) for c in _CONTROL.sub(" ", str(text)))
+
+
 def _md_cell(text: Any) -> str:
-    """Escape what would break a Markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+    """Escape what would break a Markdown table cell (`_md_text`, then backslashes and pipes)."""
+    return _md_text(text).replace("\\", "\\\\").replace("|", "\\|")
 
 
 def _fmt_accuracy(row: pd.Series, metric: str, decimals: int) -> str:
@@ -139,16 +152,16 @@ def to_markdown(df: pd.DataFrame, *, title: str | None = None, notes: bool = Tru
         columns.insert(2, ("setting", lambda r: str(r["setting"]), "left"))
     lines: list[str] = []
     if title:
-        lines += [f"**{title}**", ""]
+        lines += [f"**{_md_text(title)}**", ""]
     for warning in df.attrs.get("warnings", []):
-        lines += [f"> **Warning:** {warning}", ""]
+        lines += [f"> **Warning:** {_md_text(warning)}", ""]
     lines.append("| " + " | ".join(_md_cell(h) for h, _, _ in columns) + " |")
     lines.append("|" + "|".join("---:" if a == "right" else ":---" for _, _, a in columns) + "|")
     for _, row in df.iterrows():
         lines.append("| " + " | ".join(_md_cell(f(row)) for _, f, _ in columns) + " |")
     if notes and df.attrs.get("notes"):
         lines.append("")
-        lines += [f"- {note}" for note in df.attrs["notes"]]
+        lines += [f"- {_md_text(note)}" for note in df.attrs["notes"]]
     return "\n".join(lines) + "\n"
 
 
@@ -199,6 +212,9 @@ def rewrite_readme(readme_path: str | Path, table_markdown: str) -> bool:
     end = text.index(README_END)
     if end < start:
         raise HGBenchError(f"{path}: results marker {README_END} comes before {README_START}")
+    for marker in (README_START, README_END):
+        if marker in table_markdown:  # never written: the next rewrite would find the marker twice
+            raise HGBenchError(f"{path}: the new results section holds the marker {marker}; README left as it was")
     newline = "\r\n" if "\r\n" in text else "\n"
     body = table_markdown.replace("\r\n", "\n").strip("\n").replace("\n", newline)
     new = text[:start] + newline + body + newline + text[end:]
