@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -304,13 +305,11 @@ def run(
     """
     spec = spec_of_config(config)  # a registry case, or the variant spec the config carries
     ctx = init_distributed(resolve_device(config.device).type)
-    held = ExitStack()  # the run's claim, released however the run ends
     try:
         return _run(
             config,
             spec,
             ctx,
-            held,
             resume=resume or must_resume,
             must_resume=must_resume,
             quiet=quiet,
@@ -319,11 +318,16 @@ def run(
             keep_checkpoint=keep_checkpoint,
         )
     finally:
-        held.close()
         shutdown(ctx)
 
 
-def _run(
+def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, **options: Any) -> RunOutcome:
+    """`_claimed_run`, the run's claim released however the run ends."""
+    with ExitStack() as held:
+        return _claimed_run(config, spec, ctx, held, **options)
+
+
+def _claimed_run(
     config: RunConfig,
     spec: CaseSpec,
     ctx: DistContext,
