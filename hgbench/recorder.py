@@ -82,23 +82,29 @@ class Recorder:
             previous = Path(resumed.state["record_path"]) if resumed is not None else None
             if previous is not None and previous.is_file():
                 self.path, record = previous, resumed.state["record"]
+                write_json_atomic(self.path, record)
             else:
+                commit_info = collect_commit_info()  # before the record file is claimed: it runs git
                 self.path = next_record_path(plan.config.out, machine_id(machine_info), plan.stem)
-                record = new_record(
-                    run_id=self.path.stem,
-                    machine_info=machine_info,
-                    commit_info=collect_commit_info(),
-                    spec=plan.spec.to_dict(),
-                    spec_fingerprint=plan.spec.fingerprint(),
-                    config=plan.config.to_dict(),
-                    dataset=plan.dataset,
-                    model=model,
-                    checkpoint=str(plan.last_path),
-                    fast_mode=plan.fast_mode,
-                )
-                if resumed is not None:
-                    record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
-            write_json_atomic(self.path, record)
+                try:
+                    record = new_record(
+                        run_id=self.path.stem,
+                        machine_info=machine_info,
+                        commit_info=commit_info,
+                        spec=plan.spec.to_dict(),
+                        spec_fingerprint=plan.spec.fingerprint(),
+                        config=plan.config.to_dict(),
+                        dataset=plan.dataset,
+                        model=model,
+                        checkpoint=str(plan.last_path),
+                        fast_mode=plan.fast_mode,
+                    )
+                    if resumed is not None:
+                        record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
+                    write_json_atomic(self.path, record)
+                except BaseException:  # Ctrl-C or SIGTERM this moment: no empty record file is left behind
+                    self.path.unlink(missing_ok=True)
+                    raise
         self.record: dict = broadcast_object(plan.ctx, record)
         self._checkpointed = self.epochs_done  # epochs the checkpoint on disk holds (a resumed run's, or none)
 

@@ -71,9 +71,14 @@ def _end(process: subprocess.Popen, family: dict[int, int]) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _written(results: Path) -> bool:
+    """Whether a record under `results` holds its first write (the file is claimed empty a moment before)."""
+    return any(path.stat().st_size for path in results.rglob("*.json"))
+
+
 def _run_flags(config: RunConfig) -> list[str]:
     return [
-        *("--device", "cpu", "--data-dir", str(config.data_dir), "--quiet"),
+        *("--device", "cpu", "--data-dir", str(config.data_dir)),
         *("--batch", "4", "--test-batch", "4", "--input-res", "64", "--limit-train", "8", "--limit-val", "6"),
         *("--out", config.out, "--checkpoint-dir", config.checkpoint_dir),
     ]
@@ -81,9 +86,11 @@ def _run_flags(config: RunConfig) -> list[str]:
 
 def test_kill_9_of_a_run_leaves_no_process_of_it_behind(tiny: RunConfig) -> None:
     """With the fork server, the DataLoader's workers are the server's children: after a `kill -9` of the run, the
-    server, two workers a loader and multiprocessing's resource tracker used to wait on each other forever."""
-    argv = [sys.executable, "-m", "hgbench.cli", "run", "--case", "hg1", "--epochs", "1000", "--workers", "2"]
-    process = subprocess.Popen([*argv, *_run_flags(tiny)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server, a loader's two workers and multiprocessing's resource tracker used to wait on each other forever."""
+    argv = [sys.executable, "-m", "hgbench.cli", "run", "--case", "hg1", "--epochs", "1000", "--quiet"]
+    process = subprocess.Popen(
+        [*argv, "--workers", "2", *_run_flags(tiny)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     family: dict[int, int] = {}
     try:
         # The training loader's persistent workers are up: two grandchildren, children of the fork server.
@@ -137,8 +144,8 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_in_one_line_leaving_no_temp_folder
     )
     family: dict[int, int] = {}
     try:
-        # The run has begun (its record is written), so the driver is following it.
-        _wait_for(lambda: any(Path(tiny.out).rglob("*.json")), process, "record of the sweep's run")
+        # The run has begun (its first record is written), so the driver is following it.
+        _wait_for(lambda: _written(Path(tiny.out)), process, "record of the sweep's run")
         assert list(temp.glob("hgbench-sweep-*"))
         family = _family(process.pid)
         process.send_signal(signal.SIGTERM)

@@ -247,8 +247,7 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
     if busy:
         path, owner = busy[0]
         raise RunBusy(
-            f"--resume: {path} is not interrupted: its run is being trained by {owner.describe()}; nothing was "
-            "started"
+            f"--resume: {path} is not interrupted: its run is being trained by {owner.describe()}; nothing was started"
         )
     if not runs:
         raise HGBenchError(
