@@ -9,6 +9,7 @@ pytest-benchmark's ``storage/file.py`` does (``<root>/<machine_id>/NNNN_<stem>.j
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -18,7 +19,15 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NUMBERED_NAME", "atomic_output", "jsonable", "next_record_path", "write_bytes_atomic", "write_json_atomic"]
+__all__ = [
+    "NUMBERED_NAME",
+    "atomic_output",
+    "jsonable",
+    "next_record_path",
+    "remove_stale_temps",
+    "write_bytes_atomic",
+    "write_json_atomic",
+]
 
 NUMBERED_NAME = re.compile(r"^(\d{4,})_")  # a numbered file: NNNN_<stem>...
 
@@ -61,6 +70,24 @@ def _fsync_dir(directory: Path) -> None:
 def _temp_name(path: Path) -> Path:
     """A hidden, unique temp name beside `path` (same filesystem, so `os.replace` is atomic; never matches *.json)."""
     return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove the temp files that writes of `path` left behind when their process was killed mid-write.
+
+    Only safe where no other process may be writing `path` now (a run's checkpoint, under the run's claim).
+
+    Returns:
+        The files removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        if re.fullmatch(rf"\.{re.escape(path.name)}\.[0-9a-f]{{8}}\.tmp", tmp.name):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, *, mode: int | None = None) -> None:

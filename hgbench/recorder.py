@@ -8,6 +8,7 @@ record (broadcast at the start) so a resumed or failed run can say how far it go
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,50 @@ from hgbench.atomic_io import next_record_path, write_json_atomic
 from hgbench.checkpoint import Checkpoint, save_checkpoint
 from hgbench.distributed import broadcast_object
 from hgbench.environment import collect_commit_info, machine_id
+from hgbench.errors import HGBenchError
 from hgbench.plan import RunPlan
 from hgbench.record import new_record, train_summary, utc_now
+
+
+class AlreadyFinished(HGBenchError):
+    """The run a checkpoint belongs to has finished: it is never trained or measured again, nor its record rewritten."""
+
+    def __init__(self, message: str, record: Path) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+def check_continuable(plan: RunPlan, ckpt: Checkpoint) -> None:
+    """Refuse to continue a checkpoint whose run finished, or whose record lies in another results folder.
+
+    A finished run's checkpoint stays (to evaluate or fine-tune from); continuing it would measure the run again and
+    rewrite its finished record. A run begun with another ``--out`` has its record there: continuing it here would
+    write into that folder, not the one this run was given.
+
+    Raises:
+        AlreadyFinished: the record the checkpoint names says finished.
+        HGBenchError: that record is in another results folder.
+    """
+    previous = Path(ckpt.state.get("record_path") or "")
+    if not previous.name or not previous.is_file():
+        return  # no record to continue: the run's record starts afresh here, with the checkpoint's epochs
+    try:
+        status = json.loads(previous.read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    label = f"{plan.spec.label} seed {plan.config.seed}"
+    if status == "finished":
+        raise AlreadyFinished(
+            f"{label} already finished with these settings: its record is {previous} (checkpoint {plan.last_path}); "
+            "nothing was trained or measured again",
+            previous,
+        )
+    out = Path(plan.config.out)
+    if previous.resolve().parent.parent != out.resolve():
+        raise HGBenchError(
+            f"{label} was begun with another results folder: its record {previous} continues there, not in {out}; "
+            f"resume it with --out {previous.parent.parent}, or give this run another --checkpoint-dir"
+        )
 
 
 class Recorder:
@@ -39,23 +82,29 @@ class Recorder:
             previous = Path(resumed.state["record_path"]) if resumed is not None else None
             if previous is not None and previous.is_file():
                 self.path, record = previous, resumed.state["record"]
+                write_json_atomic(self.path, record)
             else:
+                commit_info = collect_commit_info()  # before the record file is claimed: it runs git
                 self.path = next_record_path(plan.config.out, machine_id(machine_info), plan.stem)
-                record = new_record(
-                    run_id=self.path.stem,
-                    machine_info=machine_info,
-                    commit_info=collect_commit_info(),
-                    spec=plan.spec.to_dict(),
-                    spec_fingerprint=plan.spec.fingerprint(),
-                    config=plan.config.to_dict(),
-                    dataset=plan.dataset,
-                    model=model,
-                    checkpoint=str(plan.last_path),
-                    fast_mode=plan.fast_mode,
-                )
-                if resumed is not None:
-                    record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
-            write_json_atomic(self.path, record)
+                try:
+                    record = new_record(
+                        run_id=self.path.stem,
+                        machine_info=machine_info,
+                        commit_info=commit_info,
+                        spec=plan.spec.to_dict(),
+                        spec_fingerprint=plan.spec.fingerprint(),
+                        config=plan.config.to_dict(),
+                        dataset=plan.dataset,
+                        model=model,
+                        checkpoint=str(plan.last_path),
+                        fast_mode=plan.fast_mode,
+                    )
+                    if resumed is not None:
+                        record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
+                    write_json_atomic(self.path, record)
+                except BaseException:  # Ctrl-C or SIGTERM this moment: no empty record file is left behind
+                    self.path.unlink(missing_ok=True)
+                    raise
         self.record: dict = broadcast_object(plan.ctx, record)
         self._checkpointed = self.epochs_done  # epochs the checkpoint on disk holds (a resumed run's, or none)
 

@@ -2,10 +2,10 @@
 
 Records are written by the runner's recorder through `hgbench.atomic_io` (numbered, never overwritten, atomic) to
 ``results/<machine_id>/NNNN_<stem>.json``, pytest-benchmark's ``storage/file.py`` layout. Readers (the reporter,
-`hgbench table/compare/plot`, the sweep's skip check, `--resume`) use `load_records`, `read_record`, `find_finished`
-and `interrupted_runs`; each record read is validated and summarised by hgbench.record. The committed example records
-live in ``results/published/``; readers take them only where a source names that folder, so they are never mistaken
-for this machine's runs.
+`hgbench table/compare/plot`, the sweep's skip check, `--resume`) use `load_records`, `read_record`, `find_finished`,
+`interrupted_runs` and `runs_in_training`; each record read is validated and summarised by hgbench.record. The
+committed example records live in ``results/published/``; readers take them only where a source names that folder, so
+they are never mistaken for this machine's runs.
 
 Readers never crash on a bad file: a corrupt, truncated or foreign JSON is skipped with a one-line warning that names
 the file.
@@ -24,6 +24,7 @@ from typing import Any
 from hgbench.atomic_io import NUMBERED_NAME as _NUMBERED
 from hgbench.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
 from hgbench.cases import CaseSpec
+from hgbench.claim import Owner, holder
 from hgbench.config import ADDED_KEYS, run_identity
 from hgbench.record import (  # noqa: F401  (the store's readers hand out the schema's own types)
     SCHEMA,
@@ -242,14 +243,33 @@ def interrupted_runs(
     results_dir: str | Path, case: str, as_built: bool, *, machine_id: str | None = None
 ) -> list[tuple[Path, dict]]:
     """Records of `case` (in that form) that stopped before finishing and whose checkpoint is still there, newest
-    first: the runs `hgbench run --resume` can continue."""
-    found = [
+    first: the runs `hgbench run --resume` can continue. A record that says interrupted while a live process holds
+    its run's claim (`hgbench.claim`) is of a run being trained now, not stopped: see `runs_in_training`."""
+    return [
         (path, record)
+        for path, record, owner in _unfinished(results_dir, case, as_built, machine_id)
+        if owner is None and Path(record["checkpoint"]).is_file()
+    ]
+
+
+def runs_in_training(
+    results_dir: str | Path, case: str, as_built: bool, *, machine_id: str | None = None
+) -> list[tuple[Path, dict, Owner]]:
+    """Records of `case` (in that form) whose run a live process is training now, with that process, newest first."""
+    return [(p, r, owner) for p, r, owner in _unfinished(results_dir, case, as_built, machine_id) if owner is not None]
+
+
+def _unfinished(
+    results_dir: str | Path, case: str, as_built: bool, machine_id: str | None
+) -> list[tuple[Path, dict, Owner | None]]:
+    """The interrupted records of `case` that name a checkpoint, newest first, each with the process training its run
+    now (None: none)."""
+    found = [
+        (path, record, holder(Path(record["checkpoint"]).parent))
         for path, record in _records(results_dir, "interrupted", machine_id)
         if str(record_value(record, "spec.name")) == str(case)
         and bool(record_value(record, "spec.as_built")) == bool(as_built)
         and record.get("checkpoint")
-        and Path(record["checkpoint"]).is_file()
     ]
     return sorted(found, key=lambda item: _order_key(item[0]), reverse=True)
 

@@ -15,15 +15,18 @@ from __future__ import annotations
 import math
 import signal
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from hgbench.atomic_io import remove_stale_temps
 from hgbench.cases import CaseSpec
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
+from hgbench.claim import Claim, RunBusy, claim_run
 from hgbench.compile_watch import CompileWatch, describe_fallback
 from hgbench.config import RunConfig
 from hgbench.data.loader import make_loader
@@ -31,6 +34,7 @@ from hgbench.distributed import (
     DistContext,
     all_gather_objects,
     barrier,
+    broadcast_object,
     init_distributed,
     shutdown,
     sum_over_ranks,
@@ -46,7 +50,7 @@ from hgbench.nvml import NvmlSampler, combine_windows
 from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
 from hgbench.progress import ProgressBar
 from hgbench.record import inference_entry
-from hgbench.recorder import Recorder
+from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.state import TrainingState, build_state
 from hgbench.timing import peak_memory_mib, reset_peak_memory
@@ -144,6 +148,27 @@ def _loaders(plan: RunPlan) -> tuple:
     return train, val
 
 
+def _claim(plan: RunPlan) -> Claim | None:
+    """Claim the run for this process (rank 0 for every rank), so no other process trains it at the same time, and
+    remove the temp checkpoint a killed write left behind.
+
+    Raises:
+        RunBusy: another process is training the run (on every rank).
+    """
+    claim, busy = None, None
+    if plan.ctx.is_main:
+        try:
+            claim = claim_run(plan.run_dir, label=f"{plan.spec.label} seed {plan.config.seed}")
+        except RunBusy as exc:
+            busy = str(exc)
+        else:
+            remove_stale_temps(plan.last_path)  # a killed write's: no live process can be writing it now
+    busy = broadcast_object(plan.ctx, busy)
+    if busy is not None:
+        raise RunBusy(busy)
+    return claim
+
+
 def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = False) -> Checkpoint | None:
     """The checkpoint a `resume` run continues from: only one of this very run (same identity).
 
@@ -166,6 +191,7 @@ def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = Fal
         raise HGBenchError(
             f"checkpoint {plan.last_path} is of another experiment (settings, data or hgbench version changed)"
         )
+    check_continuable(plan, ckpt)
     if say:
         print(f"hgbench: resuming {plan.spec.label} after epoch {ckpt.epoch} from {plan.last_path}", flush=True)
     return ckpt
@@ -296,10 +322,17 @@ def run(
         shutdown(ctx)
 
 
-def _run(
+def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, **options: Any) -> RunOutcome:
+    """`_claimed_run`, the run's claim released however the run ends."""
+    with ExitStack() as held:
+        return _claimed_run(config, spec, ctx, held, **options)
+
+
+def _claimed_run(
     config: RunConfig,
     spec: CaseSpec,
     ctx: DistContext,
+    held: ExitStack,
     *,
     resume: bool,
     quiet: bool,
@@ -310,6 +343,9 @@ def _run(
 ) -> RunOutcome:
     plan = make_plan(config, spec, ctx)
     config, device, say = plan.config, plan.device, progress and ctx.is_main
+    claim = _claim(plan)  # before the checkpoint is read or a record written
+    if claim is not None:
+        held.enter_context(claim)
     if device.type == "cuda":
         # Autotuned convolutions: the tuning lands in the first epoch, which the record reports apart (warm-up).
         torch.backends.cudnn.benchmark = True

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hgbench.cases import STUDY_CASES, case_label
+from hgbench.claim import RunBusy
 from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
@@ -210,9 +211,11 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
     """The run `--resume` continues, said aloud; never a fresh run that the flags only happen to describe.
 
     The newest interrupted run of the case on this machine whose settings agree with every flag given (so the run the
-    flags describe exactly, when there is one), found from the records, which name their checkpoints.
+    flags describe exactly, when there is one), found from the records, which name their checkpoints. A run that
+    another process is training now is not interrupted, whatever its record says.
 
     Raises:
+        RunBusy: no interrupted run fits, and a run that fits is being trained by another process (named).
         HGBenchError: no interrupted run fits; the message lists the interrupted runs of the case and how to resume
             each.
     """
@@ -225,7 +228,11 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
     given = {k: json.loads(json.dumps(v)) for k, v in explicit_settings(args).items()}
     if cfg.variant is not None:  # a variant's name alone may stand for two files' networks
         given["variant"] = json.loads(json.dumps(cfg.variant))
-    fits = [(p, r) for p, r in runs if all(r["config"].get(k) == v for k, v in given.items())]
+
+    def fit(record: dict) -> bool:
+        return all(record["config"].get(k) == v for k, v in given.items())
+
+    fits = [(p, r) for p, r in runs if fit(r)]
     if fits:
         path, record = fits[0]
         stored = record["config"]
@@ -236,6 +243,13 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
             flush=True,
         )
         return _config_of(path, args)
+    training = store.runs_in_training(cfg.out, cfg.case, cfg.as_built, machine_id=machine)
+    busy = [(p, owner) for p, r, owner in training if fit(r)]
+    if busy:
+        path, owner = busy[0]
+        raise RunBusy(
+            f"--resume: {path} is not interrupted: its run is being trained by {owner.describe()}; nothing was started"
+        )
     if not runs:
         raise HGBenchError(
             f"--resume: no interrupted run of {label} with a checkpoint in {cfg.out}/{machine}; "
@@ -262,6 +276,7 @@ def case_ids(text: str) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from hgbench import results as store
     from hgbench.plan import planned_identity, resolve_device
+    from hgbench.recorder import AlreadyFinished
     from hgbench.runner import run
 
     if getattr(args, "init_from", None):
@@ -308,6 +323,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 quiet=args.quiet,
                 keep_checkpoint=keep,
             )
+        except AlreadyFinished as exc:
+            if len(cases) == 1:
+                raise
+            print(f"hgbench: {exc}; skipping", flush=True)  # finished with its record in another results folder
+            continue
         except HGBenchError as exc:
             if len(cases) == 1:
                 raise

@@ -8,7 +8,10 @@ resumes the interrupted ones from their checkpoints and re-runs those whose work
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -233,27 +236,82 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         for i, run in enumerate(runs, start=1):
             print(f"  [{i}/{len(runs)}] {_plan_line(run)}")
         return 0
-    engine.start()
-    try:
-        with view.make_view(runs) as shown:
+    with _sigterm_as_interrupt() as terminated:
+        try:
+            try:
+                engine.start()
+                terminated.arm()  # again: ray.init installs its own SIGTERM handler (a bare exit)
+                with view.make_view(runs) as shown:
+                    for run in runs:
+                        if run.status == "skipped":
+                            shown.changed(run, f"skipped: already finished with this config ({run.record})")
+                    interrupted = driver.drive(runs, engine, retries=args.retries, view=shown)
+            finally:
+                engine.close()
+        except KeyboardInterrupt:
+            if not terminated.signalled:
+                raise
+            interrupted = True  # before the runs went out (drive cancels those it submitted itself)
             for run in runs:
-                if run.status == "skipped":
-                    shown.changed(run, f"skipped: already finished with this config ({run.record})")
-            interrupted = driver.drive(runs, engine, retries=args.retries, view=shown)
-    finally:
-        engine.close()
+                if run.status in driver.ACTIVE:
+                    run.status, run.reason = "cancelled", "cancelled by SIGTERM; the same sweep again resumes it"
     for line in view.summary(runs):
         print(line, flush=True)
     table = view.results_table(runs)
     if table:
         sys.stdout.write("\n" + table)
+    if interrupted and terminated.signalled:
+        print("hgbench: stopped by SIGTERM; the same sweep again resumes its runs", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
     if interrupted:
         raise KeyboardInterrupt
+    status = 0
     failed = [run.label for run in runs if run.status == "failed"]
     if failed:
         print(f"hgbench: {len(failed)} of {len(runs)} runs failed: {'; '.join(failed)}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        status = 1
+    busy = [run.label for run in runs if run.status == "busy"]
+    if busy:
+        print(
+            f"hgbench: {len(busy)} of {len(runs)} runs are being trained by other processes (left to them): "
+            f"{'; '.join(busy)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        status = 1
+    return status
+
+
+class _Terminated:
+    """SIGTERM raised as KeyboardInterrupt while armed, so a killed sweep cancels its runs as Ctrl-C does."""
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self.armed = False
+
+    def arm(self) -> None:
+        try:
+            signal.signal(signal.SIGTERM, self._handler)
+            self.armed = True
+        except ValueError:  # not the main thread: the signal keeps its handler
+            pass
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if not self.signalled:  # a second SIGTERM while cancelling is not another interrupt
+            self.signalled = True
+            raise KeyboardInterrupt("SIGTERM")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[_Terminated]:
+    previous = signal.getsignal(signal.SIGTERM)
+    terminated = _Terminated()
+    terminated.arm()
+    try:
+        yield terminated
+    finally:
+        if terminated.armed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _plan_line(run: SweepRun) -> str:

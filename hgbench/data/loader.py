@@ -11,9 +11,14 @@ process 0 ... Original Traceback" message; `HGDataLoader` re-raises them as the 
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.context
+import os
 import random
+import select
+import threading
+import time
 from collections.abc import Iterator, Sized
 from typing import Any
 
@@ -51,16 +56,56 @@ def _mix(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _worker_init(worker_id: int) -> None:
-    """Seed a worker's global RNGs from the per-worker seed PyTorch derives from the loader's generator."""
+def _worker_init(worker_id: int, *, owner: int | None = None) -> None:
+    """Seed a worker's global RNGs from the per-worker seed PyTorch derives from the loader's generator, and end the
+    worker with `owner`, the process that iterates the loader."""
     import cv2
 
+    if owner is not None:
+        exit_with(owner)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)  # for third-party code that uses the legacy global RNG
     # One thread per worker: the workers are the parallelism, and OpenCV's pool would oversubscribe the cores.
     cv2.setNumThreads(1)
     del worker_id
+
+
+def exit_with(pid: int) -> None:
+    """End this process as soon as process `pid` ends, however it ends (`kill -9` included).
+
+    A worker started through the fork server is the server's child, not the loader's: PyTorch's watchdog watches the
+    server, and the server waits for its last child (each holds its "alive" pipe) before it exits, so after a
+    `kill -9` of the run the server, the workers and multiprocessing's resource tracker would wait on each other
+    forever. A worker that ends with the run's process lets the server and then the tracker end too. A daemon thread
+    waits on a pidfd (Linux 5.3+; elsewhere it polls once a second).
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable once the process has ended
+        else:
+            while _alive(pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name=f"hgbench-exit-with-{pid}", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's (the pid was reused)
+        return True
+    return True
 
 
 def worker_context() -> multiprocessing.context.BaseContext:
@@ -164,7 +209,7 @@ def make_loader(
         extra = {
             "persistent_workers": True,
             "prefetch_factor": prefetch_factor,
-            "worker_init_fn": _worker_init,
+            "worker_init_fn": functools.partial(_worker_init, owner=os.getpid()),
             "multiprocessing_context": worker_context(),
         }
     decode_on_device = getattr(dataset, "decode", "workers") == "device"

@@ -4,7 +4,7 @@ A run already finished with the same identity is skipped (`hgbench.plan.planned_
 uses too); every other run is submitted, and the worker resumes it from its checkpoint when an earlier call left one.
 A worker that dies (killed, out of host memory, its node lost, preempted) is submitted again up to `retries` times,
 resuming from its last checkpoint; a run that fails on its own terms (NaN loss, bad data) is reported failed and not
-retried. Ctrl-C cancels what has not ended and waits for the workers to mark their records interrupted.
+retried. Ctrl-C (or SIGTERM) cancels what has not ended and waits for the workers to mark their records interrupted.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class SweepRun:
     config: RunConfig
     identity: str | None  # None when it cannot be planned here (the run's device is not on this machine)
     keep_checkpoint: bool
-    status: str = "queued"  # queued | running | finished | skipped | failed | cancelled
+    status: str = "queued"  # queued | running | finished | skipped | busy (another process has it) | failed | cancelled
     attempts: int = 0  # submissions so far
     epochs_done: int = 0
     pckh: float | None = None  # the last epoch's PCKh
@@ -160,8 +160,8 @@ def drive(runs: Sequence[SweepRun], engine: Engine, *, retries: int, view: View,
             _follow(runs, engine, watch, retries=retries, view=view)
             if any(run.status in ACTIVE for run in runs):
                 time.sleep(poll_s)
-    except KeyboardInterrupt:
-        _cancel(runs, engine, view)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (`hgbench sweep` raises it for the signal)
+        _cancel(runs, engine, view, cause=str(exc) or "Ctrl-C")
         return True
     finally:
         _progress(runs, watch, view)  # the record paths of failed runs, the last epoch of each
@@ -200,7 +200,7 @@ def _follow(runs: Sequence[SweepRun], engine: Engine, watch: RecordWatch, *, ret
 
 
 def _ended(run: SweepRun, result: dict[str, Any]) -> None:
-    """A worker's summary of a run that ended on its own terms: finished, skipped or failed."""
+    """A worker's summary of a run that ended on its own terms: finished, skipped, busy or failed."""
     run.status, run.reason = result["status"], result["reason"]
     run.record = result["record"] or run.record
 
@@ -223,8 +223,9 @@ def _progress(runs: Sequence[SweepRun], watch: RecordWatch, view: View) -> None:
             view.changed(run)
 
 
-def _cancel(runs: Sequence[SweepRun], engine: Engine, view: View) -> None:
-    """Ctrl-C: cancel every active job, then wait (a while) for the workers to write their interrupted records."""
+def _cancel(runs: Sequence[SweepRun], engine: Engine, view: View, *, cause: str = "Ctrl-C") -> None:
+    """Ctrl-C (or SIGTERM, the `cause`): cancel every active job, then wait (a while) for the workers to write their
+    interrupted records."""
     active = [run for run in runs if run.status in ACTIVE]
     for run in active:
         engine.cancel(run.handle)
@@ -244,5 +245,5 @@ def _cancel(runs: Sequence[SweepRun], engine: Engine, view: View) -> None:
         pass
     for run in runs:
         if run.status in (*ACTIVE, "cancelled"):
-            run.status, run.reason = "cancelled", "cancelled by Ctrl-C; the same sweep again resumes it"
+            run.status, run.reason = "cancelled", f"cancelled by {cause}; the same sweep again resumes it"
             view.changed(run)

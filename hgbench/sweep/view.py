@@ -15,6 +15,7 @@ from hgbench.results import load_records
 from hgbench.sweep.driver import SweepRun, log_path
 
 DONE = ("finished", "skipped")
+EXPLAINED = ("failed", "cancelled", "busy", "skipped")  # states whose reason is shown beside them
 
 
 def describe(run: SweepRun) -> str:
@@ -26,7 +27,7 @@ def describe(run: SweepRun) -> str:
             parts.append(f"PCKh {run.pckh:.2f}")
     if run.attempts > 1:
         parts.append(f"attempt {run.attempts}")
-    if run.reason and run.status in ("failed", "cancelled"):
+    if run.reason and run.status in EXPLAINED:
         parts.append(run.reason)
     return ", ".join(parts)
 
@@ -84,7 +85,7 @@ class LiveView:
         for i, run in enumerate(self.runs, start=1):
             epoch = f"{run.epochs_done}/{run.config.epochs}" if run.epochs_done else ""
             pckh = f"{run.pckh:.2f}" if run.pckh is not None else ""
-            note = run.reason if run.status in ("failed", "cancelled") else ""
+            note = run.reason if run.status in EXPLAINED else ""
             table.add_row(str(i), run.label, run.status, epoch, pckh, str(run.attempts or ""), note or "")
         return table
 
@@ -102,7 +103,7 @@ def summary(runs: Sequence[SweepRun]) -> list[str]:
         for run in runs
         if run.status not in DONE
     ]
-    counts = {s: sum(run.status == s for run in runs) for s in ("finished", "skipped", "failed", "cancelled")}
+    counts = {s: sum(run.status == s for run in runs) for s in ("finished", "skipped", "busy", "failed", "cancelled")}
     said = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines.append(f"hgbench: sweep of {len(runs)} runs: {said}")
     return lines

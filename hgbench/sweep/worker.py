@@ -1,9 +1,11 @@
 """What every engine runs for one run of a sweep: `run_one`, a plain top-level function (picklable for Ray, submitit).
 
 It is `hgbench run` for one config: it skips a run this machine already finished, continues an interrupted one from
-its checkpoint, and writes the record atomically into the config's results folder, exactly as `hgbench run` does. It
-returns a small summary (a dict of plain values) rather than raising, so that a run failing on its own terms (NaN
-loss, bad data) reads as "failed" on every engine, while a worker that dies returns nothing at all (a retry).
+its checkpoint, and writes the record atomically into the config's results folder, exactly as `hgbench run` does. A
+run another process is training (another sweep's worker, an `hgbench run`) holds its claim (`hgbench.claim`): the
+worker leaves it alone and says "busy", naming that process. It returns a small summary (a dict of plain values)
+rather than raising, so that a run failing on its own terms (NaN loss, bad data) reads as "failed" on every engine,
+while a worker that dies returns nothing at all (a retry).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ def run_one(
         threads: the CPU threads torch may use (the CPUs the engine gave the job; None: torch's default, every core).
 
     Returns:
-        ``{"status": finished | skipped | failed | interrupted, "record": path or None, "reason": one line or None}``;
-        interrupted means the worker was stopped (Ctrl-C, a scheduler's SIGTERM, a cancel) after writing its record.
+        ``{"status": finished | skipped | busy | failed | interrupted, "record": path or None, "reason": one line or
+        None}``; interrupted means the worker was stopped (Ctrl-C, a scheduler's SIGTERM, a cancel) after writing its
+        record; busy, that another process is training the run.
     """
     if threads is not None:
         import torch
@@ -49,10 +52,12 @@ def run_one(
 
 def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
     from hgbench import results as store
+    from hgbench.claim import RunBusy
     from hgbench.config import RunConfig
     from hgbench.environment import collect_environment, machine_id
     from hgbench.errors import HGBenchError, one_line
     from hgbench.plan import planned_identity, resolve_device
+    from hgbench.recorder import AlreadyFinished
     from hgbench.runner import run
 
     try:
@@ -68,6 +73,10 @@ def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
             os._exit(137)
     except KeyboardInterrupt as exc:
         return {"status": "interrupted", "record": None, "reason": f"stopped ({one_line(exc) or 'Ctrl-C'})"}
+    except RunBusy as exc:
+        return {"status": "busy", "record": None, "reason": one_line(exc)}
+    except AlreadyFinished as exc:  # finished since the check above, or with its record in another results folder
+        return {"status": "skipped", "record": str(exc.record), "reason": one_line(exc)}
     except HGBenchError as exc:
         return {"status": "failed", "record": None, "reason": one_line(exc)}
     except Exception as exc:  # a bug: still this run's failure, not the sweep's; the log keeps the traceback
