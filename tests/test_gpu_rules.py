@@ -22,7 +22,6 @@ from helpers.host_sync import count_host_syncs, fake_batches
 from torch import nn
 
 from hgbench import nvml, runner
-from hgbench import plan as plan_module
 from hgbench import state as state_module
 from hgbench.cases import get_spec
 from hgbench.config import RunConfig
@@ -186,12 +185,13 @@ def test_cuda_events_are_recorded_on_the_runs_gpu_not_the_current_one(monkeypatc
     assert recorded == [gpu1] * 3
 
 
-def test_a_run_on_a_second_gpu_makes_it_the_current_device(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    chosen: list[torch.device] = []
-    monkeypatch.setattr(plan_module, "resolve_device", lambda name, ctx=None: torch.device("cuda", 1))
-    monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(torch.device(device)))
-    make_plan(tiny, get_spec(tiny.case), DistContext())
-    assert chosen == [torch.device("cuda", 1)]
+@pytest.mark.parametrize(("name", "current"), [("cuda:1", 1), ("cuda", 0), ("auto", 0)])
+def test_a_run_on_a_gpu_makes_it_the_current_device(tiny: RunConfig, cuda_standin, name: str, current: int) -> None:
+    """torch.cuda.set_device runs as on a GPU (the stand-in answers only its C layer), so a device without an index,
+    which torch refuses there, fails here too."""
+    plan = make_plan(replace(tiny, device=name), get_spec(tiny.case), DistContext())
+    assert plan.device == torch.device("cuda", current)
+    assert torch.cuda.current_device() == current
 
 
 def _meta_model(case: str = "hg2") -> nn.Module:

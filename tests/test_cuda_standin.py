@@ -1,0 +1,176 @@
+"""`hgbench run` on CUDA, end to end on a CPU, under the CUDA stand-in (tests/helpers/cuda_standin.py).
+
+Each full run below covers several flags at once (a tiny hg1 at 64 px, a few people), so the file stays within a
+minute of one core. The stand-in fails a test on any broken CUDA rule, including ones the code under test caught.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.cuda_standin import STANDIN_GPU_NAME, CudaStandin, StandinViolation, cuda_standin
+
+from hgbench import plan as plan_module
+from hgbench import runner
+from hgbench.config import RunConfig
+from hgbench.distributed import DistContext
+from hgbench.errors import HGBenchError
+from hgbench.record import validate_record
+
+
+def _run(config: RunConfig, **kw: object) -> runner.RunOutcome:
+    return runner.run(config, quiet=True, progress=False, **kw)
+
+
+@pytest.fixture
+def small(tiny: RunConfig) -> RunConfig:
+    """`tiny` cut to one training step and one validation batch of two: the stand-in is about CUDA's rules."""
+    return replace(tiny, limit_train=4, limit_val=2, test_batch_size=2)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The stand-in itself
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_the_standin_enforces_torchs_own_argument_rules(cuda_standin: CudaStandin) -> None:
+    """torch.cuda's Python layer runs: a device without an index is refused where torch refuses it."""
+    with pytest.raises(ValueError, match="Expected a torch.device with a specified index"):
+        torch.cuda.set_device(torch.device("cuda"))
+    torch.cuda.set_device(torch.device("cuda", 1))
+    assert torch.cuda.current_device() == 1
+    with pytest.raises(RuntimeError, match="invalid device ordinal"):
+        torch.cuda.set_device(2)
+    torch.cuda.set_device(0)
+    assert torch.zeros(2, device="cuda").device == torch.device("cuda", 0)  # a bare "cuda" is the current GPU
+
+
+def test_the_standin_refuses_mixed_devices_host_reads_in_loops_and_pageable_async_uploads(
+    cuda_standin: CudaStandin,
+) -> None:
+    from hgbench.timing import StepTimer
+
+    x = torch.ones(3, device="cuda:0")
+    with pytest.raises(RuntimeError, match="cuda:0 and cpu"):
+        x + torch.ones(3)
+    with pytest.raises(RuntimeError, match="cuda:0 and cuda:1"):
+        x + torch.ones(3, device="cuda:1")
+    assert (x + torch.tensor(2.0)).device == x.device  # a host scalar is fine, as on a GPU
+    assert float(x.sum()) == 3.0  # outside a batch loop the host may read (real values: the CPU computed them)
+    with pytest.raises(StandinViolation, match="pageable"):
+        torch.ones(4).to("cuda", non_blocking=True)
+    assert torch.ones(4).pin_memory().to("cuda", non_blocking=True).is_cuda
+    loop = StepTimer(torch.device("cuda", 0)).iter_data([1, 2])
+    next(loop)
+    with pytest.raises(StandinViolation, match="inside a batch loop"):
+        float(x.sum())
+    loop.close()
+    cuda_standin.violations.clear()  # provoked on purpose
+
+
+def test_the_standin_orders_streams_like_cuda(cuda_standin: CudaStandin) -> None:
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        y = torch.ones(4, device="cuda") * 2
+    with pytest.raises(StandinViolation, match="without waiting"):
+        y + 1  # the main stream reads what the side stream may not have written yet
+    torch.cuda.current_stream().wait_stream(side)
+    assert (y + 1).device.type == "cuda"
+    assert ("cuda:0/stream0", "wait_stream(cuda:0/stream1)", "cuda:0/stream1") in cuda_standin.waits
+    del y  # freed on the side stream while the main stream's read may still be queued
+    assert any("record_stream" in v for v in cuda_standin.violations)
+    cuda_standin.violations.clear()  # provoked on purpose
+    with torch.cuda.stream(side):
+        z = torch.ones(4, device="cuda")
+    event = torch.cuda.Event()
+    event.record(side)
+    event.wait(torch.cuda.current_stream())
+    assert (z + 1).device.type == "cuda"
+    z.record_stream(torch.cuda.current_stream())
+    del z
+    assert not cuda_standin.violations
+
+
+def test_nothing_of_the_standin_outlives_it() -> None:
+    stream_type, available = torch.cuda.Stream, torch.cuda.is_available()
+    with pytest.MonkeyPatch.context() as mp, cuda_standin(mp):
+        assert torch.cuda.is_available()
+        assert torch.ones(1, device="cuda").is_cuda
+    assert torch.cuda.Stream is stream_type
+    assert torch.cuda.is_available() == available
+    assert torch.ones(1).device.type == "cpu"
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Defect 1: a bare "cuda" crashed every default GPU run in torch.cuda.set_device
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "expected"), [("auto", "cuda:0"), ("cuda", "cuda:0"), ("cuda:1", "cuda:1")])
+def test_a_cuda_device_is_resolved_with_its_index(cuda_standin: CudaStandin, name: str, expected: str) -> None:
+    assert plan_module.resolve_device(name) == torch.device(expected)
+
+
+def test_a_gpu_the_machine_does_not_have_is_a_one_line_error(cuda_standin: CudaStandin) -> None:
+    with pytest.raises(HGBenchError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\)"):
+        plan_module.resolve_device("cuda:2")
+
+
+def test_under_torchrun_each_process_takes_its_local_gpu(cuda_standin: CudaStandin) -> None:
+    ctx = DistContext(rank=1, world_size=2, local_rank=1, device=torch.device("cuda", 1))
+    assert plan_module.resolve_device("cuda", ctx) == torch.device("cuda", 1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Whole runs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _record(outcome: runner.RunOutcome, tmp_path: Path) -> dict:
+    assert outcome.status == "finished"
+    assert outcome.record_path is not None
+    assert outcome.record_path.is_relative_to(tmp_path)
+    record = json.loads(outcome.record_path.read_text())
+    assert validate_record(record) == []
+    info = record["machine_info"]
+    # Written by the stand-in, and saying so: the machine id can never be a real GPU's, so no report pools it.
+    assert info["gpu_name"] == STANDIN_GPU_NAME
+    assert "stand-in" in info["machine_id"]
+    assert "stand-in" in str(outcome.record_path)
+    return record
+
+
+def test_a_default_gpu_run_reaches_a_finished_record(
+    small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin
+) -> None:
+    """``--device auto`` (the default) on a machine with GPUs: the crash of defect 1, then the whole pipeline."""
+    record = _record(_run(replace(small, device="auto")), tmp_path)
+    assert record["config"]["device"] == "auto"
+    assert record["machine_info"]["device"] == "cuda"
+    assert record["machine_info"]["gpu_state"]["power_limit_w"] == 300.0  # NVML found the GPU by its PCI bus id
+    epoch = record["results"]["epochs"][0]
+    assert epoch["device_idle_s"] is not None  # CUDA events timed the steps
+    assert record["results"]["inference"]["plain"]["device_min"] is not None
+    assert record["results"]["peak_memory_mib"] > 0
+    assert epoch["energy_j"] is not None
+    assert "torch.cuda.synchronize(cuda:0)" in cuda_standin.host_syncs
+
+
+def test_a_run_on_the_second_gpu_with_amp_channels_last_and_resume(
+    small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin
+) -> None:
+    config = replace(small, device="cuda:1", amp=True, channels_last=True, epochs=2)
+    first = _run(config, stop_after_epoch=1)
+    assert first.status == "interrupted"
+    assert torch.cuda.current_device() == 1
+    torch.cuda.set_device(0)  # a new process starts on GPU 0
+    record = _record(_run(config, must_resume=True), tmp_path)
+    assert record["config"]["device"] == "cuda:1"
+    assert [e["epoch"] for e in record["results"]["epochs"]] == [1, 2]
+    # Every event and stream the run used was on GPU 1; GPU 0 did nothing.
+    assert all(label.startswith("cuda:1") for label, _, _ in cuda_standin.waits)
+    assert cuda_standin.peak_bytes[0] == 0
