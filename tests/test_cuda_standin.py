@@ -174,3 +174,48 @@ def test_a_run_on_the_second_gpu_with_amp_channels_last_and_resume(
     # Every event and stream the run used was on GPU 1; GPU 0 did nothing.
     assert all(label.startswith("cuda:1") for label, _, _ in cuda_standin.waits)
     assert cuda_standin.peak_bytes[0] == 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# --decode device: defect 3 (hand-overs between streams) and defect 9 (a pageable upload per validation batch)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _device_loader(root: Path, split: str, batch: int) -> object:
+    from hgbench.data.loader import make_loader
+    from hgbench.data.mpii import MPIIDataset
+
+    ds = MPIIDataset(root, split, input_res=64, augment=split == "train", decode="device")
+    cuda = torch.device("cuda", 0)
+    return make_loader(ds, batch, shuffle=False, workers=0, pin_memory=True, drop_last=False, device=cuda)
+
+
+def test_device_decode_orders_every_hand_over_between_streams(synthetic_root: Path, cuda_standin: CudaStandin) -> None:
+    """Batch k+1 is decoded and cropped on a side stream while step k runs on the main one. nvjpeg (torchvision)
+    writes its outputs from a stream of its own that does not wait for the stream it allocated them on; decoded on
+    the side stream, they could be blocks batch k's crops were freed from while its reads were still queued. And what
+    the main stream reads must be waited for and handed to it (record_stream)."""
+    batches = 0
+    for batch in _device_loader(synthetic_root, "train", 4):  # 16 people: 4 batches, each one prepared ahead
+        # consumed on the main stream, as a training step does
+        loss = batch["image"].mean() + (batch["target"] * batch["target_weight"][..., None, None]).sum()
+        del loss
+        batches += 1
+    assert batches == cuda_standin.decodes == 4
+    hand_overs = {(waiter, what.split("(")[0]) for waiter, what, _ in cuda_standin.waits}
+    assert ("cuda:0/stream0", "wait_stream") in hand_overs  # the main stream waits for each prepared batch
+
+
+def test_validation_on_device_decoded_batches_uploads_only_from_pinned_memory(
+    synthetic_root: Path, cuda_standin: CudaStandin
+) -> None:
+    """Every upload in the validation loop is asynchronous, so from pinned memory: the ``bad`` flags too."""
+    from hgbench.cases import get_spec
+    from hgbench.inference import predict
+    from hgbench.models import build_model
+    from hgbench.training import StepOptions
+
+    cuda = torch.device("cuda", 0)
+    model = build_model(get_spec("hg1")).to(cuda)
+    result = predict(model, _device_loader(synthetic_root, "val", 4), StepOptions(cuda), input_res=64)
+    assert len(result.index) == 8

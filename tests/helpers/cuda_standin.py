@@ -153,6 +153,7 @@ class CudaStandin:
         monkeypatch.setattr(cuda, "Event", _make_event_class(self))
         monkeypatch.setattr(torch, "compile", self._compile)
         self._spy_batch_loops(monkeypatch)
+        _clear_device_caches()
         mode = _Mode(self)
         mode.__enter__()
         self._mode = mode
@@ -161,6 +162,7 @@ class CudaStandin:
     def uninstall(self) -> None:
         """Leave the tensor mode (the fixture calls it before `monkeypatch` undoes the rest)."""
         self._mode.__exit__(None, None, None)
+        _clear_device_caches()
 
     def _init(self, monkeypatch: pytest.MonkeyPatch) -> None:
         # What _cuda_init leaves behind on a GPU: one default generator per device (CPU ones: tensors live there).
@@ -351,7 +353,7 @@ class CudaStandin:
         a = block.alloc
         self.live_bytes[a.device] -= block.nbytes
         for s, seq in block.uses.items():
-            if s is a or s in block.recorded or a.waited.get(s, -1) >= seq:
+            if s is a or s in block.recorded or max(a.waited.get(s, -1), self.horizon.get(s, -1)) >= seq:
                 continue
             # Not raised: a finaliser cannot raise into the code that dropped the tensor. The fixture fails the test.
             self.violations.append(
@@ -366,7 +368,7 @@ class CudaStandin:
         producer = getattr(t, "_hg_stream", None)
         if producer is None:
             return
-        if producer is not stream and stream.waited.get(producer, -1) < t._hg_seq:
+        if producer is not stream and max(stream.waited.get(producer, -1), self.horizon.get(producer, -1)) < t._hg_seq:
             self.violation(
                 f"{what} on {stream.label} uses a tensor {tuple(t.shape)} produced on {producer.label} without "
                 "waiting for it (an event wait or wait_stream): it may read the memory before it is written"
@@ -413,6 +415,16 @@ class CudaStandin:
 
 
 _REAL_COMPILE = torch.compile
+
+
+def _clear_device_caches() -> None:
+    """hgbench's per-device caches of tensors: one made on a stand-in GPU must not outlive it (nor one made without
+    the stand-in be taken for a GPU tensor)."""
+    from hgbench import decoding
+    from hgbench.data import device_decode
+
+    decoding._flip_index_on.cache_clear()
+    device_decode._mean_on.cache_clear()
 
 
 def dev_of(t: torch.Tensor) -> torch.device | None:
