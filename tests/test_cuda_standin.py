@@ -173,6 +173,7 @@ def test_a_run_on_the_second_gpu_with_amp_channels_last_and_resume(
     assert [e["epoch"] for e in record["results"]["epochs"]] == [1, 2]
     # Every event and stream the run used was on GPU 1; GPU 0 did nothing.
     assert all(label.startswith("cuda:1") for label, _, _ in cuda_standin.waits)
+    assert cuda_standin.autocast_ops > 0
     assert cuda_standin.peak_bytes[0] == 0
 
 
@@ -219,3 +220,31 @@ def test_validation_on_device_decoded_batches_uploads_only_from_pinned_memory(
     model = build_model(get_spec("hg1")).to(cuda)
     result = predict(model, _device_loader(synthetic_root, "val", 4), StepOptions(cuda), input_res=64)
     assert len(result.index) == 8
+
+
+def test_a_fast_run_decodes_on_the_gpu(small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin) -> None:
+    """``--fast`` on CUDA: channels_last, bf16 autocast, torch.compile (run eagerly by the stand-in) and JPEGs decoded
+    and cropped on the GPU, prepared one batch ahead on a side stream."""
+    record = _record(_run(replace(small, device="cuda", fast=True)), tmp_path)
+    config = record["config"]
+    assert (config["decode"], config["amp"], config["channels_last"], config["compile"]) == ("device", True, True, True)
+    assert cuda_standin.decodes >= 3  # training, validation and the inference passes all decoded on the "GPU"
+    assert cuda_standin.autocast_ops > 0
+
+
+def test_a_two_process_nccl_run(
+    small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 0 of a torchrun job of two processes on two GPUs (the other rank mirrored by `NcclLikeGroup`): NCCL's
+    process group, each process on its own GPU, every collective on it, SyncBatchNorm and DDP on the GPU."""
+    from helpers.cuda_standin import NcclLikeGroup
+
+    group = NcclLikeGroup(torch.device("cuda", 0)).install(monkeypatch)
+    for key, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(key, value)
+    torch.cuda.set_device(1)  # torchrun starts every process on GPU 0... or wherever: the run must choose its own
+    record = _record(_run(replace(small, device="cuda", decode="device")), tmp_path)
+    assert [i["backend"] for i in group.inits] == ["nccl"]
+    assert set(group.reduced) == {torch.device("cuda", 0)}
+    assert record["config"]["world_size"] == 2
+    assert record["results"]["epochs"][0]["images"] == small.limit_train

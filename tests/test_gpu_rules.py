@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
+from helpers.cuda_standin import NcclLikeGroup
 from helpers.host_sync import count_host_syncs, fake_batches
 from torch import nn
 
@@ -49,32 +49,6 @@ def lazy_device() -> torch.device:
     except Exception as exc:  # not built into every torch
         pytest.skip(f"PyTorch's lazy device is unavailable: {exc}")
     return torch.device("lazy", 0)
-
-
-class NcclLikeGroup:
-    """Stands in for a process group of two identical ranks whose collectives, like NCCL's, refuse tensors that are
-    not on the group's device."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reduced: list[torch.device] = []
-
-    def all_reduce(self, tensor: torch.Tensor, op: object = None, **kwargs: object) -> None:
-        if tensor.device != self.device:
-            raise RuntimeError(f"collective on a tensor on {tensor.device}; the group's device is {self.device}")
-        self.reduced.append(tensor.device)
-        tensor.mul_(2)  # the other rank holds the same value
-
-    def all_gather_object(self, out: list, obj: object, **kwargs: object) -> None:
-        out[:] = [obj] * len(out)
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(dist, "all_reduce", self.all_reduce)
-        monkeypatch.setattr(dist, "all_gather_object", self.all_gather_object)
-        monkeypatch.setattr(dist, "broadcast_object_list", lambda box, src=0, **kw: None)
-        monkeypatch.setattr(dist, "barrier", lambda *a, **kw: None)
-        # One process plays rank 0: DDP's own gradient all-reduce needs a real group and is not what is tested here.
-        monkeypatch.setattr(nn.parallel, "DistributedDataParallel", lambda model, **kw: model)
 
 
 def test_every_collective_of_a_run_takes_tensors_on_the_process_groups_device(
