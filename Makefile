@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test table bench gpu-check lint clean
+.PHONY: install run test coverage table bench gpu-check lint clean
 
 # The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
 # every test works; a Makefile change reinstalls once.
@@ -23,6 +23,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q && HGBENCH_BENCH_SMOKE=1 $(BIN)/python -m pytest -q benchmarks -m smoke --benchmark-columns=min,median,rounds
 
+# make test's suite under coverage: hgbench's line coverage, then its CUDA-only lines (tests/helpers/cuda_lines.py:
+# what runs only on a GPU, executed on the CPU by the CUDA stand-in) and every one of them no test executed.
+coverage: $(STAMP)
+	$(BIN)/python -m pytest -q --cov=hgbench --cov-report=term:skip-covered && $(BIN)/python tests/helpers/cuda_lines.py .coverage
+
 # README's table is the published example (results/published/), never whatever this machine has run.
 table: $(STAMP)
 	$(BIN)/hgbench table --reference --results results/published --readme README.md
@@ -39,4 +44,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check hgbench tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks runs
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks runs .coverage

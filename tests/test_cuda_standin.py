@@ -248,3 +248,94 @@ def test_a_two_process_nccl_run(
     assert set(group.reduced) == {torch.device("cuda", 0)}
     assert record["config"]["world_size"] == 2
     assert record["results"]["epochs"][0]["images"] == small.limit_train
+
+
+def test_cuda_only_lines_are_read_from_the_source() -> None:
+    """`make coverage`'s definition (tests/helpers/cuda_lines.py): CUDA branches, what follows a non-CUDA early return,
+    and functions marked ``# cuda-only``; never a branch that runs only without a GPU."""
+    from helpers.cuda_lines import cuda_only_lines
+
+    source = """
+def f(device, ready):
+    if device.type == "cuda":
+        a = 1
+        if not torch.cuda.is_available():
+            raise RuntimeError
+    else:
+        b = 2
+    if device.type != "cuda":
+        return 0
+    c = 3
+    if self.cuda and ready:
+        d = 4
+    if cuda or ready:
+        e = 5
+def g():  # cuda-only
+    h = 6
+"""
+    assert sorted(cuda_only_lines(source)) == [4, 5, 11, 12, 13, 14, 15, 17]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The rest of the CUDA-only lines: hgbench bench, the clocks, NVML's lookup, the bf16 rule
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_bench_on_cuda_times_modes_with_cuda_events(cuda_standin: CudaStandin, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`hgbench bench --device cuda` in its CUDA-graphs mode, the conv peak measured on a small conv. On a V100
+    (no native bf16), so the ladder runs in fp32: bf16 on a CPU without it is emulated, and slow."""
+    import functools
+
+    from hgbench import bench
+
+    cuda_standin.capability = (7, 0)
+    peak = bench.measure_peak_conv_tflops
+    monkeypatch.setattr(
+        bench, "measure_peak_conv_tflops", functools.partial(peak, batch=1, channels=8, size=8, iters=2)
+    )
+    config = bench.BenchConfig("hg1", False, 2, 1, 1, 64, "cuda", ("cudagraphs",))
+    record = bench.run_bench(_spec("hg1"), config)
+    assert record["device_peak"]["conv_tflops"] > 0
+    result = record["results"]["cudagraphs"]
+    assert result["status"] == "ok", result["reason"]
+    assert result["settings"]["amp"] is False
+    assert result["train"]["clock"] == "cuda_event"
+    assert record["machine_info"]["gpu_name"] == STANDIN_GPU_NAME
+
+
+def _spec(case: str) -> object:
+    from hgbench.cases import get_spec
+
+    return get_spec(case)
+
+
+def test_the_clocks_on_cuda(cuda_standin: CudaStandin) -> None:
+    from hgbench.timing import StepTimer, as_device
+
+    assert as_device("cuda") == torch.device("cuda", 0)
+    timer = StepTimer("cuda:1", capacity=1)
+    for _ in range(2):  # one more step than events made up front: more are made, none in the timed bracket's way
+        timer.compute_start()
+        timer.compute_end()
+    summary = timer.summary()
+    assert summary["steps"] == 2
+    assert summary["clock"] == "cuda_event"
+    assert cuda_standin.host_syncs == ["torch.cuda.synchronize(cuda:1)"]
+
+
+def test_nvml_finds_the_gpu_by_index_when_its_pci_bus_id_is_unknown(cuda_standin: CudaStandin, fake_nvml) -> None:
+    from hgbench.nvml import _nvml_handle
+
+    assert _nvml_handle(fake_nvml, torch.device("cuda", 1)) == "gpu1"  # by its PCI bus id
+    fake_nvml.nvmlDeviceGetHandleByPciBusId = lambda bus: (_ for _ in ()).throw(RuntimeError("Not Found"))
+    assert _nvml_handle(fake_nvml, torch.device("cuda", 1)) == "gpu1"  # by index
+
+
+def test_a_gpu_without_native_bf16_gets_no_bf16_rung(cuda_standin: CudaStandin) -> None:
+    from hgbench.speed_modes import best_mode, plan_modes
+
+    cuda_standin.capability = (7, 0)  # a V100
+    assert best_mode("cuda:0")["amp"] is False
+    [bf16] = plan_modes(["bf16"], "cuda:0")
+    assert bf16.settings is None
+    assert "no native bf16" in bf16.skip_reason

@@ -222,7 +222,7 @@ class DeviceDecodeLoader:
                 stop()
             raise
 
-    def _iter_prefetch(self) -> Iterator[dict[str, Any]]:
+    def _iter_prefetch(self) -> Iterator[dict[str, Any]]:  # cuda-only
         """One batch ahead on a side stream; the compute stream waits for it only when it is consumed.
 
         Every hand-over between streams is ordered: the decoded images from the decode stream to the side stream

@@ -93,6 +93,7 @@ class CudaStandin:
         self.host_syncs: list[str] = []  # every host synchronisation with the device, in order
         self.decodes = 0  # batches the nvjpeg stand-in decoded
         self.loop_depth = 0
+        self.capability = (9, 0)  # an H100's; (7, 0), a V100's, has no native bf16
         self.autocast_ops = 0  # ops run under torch.autocast("cuda") (as the CPU's autocast of the same dtype)
         self._sids = itertools.count(1)
         self._default = {i: _StreamState(i, 0) for i in range(device_count)}
@@ -275,8 +276,8 @@ class CudaStandin:
         i = self._index(i)
         return types.SimpleNamespace(
             name=STANDIN_GPU_NAME,
-            major=9,
-            minor=0,
+            major=self.capability[0],
+            minor=self.capability[1],
             total_memory=85_031_714_816,
             multi_processor_count=132,
             L2_cache_size=52_428_800,
