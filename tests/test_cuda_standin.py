@@ -96,12 +96,15 @@ def test_the_standin_orders_streams_like_cuda(cuda_standin: CudaStandin) -> None
 
 
 def test_nothing_of_the_standin_outlives_it() -> None:
-    stream_type, available = torch.cuda.Stream, torch.cuda.is_available()
-    with pytest.MonkeyPatch.context() as mp, cuda_standin(mp):
+    stream_type, available, autotune = torch.cuda.Stream, torch.cuda.is_available(), torch.backends.cudnn.benchmark
+    with pytest.MonkeyPatch.context() as mp, cuda_standin(mp, device_count=2):
         assert torch.cuda.is_available()
         assert torch.ones(1, device="cuda").is_cuda
+        torch.cuda.set_device(1)
+        torch.backends.cudnn.benchmark = not autotune
     assert torch.cuda.Stream is stream_type
     assert torch.cuda.is_available() == available
+    assert torch.backends.cudnn.benchmark == autotune
     assert torch.ones(1).device.type == "cpu"
 
 
@@ -339,3 +342,37 @@ def test_a_gpu_without_native_bf16_gets_no_bf16_rung(cuda_standin: CudaStandin) 
     [bf16] = plan_modes(["bf16"], "cuda:0")
     assert bf16.settings is None
     assert "no native bf16" in bf16.skip_reason
+
+
+@pytest.mark.parametrize("trouble", ["no pynvml", "no devices", "lookup fails", "no energy counter"])
+def test_nvml_trouble_on_a_gpu_leaves_telemetry_null_with_the_reason(
+    cuda_standin: CudaStandin, fake_nvml, monkeypatch: pytest.MonkeyPatch, trouble: str
+) -> None:
+    import sys
+
+    from helpers.fake_nvml import FakeNVMLError
+
+    from hgbench.nvml import NvmlSampler
+
+    def fail(*args: object) -> None:
+        raise FakeNVMLError("Unknown Error")
+
+    if trouble == "no pynvml":
+        monkeypatch.setitem(sys.modules, "pynvml", None)
+    elif trouble == "no devices":
+        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetCount", lambda: 0)
+    elif trouble == "lookup fails":
+        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetHandleByPciBusId", fail)
+        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetHandleByIndex", fail)
+    else:
+        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetTotalEnergyConsumption", fail)
+    with NvmlSampler(torch.device("cuda", 0), interval_s=60) as sampler:
+        pass
+    if trouble == "no energy counter":
+        assert sampler.available
+        assert not sampler.energy_counter
+    else:
+        assert not sampler.available
+        assert {"no pynvml": "pynvml not installed", "no devices": "NVML sees no devices"}.get(
+            trouble, "NVML device lookup failed"
+        ) in sampler.reason

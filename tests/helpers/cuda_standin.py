@@ -154,6 +154,8 @@ class CudaStandin:
         monkeypatch.setattr(cuda, "Stream", _make_stream_class(self))
         monkeypatch.setattr(cuda, "Event", _make_event_class(self))
         monkeypatch.setattr(torch, "compile", self._compile)
+        # Set by a CUDA run (cuDNN autotuning): restored after the test like everything else.
+        monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
         self._spy_batch_loops(monkeypatch)
         _clear_device_caches()
         mode = _Mode(self)
