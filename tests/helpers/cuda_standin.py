@@ -469,7 +469,7 @@ class _Mode(TorchFunctionMode):
             target = "cuda" if target is None else target
             return self._transfer(args[0], gpu.resolve(target), kwargs.get("non_blocking", False), None, None)
         if func is torch.Tensor.cpu:
-            return self._transfer(args[0], torch.device("cpu"), False, None, None)
+            return self._transfer(args[0], torch.device("cpu"), False, None, None, what="Tensor.cpu")
         if func is torch.Tensor.copy_:
             return self._copy(args, kwargs)
         if func is torch.Tensor.pin_memory:
@@ -550,20 +550,27 @@ class _Mode(TorchFunctionMode):
         return self._transfer(t, target, non_blocking, dtype, memory_format)
 
     def _transfer(
-        self, t: torch.Tensor, target: torch.device, non_blocking: bool, dtype: Any, memory_format: Any
+        self,
+        t: torch.Tensor,
+        target: torch.device,
+        non_blocking: bool,
+        dtype: Any,
+        memory_format: Any,
+        *,
+        what: str = "Tensor.to",
     ) -> torch.Tensor:
         gpu = self.gpu
         src = dev_of(t)
         fmt = memory_format or torch.preserve_format
         if src is None and target.type == "cuda":  # upload
-            self._check_upload(t, non_blocking, "Tensor.to")
+            self._check_upload(t, non_blocking, what)
             out = t.to(dtype=dtype or t.dtype, memory_format=fmt, copy=True)
             gpu.tag(out, target, gpu.stream_of(target.index))
             return out
         if src is None:
             return t.to(target, dtype=dtype or t.dtype, memory_format=fmt)
         if target.type == "cpu":  # download
-            gpu.host_read(t, "Tensor.to(cpu)" if non_blocking is not None else "Tensor.cpu")
+            gpu.host_read(t, what)
             return t.to(dtype=dtype or t.dtype, memory_format=fmt, copy=True)
         if target.type != "cuda":
             raise RuntimeError(f"the CUDA stand-in cannot copy to {target}")
