@@ -181,7 +181,9 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
         if ctx is not None and ctx.enabled:
             dev = torch.device("cuda", ctx.local_rank)
         elif dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
+            # Not torch.cuda.current_device() before CUDA is initialised: that would initialise it (the sweep's skip
+            # check resolves devices too), and until then the current GPU is CUDA's default, 0.
+            dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_initialized() else 0)
         if dev.index >= torch.cuda.device_count():
             raise HGBenchError(
                 f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "

@@ -118,6 +118,14 @@ def test_a_cuda_device_is_resolved_with_its_index(cuda_standin: CudaStandin, nam
     assert plan_module.resolve_device(name) == torch.device(expected)
 
 
+def test_resolving_a_device_leaves_cuda_uninitialised_and_follows_set_device(cuda_standin: CudaStandin) -> None:
+    """The sweep's skip check resolves devices in the driver, which must not initialise CUDA for nothing."""
+    assert plan_module.resolve_device("auto") == torch.device("cuda", 0)
+    assert not torch.cuda.is_initialized()
+    torch.cuda.set_device(1)
+    assert plan_module.resolve_device("cuda") == torch.device("cuda", 1)
+
+
 def test_a_gpu_the_machine_does_not_have_is_a_one_line_error(cuda_standin: CudaStandin) -> None:
     with pytest.raises(HGBenchError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\)"):
         plan_module.resolve_device("cuda:2")

@@ -201,6 +201,7 @@ class CudaStandin:
         return i
 
     def _set_device(self, i: int) -> None:
+        torch.cuda._lazy_init()  # as torch's C binding does: setting a device initialises CUDA
         self.current = self._index(i)
 
     def _exchange_device(self, i: int) -> int:
