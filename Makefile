@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test test-loaded table bench gpu-check lint clean
+.PHONY: install run test test-loaded coverage table bench gpu-check lint clean
 
 # The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
 # every test works; a Makefile change reinstalls once.
@@ -27,6 +27,11 @@ test: $(STAMP)
 test-loaded: $(STAMP)
 	.ci/loaded $(MAKE) test
 
+# make test's suite under coverage: hgbench's line coverage, then its CUDA-only lines (tests/helpers/cuda_lines.py:
+# what runs only on a GPU, executed on the CPU by the CUDA stand-in) and every one of them no test executed.
+coverage: $(STAMP)
+	$(BIN)/python -m pytest -q --cov=hgbench --cov-report=term:skip-covered && $(BIN)/python tests/helpers/cuda_lines.py .coverage
+
 # README's table is the published example (results/published/), never whatever this machine has run.
 table: $(STAMP)
 	$(BIN)/hgbench table --reference --results results/published --readme README.md
@@ -43,4 +48,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check hgbench tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks runs
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks runs .coverage

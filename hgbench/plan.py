@@ -167,7 +167,12 @@ def _identity(config: RunConfig, spec: CaseSpec, dataset_fingerprint: str) -> st
 
 
 def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
-    """`auto` picks CUDA when present; under torchrun each process takes its local GPU."""
+    """`auto` picks CUDA when present; under torchrun each process takes its local GPU.
+
+    A CUDA device always comes back with its index (a bare ``cuda`` is the current GPU, ``cuda:<current>``): torch's
+    calls that take one device (``torch.cuda.set_device``, NCCL's ``device_ids``) refuse a device without an index,
+    and two spellings of one GPU would compare unequal.
+    """
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -179,6 +184,15 @@ def resolve_device(name: str, ctx: DistContext | None = None) -> torch.device:
             raise HGBenchError("--device cuda asked for, but no CUDA device is available (use --device cpu)")
         if ctx is not None and ctx.enabled:
             dev = torch.device("cuda", ctx.local_rank)
+        elif dev.index is None:
+            # Not torch.cuda.current_device() before CUDA is initialised: that would initialise it (the sweep's skip
+            # check resolves devices too), and until then the current GPU is CUDA's default, 0.
+            dev = torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_initialized() else 0)
+        if dev.index >= torch.cuda.device_count():
+            raise HGBenchError(
+                f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+            )
     elif dev.type != "cpu":
         raise HGBenchError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
     return dev

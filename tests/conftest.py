@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from helpers.fake_nvml import make_fake_nvml
 
 from hgbench.config import RunConfig
+
+if TYPE_CHECKING:
+    from helpers.cuda_standin import CudaStandin
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MPII = REPO.parent / "shared" / "data" / "mpii"
@@ -136,3 +141,24 @@ def fresh_clone_results(tmp_path: Path) -> Path:
         if (REPO / "results" / name).is_dir():
             shutil.copytree(REPO / "results" / name, root / name)
     return root
+
+
+@pytest.fixture
+def cuda_standin(monkeypatch: pytest.MonkeyPatch, fake_nvml: types.ModuleType) -> Iterator[CudaStandin]:
+    """Two stand-in GPUs for one test (`helpers.cuda_standin`): CUDA's rules enforced on the CPU; the test fails on any
+    rule broken, even where the code under test caught the error. NVML answers for the GPUs by their PCI bus ids."""
+    from helpers.cuda_standin import cuda_standin as standin
+    from helpers.fake_nvml import FakeNVMLError
+
+    with standin(monkeypatch, device_count=2) as gpu:
+        buses = {gpu.pci_bus_id(i): f"gpu{i}" for i in range(gpu.count)}
+
+        def by_bus(bus: bytes) -> str:
+            if bus.decode() not in buses:
+                raise FakeNVMLError("Not Found")
+            return buses[bus.decode()]
+
+        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetHandleByPciBusId", by_bus)
+        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetCount", lambda: gpu.count)
+        yield gpu
+    assert not gpu.violations, "CUDA rules broken:\n" + "\n".join(gpu.violations)

@@ -17,12 +17,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
+from helpers.cuda_standin import NcclLikeGroup
 from helpers.host_sync import count_host_syncs, fake_batches
 from torch import nn
 
 from hgbench import nvml, runner
-from hgbench import plan as plan_module
 from hgbench import state as state_module
 from hgbench.cases import get_spec
 from hgbench.config import RunConfig
@@ -50,32 +49,6 @@ def lazy_device() -> torch.device:
     except Exception as exc:  # not built into every torch
         pytest.skip(f"PyTorch's lazy device is unavailable: {exc}")
     return torch.device("lazy", 0)
-
-
-class NcclLikeGroup:
-    """Stands in for a process group of two identical ranks whose collectives, like NCCL's, refuse tensors that are
-    not on the group's device."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.reduced: list[torch.device] = []
-
-    def all_reduce(self, tensor: torch.Tensor, op: object = None, **kwargs: object) -> None:
-        if tensor.device != self.device:
-            raise RuntimeError(f"collective on a tensor on {tensor.device}; the group's device is {self.device}")
-        self.reduced.append(tensor.device)
-        tensor.mul_(2)  # the other rank holds the same value
-
-    def all_gather_object(self, out: list, obj: object, **kwargs: object) -> None:
-        out[:] = [obj] * len(out)
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setattr(dist, "all_reduce", self.all_reduce)
-        monkeypatch.setattr(dist, "all_gather_object", self.all_gather_object)
-        monkeypatch.setattr(dist, "broadcast_object_list", lambda box, src=0, **kw: None)
-        monkeypatch.setattr(dist, "barrier", lambda *a, **kw: None)
-        # One process plays rank 0: DDP's own gradient all-reduce needs a real group and is not what is tested here.
-        monkeypatch.setattr(nn.parallel, "DistributedDataParallel", lambda model, **kw: model)
 
 
 def test_every_collective_of_a_run_takes_tensors_on_the_process_groups_device(
@@ -186,12 +159,13 @@ def test_cuda_events_are_recorded_on_the_runs_gpu_not_the_current_one(monkeypatc
     assert recorded == [gpu1] * 3
 
 
-def test_a_run_on_a_second_gpu_makes_it_the_current_device(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    chosen: list[torch.device] = []
-    monkeypatch.setattr(plan_module, "resolve_device", lambda name, ctx=None: torch.device("cuda", 1))
-    monkeypatch.setattr(torch.cuda, "set_device", lambda device: chosen.append(torch.device(device)))
-    make_plan(tiny, get_spec(tiny.case), DistContext())
-    assert chosen == [torch.device("cuda", 1)]
+@pytest.mark.parametrize(("name", "current"), [("cuda:1", 1), ("cuda", 0), ("auto", 0)])
+def test_a_run_on_a_gpu_makes_it_the_current_device(tiny: RunConfig, cuda_standin, name: str, current: int) -> None:
+    """torch.cuda.set_device runs as on a GPU (the stand-in answers only its C layer), so a device without an index,
+    which torch refuses there, fails here too."""
+    plan = make_plan(replace(tiny, device=name), get_spec(tiny.case), DistContext())
+    assert plan.device == torch.device("cuda", current)
+    assert torch.cuda.current_device() == current
 
 
 def _meta_model(case: str = "hg2") -> nn.Module:

@@ -155,10 +155,14 @@ class DeviceDecodeLoader:
         if hasattr(self.loader, "set_epoch"):
             self.loader.set_epoch(epoch)
 
-    def prepare(self, batch: dict[str, Any]) -> dict[str, Any]:
-        """Decode, crop and normalise one collated batch on the device (on the current stream)."""
+    def prepare(self, batch: dict[str, Any], *, decode_stream: Any = None) -> dict[str, Any]:
+        """Decode, crop and normalise one collated batch on the device (on the current stream).
+
+        Args:
+            decode_stream: on CUDA, a stream that only ever decodes (`_decode_on`); None decodes on the current one.
+        """
         res = self.dataset.input_res
-        decoded = decode_jpegs(batch["jpeg"], self.device)
+        decoded = self._decode_on(decode_stream, batch["jpeg"])
         bad = batch["bad"].clone()
         weight = batch["target_weight"]
         images = []
@@ -178,10 +182,32 @@ class DeviceDecodeLoader:
         x = normalise_batch(crops, batch["gain"])
         out = {k: v for k, v in batch.items() if k != "jpeg"}
         out["image"] = x
-        out["bad"] = bad
+        # Pinned like every other host value of the batch (the worker path's loader pins them): the validation loop
+        # uploads it without blocking, which from pageable memory would be a synchronous copy every batch.
+        out["bad"] = bad.pin_memory() if self.device.type == "cuda" else bad
         out["target"] = to_device_async(batch["target"], self.device)
         out["target_weight"] = to_device_async(weight, self.device)
         return out
+
+    def _decode_on(self, stream: Any, jpegs: Sequence[torch.Tensor]) -> list[torch.Tensor | str]:
+        """`decode_jpegs`, on `stream` when one is given, its images handed over to the current stream.
+
+        torchvision's CUDA decoder allocates its outputs on the current stream and writes them from a stream of its
+        own that does not wait for the current one (pytorch/vision PR 9606). On the stream that crops, whose blocks
+        are freed while its queued kernels may still read them, it could overwrite a block before that read. A stream
+        that only decodes has no such blocks: its images are read on the cropping stream alone, which waits for
+        them, and `record_stream` keeps each image's block from being reused until that stream's reads are done.
+        """
+        if stream is None:
+            return decode_jpegs(jpegs, self.device)
+        here = torch.cuda.current_stream(self.device)
+        with torch.cuda.stream(stream):
+            decoded = decode_jpegs(jpegs, self.device)
+        here.wait_stream(stream)
+        for im in decoded:
+            if isinstance(im, torch.Tensor):
+                im.record_stream(here)
+        return decoded
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         try:
@@ -196,14 +222,20 @@ class DeviceDecodeLoader:
                 stop()
             raise
 
-    def _iter_prefetch(self) -> Iterator[dict[str, Any]]:
+    def _iter_prefetch(self) -> Iterator[dict[str, Any]]:  # cuda-only
         """One batch ahead on a side stream; the compute stream waits for it only when it is consumed.
+
+        Every hand-over between streams is ordered: the decoded images from the decode stream to the side stream
+        (`_decode_on`), the prepared batch from the side stream to the compute stream (``wait_stream``), and each
+        block read on a stream other than the one that allocated it is given to that stream (``record_stream``), so
+        the caching allocator does not hand it out again while the reading stream may still be queued.
 
         The side stream does not wait for the compute stream: batch k+1 is decoded and cropped while step k runs.
         Memory stays bounded because batch k+2 is launched only after batch k+1 was handed out, and every copy into
         the side stream is asynchronous (`to_device_async`), so launching never blocks the host either.
         """
         side = torch.cuda.Stream(device=self.device)
+        decode = torch.cuda.Stream(device=self.device)  # nvjpeg's outputs from a pool of their own (`_decode_on`)
         main = torch.cuda.current_stream(self.device)
         it = iter(self.loader)
 
@@ -212,7 +244,7 @@ class DeviceDecodeLoader:
             if batch is None:
                 return None
             with torch.cuda.stream(side):
-                return self.prepare(batch)
+                return self.prepare(batch, decode_stream=decode)
 
         ready = launch()
         while ready is not None:
