@@ -197,8 +197,8 @@ def test_the_cuda_tests_say_when_pytest_is_missing(tmp_path: Path, monkeypatch: 
 
 
 def test_the_environment_names_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = checks.importlib.util.find_spec
-    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda n, *a: None if n == "cv2" else real(n, *a))
+    real = checks._import_problem
+    monkeypatch.setattr(checks, "_import_problem", lambda m: "not installed" if m == "cv2" else real(m))
     ctx = _ctx(tmp_path)
     outcome = checks.environment(ctx)
     assert outcome.status == "fail"
@@ -206,6 +206,17 @@ def test_the_environment_names_a_missing_package(tmp_path: Path, monkeypatch: py
     assert ctx.figures["packages"]["opencv-python-headless"] is None
     assert ctx.figures["machine_id"]
     assert ctx.figures["cuda_available"] is torch.cuda.is_available()
+
+
+def test_an_installed_package_that_does_not_import_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As cv2 does where libGL is missing: installed, and its import raises.
+    (tmp_path / "hgbench_broken_pkg.py").write_text("raise ImportError('libGL.so.1: cannot open shared object file')")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert checks._import_problem("hgbench_broken_pkg") == (
+        "does not import: ImportError: libGL.so.1: cannot open shared object file"
+    )
+    assert checks._import_problem("hgbench_no_such_package") == "not installed"
+    assert checks._import_problem("json") is None
 
 
 def test_the_environment_checks_torch_against_the_declared_range(

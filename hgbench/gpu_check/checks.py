@@ -91,14 +91,28 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", text.split("+")[0])[:3])
 
 
+def _import_problem(module: str) -> str | None:
+    """None when the module imports; "not installed"; or why an installed one does not (a missing shared library)."""
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return "not installed"
+        return f"does not import: {exc}"
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError of a shared library, anything: say which
+        return f"does not import: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:200]
+    return None
+
+
 def environment(ctx: StepContext) -> Outcome:
     """The Python, torch and packages at hand; the machine's name; whether there is a CUDA device."""
     versions: dict[str, str | None] = {}
     missing = []
     for module, dist in PACKAGES:
-        if importlib.util.find_spec(module) is None:
+        problem = _import_problem(module)
+        if problem is not None:
             versions[dist] = None
-            missing.append(f"{module} (pip install {dist})")
+            missing.append(f"{module} (pip install {dist})" if problem == "not installed" else f"{module} ({problem})")
             continue
         try:
             versions[dist] = importlib.metadata.version(dist)
