@@ -64,7 +64,7 @@ STEPS: tuple[Step, ...] = (
         "cuda_tests",
         "The CUDA-event timing, NVML telemetry, nvjpeg decoding and CUDA benchmark paths are written and tested for "
         "their CPU fallbacks; their CUDA tests skip without a GPU",
-        55,
+        75,
     ),
 )
 
