@@ -124,6 +124,15 @@ def test_the_whole_check_is_held_to_its_total_budget(tmp_path: Path) -> None:
     assert second["reason"] == "not started: the check's 3.2 s were spent"
 
 
+def test_a_relative_report_folder_is_the_callers_not_the_checkouts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # the steps themselves run in the checkout
+    report, folder = run_check([PASSES], "reports", echo=lambda _: None)
+    assert report["steps"][0]["status"] == "pass"
+    assert folder.parent == tmp_path / "reports"
+
+
 def test_a_step_that_cannot_start_is_a_failed_step(tmp_path: Path) -> None:
     step = Step("missing", "claim", 5, needs_cuda=False, command=(str(tmp_path / "no-such-python"),))
     report, _ = run_check([step], tmp_path, echo=lambda _: None)

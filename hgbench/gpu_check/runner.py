@@ -188,7 +188,7 @@ def run_check(
     Returns:
         The report and the folder it was written to.
     """
-    out_root = Path(out_root)
+    out_root = Path(out_root).resolve()  # steps run in the checkout: every path they get is absolute
     out_root.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
