@@ -251,7 +251,7 @@ def _cell(text: Any) -> str:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """The report as a page: one table row per step, then each failed or stopped step's reason and output."""
+    """The report as a page: one table row per step, then each failed or stopped step's reason and last output."""
     c = report["counts"]
     lines = [
         f"# GPU check: {report['machine']}",
@@ -270,7 +270,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"| {s['seconds']:.1f} ({s['budget_s']:.0f}) |"
         )
     for s in report["steps"]:
-        if s["status"] == "pass":
+        if s["status"] not in ("fail", "timeout"):  # a skip's reason is in the table
             continue
         lines += ["", f"## {s['name']}: {s['status']}", "", _cell(s["reason"])]
         if s["output_tail"]:
