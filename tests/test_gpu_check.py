@@ -217,6 +217,19 @@ def test_the_environment_names_a_missing_package(tmp_path: Path, monkeypatch: py
     assert ctx.figures["cuda_available"] is torch.cuda.is_available()
 
 
+def test_without_torch_the_environment_says_so_and_the_gpu_steps_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = checks._import_problem
+    monkeypatch.setattr(checks, "_import_problem", lambda m: "not installed" if m == "torch" else real(m))
+    ctx = _ctx(tmp_path)
+    outcome = checks.environment(ctx)
+    assert outcome.status == "fail"
+    assert outcome.reason == "missing torch (pip install torch)"
+    assert ctx.figures["cuda_available"] is False  # so the runner skips every GPU step, saying why
+    assert ctx.figures["cuda_reason"] == "torch does not import (pip install torch)"
+
+
 def test_an_installed_package_that_does_not_import_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # As cv2 does where libGL is missing: installed, and its import raises.
     (tmp_path / "hgbench_broken_pkg.py").write_text("raise ImportError('libGL.so.1: cannot open shared object file')")
