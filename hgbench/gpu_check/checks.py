@@ -252,8 +252,11 @@ def event_timer(ctx: StepContext) -> Outcome:
         error_pct=100 * error,
         device_idle_ms=1000 * s["device_idle_s"],
         clock=s["clock"],
-        implied_clock_mhz=cycles / reference_ms / 1000,
+        implied_clock_mhz=cycles / reference_ms / 1000,  # the sleep counts SM cycles: near NVML's SM clock
     )
+    from hgbench.nvml import device_facts
+
+    ctx.update(nvml_sm_clock_mhz=(device_facts(dev).get("gpu_state") or {}).get("sm_clock_mhz"))
     summary = f"sleep {reference_ms:.1f} ms (host), {event_ms:.1f} ms (events), {100 * error:+.1f}%"
     if s["clock"] != "cuda_event" or abs(error) > EVENT_TIMER_TOLERANCE:
         return Outcome("fail", f"events differ from the host clock by {100 * error:+.1f}% (> 10%)", summary)
