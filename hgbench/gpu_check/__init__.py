@@ -7,6 +7,7 @@ fails or runs out of time, and writes one report, ``results/gpu-check/<machine>/
 - `catalogue`: the checks, each with the README claim it tests and its budget (standard library only).
 - `runner`: runs the checks as subprocesses under their budgets and writes the report (standard library only, so a
   machine missing one of hgbench's packages still gets a report naming it).
+- `protocol`: what a step reports and where (its figures as it measures them, then its verdict).
 - `step`: the entry point of one check's subprocess; `checks`: the measurements themselves (torch and hgbench).
 """
 
