@@ -1,18 +1,31 @@
 # Aliases only: every target is one command (the venv lives in .venv/, installed once, stamped).
-PYTHON ?= python3
+# The venv's Python once installed (gpu-check on a bare GPU machine runs with the Python there: PYTHON=python3).
+PYTHON ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The lowest torch pair pyproject.toml admits, tested in a venv of its own (tests/test_toolchain.py checks they agree).
+OLDEST_TORCH       := 2.11.0
+OLDEST_TORCHVISION := 0.26.0
+OLDEST             := .venv-oldest
 
-.PHONY: install run test test-loaded coverage table bench gpu-check lint clean
+.PHONY: install run test test-loaded test-oldest coverage table bench gpu-check lint clean
 
 # The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
 # every test works; a Makefile change reinstalls once.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,ray,slurm]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,slurm]'
 	touch $(STAMP)
+
+# constraints.txt with the lowest torch pair in place of the newest.
+$(OLDEST)/.installed: pyproject.toml constraints.txt Makefile
+	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
+	sed -e 's/^torch==.*/torch==$(OLDEST_TORCH)/' -e 's/^torchvision==.*/torchvision==$(OLDEST_TORCHVISION)/' constraints.txt > $(OLDEST)/constraints.txt
+	$(OLDEST)/bin/python -m pip install -q --upgrade pip
+	$(OLDEST)/bin/python -m pip install -q -c $(OLDEST)/constraints.txt -e '.[dev,ray,slurm]'
+	touch $@
 
 install: $(STAMP)
 
@@ -32,6 +45,10 @@ test-loaded: $(STAMP)
 coverage: $(STAMP)
 	$(BIN)/python -m pytest -q --cov=hgbench --cov-report=term:skip-covered && $(BIN)/python tests/helpers/cuda_lines.py .coverage
 
+# The test suite on the lowest supported torch (TEST_ARGS narrows it, e.g. TEST_ARGS=tests/test_cases.py).
+test-oldest: $(OLDEST)/.installed
+	$(OLDEST)/bin/python -m pytest -q $(TEST_ARGS)
+
 # README's table is the published example (results/published/), never whatever this machine has run.
 table: $(STAMP)
 	$(BIN)/hgbench table --reference --results results/published --readme README.md
@@ -39,13 +56,13 @@ table: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-autosave --benchmark-storage=results/benchmarks $(BENCH_ARGS)
 
-# On a machine with a GPU: the CUDA-only tests, the issue-7 speed figures (records in results/bench/) and the data
-# pipeline benchmarks on the GPU.
-gpu-check: $(STAMP)
-	$(BIN)/python -m pytest -q -m cuda && $(BIN)/hgbench bench --case 1 --batch 6 && $(BIN)/hgbench bench --case 1 --batch 32 && $(BIN)/python -m pytest -q benchmarks/test_data_pipeline.py --benchmark-only --benchmark-autosave --benchmark-storage=results/benchmarks
+# On a machine with a GPU, no install: each of README's GPU claims measured in a step with its own time budget (all
+# under 8 minutes), every step run, one report in results/gpu-check/<machine>/report.{json,md}.
+gpu-check:
+	$(PYTHON) -m hgbench.gpu_check $(CHECK_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check hgbench tests benchmarks
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .benchmarks runs .coverage
+	rm -rf $(VENV) $(OLDEST) build dist *.egg-info .pytest_cache .benchmarks runs .coverage

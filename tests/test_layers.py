@@ -63,6 +63,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # Many runs over an engine (local, Ray, Slurm): plans runs as the runner does, reads the store, shows the report.
     "sweep": ("sweep",),
     "commands and cli": ("commands", "cli"),
+    # `python -m hgbench.gpu_check`: measures README's GPU claims with every layer below, the CLI's `run` included.
+    "gpu check": ("gpu_check",),
     # The package's top level ("" is hgbench/__init__.py): the Python API (`hgbench.create_model`), imported lazily.
     "api": ("",),
 }
