@@ -18,6 +18,7 @@ import numpy as np
 
 from hgbench._version import __version__
 from hgbench.cases import CaseSpec, case_label
+from hgbench.contention import run_contention
 from hgbench.environment import device_label, machine_id
 from hgbench.errors import HGBenchError
 from hgbench.metrics import person_masks_from_dict
@@ -93,7 +94,7 @@ def train_summary(epochs: list[dict]) -> dict:
             "energy_j_per_epoch": None,
             "warmup_excluded": False,
         }
-    steady = [e for e in epochs if not e.get("warmup")] or epochs
+    steady = steady_epochs(epochs)
     wall = sum(e["wall_s"] for e in steady)
     wait = sum(e["data_wait_s"] for e in steady)
     imgs = sum(e["images"] for e in steady)
@@ -106,6 +107,18 @@ def train_summary(epochs: list[dict]) -> dict:
         "energy_j_per_epoch": sum(energies) / len(energies) if len(energies) == len(steady) else None,
         "warmup_excluded": len(steady) < len(epochs),
     }
+
+
+def steady_epochs(epochs: list[dict]) -> list[dict]:
+    """The epochs a run's time figures rest on: all but the warm-up epoch (all of them when that is the only one)."""
+    return [e for e in epochs if not e.get("warmup")] or epochs
+
+
+def contention_summary(results: dict, gpu_share: float) -> dict:
+    """``results.contention``: were the steady epochs or the inference pass contended, was the GPU shared."""
+    inference = results.get("inference")
+    load = inference.get("load") if isinstance(inference, dict) else None
+    return run_contention(steady_epochs(results.get("epochs") or []), load, gpu_share)
 
 
 def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
@@ -163,6 +176,7 @@ def new_record(
             "peak_memory_mib": None,
             "peak_host_memory_mib": None,
             "telemetry": None,
+            "contention": None,
         },
     }
 
@@ -279,6 +293,9 @@ class RunSummary:
     pckh_ci95: tuple[float, float] | None = None  # results.pckh.ci95: bootstrap interval of pckh_mean over people
     pckh_people: tuple[np.ndarray, np.ndarray] | None = None  # (scored, correct) [N, 16] bool; None in old records
     epochs: list[dict] = field(default_factory=list)  # results.epochs: per-epoch losses, PCKh and time split
+    contended: bool | None = None  # results.contention.contended: a steady epoch or the inference pass was busy
+    shared_gpu: bool = False  # results.contention.shared_gpu: the run shared its GPU with other runs
+    contention_reasons: list[str] = field(default_factory=list)  # why contended (results.contention.reasons)
 
     @property
     def finished(self) -> bool:
@@ -358,7 +375,20 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         pckh_ci95=_interval(record_value(record, "results.pckh.ci95")),
         pckh_people=_people(record_value(record, "results.pckh.per_person")),
         epochs=[dict(e) for e in epochs if isinstance(e, Mapping)] if isinstance(epochs, list) else [],
+        **_contention(record_value(record, "results.contention")),
     )
+
+
+def _contention(value: Any) -> dict:
+    """RunSummary's contention fields; an older record without the section is unknown, not contended."""
+    if not isinstance(value, Mapping):
+        return {}
+    reasons = value.get("reasons")
+    return {
+        "contended": value["contended"] if isinstance(value.get("contended"), bool) else None,
+        "shared_gpu": value.get("shared_gpu") is True,
+        "contention_reasons": [str(r) for r in reasons] if isinstance(reasons, list) else [],
+    }
 
 
 def _interval(value: Any) -> tuple[float, float] | None:

@@ -25,6 +25,7 @@ from torch import nn
 from hgbench.cases import CaseSpec
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.config import RunConfig
+from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
 from hgbench.distributed import (
     DistContext,
@@ -179,6 +180,7 @@ def _epoch(
     epoch: int,
     *,
     first: bool,
+    meter: LoadMeter,
 ) -> tuple[dict, object]:
     """Train and validate one epoch; the record's entry for it (and the validation pass, for its accuracy)."""
     config, ctx = plan.config, plan.ctx
@@ -188,6 +190,7 @@ def _epoch(
     train_loader.set_epoch(epoch)
     bar.start_epoch(epoch, config.epochs, len(train_loader), config.batch_size)
     sampler.mark(f"epoch{epoch}-start")
+    meter.mark(f"epoch{epoch}-start")
     stats = train_one_epoch(
         state.train_model,
         train_loader,
@@ -199,6 +202,7 @@ def _epoch(
         stop_on_nan=not ctx.enabled,
     )
     sampler.mark(f"epoch{epoch}-end")
+    meter.mark(f"epoch{epoch}-end")
     # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean. Every rank gets
     # the same sum, so under DDP a NaN on any rank stops all of them here, together.
     images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
@@ -224,7 +228,9 @@ def _epoch(
     if pckh is not None and (state.best_pckh is None or pckh > state.best_pckh):
         state.best_pckh = pckh
     # Every rank samples its own GPU; the epoch's energy is the whole run's, not rank 0's share.
-    tel = combine_windows(all_gather_objects(ctx, sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")))
+    marks = f"epoch{epoch}-start", f"epoch{epoch}-end"
+    gathered = all_gather_objects(ctx, (sampler.window(*marks), meter.window(*marks)))
+    tel = combine_windows([g[0] for g in gathered])
     entry = {
         "epoch": epoch,
         "lr": state.optimizer.param_groups[0]["lr"],
@@ -245,6 +251,7 @@ def _epoch(
         "gpu_util_mean": tel.get("gpu_util_mean"),
         "gpu_mem_used_max_mib": tel.get("gpu_mem_used_max_mib"),
         "power_mean_w": tel.get("power_mean_w"),
+        "load": window_entry(combine_loads([g[1] for g in gathered]), tel),  # how busy the machine was
     }
     return entry, val
 
@@ -332,6 +339,7 @@ def _run(
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)
     # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
     epoch = first = state.start_epoch + 1
+    meter = LoadMeter()
     with NvmlSampler(device) as sampler, _sigterm_as_interrupt():
         if say and not sampler.available:
             print(
@@ -341,7 +349,7 @@ def _run(
         reset_peak_memory(device)
         try:
             for epoch in range(first, config.epochs + 1):
-                entry, val = _epoch(plan, state, loaders, sampler, bar, epoch, first=epoch == first)
+                entry, val = _epoch(plan, state, loaders, sampler, bar, epoch, first=epoch == first, meter=meter)
                 recorder.add_epoch(
                     entry, heatmap_acc=val.heatmap_acc, skipped_images=_skipped(ctx, plan.train_ds, plan.val_ds)
                 )
@@ -353,7 +361,7 @@ def _run(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
                     )
             if ctx.is_main:
-                _finish(plan, state, loaders[1], recorder, sampler, say=say, keep_checkpoint=keep_checkpoint)
+                _finish(plan, state, loaders[1], recorder, (sampler, meter), say=say, keep_checkpoint=keep_checkpoint)
             barrier(ctx)
         except RunFailed as exc:
             bar.abort()
@@ -386,7 +394,7 @@ def _finish(
     state: TrainingState,
     val_loader,
     recorder: Recorder,
-    sampler: NvmlSampler,
+    meters: tuple[NvmlSampler, LoadMeter],
     *,
     say: bool,
     keep_checkpoint: bool,
@@ -403,9 +411,16 @@ def _finish(
             drop_last=False,
             device=plan.device,
         )
+    sampler, meter = meters
+    for m in meters:
+        m.mark("inference-start")
     results = _inference_pass(
         state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say
     )
+    for m in meters:
+        m.mark("inference-end")
+    marks = "inference-start", "inference-end"
+    results["inference"]["load"] = window_entry(meter.window(*marks), sampler.window(*marks))
     recorder.set_results(
         **results,
         peak_memory_mib=peak_memory_mib(plan.device),

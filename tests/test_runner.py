@@ -347,7 +347,12 @@ def test_sweep_skips_runs_already_finished_with_the_same_config(
     monkeypatch.setattr("hgbench.runner.run", fake_run)
     assert main(argv) == 0
     assert called == ["1", "3", "4", "5", "6", "7", "8"]
-    assert "case 2: already finished with this config" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "case 2: already finished with this config" in out
+    assert "skipping (--force measures it again)" in out
+    called.clear()
+    assert main([*argv, "--force"]) == 0  # measured again: every case runs, a new record each
+    assert called == ["1", "2", "3", "4", "5", "6", "7", "8"]
     called.clear()
     assert main([*argv, "--epochs", "2"]) == 0  # another config (the last --epochs wins): nothing to skip
     assert called == ["1", "2", "3", "4", "5", "6", "7", "8"]

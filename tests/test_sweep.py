@@ -316,3 +316,44 @@ def test_a_local_child_is_stopped_when_its_sweep_driver_is_killed(tmp_path: Path
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists(), "the child outlived its killed parent without a SIGTERM"
+
+
+# --- --force: measure finished runs again ---------------------------------------------------------------------------
+
+
+def test_force_plans_the_finished_runs_again_and_the_skip_says_how(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("hgbench.results.find_finished", lambda *a, **k: tmp_path / "old.json")
+    argv = sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "0,1", "--dry-run")
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 2 runs, 0 to run" in out
+    assert "skip: already finished" in out
+    assert "--force measures it again" in out
+    assert cli.main([*argv, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 2 runs, 2 to run" in out
+    assert "skip" not in out
+
+
+def test_a_forced_worker_starts_a_new_run_instead_of_skipping_or_resuming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hgbench.runner import RunOutcome
+    from hgbench.sweep.worker import run_one
+
+    calls: list[dict] = []
+
+    def fake_run(cfg: RunConfig, **kwargs: Any) -> RunOutcome:
+        calls.append(kwargs)
+        return RunOutcome("finished", tmp_path / "new.json", None, None)
+
+    monkeypatch.setattr("hgbench.results.find_finished", lambda *a, **k: tmp_path / "old.json")
+    monkeypatch.setattr("hgbench.runner.run", fake_run)
+    config = RunConfig(device="cpu", out=str(tmp_path / "results")).to_dict()
+    assert run_one(config, keep_checkpoint=False)["status"] == "skipped"
+    assert calls == []
+    result = run_one({**config, "force": True}, keep_checkpoint=False)
+    assert result == {"status": "finished", "record": str(tmp_path / "new.json"), "reason": None}
+    assert calls[0]["resume"] is False  # resuming would complete the old record instead of keeping it

@@ -64,6 +64,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(.json) or checkpoint (last.pt) path",
     )
     p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --case all: run again the cases already finished with this config (a new record; the old one "
+        "is kept)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -286,11 +292,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg = config_from_args(args, case)
             if args.resume and len(cases) == 1:
                 cfg = resume_target(args, cfg, machine)
-        if len(cases) > 1:
+        if len(cases) > 1 and not args.force:
             done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
             if done is not None:
                 print(
-                    f"hgbench: {case_label(case, cfg.as_built)}: already finished with this config ({done}); skipping",
+                    f"hgbench: {case_label(case, cfg.as_built)}: already finished with this config ({done}); "
+                    "skipping (--force measures it again)",
                     flush=True,
                 )
                 continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -79,6 +80,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--engine", choices=("local", "ray", "slurm"), default="local", help="(default local)")
     engine.add_argument(
         "--retries", type=at_least(0), default=1, metavar="N", help="re-runs of a run whose worker died (default 1)"
+    )
+    engine.add_argument(
+        "--force",
+        action="store_true",
+        help="run again the runs already finished with the same config (a new record each; the old ones are kept)",
     )
     engine.add_argument("--dry-run", action="store_true", help="print the runs and what they would ask for; run none")
     engine.add_argument("--address", default=None, help="ray: join this cluster (e.g. auto); default: a local Ray")
@@ -209,7 +215,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         # As `hgbench run --case all`: a run finished on another machine is not this machine's measurement.
         machine = machine_id(collect_environment(resolve_device(args.device)))
+    if args.engine == "ray" and args.gpus_per_run is not None and 0 < args.gpus_per_run < 1:
+        # Runs sharing a GPU say so in their records: their board-wide NVML figures and times are not their own.
+        configs = [(replace(config, gpu_share=args.gpus_per_run), keep) for config, keep in configs]
     runs = driver.plan_runs(configs, machine_id=machine)
+    if args.force:  # measure the finished runs again: new records, the old ones kept
+        for run in runs:
+            run.force = True
+            if run.status == "skipped":
+                run.status, run.record, run.reason = "queued", None, None
     todo = [run for run in runs if run.status == "queued"]
     logs = Path(args.checkpoint_dir) / "sweep-logs"
     print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)
@@ -222,7 +236,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         with view.make_view(runs) as shown:
             for run in runs:
                 if run.status == "skipped":
-                    shown.changed(run, f"skipped: already finished with this config ({run.record})")
+                    shown.changed(
+                        run, f"skipped: already finished with this config ({run.record}; --force measures it again)"
+                    )
             interrupted = driver.drive(runs, engine, retries=args.retries, view=shown)
     finally:
         engine.close()
@@ -247,5 +263,5 @@ def _plan_line(run: SweepRun) -> str:
         f"device {cfg.device}, results {cfg.out}"
     )
     if run.status == "skipped":
-        return f"{what}; skip: already finished ({run.record})"
+        return f"{what}; skip: already finished ({run.record}; --force measures it again)"
     return what
