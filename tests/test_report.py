@@ -38,10 +38,10 @@ CPU_DIR = RECORDS / "cpu-pt2.14.1"
 
 # The CSV header is a contract with tools: changing it must be deliberate (and documented in hgbench/report/table.py).
 EXPECTED_HEADER = (
-    "case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,gflops_input_res,min_per_epoch,"
-    "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,pckh_mean_ci95_low,pckh_mean_ci95_high,"
+    "case,as_built,description,runs,seeds,device,setting,smoke,timing,params,gflops,gflops_input_res,steady_epochs,"
+    "min_per_epoch,min_per_epoch_std,min_per_epoch_low,min_per_epoch_high,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,pckh_mean_ci95_low,pckh_mean_ci95_high,"
     "heatmap_acc,heatmap_acc_std,"
-    "inference_min,inference_min_std,inference_device_min,inference_device_min_std,"
+    "inference_min,inference_min_std,inference_min_low,inference_min_high,inference_device_min,inference_device_min_std,"
     "images_per_s,images_per_s_std,energy_j_per_epoch,energy_j_per_epoch_std"
 )
 EXPECTED_REFERENCE_HEADER = (
