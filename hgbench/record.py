@@ -134,6 +134,19 @@ def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
     }
 
 
+def limit_notes(config: dict, dataset: dict) -> list[str]:
+    """What a --limit-train / --limit-val larger than its split did: every person of the split was used."""
+    notes = []
+    for flag, key, size_key in (
+        ("--limit-train", "limit_train", "train_size"),
+        ("--limit-val", "limit_val", "val_size"),
+    ):
+        asked, used = config.get(key), dataset.get(size_key)
+        if isinstance(asked, int) and isinstance(used, int) and used < asked:
+            notes.append(f"{flag} {asked}: the split has {used} people; all {used} are used")
+    return notes
+
+
 def new_record(
     *,
     run_id: str,
@@ -165,7 +178,8 @@ def new_record(
         "spec_fingerprint": spec_fingerprint,  # CaseSpec.fingerprint(): the network, whatever its name or file
         "config": config,
         "fast_mode": fast_mode,  # --fast only: the mode chosen, how (measured / cached / rule) and the probe's figures
-        "dataset": dataset,
+        # A limit larger than its split is recorded with what was used (the sizes are dataset.train_size / val_size).
+        "dataset": {**dataset, "limit_notes": limit_notes(config, dataset)},
         "model": model,
         "results": {
             "epochs": [],

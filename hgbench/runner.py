@@ -96,12 +96,16 @@ def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig
             f"{one_line(exc).rstrip('. ')}: usually the host running out of memory; use fewer --workers (now "
             f"{config.workers}) or a smaller --batch"
         )
+    # A DataLoader worker's error reaches this process re-raised as its own type (OpenCV's cv2.error "Insufficient
+    # memory" included), so the message decides here too.
     is_oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
-        s in text for s in ("out of memory", "not enough memory", "can't allocate memory")
+        s in text.lower()
+        for s in ("out of memory", "not enough memory", "can't allocate memory", "insufficient memory")
     )
     if not is_oom:
         return None
-    where = "GPU" if isinstance(exc, torch.OutOfMemoryError) or device.type == "cuda" else "host"
+    in_worker = "DataLoader worker" in text
+    where = "GPU" if isinstance(exc, torch.OutOfMemoryError) or (device.type == "cuda" and not in_worker) else "host"
     return RunFailed(
         f"out of {where} memory at batch {config.batch_size}, input {config.input_res}x{config.input_res}: use a "
         f"smaller --batch or --input-res (or --amp to halve activations)"
@@ -330,6 +334,8 @@ def _run(
         "gflops_input_res": cost.input_res,
     }
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
+    for note in recorder.record["dataset"].get("limit_notes", []) if say else []:
+        print(f"hgbench: {note}", flush=True)  # a --limit larger than its split: what was used
     if say and plan.fast_mode:
         print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
     state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
@@ -367,7 +373,7 @@ def _run(
             bar.abort()
             recorder.finish("failed", str(exc))
             raise
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a worker re-raises its own type (cv2.error); others re-raised as is
             failure = out_of_memory(exc, device=device, config=config)
             if failure is None:
                 raise

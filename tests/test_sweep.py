@@ -357,3 +357,18 @@ def test_a_forced_worker_starts_a_new_run_instead_of_skipping_or_resuming(
     result = run_one({**config, "force": True}, keep_checkpoint=False)
     assert result == {"status": "finished", "record": str(tmp_path / "new.json"), "reason": None}
     assert calls[0]["resume"] is False  # resuming would complete the old record instead of keeping it
+
+
+def test_the_summary_names_each_stopped_runs_record_and_the_next_step() -> None:
+    from hgbench.sweep import view
+
+    runs = fake_runs(0, 1, 2)
+    runs[0].status, runs[0].record = "finished", "results/m/0001.json"
+    runs[1].status, runs[1].reason, runs[1].record = "failed", "loss is NaN at epoch 1", "results/m/0002.json"
+    runs[2].status, runs[2].reason = "cancelled", "cancelled by Ctrl-C; the same sweep again resumes it"
+    lines = view.summary(runs)
+    assert lines[0].startswith("hgbench: hg1 seed 1: failed: loss is NaN at epoch 1; record results/m/0002.json (log ")
+    assert lines[1].startswith("hgbench: hg1 seed 2: cancelled: cancelled by Ctrl-C")
+    assert lines[2] == "hgbench: sweep of 3 runs: 1 finished, 1 failed, 1 cancelled"
+    assert lines[3].startswith("hgbench: next: the same sweep command again resumes the cancelled runs")
+    assert "`hgbench table` and `hgbench plot` show the records" in lines[3]

@@ -166,6 +166,10 @@ def _pose_items(
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_args(args)
+    if args.visualize is not None:
+        from hgbench.plan import check_output_dir
+
+        check_output_dir(args.out)  # before scoring, which can take a while: as `run` checks --out first
     from hgbench.evaluation import format_csv, format_json, format_table, load_predictions, save_predictions
     from hgbench.metrics import evaluate_pckh
 

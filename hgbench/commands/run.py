@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hgbench.cases import STUDY_CASES, case_label
+from hgbench.commands import _stops as stops
 from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
@@ -278,6 +279,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(cases) == 1:
             check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
     failed = []
+    finished_any = False
     machine = None
     if len(cases) > 1 or args.resume:
         from hgbench.environment import collect_environment, machine_id
@@ -301,6 +303,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     flush=True,
                 )
                 continue
+        started = stops.now()
         try:
             outcome = run(
                 cfg,
@@ -310,13 +313,21 @@ def cmd_run(args: argparse.Namespace) -> int:
                 keep_checkpoint=keep,
             )
         except HGBenchError as exc:
+            stops.say_stop(cfg, started)  # the record (if the run got that far), its reason and the next step
             if len(cases) == 1:
                 raise
             print(f"hgbench: error: case {case}: {exc}", flush=True)
             failed.append(case)
             continue
+        except KeyboardInterrupt:
+            stops.say_stop(cfg, started)
+            raise
         if outcome.status != "finished":
             failed.append(case)
+        else:
+            finished_any = True
+    if finished_any and stops.is_main_process():
+        print(stops.next_step(args.out), flush=True)
     if failed:
         print(f"hgbench: {len(failed)} of {len(cases)} runs did not finish: cases {', '.join(failed)}", flush=True)
         return 1

@@ -98,6 +98,7 @@ def summary(runs: Sequence[SweepRun]) -> list[str]:
     """The end of a sweep: a line per run that did not finish, then the counts."""
     lines = [
         f"hgbench: {run.label}: {run.status}: {run.reason}"
+        + (f"; record {run.record}" if run.record else "")
         + (f" (log {log_path(run)})" if run.status == "failed" else "")
         for run in runs
         if run.status not in DONE
@@ -105,7 +106,22 @@ def summary(runs: Sequence[SweepRun]) -> list[str]:
     counts = {s: sum(run.status == s for run in runs) for s in ("finished", "skipped", "failed", "cancelled")}
     said = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines.append(f"hgbench: sweep of {len(runs)} runs: {said}")
-    return lines
+    return lines + next_steps(runs)
+
+
+def next_steps(runs: Sequence[SweepRun]) -> list[str]:
+    """What to do after the sweep: resume what did not end, look at what did."""
+    steps = []
+    if any(run.status in ("cancelled", "failed") for run in runs):
+        steps.append(
+            "the same sweep command again resumes the cancelled runs and runs the failed ones again (fix what "
+            "their logs say first)"
+        )
+    outs = sorted({run.config.out for run in runs if run.status in DONE})
+    if outs:
+        command = " ".join(["hgbench table", *(f"--results {out}" for out in outs if out != "results")])
+        steps.append(f"`{command}` and `hgbench plot` show the records")
+    return [f"hgbench: next: {'; '.join(steps)}"] if steps else []
 
 
 def results_table(runs: Sequence[SweepRun]) -> str:
