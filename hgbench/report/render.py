@@ -135,6 +135,16 @@ _MD_COLUMNS: tuple[tuple[str, str, Callable[[pd.Series], str], bool], ...] = (
 )
 
 
+def markdown_columns(df: pd.DataFrame) -> list[tuple[str, Callable[[pd.Series], str], str]]:
+    """(header, cell, alignment) of every column the table shows (the Markdown table's, and the terminal's)."""
+    reference = "published_min_per_epoch" in df.columns
+    gflops = _gflops_column(df)
+    columns = [gflops + (a,) if h == "GFLOPs" else (h, f, a) for h, a, f, ref in _MD_COLUMNS if reference or not ref]
+    if "setting" in df.columns and (df["setting"].astype(str) != "").any():
+        columns.insert(2, ("setting", lambda r: str(r["setting"]), "left"))
+    return columns
+
+
 def to_markdown(df: pd.DataFrame, *, title: str | None = None, notes: bool = True) -> str:
     """Render a `comparison_table` as a GitHub Markdown table (no `tabulate` needed), warnings above, notes below.
 
@@ -146,11 +156,7 @@ def to_markdown(df: pd.DataFrame, *, title: str | None = None, notes: bool = Tru
     Returns:
         The Markdown text, ending with a newline; deterministic (no timestamps), so a README rewrite is idempotent.
     """
-    reference = "published_min_per_epoch" in df.columns
-    gflops = _gflops_column(df)
-    columns = [gflops + (a,) if h == "GFLOPs" else (h, f, a) for h, a, f, ref in _MD_COLUMNS if reference or not ref]
-    if "setting" in df.columns and (df["setting"].astype(str) != "").any():
-        columns.insert(2, ("setting", lambda r: str(r["setting"]), "left"))
+    columns = markdown_columns(df)
     lines: list[str] = []
     if title:
         lines += [f"**{title}**", ""]
