@@ -3,9 +3,13 @@
 It only reads `RunSummary` lists (from `hgbench.results.load_records`) and `hgbench bench` records, never runs
 anything, as pytest-benchmark's ``compare`` only reads saved JSON. One module per job:
 
-- `hgbench.report.table`: the comparison table (`comparison_table`), its row grouping and its notes; its docstring
-  lists the CSV columns.
-- `hgbench.report.render`: Markdown and CSV of that table, cell formats, the README's results section.
+- `hgbench.report.table`: the comparison table (`comparison_table`); its docstring lists the CSV columns. Its rows
+  are `hgbench.report.grouping`'s, its warnings and notes `hgbench.report.table_notes`'s, the spread and warnings of
+  its times `hgbench.report.time_trust`'s.
+- `hgbench.report.render`: Markdown and CSV of that table, cell formats, the README's results section;
+  `hgbench.report.terminal`: the table for a terminal (rich, fits its width).
+- `hgbench.report.figures`: what the pictures share (PNG writing, short labels with a settings caption, the check
+  that nothing is clipped).
 - `hgbench.report.compare`: `compare_runs` (deltas, Welch's t-test) and its terminal table.
 - `hgbench.report.plot`: the accuracy/time frontier plot.
 - `hgbench.report.epoch_plots`: the per-epoch plots: learning curves and where an epoch's time goes.

@@ -159,11 +159,19 @@ def _interval_notes(df: pd.DataFrame, grouped: RowGroups) -> list[str]:
 
 def _smoke_notes(df: pd.DataFrame) -> list[str]:
     """The footnote of the smoke marker on accuracies, naming why those figures are smoke figures."""
-    reasons = _union(str(s).split(", ") for s in df["smoke"] if s)
-    if not reasons:
+    texts = list(dict.fromkeys(str(s) for s in df["smoke"] if s))
+    if not texts:
         return []
+    if len(texts) == 1:
+        why = texts[0]
+    else:  # one clause per setting, never one list merging two settings' epochs and people
+        clauses = []
+        for text in texts:
+            settings = _union([str(st)] for st in df.loc[df["smoke"] == text, "setting"] if st)
+            clauses.append(f"{text} where {' / '.join(settings)}" if settings else text)
+        why = "; ".join(clauses)
     return [
-        f"{SMOKE_MARK} smoke accuracy ({', '.join(reasons)}): it shows that the pipeline trains, not what the case "
+        f"{SMOKE_MARK} smoke accuracy ({why}): it shows that the pipeline trains, not what the case "
         f"reaches; an accuracy needs MPII, {ACCURACY_MIN_EPOCHS}+ epochs and {ACCURACY_MIN_VAL_PEOPLE}+ validation "
         "people (the study: 50 epochs, 2,958 people)."
     ]
