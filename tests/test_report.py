@@ -558,3 +558,15 @@ def test_plot_frontier_published_only_and_nothing(tmp_path: Path) -> None:
     with pytest.raises(HGBenchError, match="no finished run"):
         plot_frontier([], tmp_path / "none.png", reference=False)
     assert not (tmp_path / "none.png").exists()
+
+
+def test_folder_against_folder_prints_a_line_per_case_first(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two result folders: one summary line per case (accuracy and time, each with its verdict), then the tables."""
+    from hgbench.cli import main
+
+    assert main(["compare", str(CPU_DIR), str(CPU_DIR)]) == 0
+    out = capsys.readouterr().out
+    head = out.split("\n\n", 1)[0].splitlines()
+    assert [line.split(":", 1)[0] for line in head] == ["case 1", "case 3", "case 5 (as built)"]
+    assert all("PCKh B - A" in line and "min/epoch B - A" in line for line in head)
+    assert "case 3: PCKh B - A +0.0" in head[1]

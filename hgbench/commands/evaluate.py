@@ -131,6 +131,10 @@ def _check_args(args: argparse.Namespace) -> None:
             p.error("give --data-dir or --synthetic-people, not both")
         if args.as_built and args.case is None:
             p.error("--as-built needs --case (an hgbench checkpoint names its own case)")
+    if args.visualize is not None:
+        from hgbench.plan import check_output_dir
+
+        check_output_dir(args.out)  # before scoring, which can take a while: as `run` checks --out first
 
 
 def val_image_paths(data_dir: Path) -> list[Path]:
@@ -166,10 +170,6 @@ def _pose_items(
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_args(args)
-    if args.visualize is not None:
-        from hgbench.plan import check_output_dir
-
-        check_output_dir(args.out)  # before scoring, which can take a while: as `run` checks --out first
     from hgbench.evaluation import format_csv, format_json, format_table, load_predictions, save_predictions
     from hgbench.metrics import evaluate_pckh
 
