@@ -44,7 +44,7 @@ from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
 from hgbench.nvml import NvmlSampler, combine_windows
 from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
-from hgbench.progress import ProgressBar
+from hgbench.progress import ProgressBar, say_once
 from hgbench.record import inference_entry
 from hgbench.recorder import Recorder
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
@@ -347,11 +347,8 @@ def _run(
     epoch = first = state.start_epoch + 1
     meter = LoadMeter()
     with NvmlSampler(device) as sampler, _sigterm_as_interrupt():
-        if say and not sampler.available:
-            print(
-                f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null",
-                flush=True,
-            )
+        if say and not sampler.available:  # once a process: `--case all` would say it for every case
+            say_once(f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null")
         reset_peak_memory(device)
         try:
             for epoch in range(first, config.epochs + 1):
