@@ -34,8 +34,8 @@ def describe(run: SweepRun) -> str:
 class LineView:
     """One line per change, for logs and pipes."""
 
-    def __init__(self, runs: Sequence[SweepRun], stream: TextIO | None = None) -> None:
-        self.runs, self.stream = runs, stream or sys.stdout
+    def __init__(self, runs: Sequence[SweepRun], stream: TextIO | None = None, *, quiet: bool = False) -> None:
+        self.runs, self.stream, self.quiet = runs, stream or sys.stdout, quiet
         self._last: dict[int, str] = {}
 
     def __enter__(self) -> LineView:
@@ -47,6 +47,8 @@ class LineView:
     def changed(self, run: SweepRun, note: str | None = None) -> None:
         line = describe(run)
         if note is None and self._last.get(id(run)) == line:
+            return
+        if self.quiet and note is None and run.status in ("queued", "running"):  # --quiet: only how runs end
             return
         self._last[id(run)] = line
         index = self.runs.index(run) + 1
@@ -89,9 +91,9 @@ class LiveView:
         return table
 
 
-def make_view(runs: Sequence[SweepRun]) -> LineView | LiveView:
-    """The live table on a terminal, lines otherwise."""
-    return LiveView(runs) if sys.stdout.isatty() else LineView(runs)
+def make_view(runs: Sequence[SweepRun], *, quiet: bool = False) -> LineView | LiveView:
+    """The live table on a terminal, lines otherwise; with `quiet`, a line when a run ends (or retries)."""
+    return LineView(runs, quiet=quiet) if quiet or not sys.stdout.isatty() else LiveView(runs)
 
 
 def summary(runs: Sequence[SweepRun]) -> list[str]:
