@@ -88,6 +88,10 @@ class RunConfig:
     variant: dict | None = None  # a variant file's full CaseSpec (`CaseSpec.to_dict`); None: the registry's `case`
     init_from: str | None = None  # weights training starts from (--init-from: hgbench, anibali or pytorch-pose files)
     init_from_sha256: str | None = None  # their SHA-256, filled in when the run is planned (part of its identity)
+    # The share of one GPU the sweep's engine gave the run (`sweep --gpus-per-run 0.5`); below 1 the record says the
+    # GPU was shared (results.contention.shared_gpu). Not part of the identity: it changes how far to trust the
+    # times, not what is measured.
+    gpu_share: float = 1.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,6 +130,7 @@ def check_settings(config: RunConfig) -> None:
             config.limit_val is not None and config.limit_val < 1,
             f"--limit-val must be at least 1, got {config.limit_val}",
         ),
+        (not 0 < config.gpu_share <= 1, f"--gpus-per-run must be above 0 and at most 1, got {config.gpu_share}"),
     )
     for bad, message in problems:
         if bad:

@@ -11,6 +11,7 @@ and `conftest.py` (`get_machine_state`: clocks, temperature, throttle reasons).
 from __future__ import annotations
 
 import importlib
+import os
 import statistics
 import threading
 import time
@@ -20,6 +21,8 @@ from types import ModuleType
 from typing import Any
 
 import torch
+
+from hgbench.contention import other_processes, throttle_names
 
 NO_DRIVER = "no NVIDIA driver (NVML library not found)"
 
@@ -127,6 +130,8 @@ class _Sample:
     mem_mib: float | None  # device memory used (all processes), MiB
     power_w: float | None  # board power draw, W
     energy_mj: float | None  # total energy counter, mJ since driver load (None if unsupported)
+    others: int | None = None  # compute processes on the GPU other than this one (None if NVML cannot list them)
+    throttle: int | None = None  # clocks-event (throttle) reasons bitmask (None if unsupported)
 
 
 @dataclass
@@ -143,6 +148,8 @@ _EMPTY_WINDOW = {
     "energy_j": None,
     "samples": 0,
     "energy_method": None,
+    "gpu_other_processes": None,
+    "gpu_throttle_reasons": None,
 }
 
 
@@ -169,7 +176,19 @@ def combine_windows(windows: list[dict]) -> dict:
         "energy_j": sum(energy) if energy else None,
         "samples": min(int(w.get("samples") or 0) for w in windows),
         "energy_method": methods.pop() if len(methods) == 1 and energy else None,
+        "gpu_other_processes": _max_known([w.get("gpu_other_processes") for w in windows]),
+        "gpu_throttle_reasons": _union_known([w.get("gpu_throttle_reasons") for w in windows]),
     }
+
+
+def _max_known(values: list[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _union_known(lists: list[list[str] | None]) -> list[str] | None:
+    known = [x for x in lists if x is not None]
+    return list(dict.fromkeys(n for names in known for n in names)) if known else None
 
 
 @dataclass
@@ -288,11 +307,29 @@ class NvmlSampler:
         mem = get(lambda: nvml.nvmlDeviceGetMemoryInfo(h).used / 2**20)
         power = get(lambda: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0)
         energy = get(lambda: float(nvml.nvmlDeviceGetTotalEnergyConsumption(h))) if self.energy_counter else None
+        others, throttle = self._contention(nvml, h)
         with self._lock:
             self.errors += failed
             expected = 3 + (1 if self.energy_counter else 0)
             self._consecutive_errors = self._consecutive_errors + 1 if failed == expected else 0
-        return _Sample(t, util, mem, power, energy)
+        return _Sample(t, util, mem, power, energy, others, throttle)
+
+    def _contention(self, nvml: ModuleType, h: Any) -> tuple[int | None, int | None]:
+        """Other compute processes on the GPU and the throttle reasons; None where unsupported (never counted as an
+        error: many boards and containers answer neither)."""
+        others = throttle = None
+        try:
+            others = other_processes(list(nvml.nvmlDeviceGetComputeRunningProcesses(h)), {os.getpid()})
+        except Exception:  # noqa: BLE001, S110 - unsupported (MIG, containers): recorded as null
+            pass
+        reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+            nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None
+        )
+        try:
+            throttle = int(reasons_fn(h)) if reasons_fn else None
+        except Exception:  # noqa: BLE001, S110 - unsupported: recorded as null
+            pass
+        return others, throttle
 
     def _append(self, s: _Sample) -> int:
         with self._lock:
@@ -328,7 +365,9 @@ class NvmlSampler:
 
         Returns:
             gpu_util_mean (%), gpu_mem_used_max_mib, power_mean_w, energy_j, samples, energy_method
-            ("counter" | "power_integral" | None). All None (samples 0) where NVML is unavailable.
+            ("counter" | "power_integral" | None), gpu_other_processes (the most compute processes not this run's
+            seen at once; `other_processes`), gpu_throttle_reasons (names of every clocks-event reason but idle seen
+            in the window). All None (samples 0) where NVML is unavailable.
         """
         for m in (start_mark, end_mark):
             if m is not None and m not in self._marks:
@@ -366,11 +405,24 @@ class NvmlSampler:
             "energy_j": energy_j,
             "samples": len(win),
             "energy_method": method,
+            "gpu_other_processes": _max_known([s.others for s in win]),
+            "gpu_throttle_reasons": _throttled(win),
         }
 
     def summary(self) -> dict:
         """Whole-run figures for ``results.telemetry``: `window()` over all samples plus available, reason, errors."""
         return {"available": self.available, "reason": self.reason, **self.window(), "errors": self.errors}
+
+
+def _throttled(win: list[_Sample]) -> list[str] | None:
+    """Every throttle reason seen in the window but idle (an idle GPU between epochs is not a slowed one)."""
+    masks = [s.throttle for s in win if s.throttle is not None]
+    if not masks:
+        return None
+    mask = 0
+    for m in masks:
+        mask |= m
+    return [n for n in throttle_names(mask) if n != "gpu_idle"]
 
 
 __all__ = ["NO_DRIVER", "NvmlSampler", "device_facts", "gpu_state"]

@@ -1,27 +1,45 @@
 """What a run shows while it works: a rich progress bar per epoch (training, then validation), or one line per epoch.
 
-Logs and pipes (no terminal) get the per-epoch line only; other ranks than 0 stay silent.
+Logs and pipes (no terminal) and --quiet get the per-epoch line, and a progress line at least every `HEARTBEAT_S`
+seconds inside a long epoch, so a log never looks hung; other ranks than 0 stay silent.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+
+HEARTBEAT_S = 30.0  # without a bar, a progress line at least this often inside an epoch
+_SAID: set[str] = set()  # the lines `say_once` printed in this process
+
+
+def say_once(line: str) -> bool:
+    """Print `line` unless this process printed it already (a sweep of 8 cases needs no 8 identical notices)."""
+    if line in _SAID:
+        return False
+    _SAID.add(line)
+    print(line, flush=True)
+    return True
 
 
 class ProgressBar:
     """A rich progress bar per epoch (or one log line per epoch with quiet=True); silent on non-main ranks."""
 
-    def __init__(self, *, enabled: bool, quiet: bool, label: str) -> None:
-        self.enabled, self.quiet, self.label = enabled, quiet, label
+    def __init__(
+        self, *, enabled: bool, quiet: bool, label: str, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.enabled, self.quiet, self.label, self.clock = enabled, quiet, label, clock
         self._bar = None
+        self._said = 0.0  # when the last heartbeat line (or the epoch's start) was
         self._task = None
         self._t0 = 0.0
         self._loss: float | None = None
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, batch: int) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = self._said = self.clock()
         self._batch = batch
+        self._prefix, self._steps = f"{self.label} epoch {epoch}/{epochs}", steps
         if not self.enabled or self.quiet or not sys.stdout.isatty():  # logs and pipes get one line per epoch
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -35,25 +53,36 @@ class ProgressBar:
             transient=True,
         )
         self._bar.start()
-        self._prefix = f"{self.label} epoch {epoch}/{epochs}"
         self._task = self._bar.add_task(f"{self._prefix} train", total=steps, info="")
 
     def step(self, steps: int, loss: float | None) -> None:
         if loss is not None:
             self._loss = loss
+        now = self.clock()
+        elapsed = now - self._t0
+        rate = steps * self._batch / elapsed if elapsed > 0 else 0.0
+        loss_txt = f"loss {self._loss:.3g}" if self._loss is not None else "loss …"
         if self._bar is not None:
-            elapsed = time.perf_counter() - self._t0
-            rate = steps * self._batch / elapsed if elapsed > 0 else 0.0
-            loss_txt = f"loss {self._loss:.3g}" if self._loss is not None else "loss …"
             self._bar.update(self._task, completed=steps, info=f"{loss_txt}  {rate:.1f} img/s")
+        else:
+            self._heartbeat(now, f"train step {steps} of {self._steps}, {loss_txt}, {rate:.1f} img/s")
+
+    def _heartbeat(self, now: float, what: str) -> None:
+        """A progress line when `HEARTBEAT_S` passed without one (no bar: a log or --quiet)."""
+        if self.enabled and now - self._said >= HEARTBEAT_S:
+            self._said = now
+            print(f"{self._prefix}: {what} ({now - self._t0:.0f} s into the epoch)", flush=True)
 
     def start_validation(self, batches: int) -> None:
+        self._val_batches = batches
         if self._bar is not None:
             self._task = self._bar.add_task(f"{self._prefix} validate", total=batches, info="")
 
     def validation_step(self, batches: int) -> None:
         if self._bar is not None:
             self._bar.update(self._task, completed=batches)
+        else:
+            self._heartbeat(self.clock(), f"validation batch {batches} of {self._val_batches}")
 
     def abort(self) -> None:
         if self._bar is not None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from hgbench._version import __version__
 from hgbench.cases import CaseSpec, case_label
+from hgbench.contention import run_contention
 from hgbench.environment import device_label, machine_id
 from hgbench.errors import HGBenchError
 from hgbench.metrics import person_masks_from_dict
@@ -101,7 +102,7 @@ def train_summary(epochs: list[dict]) -> dict:
             "energy_j_per_epoch": None,
             "warmup_excluded": False,
         }
-    steady = [e for e in epochs if not e.get("warmup")] or epochs
+    steady = steady_epochs(epochs)
     wall = sum(e["wall_s"] for e in steady)
     wait = sum(e["data_wait_s"] for e in steady)
     imgs = sum(e["images"] for e in steady)
@@ -116,6 +117,18 @@ def train_summary(epochs: list[dict]) -> dict:
     }
 
 
+def steady_epochs(epochs: list[dict]) -> list[dict]:
+    """The epochs a run's time figures rest on: all but the warm-up epoch (all of them when that is the only one)."""
+    return [e for e in epochs if not e.get("warmup")] or epochs
+
+
+def contention_summary(results: dict, gpu_share: float) -> dict:
+    """``results.contention``: were the steady epochs or the inference pass contended, was the GPU shared."""
+    inference = results.get("inference")
+    load = inference.get("load") if isinstance(inference, dict) else None
+    return run_contention(steady_epochs(results.get("epochs") or []), load, gpu_share)
+
+
 def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
     """One inference pass (plain or flip) as the record stores it."""
     device_s = timing.get("device_s")
@@ -128,6 +141,19 @@ def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
         "data_wait_min": timing["data_wait_s"] / 60,
         "pckh_mean": pckh_mean,
     }
+
+
+def limit_notes(config: dict, dataset: dict) -> list[str]:
+    """What a --limit-train / --limit-val larger than its split did: every person of the split was used."""
+    notes = []
+    for flag, key, size_key in (
+        ("--limit-train", "limit_train", "train_size"),
+        ("--limit-val", "limit_val", "val_size"),
+    ):
+        asked, used = config.get(key), dataset.get(size_key)
+        if isinstance(asked, int) and isinstance(used, int) and used < asked:
+            notes.append(f"{flag} {asked}: the split has {used} people; all {used} are used")
+    return notes
 
 
 def new_record(
@@ -161,7 +187,8 @@ def new_record(
         "spec_fingerprint": spec_fingerprint,  # CaseSpec.fingerprint(): the network, whatever its name or file
         "config": config,
         "fast_mode": fast_mode,  # --fast only: the mode chosen, how (measured / cached / rule) and the probe's figures
-        "dataset": dataset,
+        # A limit larger than its split is recorded with what was used (the sizes are dataset.train_size / val_size).
+        "dataset": {**dataset, "limit_notes": limit_notes(config, dataset)},
         "model": model,
         "results": {
             "epochs": [],
@@ -173,6 +200,7 @@ def new_record(
             "peak_host_memory_mib": None,
             "telemetry": None,
             "compile": None,  # --compile only: what dynamo compiled (hgbench.compile_watch)
+            "contention": None,
         },
     }
 
@@ -303,6 +331,9 @@ class RunSummary:
     pckh_ci95: tuple[float, float] | None = None  # results.pckh.ci95: bootstrap interval of pckh_mean over people
     pckh_people: tuple[np.ndarray, np.ndarray] | None = None  # (scored, correct) [N, 16] bool; None in old records
     epochs: list[dict] = field(default_factory=list)  # results.epochs: per-epoch losses, PCKh and time split
+    contended: bool | None = None  # results.contention.contended: a steady epoch or the inference pass was busy
+    shared_gpu: bool = False  # results.contention.shared_gpu: the run shared its GPU with other runs
+    contention_reasons: list[str] = field(default_factory=list)  # why contended (results.contention.reasons)
 
     @property
     def finished(self) -> bool:
@@ -382,7 +413,20 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         pckh_ci95=_interval(record_value(record, "results.pckh.ci95")),
         pckh_people=_people(record_value(record, "results.pckh.per_person")),
         epochs=[dict(e) for e in epochs if isinstance(e, Mapping)] if isinstance(epochs, list) else [],
+        **_contention(record_value(record, "results.contention")),
     )
+
+
+def _contention(value: Any) -> dict:
+    """RunSummary's contention fields; an older record without the section is unknown, not contended."""
+    if not isinstance(value, Mapping):
+        return {}
+    reasons = value.get("reasons")
+    return {
+        "contended": value["contended"] if isinstance(value.get("contended"), bool) else None,
+        "shared_gpu": value.get("shared_gpu") is True,
+        "contention_reasons": [str(r) for r in reasons] if isinstance(reasons, list) else [],
+    }
 
 
 def _interval(value: Any) -> tuple[float, float] | None:

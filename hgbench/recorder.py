@@ -19,7 +19,7 @@ from hgbench.distributed import broadcast_object
 from hgbench.environment import collect_commit_info, machine_id
 from hgbench.errors import HGBenchError
 from hgbench.plan import RunPlan
-from hgbench.record import new_record, train_summary, utc_now
+from hgbench.record import contention_summary, new_record, train_summary, utc_now
 
 
 class AlreadyFinished(HGBenchError):
@@ -174,3 +174,4 @@ class Recorder:
         if status == "finished":
             record["finished"] = record["datetime"]
         record["results"]["train"] = train_summary(record["results"]["epochs"])
+        record["results"]["contention"] = contention_summary(record["results"], self.plan.config.gpu_share)

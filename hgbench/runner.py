@@ -29,6 +29,7 @@ from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.claim import Claim, RunBusy, claim_run
 from hgbench.compile_watch import CompileWatch, describe_fallback
 from hgbench.config import RunConfig
+from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
 from hgbench.distributed import (
     DistContext,
@@ -48,7 +49,7 @@ from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
 from hgbench.nvml import NvmlSampler, combine_windows
 from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
-from hgbench.progress import ProgressBar
+from hgbench.progress import ProgressBar, say_once
 from hgbench.record import inference_entry
 from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
@@ -100,12 +101,16 @@ def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig
             f"{one_line(exc).rstrip('. ')}: usually the host running out of memory; use fewer --workers (now "
             f"{config.workers}) or a smaller --batch"
         )
+    # A DataLoader worker's error reaches this process re-raised as its own type (OpenCV's cv2.error "Insufficient
+    # memory" included), so the message decides here too.
     is_oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
-        s in text for s in ("out of memory", "not enough memory", "can't allocate memory")
+        s in text.lower()
+        for s in ("out of memory", "not enough memory", "can't allocate memory", "insufficient memory")
     )
     if not is_oom:
         return None
-    where = "GPU" if isinstance(exc, torch.OutOfMemoryError) or device.type == "cuda" else "host"
+    in_worker = "DataLoader worker" in text
+    where = "GPU" if isinstance(exc, torch.OutOfMemoryError) or (device.type == "cuda" and not in_worker) else "host"
     return RunFailed(
         f"out of {where} memory at batch {config.batch_size}, input {config.input_res}x{config.input_res}: use a "
         f"smaller --batch or --input-res (or --amp to halve activations)"
@@ -206,6 +211,7 @@ def _epoch(
     epoch: int,
     *,
     first: bool,
+    meter: LoadMeter,
 ) -> tuple[dict, object]:
     """Train and validate one epoch; the record's entry for it (and the validation pass, for its accuracy)."""
     config, ctx = plan.config, plan.ctx
@@ -215,6 +221,7 @@ def _epoch(
     train_loader.set_epoch(epoch)
     bar.start_epoch(epoch, config.epochs, len(train_loader), config.batch_size)
     sampler.mark(f"epoch{epoch}-start")
+    meter.mark(f"epoch{epoch}-start")
     stats = train_one_epoch(
         state.train_model,
         train_loader,
@@ -226,6 +233,7 @@ def _epoch(
         stop_on_nan=not ctx.enabled,
     )
     sampler.mark(f"epoch{epoch}-end")
+    meter.mark(f"epoch{epoch}-end")
     # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean. Every rank gets
     # the same sum, so under DDP a NaN on any rank stops all of them here, together.
     images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
@@ -251,7 +259,9 @@ def _epoch(
     if pckh is not None and (state.best_pckh is None or pckh > state.best_pckh):
         state.best_pckh = pckh
     # Every rank samples its own GPU; the epoch's energy is the whole run's, not rank 0's share.
-    tel = combine_windows(all_gather_objects(ctx, sampler.window(f"epoch{epoch}-start", f"epoch{epoch}-end")))
+    marks = f"epoch{epoch}-start", f"epoch{epoch}-end"
+    gathered = all_gather_objects(ctx, (sampler.window(*marks), meter.window(*marks)))
+    tel = combine_windows([g[0] for g in gathered])
     entry = {
         "epoch": epoch,
         "lr": state.optimizer.param_groups[0]["lr"],
@@ -272,6 +282,7 @@ def _epoch(
         "gpu_util_mean": tel.get("gpu_util_mean"),
         "gpu_mem_used_max_mib": tel.get("gpu_mem_used_max_mib"),
         "power_mean_w": tel.get("power_mean_w"),
+        "load": window_entry(combine_loads([g[1] for g in gathered]), tel),  # how busy the machine was
     }
     return entry, val
 
@@ -360,6 +371,8 @@ def _claimed_run(
         "gflops_input_res": cost.input_res,
     }
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
+    for note in recorder.record["dataset"].get("limit_notes", []) if say else []:
+        print(f"hgbench: {note}", flush=True)  # a --limit larger than its split: what was used
     if say and plan.fast_mode:
         print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
     # Dynamo afresh for every compiled run: in a process that ran other cases before (--case all) it would have hit
@@ -372,16 +385,14 @@ def _claimed_run(
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)
     # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
     epoch = first = state.start_epoch + 1
+    meter = LoadMeter()
     with NvmlSampler(device) as sampler, _sigterm_as_interrupt():
-        if say and not sampler.available:
-            print(
-                f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null",
-                flush=True,
-            )
+        if say and not sampler.available:  # once a process: `--case all` would say it for every case
+            say_once(f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null")
         reset_peak_memory(device)
         try:
             for epoch in range(first, config.epochs + 1):
-                entry, val = _epoch(plan, state, loaders, sampler, bar, epoch, first=epoch == first)
+                entry, val = _epoch(plan, state, loaders, sampler, bar, epoch, first=epoch == first, meter=meter)
                 recorder.add_epoch(
                     entry, heatmap_acc=val.heatmap_acc, skipped_images=_skipped(ctx, plan.train_ds, plan.val_ds)
                 )
@@ -393,30 +404,29 @@ def _claimed_run(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
                     )
             if ctx.is_main:
-                _finish(plan, state, loaders[1], recorder, sampler, watch, say=say, keep_checkpoint=keep_checkpoint)
+                _finish(
+                    plan, state, loaders[1], recorder, (sampler, meter), watch, say=say, keep_checkpoint=keep_checkpoint
+                )
             barrier(ctx)
         except RunFailed as exc:
             bar.abort()
             recorder.finish("failed", str(exc))
             raise
-        except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
-            failure = out_of_memory(exc, device=device, config=config)
-            if failure is None:
-                raise
-            bar.abort()
-            recorder.finish("failed", str(failure))
-            raise failure from None
         except KeyboardInterrupt:
             bar.abort()
             recorder.interrupted(epoch)
             raise
         except HGBenchError:
             raise  # already one line; a checkpoint that could not be written leaves the run resumable, as it says
-        except Exception as exc:  # anything else (a library's error on odd input, a bug): the run failed, and says why
-            failure = RunFailed(f"stopped in epoch {epoch} by {type(exc).__name__}: {one_line(exc)[:300]}")
+        except Exception as exc:  # noqa: BLE001 - a worker re-raises its own type (cv2.error), so OOM is any type
+            failure = out_of_memory(exc, device=device, config=config)
+            # anything else (a library's error on odd input, a bug): the run failed too, and says why
+            cause = None if failure is not None else exc
+            if failure is None:
+                failure = RunFailed(f"stopped in epoch {epoch} by {type(exc).__name__}: {one_line(exc)[:300]}")
             bar.abort()
             recorder.finish("failed", str(failure))
-            raise failure from exc
+            raise failure from cause
     kept = plan.last_path if keep_checkpoint else None
     if say:
         where = (
@@ -433,7 +443,7 @@ def _finish(
     state: TrainingState,
     val_loader,
     recorder: Recorder,
-    sampler: NvmlSampler,
+    meters: tuple[NvmlSampler, LoadMeter],
     watch: CompileWatch | None,
     *,
     say: bool,
@@ -451,9 +461,16 @@ def _finish(
             drop_last=False,
             device=plan.device,
         )
+    sampler, meter = meters
+    for m in meters:
+        m.mark("inference-start")
     results = _inference_pass(
         state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say
     )
+    for m in meters:
+        m.mark("inference-end")
+    marks = "inference-start", "inference-end"
+    results["inference"]["load"] = window_entry(meter.window(*marks), sampler.window(*marks))
     compiled = watch.report() if watch is not None else None
     fallback = describe_fallback(compiled) if compiled is not None else None
     if say and fallback:

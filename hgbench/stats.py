@@ -7,6 +7,7 @@ too, so a record's PCKh interval (hgbench.metrics) and `hgbench compare`'s paire
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Sequence
 
@@ -88,12 +89,31 @@ def percentile_interval(values: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> t
 
 
 def bootstrap_p_value(diffs: np.ndarray) -> float | None:
-    """Two-sided bootstrap p-value that the true difference is 0: twice the smaller share of resampled differences
-    on either side of 0 (counting ties on both), with the +1 correction so it is never 0 from finitely many draws.
+    """Two-sided bootstrap p-value that the true difference is 0, by inverting `percentile_interval`: the smallest
+    ``1 - level`` whose percentile interval (same interpolation) still covers 0, floored at 1 / resamples.
+
+    So the p-value, the interval and the verdict always agree: p < 1 - level exactly when the interval at that level
+    leaves out 0 (a p of 0.052 beside an interval that excludes 0 cannot happen).
     """
-    d = np.asarray(diffs, dtype=np.float64)
+    d = np.sort(np.asarray(diffs, dtype=np.float64))
     d = d[np.isfinite(d)]
-    if not d.size:
+    n = d.size
+    if not n:
         return None
-    below, above = int((d <= 0).sum()), int((d >= 0).sum())
-    return float(min(1.0, 2.0 * (min(below, above) + 1) / (d.size + 1)))
+    if n == 1:  # no spread to test
+        return 1.0
+    lo, hi = int(np.searchsorted(d, 0.0, "left")), int(np.searchsorted(d, 0.0, "right"))
+    # The interpolated order-statistic positions x where the sorted values are <= 0 (x <= below) and >= 0
+    # (x >= above): the interval [value at q (n-1), value at (1-q) (n-1)] covers 0 iff q (n-1) <= below and
+    # (1-q) (n-1) >= above.
+    if lo < hi:  # some resamples differ by exactly 0
+        below, above = hi - 1.0, float(lo)
+    elif lo == 0:  # every resample above 0
+        below, above = -math.inf, 0.0
+    elif lo == n:  # every resample below 0
+        below, above = n - 1.0, math.inf
+    else:  # 0 falls between two sorted resamples: where the linear interpolation crosses it
+        x = lo - 1 + (0.0 - d[lo - 1]) / (d[lo] - d[lo - 1])
+        below = above = x
+    p = 2.0 * min(below / (n - 1), 1.0 - above / (n - 1))
+    return float(min(1.0, max(p, 1.0 / n)))

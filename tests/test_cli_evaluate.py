@@ -217,3 +217,16 @@ def test_a_trained_checkpoint_is_scored_for_real(synthetic_root: Path, tmp_path:
     assert doc["timing"]["images"] == 6
     assert doc["timing"]["wall_s"] > 0
     assert doc["pckh"]["Mean"] == pytest.approx(outcome.record["results"]["pckh"]["Mean"], abs=1e-6)
+
+
+def test_visualize_into_an_unwritable_folder_fails_before_scoring(tiny, capsys, monkeypatch, tmp_path: Path) -> None:
+    """The output folder is checked first, as `run` does: no scoring (minutes on a real split) before the error."""
+    inference = pytest.importorskip("hgbench.scoring")
+    calls: list[dict] = []
+    monkeypatch.setattr(inference, "evaluate_checkpoint", lambda **kwargs: calls.append(kwargs))
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    rc, _, err = run(capsys, "--checkpoint", tmp_path / "c.pt", "--visualize", "2", "--out", blocker / "pics")
+    assert rc == 2
+    assert err.startswith("hgbench: error: cannot write to")
+    assert calls == []

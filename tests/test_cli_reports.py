@@ -43,7 +43,7 @@ def test_table_csv(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["table", "--format", "csv", "--reference", "--results", str(CPU_DIR)], capsys)
     lines = out.splitlines()
     assert code == 0
-    assert lines[0].startswith("case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,")
+    assert lines[0].startswith("case,as_built,description,runs,seeds,device,setting,smoke,timing,params,gflops,")
     assert lines[0].endswith(",min_per_epoch_ratio,inference_min_ratio,ratio_note")
     assert len(lines) == 1 + 8
 

@@ -41,6 +41,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "environment",
         "host_memory",
         "nvml",
+        "contention",
         "speed_modes",
         "workload",
         "mode_probe",

@@ -3,6 +3,7 @@ the counter or the power integral, errors mid-run, init failures); the real-GPU 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import types
@@ -11,6 +12,7 @@ import pytest
 import torch
 from helpers.fake_nvml import FakeNVMLError, make_fake_nvml
 
+from hgbench.contention import other_processes
 from hgbench.nvml import NO_DRIVER, NvmlSampler
 
 
@@ -44,6 +46,8 @@ def test_nvml_sampler_without_driver_is_null_not_fake() -> None:
         "energy_j": None,
         "samples": 0,
         "energy_method": None,
+        "gpu_other_processes": None,
+        "gpu_throttle_reasons": None,
     }
     summary = s.summary()
     assert summary["available"] is False
@@ -188,3 +192,30 @@ def test_nvml_energy_agrees_with_mean_power_times_time(cuda_device: torch.device
         w = s.window("a", "b")
     assert w["power_mean_w"] > 0
     assert w["energy_j"] == pytest.approx(w["power_mean_w"] * elapsed, rel=0.3)
+
+
+def test_nvml_sampler_counts_other_processes_and_throttling(fake_nvml: types.ModuleType) -> None:
+    """Another process on the GPU and a thermal slowdown inside a window are recorded (the contended mark's GPU
+    half); idle is not a throttle reason, and readings after the window stay out of it."""
+    st = fake_nvml.state
+    with NvmlSampler("cuda", interval_s=0.01) as s:
+        s.mark("quiet-start")
+        s.mark("quiet-end")
+        st.processes = [os.getpid(), 4242, 4343]
+        st.throttle = 0x1 | 0x20  # idle + software thermal slowdown
+        s.mark("busy-start")
+        s.mark("busy-end")
+        quiet, busy = s.window("quiet-start", "quiet-end"), s.window("busy-start", "busy-end")
+    assert quiet["gpu_other_processes"] == 0
+    assert quiet["gpu_throttle_reasons"] == ["sw_power_cap"]  # the fake's default reading (4)
+    assert busy["gpu_other_processes"] == 2
+    assert busy["gpu_throttle_reasons"] == ["sw_thermal_slowdown"]
+    assert s.summary()["errors"] == 0
+
+
+def test_other_processes_in_a_container_counts_one_as_ours() -> None:
+    """NVML lists host pids, none of them ours inside a container: one of them is this run."""
+    procs = [types.SimpleNamespace(pid=p) for p in (901, 902)]
+    assert other_processes(procs, {os.getpid()}) == 1
+    assert other_processes(procs[:1], {os.getpid()}) == 0
+    assert other_processes([types.SimpleNamespace(pid=os.getpid()), *procs], {os.getpid()}) == 2

@@ -38,10 +38,10 @@ CPU_DIR = RECORDS / "cpu-pt2.14.1"
 
 # The CSV header is a contract with tools: changing it must be deliberate (and documented in hgbench/report/table.py).
 EXPECTED_HEADER = (
-    "case,as_built,description,runs,seeds,device,setting,smoke,params,gflops,gflops_input_res,min_per_epoch,"
-    "min_per_epoch_std,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,pckh_mean_ci95_low,pckh_mean_ci95_high,"
+    "case,as_built,description,runs,seeds,device,setting,smoke,timing,params,gflops,gflops_input_res,steady_epochs,"
+    "min_per_epoch,min_per_epoch_std,min_per_epoch_low,min_per_epoch_high,data_wait_pct,data_wait_pct_std,pckh_mean,pckh_mean_std,pckh_mean_ci95_low,pckh_mean_ci95_high,"
     "heatmap_acc,heatmap_acc_std,"
-    "inference_min,inference_min_std,inference_device_min,inference_device_min_std,"
+    "inference_min,inference_min_std,inference_min_low,inference_min_high,inference_device_min,inference_device_min_std,"
     "images_per_s,images_per_s_std,energy_j_per_epoch,energy_j_per_epoch_std"
 )
 EXPECTED_REFERENCE_HEADER = (
@@ -558,3 +558,15 @@ def test_plot_frontier_published_only_and_nothing(tmp_path: Path) -> None:
     with pytest.raises(HGBenchError, match="no finished run"):
         plot_frontier([], tmp_path / "none.png", reference=False)
     assert not (tmp_path / "none.png").exists()
+
+
+def test_folder_against_folder_prints_a_line_per_case_first(capsys: pytest.CaptureFixture[str]) -> None:
+    """Two result folders: one summary line per case (accuracy and time, each with its verdict), then the tables."""
+    from hgbench.cli import main
+
+    assert main(["compare", str(CPU_DIR), str(CPU_DIR)]) == 0
+    out = capsys.readouterr().out
+    head = out.split("\n\n", 1)[0].splitlines()
+    assert [line.split(":", 1)[0] for line in head] == ["case 1", "case 3", "case 5 (as built)"]
+    assert all("PCKh B - A" in line and "min/epoch B - A" in line for line in head)
+    assert "case 3: PCKh B - A +0.0" in head[1]

@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import pytest
 import torch
 from helpers.damage import garble_jpeg, truncate_jpeg
@@ -184,8 +185,14 @@ def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: 
             "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
             "allocate 412316860416 bytes."
         ),
+        # As the DataLoader re-raises a worker's error in the main process: its own type, the worker's traceback.
+        cv2.error(
+            "Caught error in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n  File "
+            '"worker.py", line 1\ncv2.error: OpenCV(4.10.0) alloc.cpp:73: error: (-4:Insufficient memory) Failed to '
+            "allocate 1610612736 bytes in function 'OutOfMemoryError'\n"
+        ),
     ],
-    ids=["device", "host"],
+    ids=["device", "host", "worker"],
 )
 def test_out_of_memory_is_a_failed_record_and_one_line(
     tiny: RunConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, error: Exception
@@ -198,7 +205,8 @@ def test_out_of_memory_is_a_failed_record_and_one_line(
     monkeypatch.setattr(runner, "train_one_epoch", exhausted)
     argv = _tiny_argv(tiny, "--case", "hg1")
     assert main(argv) == 3
-    err = capsys.readouterr().err.strip()
+    captured = capsys.readouterr()
+    err = captured.err.strip()
     assert len(err.splitlines()) == 1
     assert "out of" in err
     assert "memory" in err
@@ -207,6 +215,36 @@ def test_out_of_memory_is_a_failed_record_and_one_line(
     record = json.loads(path.read_text())
     assert record["status"] == "failed"
     assert "smaller --batch" in record["status_reason"]
+    assert f"hg1 failed: {record['status_reason']}; record {path}" in captured.out
+
+
+def test_every_stop_prints_the_record_and_the_next_step(
+    tiny: RunConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Ctrl-C in epoch 2: the record's path and the command that resumes it, not only 'interrupted'. A --limit-val
+    larger than the split (8 people) says so and the record keeps what was used."""
+    import hgbench.runner as runner
+
+    real = runner.train_one_epoch
+
+    def interrupt_in_epoch_2(*args, epoch: int, **kwargs):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return real(*args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(runner, "train_one_epoch", interrupt_in_epoch_2)
+    assert main(_tiny_argv(tiny, "--case", "hg1", "--epochs", "2", "--limit-val", "24")) == 130
+    out, err = capsys.readouterr()
+    (path,) = Path(tiny.out).rglob("*.json")
+    assert err.strip() == "hgbench: interrupted"
+    assert "hg1 interrupted: interrupted during epoch 2; epochs 1-1 are checkpointed" in out
+    assert f"record {path}; continue with: hgbench run --case hg1 --resume {path}" in out
+    assert "hgbench: --limit-val 24: the split has 8 people; all 8 are used" in out
+    dataset = json.loads(path.read_text())["dataset"]
+    assert (dataset["val_size"], dataset["limit_notes"]) == (
+        8,
+        ["--limit-val 24: the split has 8 people; all 8 are used"],
+    )
 
 
 def test_an_unknown_device_is_one_line(capsys: pytest.CaptureFixture) -> None:
@@ -347,7 +385,12 @@ def test_sweep_skips_runs_already_finished_with_the_same_config(
     monkeypatch.setattr("hgbench.runner.run", fake_run)
     assert main(argv) == 0
     assert called == ["1", "3", "4", "5", "6", "7", "8"]
-    assert "case 2: already finished with this config" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "case 2: already finished with this config" in out
+    assert "skipping (--force measures it again)" in out
+    called.clear()
+    assert main([*argv, "--force"]) == 0  # measured again: every case runs, a new record each
+    assert called == ["1", "2", "3", "4", "5", "6", "7", "8"]
     called.clear()
     assert main([*argv, "--epochs", "2"]) == 0  # another config (the last --epochs wins): nothing to skip
     assert called == ["1", "2", "3", "4", "5", "6", "7", "8"]

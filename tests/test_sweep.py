@@ -399,3 +399,110 @@ def test_the_sweep_knows_its_workers_device_from_the_gpus_each_run_asks_for(
     defaults = {"device": "auto", "address": None, "gpus_per_run": None, "slurm_gpus_per_run": None}
     args = argparse.Namespace(**{**defaults, "slurm_local": False, **flags})
     assert workers_of(args) == driver.Workers(device, here=here)
+
+
+# --- --force: measure finished runs again ---------------------------------------------------------------------------
+
+
+def test_force_plans_the_finished_runs_again_and_the_skip_says_how(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("hgbench.results.find_finished", lambda *a, **k: tmp_path / "old.json")
+    argv = sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "0,1", "--dry-run")
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 2 runs, 0 to run" in out
+    assert "skip: already finished" in out
+    assert "--force measures it again" in out
+    assert cli.main([*argv, "--force"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 2 runs, 2 to run" in out
+    assert "skip" not in out
+
+
+def test_a_forced_worker_starts_a_new_run_instead_of_skipping_or_resuming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hgbench.runner import RunOutcome
+    from hgbench.sweep.worker import run_one
+
+    calls: list[dict] = []
+
+    def fake_run(cfg: RunConfig, **kwargs: Any) -> RunOutcome:
+        calls.append(kwargs)
+        return RunOutcome("finished", tmp_path / "new.json", None, None)
+
+    monkeypatch.setattr("hgbench.results.find_finished", lambda *a, **k: tmp_path / "old.json")
+    monkeypatch.setattr("hgbench.runner.run", fake_run)
+    config = RunConfig(device="cpu", out=str(tmp_path / "results")).to_dict()
+    assert run_one(config, keep_checkpoint=False)["status"] == "skipped"
+    assert calls == []
+    result = run_one({**config, "force": True}, keep_checkpoint=False)
+    assert result == {"status": "finished", "record": str(tmp_path / "new.json"), "reason": None}
+    assert calls[0]["resume"] is False  # resuming would complete the old record instead of keeping it
+
+
+def test_the_summary_names_each_stopped_runs_record_and_the_next_step() -> None:
+    from hgbench.sweep import view
+
+    runs = fake_runs(0, 1, 2)
+    runs[0].status, runs[0].record = "finished", "results/m/0001.json"
+    runs[1].status, runs[1].reason, runs[1].record = "failed", "loss is NaN at epoch 1", "results/m/0002.json"
+    runs[2].status, runs[2].reason = "cancelled", "cancelled by Ctrl-C; the same sweep again resumes it"
+    lines = view.summary(runs)
+    assert lines[0].startswith("hgbench: hg1 seed 1: failed: loss is NaN at epoch 1; record results/m/0002.json (log ")
+    assert lines[1].startswith("hgbench: hg1 seed 2: cancelled: cancelled by Ctrl-C")
+    assert lines[2] == "hgbench: sweep of 3 runs: 1 finished, 1 failed, 1 cancelled"
+    assert lines[3].startswith("hgbench: next: the same sweep command again resumes the cancelled runs")
+    assert "`hgbench table` and `hgbench plot` show the records" in lines[3]
+
+
+# --- what a sweep says: twins, cost, --quiet ------------------------------------------------------------------------
+
+
+def test_as_built_both_runs_a_network_the_study_built_as_described_once(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = sweep_argv(tmp_path, synthetic_root, "--cases", "1,3", "--as-built", "both", "--dry-run")
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "sweep of 3 runs, 3 to run" in out  # 1, 3 and 3 as built; 1 as built is case 1's network
+    assert "as built, case(s) 1 build the same network as described: each runs once" in out
+    assert "case 3 (as built) seed 0" in out
+    assert "case 1 (as built)" not in out
+    assert "3 epochs in all; no estimate: no earlier record of these settings" in out
+
+
+def test_the_dry_run_estimate_comes_from_earlier_records_of_the_same_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hgbench.results import summarize
+    from hgbench.sweep import estimate
+
+    record_path = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1" / "0001_case1_seed0.json"
+    earlier = summarize(json.loads(record_path.read_text()), record_path)
+    base = RunConfig(case="1", epochs=2, out=str(tmp_path))
+    earlier.config, earlier.min_per_epoch, earlier.inference_min = base.to_dict(), 0.5, 0.1
+    monkeypatch.setattr(estimate, "load_records", lambda sources: ([earlier], []))
+    runs = [
+        driver.SweepRun(RunConfig(case="1", epochs=10, seed=1, out=str(tmp_path)), None, True),  # seed: same speed
+        driver.SweepRun(RunConfig(case="3", epochs=10, out=str(tmp_path)), None, True),  # no record of case 3
+        driver.SweepRun(RunConfig(case="1", epochs=10, input_res=128, out=str(tmp_path)), None, True),  # smaller
+    ]
+    assert estimate.estimate_minutes(runs) == (pytest.approx(10 * 0.5 + 2 * 0.1), 2)
+    assert estimate.cost_line(runs) == (
+        "hgbench: 30 epochs in all; about 5 min for 1 run(s) on the machines that measured the earlier records of the "
+        "same settings; 2 run(s) have no earlier record, not counted"
+    )
+
+
+def test_quiet_says_only_how_runs_end(capsys: pytest.CaptureFixture[str]) -> None:
+    from hgbench.sweep.view import make_view
+
+    runs = fake_runs(0)
+    with make_view(runs, quiet=True) as shown:
+        runs[0].status, runs[0].epochs_done = "running", 1
+        shown.changed(runs[0])
+        runs[0].status = "finished"
+        shown.changed(runs[0])
+    assert capsys.readouterr().out.splitlines() == ["hgbench: [1/1] hg1 seed 0: finished, epoch 1 of 50"]

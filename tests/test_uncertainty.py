@@ -55,7 +55,7 @@ def test_bootstrap_weights_draw_n_people_per_resample_reproducibly() -> None:
 def test_percentile_interval_and_p_value() -> None:
     assert percentile_interval(np.arange(101.0)) == pytest.approx((2.5, 97.5))
     assert percentile_interval(np.array([np.nan])) is None
-    assert bootstrap_p_value(np.full(999, 3.0)) == pytest.approx(2 / 1000)  # all on one side: the +1 floor
+    assert bootstrap_p_value(np.full(999, 3.0)) == pytest.approx(1 / 999)  # all on one side: the 1/resamples floor
     assert bootstrap_p_value(np.concatenate([-np.ones(500), np.ones(500)])) == 1.0
 
 
@@ -343,3 +343,21 @@ def test_frontier_error_bar_is_the_interval_else_the_seed_spread() -> None:
     old = comparison_table([with_people(n, None) for n in ("0002_case3_seed0.json", "0003_case3_seed1.json")])
     (below,), (above,) = accuracy_error(old)
     assert below == above == pytest.approx(old.iloc[0]["pckh_mean_std"])
+
+
+@pytest.mark.parametrize("level", [0.95, 0.9])
+def test_the_bootstrap_p_value_and_interval_always_agree(level: float) -> None:
+    """p < 1 - level exactly when the percentile interval at that level leaves out 0: the verdict, the interval and
+    the p-value of compare's paired row come from one method (shifts near the boundary, ties at 0 included)."""
+    rng = np.random.default_rng(1)
+    checked = 0
+    for shift in np.linspace(-3.5, 3.5, 141):
+        for ties in (False, True):
+            diffs = rng.normal(shift, 1.0, size=1000)
+            if ties:
+                diffs = np.round(diffs)  # many resamples exactly 0, as with few people
+            low, high = percentile_interval(diffs, level)
+            p = bootstrap_p_value(diffs)
+            assert (p < 1 - level) == (not low <= 0 <= high), (shift, ties, low, high, p)
+            checked += p < 1 - level
+    assert 0 < checked < 2 * 141  # both verdicts were met

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from hgbench.commands.table import load_or_fail, require_sources
-from hgbench.report import compare_rich_table, compare_runs, to_csv
+from hgbench.report import compare_rich_table, compare_runs, compare_summary, to_csv
 
 EXAMPLES = """examples:
   # two of the published example's runs: case 1 against case 8
@@ -26,8 +26,9 @@ EXAMPLES = """examples:
                   results/published/cpu-amd-epyc-2c-pt2.14.1/0008_case8_seed0_smoke.json
   # your seeds of case 1 against your seeds of case 8, with p-values
   hgbench compare 'results/*/*_case1_seed*.json' 'results/*/*_case8_seed*.json'
-  # the published example against your machine's runs, case by case
-  hgbench compare results/published results/cpu-amd-epyc-7b13-2c-pt2.14.1
+  # the published example against your machine's runs, a line per case first, then case by case
+  # (your machine's folder under results/: `ls results`; the glob takes every CPU machine's)
+  hgbench compare results/published 'results/cpu-*'
   hgbench compare A.json B.json --format csv
 """
 
@@ -58,6 +59,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     console = Console()
+    if df["group"].nunique() > 1:  # folder against folder: the gist first, one line per case
+        for line in compare_summary(df):
+            console.print(line, highlight=False, soft_wrap=True)  # one line a case, however wide
+        console.print()
     console.print(compare_rich_table(df))
     for note in df.attrs.get("notes", []):
         console.print(note, highlight=False)

@@ -176,6 +176,10 @@ def _check_args(args: argparse.Namespace) -> None:
                     f"--reproduce runs both conventions with the flip test and prints its report: not with "
                     f"{', '.join(clash)}"
                 )
+    if args.visualize is not None:
+        from hgbench.plan import check_output_dir
+
+        check_output_dir(args.out)  # before scoring, which can take a while: as `run` checks --out first
 
 
 def val_image_paths(data_dir: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hgbench.cases import STUDY_CASES, case_label
 from hgbench.claim import RunBusy
+from hgbench.commands import _stops as stops
 from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
@@ -65,6 +66,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(.json) or checkpoint (last.pt) path",
     )
     p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --case all: run again the cases already finished with this config (a new record; the old one "
+        "is kept)",
+    )
     p.set_defaults(func=cmd_run)
 
 
@@ -293,6 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if len(cases) == 1:
             check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
     failed = []
+    finished_any = False
     machine = None
     if len(cases) > 1 or args.resume:
         from hgbench.environment import collect_environment, machine_id
@@ -307,14 +315,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg = config_from_args(args, case)
             if args.resume and len(cases) == 1:
                 cfg = resume_target(args, cfg, machine)
-        if len(cases) > 1:
+        if len(cases) > 1 and not args.force:
             done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
             if done is not None:
                 print(
-                    f"hgbench: {case_label(case, cfg.as_built)}: already finished with this config ({done}); skipping",
+                    f"hgbench: {case_label(case, cfg.as_built)}: already finished with this config ({done}); "
+                    "skipping (--force measures it again)",
                     flush=True,
                 )
                 continue
+        started = stops.now()
         try:
             outcome = run(
                 cfg,
@@ -329,13 +339,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"hgbench: {exc}; skipping", flush=True)  # finished with its record in another results folder
             continue
         except HGBenchError as exc:
+            stops.say_stop(cfg, started)  # the record (if the run got that far), its reason and the next step
             if len(cases) == 1:
                 raise
             print(f"hgbench: error: case {case}: {exc}", flush=True)
             failed.append(case)
             continue
+        except KeyboardInterrupt:
+            stops.say_stop(cfg, started)
+            raise
         if outcome.status != "finished":
             failed.append(case)
+        else:
+            finished_any = True
+    if finished_any and stops.is_main_process():
+        print(stops.next_step(args.out), flush=True)
     if failed:
         print(f"hgbench: {len(failed)} of {len(cases)} runs did not finish: cases {', '.join(failed)}", flush=True)
         return 1

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -82,6 +84,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument("--engine", choices=("local", "ray", "slurm"), default="local", help="(default local)")
     engine.add_argument(
         "--retries", type=at_least(0), default=1, metavar="N", help="re-runs of a run whose worker died (default 1)"
+    )
+    engine.add_argument("--quiet", action="store_true", help="a line when a run ends, no live table or per-epoch lines")
+    engine.add_argument(
+        "--force",
+        action="store_true",
+        help="run again the runs already finished with the same config (a new record each; the old ones are kept)",
     )
     engine.add_argument("--dry-run", action="store_true", help="print the runs and what they would ask for; run none")
     engine.add_argument("--address", default=None, help="ray: join this cluster (e.g. auto); default: a local Ray")
@@ -164,6 +172,37 @@ def sweep_configs(args: argparse.Namespace) -> list[tuple[RunConfig, bool]]:
     return configs
 
 
+def same_networks(configs: list[tuple[RunConfig, bool]]) -> tuple[list[tuple[RunConfig, bool]], list[str]]:
+    """The runs less the as-built forms that build the same network as their described form in the same sweep (cases
+    1, 2, 6 and 7: the study's code matches its description), and a line saying which were dropped."""
+    from hgbench.variants import spec_of_config
+
+    def network(cfg: RunConfig) -> str:
+        spec = spec_of_config(cfg).to_dict()
+        return json.dumps({k: v for k, v in spec.items() if k not in _NOT_NETWORK}, sort_keys=True)
+
+    def described_form(cfg: RunConfig) -> str:
+        return json.dumps({**cfg.to_dict(), "as_built": False}, sort_keys=True)
+
+    described = {described_form(c): c for c, _ in configs if not c.as_built}
+    kept, twins = [], []
+    for cfg, keep in configs:
+        twin = described.get(described_form(cfg)) if cfg.as_built else None
+        if twin is not None and network(twin) == network(cfg):
+            twins.append(cfg.case)
+            continue
+        kept.append((cfg, keep))
+    if not twins:
+        return kept, []
+    return kept, [
+        f"hgbench: as built, case(s) {', '.join(dict.fromkeys(twins))} build the same network as described: each "
+        "runs once, in its described form"
+    ]
+
+
+_NOT_NETWORK = frozenset({"name", "description", "expected_params", "as_built"})
+
+
 def _check_flags(args: argparse.Namespace) -> None:
     parser = args._parser
     if args.plan and (args.cases or args.seeds or args.forms != "no"):
@@ -220,7 +259,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     _check_flags(args)
     engine = make_engine(args)  # first: a missing package is said before any planning
-    configs = sweep_configs(args)
+    configs, twins = same_networks(sweep_configs(args))
     machine = None
     if args.engine == "local":
         from hgbench.environment import collect_environment, machine_id
@@ -228,23 +267,39 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         # As `hgbench run --case all`: a run finished on another machine is not this machine's measurement.
         machine = machine_id(collect_environment(resolve_device(args.device)))
+    if args.engine == "ray" and args.gpus_per_run is not None and 0 < args.gpus_per_run < 1:
+        # Runs sharing a GPU say so in their records: their board-wide NVML figures and times are not their own.
+        configs = [(replace(config, gpu_share=args.gpus_per_run), keep) for config, keep in configs]
     runs = driver.plan_runs(configs, machine_id=machine, workers=workers_of(args))
+    if args.force:  # measure the finished runs again: new records, the old ones kept
+        for run in runs:
+            run.force = True
+            if run.status == "skipped":
+                run.status, run.record, run.reason = "queued", None, None
     todo = [run for run in runs if run.status == "queued"]
     logs = Path(args.checkpoint_dir) / "sweep-logs"
     print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)
+    for note in twins:
+        print(note, flush=True)
     if args.dry_run:
         for i, run in enumerate(runs, start=1):
             print(f"  [{i}/{len(runs)}] {_plan_line(run)}")
+        from hgbench.sweep.estimate import cost_line
+
+        print(cost_line(runs), flush=True)
         return 0
     with _sigterm_as_interrupt() as terminated:
         try:
             try:
                 engine.start()
                 terminated.arm()  # again: ray.init installs its own SIGTERM handler (a bare exit)
-                with view.make_view(runs) as shown:
+                with view.make_view(runs, quiet=args.quiet) as shown:
                     for run in runs:
                         if run.status == "skipped":
-                            shown.changed(run, f"skipped: already finished with this config ({run.record})")
+                            shown.changed(
+                                run,
+                                f"skipped: already finished with this config ({run.record}; --force measures it again)",
+                            )
                     interrupted = driver.drive(runs, engine, retries=args.retries, view=shown)
             finally:
                 engine.close()
@@ -321,5 +376,5 @@ def _plan_line(run: SweepRun) -> str:
         f"device {cfg.device}, results {cfg.out}"
     )
     if run.status == "skipped":
-        return f"{what}; skip: already finished ({run.record})"
+        return f"{what}; skip: already finished ({run.record}; --force measures it again)"
     return what

@@ -27,7 +27,9 @@ from hgbench.report import (
 from hgbench.results import RunSummary, expand_sources, load_records
 
 EXAMPLES = """examples:
-  hgbench table                               Markdown table of your runs (results/, without results/published)
+  hgbench table                               your runs (results/, without results/published): on a terminal a
+                                              table that fits it (--wide: every column), else Markdown
+  hgbench table --format md                   Markdown, always
   hgbench table --reference                   with the study's published figures beside ours
   hgbench table --format csv > table.csv      for tools (one header line, stable snake_case columns)
   hgbench table --results 'results/cpu-*'     only this machine's records (files, folders or globs)
@@ -46,7 +48,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--format", choices=("md", "csv"), default="md", help="output format (default: md)")
+    p.add_argument(
+        "--format",
+        choices=("md", "csv"),
+        default=None,
+        help="output format (default: a table that fits the terminal on a terminal, else md)",
+    )
+    p.add_argument(
+        "--wide", action="store_true", help="on a terminal: every column (default: those that rank the cases)"
+    )
     p.add_argument(
         "--results",
         action="append",
@@ -95,14 +105,23 @@ def load_or_fail(sources: list[str], *, hint: str = RESULTS_HINT) -> list[RunSum
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    if args.readme and args.format != "md":
+    if args.readme and args.format == "csv":
         args._parser.error("--readme writes Markdown; drop --format csv")
+    if args.wide and args.format is not None:
+        args._parser.error(f"--wide is for the terminal table; drop it with --format {args.format}")
     if args.bench:
         return _bench_table(args)
     summaries = load_or_fail(args.results or ["results"])
     df = comparison_table(summaries, reference=args.reference)
     if args.format == "csv":
         sys.stdout.write(to_csv(df))
+        return 0
+    if args.format is None and not args.readme and (args.wide or sys.stdout.isatty()):
+        from rich.console import Console
+
+        from hgbench.report.terminal import terminal_width, to_rich
+
+        Console(width=terminal_width(wide=args.wide)).print(to_rich(df, wide=args.wide))
         return 0
     markdown = to_markdown(df)
     if args.readme:

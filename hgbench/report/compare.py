@@ -14,7 +14,8 @@ That bootstrap holds the trained networks fixed: it measures how much the score 
 drawn, not how much training itself varies. Where both sides ran two or more of the same seeds, a ``PCKh@0.5 Mean,
 paired by seed`` row adds the test of the *setting*: a paired t-test (`scipy.stats.ttest_rel`) over the per-seed
 differences (one seed gives both sides the same initial weights and data order), with its 95% interval.
-`compare_rich_table` renders the frame for the terminal.
+`hgbench.report.compare_view` renders the frame for the terminal (`compare_rich_table`), with a one-line-per-case
+summary first (`compare_summary`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import pandas as pd
 from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
 from hgbench.metrics import PairedBootstrap, paired_pckh_bootstrap
-from hgbench.report.render import _decimals, _fmt
-from hgbench.report.table import _case_order, _is_missing, _mean_std, _values
+from hgbench.report.table import _case_order, _mean_std, _values
 from hgbench.results import RunSummary
 
 COMPARE_COLUMNS: tuple[str, ...] = (
@@ -262,69 +262,13 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
         if not done:
             extra = f" ({len(runs)} unfinished)" if runs else ""
             raise HGBenchError(f"side {side} has no finished run to compare{extra}")
-    ga, gb = _by_case(fa), _by_case(fb)
-    notes: list[str] = []
-    if len(ga) == 1 and len(gb) == 1:
-        (ka, ra), (kb, rb) = next(iter(ga.items())), next(iter(gb.items()))
-        label = _group_label(ka) if ka == kb else f"{_group_label(ka)} vs {_group_label(kb)}"
-        pairs = [(label, ra, rb)]
-    else:
-        common = sorted(set(ga) & set(gb), key=lambda k: (_case_order(k[0]), k[1]))
-        if not common:
-            has_a, has_b = ", ".join(map(_group_label, ga)), ", ".join(map(_group_label, gb))
-            raise HGBenchError(f"A and B share no case: A has {has_a}; B has {has_b}")
-        pairs = [(_group_label(k), ga[k], gb[k]) for k in common]
-        for side, groups in (("A", ga), ("B", gb)):
-            only = [_group_label(k) for k in groups if k not in common]
-            if only:
-                notes.append(f"Only in {side}, not compared: {', '.join(only)}.")
-
-    rows: list[dict[str, Any]] = []
-    for label, ra, rb in pairs:
-        for metric, name in COMPARE_METRICS.items():
-            va, vb = _values(ra, metric), _values(rb, metric)
-            ma, sa = _mean_std(va)
-            mb, sb = _mean_std(vb)
-            delta = mb - ma if va and vb else math.nan
-            pct = 100.0 * delta / ma if va and vb and ma != 0 else math.nan
-            p, why = _welch(metric, ra, rb)
-            if p is not None and metric in TIMING_METRICS:
-                why += f"; a timing: significant only with a change of {TIMING_MIN_EFFECT_PCT:.0f}%+ (see below)"
-            rows.append(
-                {
-                    "group": label,
-                    "metric": name,
-                    "a_mean": ma,
-                    "a_std": sa,
-                    "a_n": len(va),
-                    "b_mean": mb,
-                    "b_std": sb,
-                    "b_n": len(vb),
-                    "delta": delta,
-                    "delta_pct": pct,
-                    "delta_ci95_low": None,
-                    "delta_ci95_high": None,
-                    "p_value": p,
-                    "p_note": why,
-                    "significant": _significant(metric, p, pct),
-                }
-            )
-        rows.append(_paired_row(label, ra, rb))
-        if len(ra) >= 2 and len(rb) >= 2:
-            rows.append(_seed_paired_row(label, ra, rb))
+    pairs, only = _pairs(_by_case(fa), _by_case(fb))
+    rows = [row for label, ra, rb in pairs for row in _group_rows(label, ra, rb)]
     df = pd.DataFrame(rows, columns=list(COMPARE_COLUMNS))
     for col in ("p_value", "delta_ci95_low", "delta_ci95_high"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
     df["significant"] = df["significant"].astype("boolean")
-    for side, runs in (("A", fa), ("B", fb)):
-        devices = sorted({r.device for r in runs})
-        notes.insert(
-            0,
-            f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}"
-            + (" (mixed devices within one side: its times are not one machine's)" if len(devices) > 1 else "")
-            + ".",
-        )
-    notes[:2] = sorted(notes[:2])
+    notes = [*_side_notes(fa, fb), *only]
     for side, runs in (("A", a), ("B", b)):
         skipped = [r.run_id for r in runs if not r.finished]
         if skipped:
@@ -333,6 +277,79 @@ def compare_runs(a: Iterable[RunSummary], b: Iterable[RunSummary]) -> pd.DataFra
         notes.append(TIMING_CAVEAT)
     df.attrs["notes"] = notes
     return df
+
+
+def _pairs(
+    ga: dict[tuple[str, bool], list[RunSummary]], gb: dict[tuple[str, bool], list[RunSummary]]
+) -> tuple[list[tuple[str, list[RunSummary], list[RunSummary]]], list[str]]:
+    """The groups to compare, (label, A's runs, B's runs), and notes on the groups only one side has.
+
+    One group a side: those two, whatever their cases. Otherwise every case present on both sides, in case order.
+    """
+    if len(ga) == 1 and len(gb) == 1:
+        (ka, ra), (kb, rb) = next(iter(ga.items())), next(iter(gb.items()))
+        label = _group_label(ka) if ka == kb else f"{_group_label(ka)} vs {_group_label(kb)}"
+        return [(label, ra, rb)], []
+    common = sorted(set(ga) & set(gb), key=lambda k: (_case_order(k[0]), k[1]))
+    if not common:
+        has_a, has_b = ", ".join(map(_group_label, ga)), ", ".join(map(_group_label, gb))
+        raise HGBenchError(f"A and B share no case: A has {has_a}; B has {has_b}")
+    notes = []
+    for side, groups in (("A", ga), ("B", gb)):
+        only = [_group_label(k) for k in groups if k not in common]
+        if only:
+            notes.append(f"Only in {side}, not compared: {', '.join(only)}.")
+    return [(_group_label(k), ga[k], gb[k]) for k in common], notes
+
+
+def _group_rows(label: str, ra: Sequence[RunSummary], rb: Sequence[RunSummary]) -> list[dict[str, Any]]:
+    """One group's rows: every metric with Welch's test where tested, the paired bootstrap, the paired-by-seed test."""
+    rows = [_metric_row(label, metric, name, ra, rb) for metric, name in COMPARE_METRICS.items()]
+    rows.append(_paired_row(label, ra, rb))
+    if len(ra) >= 2 and len(rb) >= 2:
+        rows.append(_seed_paired_row(label, ra, rb))
+    return rows
+
+
+def _metric_row(
+    label: str, metric: str, name: str, ra: Sequence[RunSummary], rb: Sequence[RunSummary]
+) -> dict[str, Any]:
+    """One metric of a group: the sides' mean and std, B - A absolute and relative, Welch's p where tested."""
+    va, vb = _values(ra, metric), _values(rb, metric)
+    ma, sa = _mean_std(va)
+    mb, sb = _mean_std(vb)
+    delta = mb - ma if va and vb else math.nan
+    pct = 100.0 * delta / ma if va and vb and ma != 0 else math.nan
+    p, why = _welch(metric, ra, rb)
+    if p is not None and metric in TIMING_METRICS:
+        why += f"; a timing: significant only with a change of {TIMING_MIN_EFFECT_PCT:.0f}%+ (see below)"
+    return {
+        "group": label,
+        "metric": name,
+        "a_mean": ma,
+        "a_std": sa,
+        "a_n": len(va),
+        "b_mean": mb,
+        "b_std": sb,
+        "b_n": len(vb),
+        "delta": delta,
+        "delta_pct": pct,
+        "delta_ci95_low": None,
+        "delta_ci95_high": None,
+        "p_value": p,
+        "p_note": why,
+        "significant": _significant(metric, p, pct),
+    }
+
+
+def _side_notes(fa: Sequence[RunSummary], fb: Sequence[RunSummary]) -> list[str]:
+    """A's and B's finished runs and devices, one line each (mixed devices within a side said)."""
+    notes = []
+    for side, runs in (("A", fa), ("B", fb)):
+        devices = sorted({r.device for r in runs})
+        mixed = " (mixed devices within one side: its times are not one machine's)" if len(devices) > 1 else ""
+        notes.append(f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}{mixed}.")
+    return notes
 
 
 _METRIC_KEYS: dict[str, str] = {label: key for key, label in COMPARE_METRICS.items()}
@@ -349,64 +366,3 @@ def _significant(metric: str, p: float | None, delta_pct: float) -> bool | None:
     if metric in TIMING_METRICS and not abs(delta_pct) >= TIMING_MIN_EFFECT_PCT:
         return False
     return p < SIGNIFICANCE_P
-
-
-def _verdict(row: pd.Series) -> str:
-    """``differs`` or ``within noise`` for a tested metric (naming the effect-size rule where it decided), else ""."""
-    if _is_missing(row["significant"]):
-        return ""
-    if row["metric"] in (PAIRED_METRIC, SEED_PAIRED_METRIC):
-        return "differs" if row["significant"] else NO_DIFFERENCE
-    if row["significant"]:
-        return "differs"
-    small = _METRIC_KEYS.get(str(row["metric"])) in TIMING_METRICS and row["p_value"] < SIGNIFICANCE_P
-    return f"within noise (< {TIMING_MIN_EFFECT_PCT:.0f}%)" if small else "within noise"
-
-
-def compare_rich_table(df: pd.DataFrame) -> Any:
-    """Render a `compare_runs` frame for the terminal: one compact rich table per group, p-value reasons beneath.
-
-    Returns:
-        A `rich.console.Group` of tables (print it with `rich.console.Console.print`).
-    """
-    from rich.console import Group
-    from rich.table import Table
-
-    tables = []
-    for group, rows in df.groupby("group", sort=False):
-        runs_a, runs_b = int(rows["a_n"].max()), int(rows["b_n"].max())
-        table = Table(title=f"{group}  (A: {runs_a} run(s), B: {runs_b}; delta = B - A)", title_justify="left")
-        for col in ("metric", "A", "B", "delta", "delta %", "p", "verdict"):
-            table.add_column(col, justify="left" if col in ("metric", "verdict") else "right")
-        reasons = []
-        for _, r in rows.iterrows():
-            d = _decimals(float(r["a_mean"])) if not _is_missing(r["a_mean"]) else None
-
-            def side(mean: Any, std: Any, d: int | None = d) -> str:
-                if _is_missing(mean):
-                    return "—"
-                return _fmt(mean, d) + ("" if _is_missing(std) else f" ± {_fmt(std, d)}")
-
-            dd = 2 if d is None else d
-            delta = "—" if _is_missing(r["delta"]) else f"{float(r['delta']):+.{dd}f}"
-            if not _is_missing(r["delta_ci95_low"]) and not _is_missing(r["delta_ci95_high"]):
-                delta += f" [{float(r['delta_ci95_low']):+.{dd}f}, {float(r['delta_ci95_high']):+.{dd}f}]"
-            pct = "—" if _is_missing(r["delta_pct"]) else f"{float(r['delta_pct']):+.1f}%"
-            p = "" if _is_missing(r["p_value"]) else f"{float(r['p_value']):.3g}"
-            if r["metric"] and r["p_note"] != "not tested":
-                p = p or "—"
-                reasons.append(f"{r['metric']}: {r['p_note']}")
-            table.add_row(
-                str(r["metric"]),
-                side(r["a_mean"], r["a_std"]),
-                side(r["b_mean"], r["b_std"]),
-                delta,
-                pct,
-                p,
-                _verdict(r),
-            )
-        if reasons:
-            table.caption = "p: " + "; ".join(reasons)
-            table.caption_justify = "left"
-        tables.append(table)
-    return Group(*tables)

@@ -18,7 +18,15 @@ import pandas as pd
 
 from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
-from hgbench.report.plot import pyplot, save_png
+from hgbench.report.figures import (
+    CAPTION_PT,
+    caption_height,
+    caption_text,
+    pyplot,
+    save_png,
+    setting_keys,
+    short_label,
+)
 from hgbench.report.table import _case_order, group_runs
 from hgbench.results import RunSummary
 
@@ -50,18 +58,24 @@ class CurveSeries:
     runs: int  # runs in the row (seeds)
 
 
-def _row_labels(finished: Sequence[RunSummary]) -> list[tuple[str, list[RunSummary]]]:
-    """The table's rows as (label, runs), in case order; the device joins the label where rows span devices."""
+def _row_groups(finished: Sequence[RunSummary]) -> tuple[list[tuple[str, list[RunSummary]]], dict[str, str]]:
+    """The table's rows as (short label, runs), in case order, and the letter of each setting (device included where
+    rows span devices) when there are several: ``5 [B]``, the caption saying what B is (`hgbench.report.figures`)."""
     grouped = group_runs(finished)
     devices = {key[2] for key in grouped.groups}
-    rows = []
-    for (case, as_built, device, setting), runs in sorted(
-        grouped.groups.items(), key=lambda kv: (_case_order(kv[0][0]), kv[0][1], kv[0][2], kv[0][3])
-    ):
-        extra = [t for t in (setting, device if len(devices) > 1 else "") if t]
-        label = case_label(case, as_built, short=True) + (f" ({'; '.join(extra)})" if extra else "")
-        rows.append((label, runs))
-    return rows
+    items = sorted(grouped.groups.items(), key=lambda kv: (_case_order(kv[0][0]), kv[0][1], kv[0][2], kv[0][3]))
+
+    def setting_of(key: tuple[str, bool, str, str]) -> str:
+        return "; ".join(t for t in (key[3], key[2] if len(devices) > 1 else "") if t)
+
+    keys = setting_keys([setting_of(key) for key, _ in items])
+    rows = [(short_label(case_label(k[0], k[1], short=True), setting_of(k), keys), runs) for k, runs in items]
+    return rows, keys
+
+
+def _row_labels(finished: Sequence[RunSummary]) -> list[tuple[str, list[RunSummary]]]:
+    """The table's rows as (short label, runs), in case order (`_row_groups`)."""
+    return _row_groups(finished)[0]
 
 
 def curve_series(summaries: Iterable[RunSummary]) -> list[CurveSeries]:
@@ -152,8 +166,13 @@ def plot_curves(summaries: Iterable[RunSummary], out_png: str | Path) -> Path:
     plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(4.6 * len(CURVE_METRICS), 4.0), dpi=110)
+    width = 4.6 * len(CURVE_METRICS)
+    caption = caption_text(_row_groups([r for r in summaries if r.finished])[1], width)
     labels = list(dict.fromkeys(s.label for s in series))
+    legend_rows = math.ceil(len(labels) / 6)
+    legend_h = 0.35 + 0.2 * legend_rows  # inches: its title and one line of 8-point entries per row
+    height = 4.0 + legend_h + caption_height(caption)
+    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(width, height), dpi=110)
     colour = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
     for ax, (metric, title) in zip(axes, CURVE_METRICS, strict=True):
         for s in (s for s in series if s.metric == metric):
@@ -167,11 +186,27 @@ def plot_curves(summaries: Iterable[RunSummary], out_png: str | Path) -> Path:
         if metric != "pckh":
             ax.set_yscale("log")
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 6), fontsize=8, frameon=False, title="case")
+    below = (caption_height(caption) + 0.08) / height  # the legend sits on the caption
+    fig.legend(
+        handles,
+        names,
+        loc="lower center",
+        bbox_to_anchor=(0.5, below),
+        ncol=min(len(names), 6),
+        fontsize=8,
+        frameon=False,
+        title="case",
+    )
+    _caption(fig, caption)
     fig.suptitle("Learning curves (line: mean over seeds; band: min to max over seeds)", fontsize=11)
-    rows = math.ceil(len(names) / 6)
-    fig.tight_layout(rect=(0, 0.05 * rows + 0.07, 1, 0.95))
+    fig.tight_layout(rect=(0, below + legend_h / height, 1, 1 - 0.4 / height))
     return save_png(fig, out_png)
+
+
+def _caption(fig: Any, caption: str) -> None:
+    """The settings' key under the figure, left-aligned (`hgbench.report.figures.caption_text`)."""
+    if caption:
+        fig.text(0.01, 0.01, caption, ha="left", va="bottom", fontsize=CAPTION_PT, color="0.3")
 
 
 def plot_time(summaries: Iterable[RunSummary], out_png: str | Path) -> Path:
@@ -184,7 +219,9 @@ def plot_time(summaries: Iterable[RunSummary], out_png: str | Path) -> Path:
     if bars.empty:
         raise HGBenchError("no finished run has per-epoch times to plot")
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8.0, 1.2 + 0.42 * len(bars)), dpi=110)
+    caption = caption_text(_row_groups([r for r in summaries if r.finished])[1], 8.0)
+    height = 1.6 + 0.42 * len(bars) + caption_height(caption)
+    fig, ax = plt.subplots(figsize=(8.0, height), dpi=110)
     y = list(range(len(bars)))[::-1]  # first row on top
     left = [0.0] * len(bars)
     colours = {"compute_s": "#4c72b0", "data_wait_s": "#dd8452", "device_idle_s": "#c44e52", "other_s": "#bbbbbb"}
@@ -201,7 +238,8 @@ def plot_time(summaries: Iterable[RunSummary], out_png: str | Path) -> Path:
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(TIME_PARTS), fontsize=8, frameon=False)
     fig.suptitle("Where an epoch's time goes", fontsize=11)
-    fig.tight_layout()
+    _caption(fig, caption)
+    fig.tight_layout(rect=(0, (caption_height(caption) + 0.05) / height, 1, 1))
     return save_png(fig, out_png)
 
 

@@ -6,7 +6,6 @@ across panels, and labels are placed clear of the markers and of each other.
 
 from __future__ import annotations
 
-import io
 import math
 import textwrap
 from collections.abc import Iterable, Sequence
@@ -18,9 +17,10 @@ import pandas as pd
 
 from hgbench.cases import PUBLISHED, list_cases
 from hgbench.errors import HGBenchError
+from hgbench.report.figures import CAPTION_PT, caption_height, caption_text, pyplot, save_png, setting_keys
 from hgbench.report.render import _fmt_case
 from hgbench.report.table import SMOKE_MARK, _case_order, comparison_table, group_runs, smoke_reasons
-from hgbench.results import RunSummary, write_bytes_atomic
+from hgbench.results import RunSummary
 
 
 # -------------------------------------------------------------------------------------------------------- plot
@@ -183,42 +183,19 @@ def plot_frontier(summaries: Iterable[RunSummary], out_png: str | Path, *, refer
     if not panels:
         raise HGBenchError("no finished run has both an accuracy and a time to plot")
     colour = _case_colours(summaries, plt.get_cmap("tab10"), reference=reference)
+    keys = setting_keys([p.setting for p in ours])  # one letter per setting; the caption says what each is
+    caption = caption_text(keys, 5.2 * len(panels))
 
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False, dpi=120)
+    height = 4.8 + caption_height(caption)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), height), squeeze=False, dpi=120)
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel is None:
             xs, ys, labels, xerr = _draw_published(ax, colour)
         else:
-            xs, ys, labels, xerr = _draw_ours(ax, panel, colour)
+            xs, ys, labels, xerr = _draw_ours(ax, panel, colour, keys)
         _finish_panel(fig, ax, xs, ys, labels, xerr)
-    _add_footer(fig, len(panels), left_out)
+    _add_footer(fig, len(panels), left_out, caption, height)
     return save_png(fig, out_png)
-
-
-def pyplot() -> Any:
-    """matplotlib.pyplot on the Agg backend (no display needed).
-
-    Raises:
-        HGBenchError: matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise HGBenchError("`hgbench plot` needs matplotlib: pip install matplotlib") from None
-    return plt
-
-
-def save_png(fig: Any, out_png: str | Path) -> Path:
-    """Write a figure as PNG atomically (its folder is created) and close it."""
-    out = Path(out_png)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    pyplot().close(fig)
-    write_bytes_atomic(out, buf.getvalue())
-    return out
 
 
 def accuracy_error(rows: pd.DataFrame) -> list[list[float]]:
@@ -268,7 +245,7 @@ def _draw_published(ax: Any, colour: dict[str, Any]) -> tuple[list[float], list[
 
 
 def _draw_ours(
-    ax: Any, panel: FrontierPanel, colour: dict[str, Any]
+    ax: Any, panel: FrontierPanel, colour: dict[str, Any], keys: dict[str, str]
 ) -> tuple[list[float], list[float], list[str], list[float]]:
     """One panel of our runs (error bars, hollow as-built markers) and its titles; returns xs, ys, labels, x errors."""
     rows = panel.rows
@@ -292,9 +269,9 @@ def _draw_ours(
             mew=1.4,
             zorder=3,
         )
-    title = f"ours: {panel.device}"
-    title = title if len(title) < 48 else title[:45] + "..."
-    setting = panel.setting if len(panel.setting) < 60 else panel.setting[:57] + "..."
+    # Wrapped, never cut: the setting is its caption letter where panels differ in it, else said in full.
+    title = textwrap.fill(f"ours: {panel.device}", width=50)
+    setting = f"setting [{keys[panel.setting]}]" if panel.setting in keys else textwrap.fill(panel.setting, width=60)
     ax.set_title(f"{title}\n{setting}" if setting else title, fontsize=10 if not setting else 9)
     ax.set_ylabel("validation accuracy, PCKh@0.5 Mean (%)")
     ax.text(0.98, 0.02, _panel_setting(panel.runs), ha="right", transform=ax.transAxes, fontsize=7.5, color="0.35")
@@ -330,7 +307,7 @@ def _finish_panel(fig: Any, ax: Any, xs: list[float], ys: list[float], labels: l
         )
 
 
-def _add_footer(fig: Any, n_panels: int, left_out: Sequence[str]) -> None:
+def _add_footer(fig: Any, n_panels: int, left_out: Sequence[str], caption: str, height: float) -> None:
     """The figure's title and the wrapped key under the panels, then the layout that leaves room for both."""
     notes = [
         "numbers: case; 'ab' and hollow markers: as built",
@@ -344,5 +321,9 @@ def _add_footer(fig: Any, n_panels: int, left_out: Sequence[str]) -> None:
     fig.suptitle("Stacked Hourglass variants: accuracy against training cost", fontsize=12)
     # About 85 characters of 7.5-point text fit under one 5.2-inch panel: wrap so a one-panel figure keeps it all.
     footer = textwrap.fill(" · ".join(notes), width=85 * n_panels)
-    fig.text(0.5, 0.01, footer, ha="center", va="bottom", fontsize=7.5, color="0.35")
-    fig.tight_layout(rect=(0, 0.035 * (footer.count("\n") + 1) + 0.01, 1, 0.97))
+    if caption:
+        fig.text(0.01, 0.01, caption, ha="left", va="bottom", fontsize=CAPTION_PT, color="0.3")
+    bottom = (caption_height(caption) + 0.1) / height  # the footer sits on the settings' caption
+    fig.text(0.5, bottom, footer, ha="center", va="bottom", fontsize=7.5, color="0.35")
+    footer_h = caption_height(footer) / height
+    fig.tight_layout(rect=(0, bottom + footer_h + 0.01, 1, 0.97))

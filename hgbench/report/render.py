@@ -19,6 +19,7 @@ import pandas as pd
 from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
 from hgbench.report.table import INTERVAL_COLUMNS, SMOKE_MARK, _is_missing
+from hgbench.report.time_trust import CONTENDED_MARK, TIME_INTERVALS
 from hgbench.results import write_bytes_atomic
 
 README_START = "<!-- hgbench:results:start -->"
@@ -88,11 +89,24 @@ def _fmt_accuracy(row: pd.Series, metric: str, decimals: int) -> str:
     """``mean ± std``, then ``(low–high)`` for a metric with an interval column (``(—)`` where the records hold
     none), with the smoke mark where the row's setting cannot measure an accuracy (`smoke_reasons`)."""
     text = _fmt_pm(row, metric, decimals)
-    if text != "—" and metric in INTERVAL_COLUMNS:
+    if text != "—" and metric in INTERVAL_COLUMNS and metric not in TIME_INTERVALS:
         low, high = (row.get(c) for c in INTERVAL_COLUMNS[metric])
         interval = "—" if _is_missing(low) or _is_missing(high) else f"{_fmt(low, decimals)}–{_fmt(high, decimals)}"
         text = f"{text} ({interval})"
     return f"{text} {SMOKE_MARK}" if text != "—" and row.get("smoke") else text
+
+
+def _fmt_time(row: pd.Series, metric: str) -> str:
+    """``mean ± std (low–high)`` of a time (the range where there is one, `hgbench.report.time_trust`), marked
+    ``‡`` where the row was measured on a contended machine or a shared GPU."""
+    text = _fmt_pm(row, metric)
+    if text == "—":
+        return text
+    low, high = (row.get(c) for c in TIME_INTERVALS[metric])
+    d = _decimals(float(row[metric]))
+    if not _is_missing(low) and not _is_missing(high):
+        text = f"{text} ({_fmt(low, d)}–{_fmt(high, d)})"
+    return f"{text} {CONTENDED_MARK}" if row.get("timing") else text
 
 
 def _gflops_column(df: pd.DataFrame) -> tuple[str, Callable[[pd.Series], str]]:
@@ -117,14 +131,14 @@ _MD_COLUMNS: tuple[tuple[str, str, Callable[[pd.Series], str], bool], ...] = (
     ("seeds", "left", lambda r: str(r["seeds"]) or "—", False),
     ("params", "right", lambda r: _fmt_params(r["params"]), False),
     ("GFLOPs", "right", lambda r: _fmt(r["gflops"], 2), False),
-    ("min/epoch", "right", lambda r: _fmt_pm(r, "min_per_epoch"), False),
+    ("min/epoch", "right", lambda r: _fmt_time(r, "min_per_epoch"), False),
     ("published min/epoch", "right", lambda r: _fmt(r["published_min_per_epoch"], 1), True),
     ("train ratio", "right", lambda r: _fmt_ratio(r["min_per_epoch_ratio"]), True),
     ("data-wait %", "right", lambda r: _fmt_pm(r, "data_wait_pct", 1), False),
     ("val. acc (PCKh@0.5 %)", "right", lambda r: _fmt_accuracy(r, "pckh_mean", 1), False),
     ("published val. acc", "right", lambda r: _fmt(r["published_val_acc"], 2), True),
     ("heatmap acc", "right", lambda r: _fmt_accuracy(r, "heatmap_acc", 3), False),
-    ("inference min", "right", lambda r: _fmt_pm(r, "inference_min"), False),
+    ("inference min", "right", lambda r: _fmt_time(r, "inference_min"), False),
     ("GPU compute min", "right", lambda r: _fmt_pm(r, "inference_device_min"), False),
     ("published inference min", "right", lambda r: _fmt(r["published_inference_min"], 2), True),
     ("infer ratio", "right", lambda r: _fmt_ratio(r["inference_min_ratio"]), True),
@@ -132,6 +146,16 @@ _MD_COLUMNS: tuple[tuple[str, str, Callable[[pd.Series], str], bool], ...] = (
     ("energy J/epoch", "right", lambda r: _fmt_pm(r, "energy_j_per_epoch", 0, thousands=True), False),
     ("device", "left", lambda r: str(r["device"]) or "—", False),
 )
+
+
+def markdown_columns(df: pd.DataFrame) -> list[tuple[str, Callable[[pd.Series], str], str]]:
+    """(header, cell, alignment) of every column the table shows (the Markdown table's, and the terminal's)."""
+    reference = "published_min_per_epoch" in df.columns
+    gflops = _gflops_column(df)
+    columns = [gflops + (a,) if h == "GFLOPs" else (h, f, a) for h, a, f, ref in _MD_COLUMNS if reference or not ref]
+    if "setting" in df.columns and (df["setting"].astype(str) != "").any():
+        columns.insert(2, ("setting", lambda r: str(r["setting"]), "left"))
+    return columns
 
 
 def to_markdown(df: pd.DataFrame, *, title: str | None = None, notes: bool = True) -> str:
@@ -145,11 +169,7 @@ def to_markdown(df: pd.DataFrame, *, title: str | None = None, notes: bool = Tru
     Returns:
         The Markdown text, ending with a newline; deterministic (no timestamps), so a README rewrite is idempotent.
     """
-    reference = "published_min_per_epoch" in df.columns
-    gflops = _gflops_column(df)
-    columns = [gflops + (a,) if h == "GFLOPs" else (h, f, a) for h, a, f, ref in _MD_COLUMNS if reference or not ref]
-    if "setting" in df.columns and (df["setting"].astype(str) != "").any():
-        columns.insert(2, ("setting", lambda r: str(r["setting"]), "left"))
+    columns = markdown_columns(df)
     lines: list[str] = []
     if title:
         lines += [f"**{_md_text(title)}**", ""]

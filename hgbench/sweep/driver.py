@@ -42,6 +42,7 @@ class SweepRun:
     reason: str | None = None  # why it failed, was skipped or cancelled
     handle: Any = None  # the engine's handle of the current attempt
     submitted_at: float = 0.0
+    force: bool = False  # measure again even if finished (--force): the worker starts a new record
 
     @property
     def label(self) -> str:
@@ -171,7 +172,15 @@ def drive(runs: Sequence[SweepRun], engine: Engine, *, retries: int, view: View,
 def _submit(engine: Engine, runs: Sequence[SweepRun]) -> None:
     if not runs:
         return
-    jobs = [Job(run.name, run.config.to_dict(), run.keep_checkpoint, str(log_path(run))) for run in runs]
+    jobs = [
+        Job(
+            run.name,
+            {**run.config.to_dict(), **({"force": True} if run.force else {})},
+            run.keep_checkpoint,
+            str(log_path(run)),
+        )
+        for run in runs
+    ]
     now = time.time()
     for run, handle in zip(runs, engine.submit(jobs), strict=True):
         run.handle, run.attempts, run.submitted_at, run.status = handle, run.attempts + 1, now, "queued"

@@ -35,8 +35,8 @@ def describe(run: SweepRun) -> str:
 class LineView:
     """One line per change, for logs and pipes."""
 
-    def __init__(self, runs: Sequence[SweepRun], stream: TextIO | None = None) -> None:
-        self.runs, self.stream = runs, stream or sys.stdout
+    def __init__(self, runs: Sequence[SweepRun], stream: TextIO | None = None, *, quiet: bool = False) -> None:
+        self.runs, self.stream, self.quiet = runs, stream or sys.stdout, quiet
         self._last: dict[int, str] = {}
 
     def __enter__(self) -> LineView:
@@ -48,6 +48,8 @@ class LineView:
     def changed(self, run: SweepRun, note: str | None = None) -> None:
         line = describe(run)
         if note is None and self._last.get(id(run)) == line:
+            return
+        if self.quiet and note is None and run.status in ("queued", "running"):  # --quiet: only how runs end
             return
         self._last[id(run)] = line
         index = self.runs.index(run) + 1
@@ -90,15 +92,16 @@ class LiveView:
         return table
 
 
-def make_view(runs: Sequence[SweepRun]) -> LineView | LiveView:
-    """The live table on a terminal, lines otherwise."""
-    return LiveView(runs) if sys.stdout.isatty() else LineView(runs)
+def make_view(runs: Sequence[SweepRun], *, quiet: bool = False) -> LineView | LiveView:
+    """The live table on a terminal, lines otherwise; with `quiet`, a line when a run ends (or retries)."""
+    return LineView(runs, quiet=quiet) if quiet or not sys.stdout.isatty() else LiveView(runs)
 
 
 def summary(runs: Sequence[SweepRun]) -> list[str]:
     """The end of a sweep: a line per run that did not finish, then the counts."""
     lines = [
         f"hgbench: {run.label}: {run.status}: {run.reason}"
+        + (f"; record {run.record}" if run.record else "")
         + (f" (log {log_path(run)})" if run.status == "failed" else "")
         for run in runs
         if run.status not in DONE
@@ -106,7 +109,22 @@ def summary(runs: Sequence[SweepRun]) -> list[str]:
     counts = {s: sum(run.status == s for run in runs) for s in ("finished", "skipped", "busy", "failed", "cancelled")}
     said = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     lines.append(f"hgbench: sweep of {len(runs)} runs: {said}")
-    return lines
+    return lines + next_steps(runs)
+
+
+def next_steps(runs: Sequence[SweepRun]) -> list[str]:
+    """What to do after the sweep: resume what did not end, look at what did."""
+    steps = []
+    if any(run.status in ("cancelled", "failed") for run in runs):
+        steps.append(
+            "the same sweep command again resumes the cancelled runs and runs the failed ones again (fix what "
+            "their logs say first)"
+        )
+    outs = sorted({run.config.out for run in runs if run.status in DONE})
+    if outs:
+        command = " ".join(["hgbench table", *(f"--results {out}" for out in outs if out != "results")])
+        steps.append(f"`{command}` and `hgbench plot` show the records")
+    return [f"hgbench: next: {'; '.join(steps)}"] if steps else []
 
 
 def results_table(runs: Sequence[SweepRun]) -> str:

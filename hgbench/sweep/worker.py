@@ -60,14 +60,17 @@ def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
     from hgbench.recorder import AlreadyFinished
     from hgbench.runner import run
 
+    config = dict(config)
+    force = bool(config.pop("force", False))  # sweep --force: measure a finished run again, in a new record
     try:
         cfg = RunConfig(**config)
         machine = machine_id(collect_environment(resolve_device(cfg.device)))
         done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
-        if done is not None:
+        if done is not None and not force:
             return {"status": "skipped", "record": str(done), "reason": "already finished with this config"}
         stop = _die_once_epoch()
-        outcome = run(cfg, resume=True, quiet=True, keep_checkpoint=keep_checkpoint, stop_after_epoch=stop)
+        # A forced run starts anew: resuming would complete the finished run's own record, not keep it.
+        outcome = run(cfg, resume=done is None, quiet=True, keep_checkpoint=keep_checkpoint, stop_after_epoch=stop)
         if stop is not None and outcome.status == "interrupted":
             sys.stdout.flush()
             os._exit(137)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import types
 
 
@@ -15,7 +16,9 @@ def make_fake_nvml(*, energy: bool = True) -> types.ModuleType:
     m.NVMLError = FakeNVMLError
     m.NVMLError_LibraryNotFound = type("NVMLError_LibraryNotFound", (FakeNVMLError,), {})
     m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 1, 2, 0
-    m.state = types.SimpleNamespace(util=50, mem_mib=1024, power_w=100.0, energy_mj=1000, broken=False, shutdown=0)
+    m.state = types.SimpleNamespace(
+        util=50, mem_mib=1024, power_w=100.0, energy_mj=1000, broken=False, shutdown=0, processes=None, throttle=4
+    )
     st = m.state
 
     def reading(fn):  # noqa: ANN001, ANN202 - tiny test helper
@@ -47,6 +50,13 @@ def make_fake_nvml(*, energy: bool = True) -> types.ModuleType:
     m.nvmlDeviceGetMaxClockInfo = lambda h, kind: 1980
     m.nvmlDeviceGetTemperature = lambda h, sensor: 61
     m.nvmlDeviceGetEnforcedPowerLimit = lambda h: 300_000
-    m.nvmlDeviceGetCurrentClocksThrottleReasons = lambda h: 4
+    m.nvmlDeviceGetCurrentClocksThrottleReasons = lambda h: st.throttle
+
+    def processes(handle: object) -> list[types.SimpleNamespace]:
+        # Default: this process alone computes on the GPU.
+        pids = [os.getpid()] if st.processes is None else st.processes
+        return [types.SimpleNamespace(pid=p, usedGpuMemory=2**20) for p in pids]
+
+    m.nvmlDeviceGetComputeRunningProcesses = processes
     m.nvmlDeviceGetPersistenceMode = lambda h: 1
     return m

@@ -1,0 +1,82 @@
+"""Pictures from a results folder holding two settings: short labels (the case and a setting letter), the settings
+in a caption, nothing drawn outside the figure (checked on the rendered artists' boxes), and the table's † footnote
+one clause per setting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hgbench.report import comparison_table, epoch_plots, plot, plot_curves, plot_frontier, plot_time  # noqa: F401
+from hgbench.report.figures import outside_figure, pyplot
+from hgbench.results import RunSummary, load_records, summarize
+
+PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "published"
+
+
+@pytest.fixture(scope="module")
+def two_settings() -> list[RunSummary]:
+    """The published smoke runs (2 epochs, 12 val people) and the same runs as if of another setting in several
+    keys (3 epochs, 18 val people, more training people, a larger batch and input): long setting texts."""
+    first, _ = load_records([PUBLISHED])
+    first = [r for r in first if r.finished]
+    second = []
+    for run in first:
+        record = json.loads(run.path.read_text())
+        record["config"].update(epochs=3, limit_train=48, limit_val=18, batch_size=12, input_res=256, lr=0.001)
+        record["dataset"].update(val_size=18, train_size=48)
+        second.append(summarize(record, run.path))
+    return first + second
+
+
+@pytest.fixture
+def figures(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The figures the plot functions would save, kept open for inspection instead of written."""
+    kept: list[Any] = []
+
+    def keep(fig: Any, out_png: Any) -> Path:
+        kept.append(fig)
+        return Path(out_png)
+
+    monkeypatch.setattr(epoch_plots, "save_png", keep)
+    monkeypatch.setattr(plot, "save_png", keep)
+    yield kept
+    for fig in kept:
+        pyplot().close(fig)
+
+
+def _texts(fig: Any) -> list[str]:
+    return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")) if t.get_text()]
+
+
+@pytest.mark.parametrize("draw", [plot_curves, plot_time, plot_frontier], ids=["curves", "time", "frontier"])
+def test_two_settings_draw_short_labels_a_caption_and_nothing_clipped(
+    draw: Any, two_settings: list[RunSummary], figures: list[Any], tmp_path: Path
+) -> None:
+    draw(two_settings, tmp_path / "x.png")
+    (fig,) = figures
+    assert outside_figure(fig) == []
+    texts = _texts(fig)
+    assert any("] batch_size=6, epochs=2, input_res=128" in t for t in texts)
+    assert any("] batch_size=12, epochs=3, input_res=256" in t for t in texts)
+    assert not any("..." in t for t in texts)  # wrapped, never cut
+    if draw is not plot_frontier:
+        assert "5 [B]" in texts
+
+
+def test_outside_figure_finds_a_clipped_text() -> None:
+    fig = pyplot().figure(figsize=(2, 2))
+    fig.text(0.9, 0.5, "too long to fit")
+    try:
+        assert outside_figure(fig) == ["too long to fit"]
+    finally:
+        pyplot().close(fig)
+
+
+def test_the_smoke_footnote_says_each_settings_reasons_apart(two_settings: list[RunSummary]) -> None:
+    (note,) = [n for n in comparison_table(two_settings).attrs["notes"] if n.startswith("† smoke accuracy")]
+    assert "2 epochs, 12 val people where batch_size=6, epochs=2" in note
+    assert "3 epochs, 18 val people where batch_size=12, epochs=3" in note

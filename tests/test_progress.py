@@ -1,0 +1,45 @@
+"""A run's progress output in a log (no terminal): a line per epoch, and a progress line at least every 30 s inside
+a long epoch (training and validation), never more often."""
+
+from __future__ import annotations
+
+import pytest
+
+from hgbench.progress import HEARTBEAT_S, ProgressBar, say_once
+
+
+def test_a_long_epoch_in_a_log_says_how_far_it_got_every_30_s(capsys: pytest.CaptureFixture[str]) -> None:
+    now = [0.0]
+    bar = ProgressBar(enabled=True, quiet=True, label="case 1", clock=lambda: now[0])
+    bar.start_epoch(1, 2, steps=100, batch=6)
+    for step in range(1, 101):
+        now[0] = step * 1.0  # one step a second: 100 s of training
+        bar.step(step, 0.5)
+    bar.start_validation(10)
+    for batch in range(1, 11):
+        now[0] = 100.0 + 4.0 * batch  # 40 s of validation
+        bar.validation_step(batch)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "case 1 epoch 1/2: train step 30 of 100, loss 0.5, 6.0 img/s (30 s into the epoch)"
+    assert [line.split(": ", 1)[1].split(",")[0].split(" (")[0] for line in lines] == [
+        "train step 30 of 100",
+        "train step 60 of 100",
+        "train step 90 of 100",
+        "validation batch 5 of 10",
+    ]
+    assert HEARTBEAT_S == 30.0
+
+
+def test_silent_ranks_say_nothing(capsys: pytest.CaptureFixture[str]) -> None:
+    now = [0.0]
+    bar = ProgressBar(enabled=False, quiet=True, label="case 1", clock=lambda: now[0])
+    bar.start_epoch(1, 1, steps=10, batch=6)
+    now[0] = 100.0
+    bar.step(10, 0.5)
+    assert capsys.readouterr().out == ""
+
+
+def test_a_notice_is_said_once_a_process(capsys: pytest.CaptureFixture[str]) -> None:
+    line = "hgbench: GPU telemetry unavailable (test notice); energy and utilisation recorded as null"
+    assert [say_once(line) for _ in range(8)] == [True] + [False] * 7
+    assert capsys.readouterr().out == line + "\n"

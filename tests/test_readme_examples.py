@@ -1,0 +1,73 @@
+"""README's and `compare --help`'s example commands: every one parses, and the cheap ones (list, table, compare)
+run as written from a clone whose results/ holds the published example and one machine's own folder."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hgbench.cli import main, make_parser
+from hgbench.commands.compare import EXAMPLES as COMPARE_EXAMPLES
+
+REPO = Path(__file__).resolve().parents[1]
+CHEAP = ("table", "compare")  # `list` counts every case's FLOPs: minutes on a busy 2-core machine
+
+
+def _commands(text: str) -> list[str]:
+    """`hgbench ...` lines of a text (continuations joined, comments and [optional] parts dropped); lines with
+    placeholders (<run>, A.json, a|b choices) are left out."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line.startswith("hgbench "):
+            continue
+        line = re.sub(r"\s+#.*$", "", line)
+        line = re.sub(r"\[[^\]]*\]", "", line).strip()
+        if any(mark in line for mark in ("<", "A.json", "|", "...")):
+            continue
+        found.append(line)
+    return found
+
+
+def _readme_using_it() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Using it", 1)[1].split("\n## ", 1)[0]
+    return section.split("```sh", 1)[1].split("```", 1)[0]
+
+
+EXAMPLES = _commands(_readme_using_it()) + _commands(COMPARE_EXAMPLES)
+
+
+def test_the_examples_are_found() -> None:
+    assert len(EXAMPLES) >= 15
+    assert "hgbench compare results/published 'results/cpu-*'" in EXAMPLES
+
+
+@pytest.mark.parametrize("command", EXAMPLES)
+def test_every_example_parses(command: str) -> None:
+    argv = shlex.split(command)[1:]
+    try:
+        make_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's usage error
+        pytest.fail(f"{command!r} does not parse (exit {exc.code})")
+
+
+# `table --bench` reads `hgbench bench` records, which a clone has none of until bench runs.
+@pytest.mark.parametrize("command", [c for c in EXAMPLES if shlex.split(c)[1] in CHEAP and "--bench" not in c])
+def test_the_cheap_examples_run_as_written(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    published = REPO / "results" / "published"
+    shutil.copytree(published, tmp_path / "results" / "published")
+    machine = next(p for p in published.iterdir() if p.is_dir())
+    shutil.copytree(machine, tmp_path / "results" / machine.name)  # this machine's own records, as make run leaves
+    monkeypatch.chdir(tmp_path)
+    code = main(shlex.split(command)[1:])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out
