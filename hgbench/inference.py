@@ -196,7 +196,8 @@ def warm_up(
     sizes = [batch_size] * batches + ([tail] if tail else [])
     with opts.autocast():
         for size in sizes:
-            x = opts.to_device(torch.zeros(size, 3, input_res, input_res))
+            # Made on the device: an upload of a pageable host tensor would be a synchronous copy.
+            x = opts.to_device(torch.zeros(size, 3, input_res, input_res, device=opts.device))
             model(x)
             if flip:
                 model(torch.flip(x, dims=[3]))

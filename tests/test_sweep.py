@@ -361,6 +361,7 @@ def test_a_driver_plans_gpu_workers_identity_without_probing_its_own_cpu(
     assert probe_calls == []
     # The worker: a GPU with native bf16, planning its own run (hgbench.sweep.worker.run_one does this).
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert run.identity == planned_identity(cfg)
     assert probe_calls == []
