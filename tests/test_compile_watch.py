@@ -118,8 +118,9 @@ def test_compiling_keeps_torchs_cuda_home_notice_out_and_other_warnings_in(tmp_p
     plain = _stderr_of("", tmp_path)
     if "No CUDA runtime is found" not in plain:
         pytest.skip("this torch does not log the CUDA_HOME notice here")
-    compiled = _stderr_of(
-        "import torch\nfrom hgbench.compile_watch import compile_model\ncompile_model(torch.nn.Linear(2, 2))\n", tmp_path
+    compile_first = (
+        "import torch\nfrom hgbench.compile_watch import compile_model\ncompile_model(torch.nn.Linear(2, 2))\n"
     )
+    compiled = _stderr_of(compile_first, tmp_path)
     assert "No CUDA runtime is found" not in compiled
     assert "another warning" in compiled
