@@ -206,6 +206,16 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
 
 
+# Said before a mode whose warm-up compiles (compile, cudagraphs): the only slow step with nothing to count.
+SLOW_WARMUP_NOTE = (
+    "torch.compile compiles the model in its first warm-up steps, for training and again for inference{graphs}; "
+    "this can take minutes"
+)
+
+# Wraps a mode whose warm-up is slow; given what is going on, shows that it still is (`hgbench.progress.slow_work`).
+Heartbeat = Callable[[str], contextlib.AbstractContextManager[None]]
+
+
 def _run_mode(
     spec: CaseSpec,
     plan: ModePlan,
@@ -215,6 +225,7 @@ def _run_mode(
     peak_conv: float | None,
     progress: Callable[[str], None] | None,
     float32: str = "fp32",
+    heartbeat: Heartbeat | None = None,
 ) -> dict[str, Any]:
     """One mode's entry of the record: skipped (with the plan's reason), ok (with its phases) or failed (why)."""
     entry: dict[str, Any] = {
@@ -231,22 +242,28 @@ def _run_mode(
     warmup = max(config.warmup, MIN_WARMUP[plan.mode])
     label = plan.settings.label(float32)
     entry.update(settings=asdict(plan.settings), label=label, warmup=warmup)
+    slow = plan.settings.compile
     if progress:
         progress(f"{plan.mode} ({label}): {warmup} warm-up + {config.steps} timed steps")
+        if slow:
+            graphs = " (then captures CUDA graphs)" if plan.settings.cudagraphs else ""
+            progress(f"{plan.mode}: {SLOW_WARMUP_NOTE.format(graphs=graphs)}")
+    watch = heartbeat(f"{plan.mode} ({label})") if slow and heartbeat else contextlib.nullcontext()
     try:
         skips = _cudagraph_skips()
-        phases = bench_mode(
-            spec,
-            plan.settings,
-            batch=config.batch_size,
-            steps=config.steps,
-            warmup=warmup,
-            input_res=config.input_res,
-            device=dev,
-            gflops_per_image=cost.gflops,
-            peak_conv=peak_conv,
-            seed=config.seed,
-        )
+        with watch:
+            phases = bench_mode(
+                spec,
+                plan.settings,
+                batch=config.batch_size,
+                steps=config.steps,
+                warmup=warmup,
+                input_res=config.input_res,
+                device=dev,
+                gflops_per_image=cost.gflops,
+                peak_conv=peak_conv,
+                seed=config.seed,
+            )
         entry.update(status="ok", reason=None, **phases)
         if plan.settings.cudagraphs:
             # Inductor silently falls back to plain compiled code when a graph cannot be captured: say so.
@@ -259,13 +276,22 @@ def _run_mode(
     return entry
 
 
-def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], None] | None = None) -> dict:
+def run_bench(
+    spec: CaseSpec,
+    config: BenchConfig,
+    *,
+    progress: Callable[[str], None] | None = None,
+    heartbeat: Heartbeat | None = None,
+) -> dict:
     """Benchmark every requested mode of one case and return the full record (not yet written).
 
     Args:
         spec: the case (its `as_built` form already chosen).
         config: sizes, device and modes.
-        progress: called with a short line before each mode (the CLI prints it to stderr).
+        progress: called with a short line before each mode, and before a compiled mode's slow warm-up with what it
+            does and that it can take minutes (the CLI prints them to stderr).
+        heartbeat: wraps each compiled mode to show that it is still going (the CLI: a spinner on a terminal, else
+            a line every 30 s; `hgbench.progress.slow_work`).
 
     Returns:
         The ``hgbench.bench/1`` record: schema, hgbench_version, datetime, machine_info, commit_info, spec, config,
@@ -283,7 +309,7 @@ def run_bench(spec: CaseSpec, config: BenchConfig, *, progress: Callable[[str], 
         peak_conv, peak_error = None, _one_line(exc)
     _release(dev, compiled=False)
     results = {
-        plan.mode: _run_mode(spec, plan, config, dev, cost, peak_conv, progress, float32_label(math))
+        plan.mode: _run_mode(spec, plan, config, dev, cost, peak_conv, progress, float32_label(math), heartbeat)
         for plan in plan_modes(config.modes, dev)
     }
     return {

@@ -1,14 +1,22 @@
 """What a run shows while it works: a rich progress bar per epoch (training, then validation), or one line per epoch.
 
 Logs and pipes (no terminal) and --quiet get the per-epoch line, and a progress line at least every `HEARTBEAT_S`
-seconds inside a long epoch, so a log never looks hung; other ranks than 0 stay silent.
+seconds inside a long epoch, so a log never looks hung; other ranks than 0 stay silent. Work with no steps to count
+(`hgbench bench` warming up torch.compile for minutes) gets `slow_work`: a spinner on a terminal, else the same
+heartbeat from a thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 HEARTBEAT_S = 30.0  # without a bar, a progress line at least this often inside an epoch
 _SAID: set[str] = set()  # the lines `say_once` printed in this process
@@ -21,6 +29,58 @@ def say_once(line: str) -> bool:
     _SAID.add(line)
     print(line, flush=True)
     return True
+
+
+@contextlib.contextmanager
+def slow_work(
+    what: str,
+    say: Callable[[str], None],
+    *,
+    spinner: bool,
+    console: Console | None = None,
+    every: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Iterator[None]:
+    """Show that one long call is still going while it runs (a compile: minutes with no step to count).
+
+    Args:
+        what: what is going on, e.g. ``compile (fp32+channels_last+compile)``.
+        say: prints a line (a log's heartbeat).
+        spinner: True on a terminal: a spinner with the time so far, gone once the work ends; False: `say` a line
+            every `every` seconds (`HEARTBEAT_S` by default) from a thread, as `ProgressBar` does inside an epoch.
+        console: where the spinner draws (default: stderr).
+        every: seconds between heartbeat lines (default `HEARTBEAT_S`).
+        clock: for the time so far.
+    """
+    if spinner:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar = Progress(
+            SpinnerColumn(),
+            TextColumn(what),
+            TimeElapsedColumn(),
+            transient=True,
+            console=console or Console(stderr=True),
+        )
+        with bar:
+            bar.add_task(what, total=None)
+            yield
+        return
+    period = HEARTBEAT_S if every is None else every
+    start, stop = clock(), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(period):
+            say(f"{what}: still going ({clock() - start:.0f} s so far)")
+
+    thread = threading.Thread(target=beat, name="hgbench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 class ProgressBar:

@@ -334,6 +334,7 @@ class RunSummary:
     contended: bool | None = None  # results.contention.contended: a steady epoch or the inference pass was busy
     shared_gpu: bool = False  # results.contention.shared_gpu: the run shared its GPU with other runs
     contention_reasons: list[str] = field(default_factory=list)  # why contended (results.contention.reasons)
+    torch_version: str | None = None  # machine_info.torch: the torch that measured the run
 
     @property
     def finished(self) -> bool:
@@ -414,6 +415,7 @@ def summarize(record: Mapping[str, Any], path: str | Path) -> RunSummary:
         pckh_people=_people(record_value(record, "results.pckh.per_person")),
         epochs=[dict(e) for e in epochs if isinstance(e, Mapping)] if isinstance(epochs, list) else [],
         **_contention(record_value(record, "results.contention")),
+        torch_version=str(info["torch"]) if info.get("torch") is not None else None,
     )
 
 

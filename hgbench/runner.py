@@ -3,7 +3,7 @@
 The run is a short pipeline: a `RunPlan` resolves device, settings, data and identity once (hgbench.plan); the
 training state (model, optimiser, schedule) is built or restored from a checkpoint; a `Recorder` owns the record and
 writes it with the checkpoint atomically after every epoch (hgbench.recorder); the epoch loop trains and validates;
-the timed inference pass ends the run.
+the timed inference pass and the finished record end the run (hgbench.final_pass).
 
 `resume=True` continues from the last complete epoch and, on the same machine, ends with the same numbers as an
 uninterrupted run: the data order and augmentation are functions of (seed, epoch, index), and the checkpoint carries
@@ -21,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from hgbench.atomic_io import remove_stale_temps
 from hgbench.cases import CaseSpec
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.claim import Claim, RunBusy, claim_run
-from hgbench.compile_watch import CompileWatch, describe_fallback
+from hgbench.compile_watch import CompileWatch
 from hgbench.config import RunConfig
 from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
@@ -42,20 +41,19 @@ from hgbench.distributed import (
 )
 from hgbench.environment import collect_environment
 from hgbench.errors import HGBenchError, RunFailed, one_line
-from hgbench.host_memory import peak_host_memory_mib
-from hgbench.inference import predict, timed_passes
+from hgbench.final_pass import finish_run
+from hgbench.inference import predict
 from hgbench.metrics import evaluate_pckh
 from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
 from hgbench.nvml import NvmlSampler, combine_windows
 from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
 from hgbench.progress import ProgressBar, say_once
-from hgbench.record import inference_entry
 from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.state import TrainingState, build_state
-from hgbench.timing import peak_memory_mib, reset_peak_memory
-from hgbench.training import StepOptions, train_one_epoch
+from hgbench.timing import reset_peak_memory
+from hgbench.training import train_one_epoch
 from hgbench.variants import spec_of_config
 
 
@@ -404,7 +402,7 @@ def _claimed_run(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
                     )
             if ctx.is_main:
-                _finish(
+                finish_run(
                     plan, state, loaders[1], recorder, (sampler, meter), watch, say=say, keep_checkpoint=keep_checkpoint
                 )
             barrier(ctx)
@@ -436,88 +434,3 @@ def _claimed_run(
         )
         print(f"hgbench: {spec.label} finished; record {recorder.path}; {where}", flush=True)
     return RunOutcome("finished", recorder.path, kept, recorder.record if ctx.is_main else None)
-
-
-def _finish(
-    plan: RunPlan,
-    state: TrainingState,
-    val_loader,
-    recorder: Recorder,
-    meters: tuple[NvmlSampler, LoadMeter],
-    watch: CompileWatch | None,
-    *,
-    say: bool,
-    keep_checkpoint: bool,
-) -> None:
-    """Rank 0 alone, as on the study's single GPU: the timed inference pass, then the finished record."""
-    loader = val_loader  # warm: validation ran it last epoch
-    if plan.ctx.enabled:  # the whole split, not rank 0's shard
-        loader = make_loader(
-            plan.val_ds,
-            plan.config.test_batch_size,
-            shuffle=False,
-            workers=plan.config.workers,
-            pin_memory=plan.device.type == "cuda",
-            drop_last=False,
-            device=plan.device,
-        )
-    sampler, meter = meters
-    for m in meters:
-        m.mark("inference-start")
-    results = _inference_pass(
-        state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say
-    )
-    for m in meters:
-        m.mark("inference-end")
-    marks = "inference-start", "inference-end"
-    results["inference"]["load"] = window_entry(meter.window(*marks), sampler.window(*marks))
-    compiled = watch.report() if watch is not None else None
-    fallback = describe_fallback(compiled) if compiled is not None else None
-    if say and fallback:
-        print(f"hgbench: warning: {fallback}", flush=True)
-    recorder.set_results(
-        **results,
-        peak_memory_mib=peak_memory_mib(plan.device),
-        peak_host_memory_mib=peak_host_memory_mib(),
-        telemetry=sampler.summary(),
-        compile=compiled,
-    )
-    recorder.finish("finished", None, keep_checkpoint=keep_checkpoint)
-
-
-def _inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opts: StepOptions, say: bool) -> dict:
-    """One timed pass over the whole validation split at the test batch size, plain and with flip test.
-
-    `model` is the network as trained (compiled with --compile) and `loader` one whose workers the passes share, so
-    both passes start warm (`hgbench.inference.timed_passes`).
-    """
-    collect = val_ds.collect_bad if config.skip_bad_images else None
-    passes = timed_passes(
-        model,
-        loader,
-        opts,
-        input_res=config.input_res,
-        flip_test=config.flip_test,
-        tail=len(val_ds) % config.test_batch_size,
-        batch_size=config.test_batch_size,
-        on_batch=collect,
-    )
-    scores = {k: evaluate_pckh(p.predictions, gt.subset(val_ds.indices_of(p.index))) for k, p in passes.items()}
-    final = "flip" if config.flip_test else "plain"
-    inference = {
-        "n_images": len(val_ds),
-        "n_excluded": len(passes[final].excluded),
-        "batch_size": config.test_batch_size,
-    }
-    for k, p in passes.items():
-        inference[k] = inference_entry(p.timing, scores[k].mean)
-    if "flip" not in passes:
-        inference["flip"] = None
-    pckh = {**scores[final].to_dict(), "flip_test": final == "flip"}
-    if say:
-        print(
-            f"hgbench: PCKh@0.5 Mean {pckh['Mean']:.2f} ({'flip test' if final == 'flip' else 'no flip'}); "
-            f"inference {inference['plain']['wall_min']:.3f} min wall",
-            flush=True,
-        )
-    return {"pckh": pckh, "inference": inference}

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from hgbench.checkpoint import Checkpoint
+from hgbench.compile_watch import compile_model
 from hgbench.config import RunConfig
 from hgbench.distributed import convert_sync_batchnorm
 from hgbench.errors import HGBenchError
@@ -51,7 +52,7 @@ class TrainingState:
         """The network as trained for the timed pass, which rank 0 runs alone: never the DDP wrapper."""
         if not plan.ctx.enabled:
             return self.train_model
-        return torch.compile(self.raw_model) if plan.config.compile else self.raw_model
+        return compile_model(self.raw_model) if plan.config.compile else self.raw_model
 
 
 def _seed_everything(seed: int) -> None:
@@ -145,5 +146,5 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=has_unused_params,
         )
-    state.train_model = torch.compile(state.model) if config.compile else state.model
+    state.train_model = compile_model(state.model) if config.compile else state.model
     return state

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from hgbench.cases import CaseSpec
+from hgbench.compile_watch import compile_model
 from hgbench.config import DEFAULT_LR
 from hgbench.geometry import heatmap_res
 from hgbench.loss import heatmap_loss
@@ -65,7 +66,7 @@ def make_workload(
 
     forward: Callable[[torch.Tensor], list[torch.Tensor]] = model
     if settings.compile:
-        forward = torch.compile(model, mode="reduce-overhead" if settings.cudagraphs else None)  # type: ignore[assignment]
+        forward = compile_model(model, mode="reduce-overhead" if settings.cudagraphs else None)
 
     def autocast() -> contextlib.AbstractContextManager:
         return torch.autocast(dev.type, dtype=torch.bfloat16, enabled=settings.amp)

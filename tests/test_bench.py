@@ -7,13 +7,18 @@ when its cache is cold, so compile is checked to be planned and listed, not time
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from hgbench import bench, speed_modes
+from hgbench import bench, progress, speed_modes
 from hgbench.bench import BenchConfig, run_bench
 from hgbench.cases import get_spec
 from hgbench.cli import main
@@ -249,6 +254,7 @@ def test_bench_records_render_through_the_reporter(tmp_path: Path, capsys: pytes
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| hg1 ")]
     assert len(rows) == 4  # 2 modes x (train, infer)
     assert all("| 1.00 |" in r for r in rows if "| eager |" in r)  # speed-up over eager of eager itself
+    assert all(re.search(r"\| \d+\.\d \| ok \|$", r) for r in rows)  # the warm-up seconds, before the status
     assert main(["table", "--bench", "--results", str(out), "--format", "csv"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("case,as_built,device,batch,input_res,mode,settings,phase,status,ms_per_step")
@@ -360,3 +366,57 @@ def test_mode_labels_name_tf32() -> None:
     assert ModeSettings(channels_last=True).label("tf32") == "channels_last+tf32"
     assert ModeSettings(channels_last=True, amp=True).label("tf32") == "channels_last+bf16"
     assert ModeSettings(channels_last=True).label() == "channels_last"
+
+
+# ------------------------------------------------------------------------------------------------ slow warm-ups
+def test_a_compiled_mode_says_its_warm_up_is_slow_and_keeps_a_heartbeat(
+    instant_modes: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(speed_modes.shutil, "which", lambda name: "/usr/bin/c++")  # compile planned on this CPU
+    said: list[str] = []
+    watched: list[str] = []
+
+    @contextlib.contextmanager
+    def heartbeat(what: str) -> Iterator[None]:
+        watched.append(what)
+        said.append("<heartbeat starts>")
+        try:
+            yield
+        finally:
+            said.append("<heartbeat ends>")  # also when the mode fails (instant_modes fails every channels_last one)
+
+    config = BenchConfig("hg1", False, 2, 1, 0, 64, "cpu", ("eager", "compile"))
+    record = run_bench(get_spec("hg1"), config, progress=said.append, heartbeat=heartbeat)
+    label = record["results"]["compile"]["label"]
+    assert record["results"]["compile"]["status"] == "failed"
+    assert watched == [f"compile ({label})"]  # eager needs none
+    assert said[1:] == [
+        f"compile ({label}): 2 warm-up + 1 timed steps",
+        "compile: torch.compile compiles the model in its first warm-up steps, for training and again for inference; "
+        "this can take minutes",
+        "<heartbeat starts>",
+        "<heartbeat ends>",
+    ]
+
+
+def test_the_cli_prints_a_heartbeat_to_a_log_while_a_mode_compiles(
+    instant_modes: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(speed_modes.shutil, "which", lambda name: "/usr/bin/c++")
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.001)
+    fast = bench.bench_mode
+
+    def compiling(spec, settings, **kw):  # noqa: ANN001, ANN003, ANN202 - returns once the log has a heartbeat line
+        if settings.compile:
+            deadline = time.monotonic() + 60
+            while "still going" not in sys.stderr.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return fast(spec, settings, **kw)
+
+    monkeypatch.setattr(bench, "bench_mode", compiling)
+    assert main(["bench", *TINY, "--steps", "1", "--modes", "eager,compile", "--no-save"]) == 0
+    err = capsys.readouterr().err
+    assert "  compile: torch.compile compiles the model" in err
+    assert "this can take minutes" in err
+    assert re.search(r"^  compile \(.*\): still going \(\d+ s so far\)$", err, re.M), err
+    assert err.index("this can take minutes") < err.index("still going")

@@ -4,7 +4,11 @@ afresh (tiny functions on dynamo's "eager" backend: tracing only, no code genera
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +95,32 @@ def test_a_compiled_run_starts_dynamo_afresh_and_records_what_it_compiled(
     compiled = record["results"]["compile"]
     assert compiled["eager_fallback"] is True
     assert compiled["recompile_limit_hits"] == events.count("compile")
+
+
+# ------------------------------------------------------------------------------------------- torch's CUDA_HOME notice
+_IMPORT_AS_INDUCTOR_DOES = (
+    "import logging, sys\n"
+    "{before}"
+    "import torch.utils.cpp_extension\n"  # what inductor's CPU code generation imports
+    "logging.getLogger('torch.utils.cpp_extension').warning('another warning')\n"
+)
+
+
+def _stderr_of(before: str, tmp_path: Path) -> str:
+    env = {**os.environ, "CUDA_HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": ""}  # set, on a machine without a GPU
+    code = _IMPORT_AS_INDUCTOR_DOES.format(before=before)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+def test_compiling_keeps_torchs_cuda_home_notice_out_and_other_warnings_in(tmp_path: Path) -> None:
+    plain = _stderr_of("", tmp_path)
+    if "No CUDA runtime is found" not in plain:
+        pytest.skip("this torch does not log the CUDA_HOME notice here")
+    compile_first = (
+        "import torch\nfrom hgbench.compile_watch import compile_model\ncompile_model(torch.nn.Linear(2, 2))\n"
+    )
+    compiled = _stderr_of(compile_first, tmp_path)
+    assert "No CUDA runtime is found" not in compiled
+    assert "another warning" in compiled

@@ -22,3 +22,15 @@ def test_readme_cites_nothing_a_clone_lacks() -> None:
     protocol = (REPO / "docs" / "protocol.md").read_text()
     for fact in ("22,246", "2,958", "c[1] += 15 * s", "0.6 x", "Mean", "366 annotated joints"):
         assert fact in protocol, fact
+
+
+def test_the_docs_cite_only_example_folders_a_clone_holds() -> None:
+    """A `results/published/...` or `tests/data/...` path quoted in README or docs/ exists (placeholders aside)."""
+    cited = {
+        path
+        for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+        for path in re.findall(r"`((?:results/published|tests/data)/[^`\s]*)`", doc.read_text())
+        if not any(mark in path for mark in "<*{")
+    }
+    assert "results/published/cpu-amd-epyc-2c-pt2.14.1/" in cited
+    assert sorted(p for p in cited if not (REPO / p).exists()) == []

@@ -1,11 +1,15 @@
 """A run's progress output in a log (no terminal): a line per epoch, and a progress line at least every 30 s inside
-a long epoch (training and validation), never more often."""
+a long epoch (training and validation), never more often; work with no steps to count (a compile) says it is still
+going the same way, or shows a spinner on a terminal."""
 
 from __future__ import annotations
 
+import io
+import threading
+
 import pytest
 
-from hgbench.progress import HEARTBEAT_S, ProgressBar, say_once
+from hgbench.progress import HEARTBEAT_S, ProgressBar, say_once, slow_work
 
 
 def test_a_long_epoch_in_a_log_says_how_far_it_got_every_30_s(capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,3 +47,36 @@ def test_a_notice_is_said_once_a_process(capsys: pytest.CaptureFixture[str]) -> 
     line = "hgbench: GPU telemetry unavailable (test notice); energy and utilisation recorded as null"
     assert [say_once(line) for _ in range(8)] == [True] + [False] * 7
     assert capsys.readouterr().out == line + "\n"
+
+
+def test_slow_work_in_a_log_says_it_is_still_going_until_it_ends() -> None:
+    lines: list[str] = []
+    two = threading.Event()
+    ticks = iter(range(0, 10_000, 30))  # the clock: 0 at the start, then 30 s more at each line
+
+    def say(line: str) -> None:
+        lines.append(line)
+        if len(lines) == 2:
+            two.set()
+
+    with slow_work("compile (fp32+compile)", say, spinner=False, every=0.001, clock=lambda: next(ticks)):
+        assert two.wait(60), "no heartbeat line came"
+    said = len(lines)  # the heartbeat thread has ended: nothing more comes after the work
+    assert lines[:2] == [
+        "compile (fp32+compile): still going (30 s so far)",
+        "compile (fp32+compile): still going (60 s so far)",
+    ]
+    assert len(lines) == said
+
+
+def test_slow_work_on_a_terminal_is_a_spinner_and_no_log_lines() -> None:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    lines: list[str] = []
+    with slow_work(
+        "compile (fp32+compile)", lines.append, spinner=True, console=Console(file=screen, force_terminal=True)
+    ):
+        pass
+    assert "compile (fp32+compile)" in screen.getvalue()
+    assert lines == []

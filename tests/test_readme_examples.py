@@ -1,5 +1,6 @@
-"""README's and `compare --help`'s example commands: every one parses, and the cheap ones (list, table, compare)
-run as written from a clone whose results/ holds the published example and one machine's own folder."""
+"""README's and `compare --help`'s example commands: every one parses, names no machine folder this machine may not
+write, and the cheap ones (list, table, compare) run as written from a clone whose results/ holds the published
+example and one machine's own folder; `table --machines` names that folder as compare takes it."""
 
 from __future__ import annotations
 
@@ -46,6 +47,16 @@ EXAMPLES = _commands(_readme_using_it()) + _commands(COMPARE_EXAMPLES)
 def test_the_examples_are_found() -> None:
     assert len(EXAMPLES) >= 15
     assert "hgbench compare results/published 'results/cpu-*'" in EXAMPLES
+    assert "hgbench table --machines" in EXAMPLES  # what README and the help point at for a machine's folder name
+
+
+def test_no_example_names_a_machine_folder_this_machine_may_not_write() -> None:
+    """A results/<machine> name depends on how the CPU names itself: examples use a glob or results/published."""
+    for command in EXAMPLES:
+        for arg in shlex.split(command):
+            parts = Path(arg).parts
+            if parts[:1] == ("results",) and len(parts) > 1 and parts[1] != "published":
+                assert any(c in parts[1] for c in "*?["), f"{command!r} names results/{parts[1]}"
 
 
 @pytest.mark.parametrize("command", EXAMPLES)
@@ -71,3 +82,7 @@ def test_the_cheap_examples_run_as_written(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out
+    if "--machines" in command:  # the folder it names is what the other commands take
+        (line,) = out.splitlines()
+        assert line.startswith(f"results/{machine.name}: 8 records, 8 finished; torch ")
+        assert main(["compare", "results/published", out.split(":", 1)[0]]) == 0

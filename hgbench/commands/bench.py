@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -13,6 +14,7 @@ from hgbench.bench import MODES, BenchConfig, parse_modes, run_bench, write_reco
 from hgbench.cases import case_label
 from hgbench.environment import device_label
 from hgbench.errors import HGBenchError
+from hgbench.progress import slow_work
 from hgbench.variants import check_input_res, resolve_case
 
 EPILOG = """modes (each adds to the previous where the device supports it):
@@ -20,7 +22,8 @@ EPILOG = """modes (each adds to the previous where the device supports it):
                  Ampere-or-newer GPU, torch's default: labelled tf32 there)
   channels_last  + NHWC memory format
   bf16           + bf16 autocast (skipped where the device has no native bf16)
-  compile        + torch.compile (minutes per model on the CPU)
+  compile        + torch.compile (its warm-up compiles: minutes per model on the CPU; bench says
+                 so first, then shows a spinner, or in a log a line every 30 s, until it is done)
   cudagraphs     + CUDA graphs via torch.compile(mode="reduce-overhead") (CUDA only)
 
 examples:
@@ -84,8 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         device=str(dev),
         modes=tuple(modes),
     )
-    quiet = args.format == "json"
-    record = run_bench(spec, config, progress=None if quiet else lambda s: print(f"  {s}", file=sys.stderr))
+    record = run_bench(spec, config, **_progress(quiet=args.format == "json"))
     path = None if args.no_save else write_record(record, args.out)
     if args.format == "json":
         print(json.dumps(record, indent=2))
@@ -94,6 +96,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if path is not None:
             print(f"record: {path}")
     return 0 if any(r["status"] == "ok" for r in record["results"].values()) else 1
+
+
+def _progress(*, quiet: bool) -> dict[str, Any]:
+    """run_bench's progress lines and heartbeat: to stderr (stdout holds the table or the JSON); none for JSON."""
+    if quiet:
+        return {}
+
+    def say(line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    def heartbeat(what: str) -> AbstractContextManager[None]:
+        return slow_work(what, say, spinner=sys.stderr.isatty())
+
+    return {"progress": say, "heartbeat": heartbeat}
 
 
 def _fmt(value: float | None, spec: str) -> str:

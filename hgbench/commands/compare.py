@@ -27,7 +27,7 @@ EXAMPLES = """examples:
   # your seeds of case 1 against your seeds of case 8, with p-values
   hgbench compare 'results/*/*_case1_seed*.json' 'results/*/*_case8_seed*.json'
   # the published example against your machine's runs, a line per case first, then case by case
-  # (your machine's folder under results/: `ls results`; the glob takes every CPU machine's)
+  # (the glob takes every CPU machine's folder; `hgbench table --machines` names each)
   hgbench compare results/published 'results/cpu-*'
   hgbench compare A.json B.json --format csv
 """

@@ -1,4 +1,5 @@
-"""`hgbench table`: the comparison table of the finished runs in results/, as Markdown or CSV, or into README.md.
+"""`hgbench table`: the comparison table of the finished runs in results/, as Markdown or CSV, or into README.md;
+`--machines` lists the machine folders instead (the names to pass to --results and compare).
 
 By default it reads results/ without results/published/ (the README's example, measured on another machine); name
 that folder to read it: `--results results/published`.
@@ -24,6 +25,7 @@ from hgbench.report import (
     to_csv,
     to_markdown,
 )
+from hgbench.report.machines import machine_folders, machine_line
 from hgbench.results import RunSummary, expand_sources, load_records
 
 EXAMPLES = """examples:
@@ -37,6 +39,8 @@ EXAMPLES = """examples:
                                               rewrite README's results section from the published example
                                               (what `make table` does)
   hgbench table --bench                       the speed modes measured by `hgbench bench` (results/bench)
+  hgbench table --machines                    the machine folders under results/, a line each: the names to
+                                              pass to --results and compare
 """
 
 
@@ -67,6 +71,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reference", action="store_true", help="add the study's published rows and ours/published ratios")
     p.add_argument(
         "--bench", action="store_true", help="the speed modes of hgbench bench records instead (default: results/bench)"
+    )
+    p.add_argument(
+        "--machines",
+        action="store_true",
+        help="list the machine folders of --results instead (records, finished runs, torch, settings), a line each",
     )
     p.add_argument(
         "--readme",
@@ -109,6 +118,8 @@ def cmd_table(args: argparse.Namespace) -> int:
         args._parser.error("--readme writes Markdown; drop --format csv")
     if args.wide and args.format is not None:
         args._parser.error(f"--wide is for the terminal table; drop it with --format {args.format}")
+    if args.machines:
+        return _machines(args)
     if args.bench:
         return _bench_table(args)
     summaries = load_or_fail(args.results or ["results"])
@@ -145,4 +156,21 @@ def _bench_table(args: argparse.Namespace) -> int:
         raise HGBenchError(f"no hgbench bench records in {', '.join(sources)} (run `hgbench bench --case C` first)")
     df = bench_table(records)
     sys.stdout.write(to_csv(df) if args.format == "csv" else bench_markdown(df))
+    return 0
+
+
+def _machines(args: argparse.Namespace) -> int:
+    """`--machines`: one line per folder of run records under the sources (default: results, without published/)."""
+    given = [f"--{name}" for name in ("bench", "reference", "wide", "readme", "format") if getattr(args, name)]
+    if given:
+        args._parser.error(f"--machines lists folders, it prints no table; drop {' and '.join(given)}")
+    sources = args.results or ["results"]
+    folders = machine_folders(load_or_fail(sources))
+    if not folders:
+        print(
+            f"no run records in {', '.join(sources)}: `hgbench run` writes them to results/<machine>/; the published "
+            "example is read only when named (--results results/published)"
+        )
+    for folder in folders:
+        print(machine_line(folder))
     return 0

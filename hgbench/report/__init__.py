@@ -15,6 +15,7 @@ anything, as pytest-benchmark's ``compare`` only reads saved JSON. One module pe
 - `hgbench.report.plot`: the accuracy/time frontier plot.
 - `hgbench.report.epoch_plots`: the per-epoch plots: learning curves and where an epoch's time goes.
 - `hgbench.report.bench`: the speed-mode tables of `hgbench bench` records.
+- `hgbench.report.machines`: the machine folders of a results folder, a line each (`hgbench table --machines`).
 
 The names the commands and tests use are re-exported here, so ``from hgbench.report import X`` works.
 """
