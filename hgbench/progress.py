@@ -87,20 +87,35 @@ class ProgressBar:
     """A rich progress bar per epoch (or one log line per epoch with quiet=True); silent on non-main ranks."""
 
     def __init__(
-        self, *, enabled: bool, quiet: bool, label: str, clock: Callable[[], float] = time.perf_counter
+        self,
+        *,
+        enabled: bool,
+        quiet: bool,
+        label: str,
+        clock: Callable[[], float] = time.perf_counter,
+        ticker: bool = True,
     ) -> None:
-        self.enabled, self.quiet, self.label, self.clock = enabled, quiet, label, clock
+        """`ticker`: without a bar, a thread repeats the latest line when no step came for `HEARTBEAT_S`."""
+        self.enabled, self.quiet, self.label, self.clock, self.ticker = enabled, quiet, label, clock, ticker
         self._bar = None
         self._said = 0.0  # when the last heartbeat line (or the epoch's start) was
         self._task = None
         self._t0 = 0.0
         self._loss: float | None = None
+        self._status = ""  # what a log's heartbeat says: the latest step's line
+        self._lock = threading.Lock()
+        self._stop: threading.Event | None = None  # the heartbeat thread's, while an epoch runs without a bar
 
     def start_epoch(self, epoch: int, epochs: int, steps: int, batch: int) -> None:
         self._t0 = self._said = self.clock()
         self._batch = batch
         self._prefix, self._steps = f"{self.label} epoch {epoch}/{epochs}", steps
-        if not self.enabled or self.quiet or not sys.stdout.isatty():  # logs and pipes get one line per epoch
+        self._status = f"train step 0 of {steps} (the first step compiles, tunes or waits for workers)"
+        if not self.enabled:
+            return
+        if self.quiet or not sys.stdout.isatty():  # logs and pipes get one line per epoch, and the heartbeat
+            if self.ticker:
+                self._start_ticker()
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -129,9 +144,36 @@ class ProgressBar:
 
     def _heartbeat(self, now: float, what: str) -> None:
         """A progress line when `HEARTBEAT_S` passed without one (no bar: a log or --quiet)."""
-        if self.enabled and now - self._said >= HEARTBEAT_S:
-            self._said = now
-            print(f"{self._prefix}: {what} ({now - self._t0:.0f} s into the epoch)", flush=True)
+        with self._lock:
+            self._status = what
+            if self.enabled and now - self._said >= HEARTBEAT_S:
+                self._said = now
+                print(f"{self._prefix}: {what} ({now - self._t0:.0f} s into the epoch)", flush=True)
+
+    def _start_ticker(self) -> None:
+        """A thread that repeats the latest status when no step came for `HEARTBEAT_S` (a first step that compiles
+        for minutes, a loader stalled on a slow disk): a log is never silent that long."""
+        self._stop_ticker()
+        stop = self._stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(HEARTBEAT_S / 6):
+                with self._lock:
+                    now = self.clock()
+                    if now - self._said >= HEARTBEAT_S and not stop.is_set():
+                        self._said = now
+                        print(
+                            f"{self._prefix}: {self._status}, still going ({now - self._t0:.0f} s into the epoch)",
+                            flush=True,
+                        )
+
+        threading.Thread(target=tick, name="hgbench-heartbeat", daemon=True).start()
+
+    def _stop_ticker(self) -> None:
+        if self._stop is not None:
+            with self._lock:  # so no line is being printed once this returns
+                self._stop.set()
+            self._stop = None
 
     def start_validation(self, batches: int) -> None:
         self._val_batches = batches
@@ -145,6 +187,7 @@ class ProgressBar:
             self._heartbeat(self.clock(), f"validation batch {batches} of {self._val_batches}")
 
     def abort(self) -> None:
+        self._stop_ticker()
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -425,6 +425,8 @@ def _claimed_run(
             bar.abort()
             recorder.finish("failed", str(failure))
             raise failure from cause
+        finally:
+            bar.abort()  # however the run ends, no bar or heartbeat outlives it (--case all goes on to the next)
     kept = plan.last_path if keep_checkpoint else None
     if say:
         where = (

@@ -14,7 +14,7 @@ from hgbench.progress import HEARTBEAT_S, ProgressBar, say_once, slow_work
 
 def test_a_long_epoch_in_a_log_says_how_far_it_got_every_30_s(capsys: pytest.CaptureFixture[str]) -> None:
     now = [0.0]
-    bar = ProgressBar(enabled=True, quiet=True, label="case 1", clock=lambda: now[0])
+    bar = ProgressBar(enabled=True, quiet=True, label="case 1", clock=lambda: now[0], ticker=False)
     bar.start_epoch(1, 2, steps=100, batch=6)
     for step in range(1, 101):
         now[0] = step * 1.0  # one step a second: 100 s of training
@@ -32,6 +32,29 @@ def test_a_long_epoch_in_a_log_says_how_far_it_got_every_30_s(capsys: pytest.Cap
         "validation batch 5 of 10",
     ]
     assert HEARTBEAT_S == 30.0
+
+
+def test_an_epoch_whose_first_step_takes_minutes_still_says_so_in_a_log(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiled first step (or a stalled loader) gives no step to report: the log still hears from the run."""
+    import time
+
+    monkeypatch.setattr("hgbench.progress.HEARTBEAT_S", 0.05)
+    bar = ProgressBar(enabled=True, quiet=True, label="case 1")
+    bar.start_epoch(1, 2, steps=100, batch=6)
+    deadline = time.monotonic() + 60  # liveness only
+    out = ""
+    while "still going" not in out and time.monotonic() < deadline:
+        time.sleep(0.02)
+        out += capsys.readouterr().out
+    bar.abort()
+    first = out.splitlines()[0]
+    assert first.startswith("case 1 epoch 1/2: train step 0 of 100 (the first step compiles")
+    assert "still going" in first
+    capsys.readouterr()
+    time.sleep(0.3)
+    assert capsys.readouterr().out == ""  # the epoch ended: no heartbeat after it
 
 
 def test_silent_ranks_say_nothing(capsys: pytest.CaptureFixture[str]) -> None:
