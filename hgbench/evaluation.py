@@ -18,7 +18,7 @@ import numpy as np
 from hgbench.atomic_io import jsonable
 from hgbench.errors import DataError, HGBenchError
 from hgbench.metrics import PCKH_LOW_THRESHOLD, PCKH_THRESHOLD, PCKhResult, describe_non_finite
-from hgbench.skeleton import JOINT_NAMES, NUM_JOINTS, PCKH_PARTS
+from hgbench.skeleton import JOINT_NAMES, MAX_PEOPLE, NUM_JOINTS, PCKH_PARTS
 
 # Column order of the study's table and of the CSV.
 COLUMNS: tuple[str, ...] = (*PCKH_PARTS, "Mean")
@@ -67,11 +67,6 @@ def load_predictions(path: str | Path) -> np.ndarray:
         return _as_preds(np.asarray(arr), field="array", source=str(path))
     return _load_mat_predictions(path)
 
-
-# More people than any predictions file can hold (MPII has 40,522 in all, 2,958 in its validation split): a larger
-# declared shape is refused from the file's header, before its data is decompressed (a zlib bomb of a few MB can
-# declare gigabytes).
-MAX_PEOPLE = 100_000
 
 # The two .mat layouts: the field, its axis of people, and its shape with N for that axis.
 _MAT_FIELDS: dict[str, tuple[int, str]] = {"preds": (0, "N x 16 x 2"), "pos_pred_src": (2, "16 x 2 x N")}

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hgbench.errors import DataError
+from hgbench.skeleton import MAX_PEOPLE, NUM_JOINTS
 
 HEAD_SIZE_FACTOR = 0.6  # MPII: head size = 0.6 x head-box diagonal
 
@@ -61,24 +62,31 @@ def load_ground_truth(path: str | Path) -> GroundTruth:
     Raises:
         DataError: the file is missing, unreadable, or lacks a field / has the wrong shapes (named in the message).
     """
-    from scipy.io import loadmat
+    from scipy.io import loadmat, whosmat
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"ground-truth file not found: {path}")
+    fields = ("jnt_missing", "pos_gt_src", "headboxes_src")
     try:
-        mat = loadmat(str(path))
+        # Headers first (whosmat reads no data): a file from elsewhere may declare gigabytes in a few megabytes.
+        declared = {name: tuple(shape) for name, shape, _ in whosmat(str(path))}
+        for key in fields:
+            if key not in declared:
+                raise DataError(f"ground-truth file {path} has no field {key!r}")
+        pos, missing, boxes = (declared[k] for k in ("pos_gt_src", "jnt_missing", "headboxes_src"))
+        n = pos[2] if len(pos) == 3 else -1
+        if (pos[:2], missing, boxes) != ((NUM_JOINTS, 2), (NUM_JOINTS, n), (2, 2, n)) or not 0 < n <= MAX_PEOPLE:
+            raise DataError(
+                f"ground-truth file {path}: pos_gt_src {pos}, jnt_missing {missing}, headboxes_src {boxes}; "
+                f"expected 16x2xN, 16xN, 2x2xN with 0 < N <= {MAX_PEOPLE:,}; not read"
+            )
+        mat = loadmat(str(path), variable_names=list(fields))
+    except DataError:
+        raise
     except Exception as exc:  # scipy raises several unrelated types for a damaged file
         raise DataError(f"cannot read ground-truth file {path}: {exc}") from exc
-    for key in ("jnt_missing", "pos_gt_src", "headboxes_src"):
-        if key not in mat:
-            raise DataError(f"ground-truth file {path} has no field {key!r}")
     pos, missing, boxes = mat["pos_gt_src"], mat["jnt_missing"], mat["headboxes_src"]
-    if pos.ndim != 3 or pos.shape[:2] != (16, 2) or missing.shape != (16, pos.shape[2]) or boxes.shape[:2] != (2, 2):
-        raise DataError(
-            f"ground-truth file {path}: pos_gt_src {pos.shape}, jnt_missing {missing.shape}, headboxes_src "
-            f"{boxes.shape}; expected 16x2xN, 16xN, 2x2xN"
-        )
     return GroundTruth(
         joints=np.transpose(pos, (2, 0, 1)).astype(np.float64),
         missing=np.transpose(missing, (1, 0)).astype(bool),

@@ -68,3 +68,8 @@ LIMBS: tuple[tuple[int, int, str], ...] = (
     (14, 13, "left"),
     (13, 7, "left"),
 )
+
+# More people than any predictions or ground-truth file can hold (MPII has 40,522 in all, 2,958 in its validation
+# split): a larger declared shape is refused from the file's header, before its data is decompressed (a zlib bomb of
+# a few MB can declare gigabytes).
+MAX_PEOPLE = 100_000

@@ -176,3 +176,27 @@ def test_the_parameter_count_from_the_spec_is_exact(spec) -> None:
     with torch.device("meta"):
         model = build_model(spec)
     assert spec_params(spec) == sum(p.numel() for p in model.parameters())
+
+
+def test_a_ground_truth_mat_bomb_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--ground-truth` is a file from elsewhere too: its declared shapes are checked before any data is read."""
+    from hgbench.groundtruth import load_ground_truth
+
+    n = 2000
+    bomb = tmp_path / "gt.mat"
+    fields = {
+        "pos_gt_src": np.zeros((16, 2, n)),
+        "jnt_missing": np.zeros((2000, 2000)),
+        "headboxes_src": np.zeros((2, 2, n)),
+    }
+    savemat(str(bomb), fields, do_compression=True)
+    monkeypatch.setattr(scipy.io, "loadmat", _never_read)
+    with pytest.raises(DataError, match=r"jnt_missing \(2000, 2000\).*expected 16x2xN, 16xN, 2x2xN .*; not read"):
+        load_ground_truth(bomb)
+    many = tmp_path / "many.mat"
+    n = 100_001
+    fields = {"pos_gt_src": np.zeros((16, 2, n), np.uint8), "jnt_missing": np.zeros((16, n), np.uint8),
+              "headboxes_src": np.zeros((2, 2, n), np.uint8)}  # fmt: skip
+    savemat(str(many), fields, do_compression=True)
+    with pytest.raises(DataError, match=r"0 < N <= 100,000; not read"):
+        load_ground_truth(many)
