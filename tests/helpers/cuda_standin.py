@@ -148,6 +148,8 @@ class CudaStandin:
         for name, fn in stubs.items():
             monkeypatch.setattr(C, name, fn, raising=False)
         # bound from torch._C when torch.cuda was imported
+        # (a CUDA build of torch binds the real one, which asks the driver; the stand-in never captures a graph)
+        monkeypatch.setattr(torch.cuda.graphs, "_cuda_isCurrentStreamCapturing", lambda: False)
         monkeypatch.setattr(cuda, "_exchange_device", self._exchange_device)
         monkeypatch.setattr(cuda, "_maybe_exchange_device", self._exchange_device)
         monkeypatch.setattr(cuda, "_get_device_properties", self._properties, raising=False)
