@@ -259,17 +259,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.convention == "anibali":
             from hgbench.reproduce import evaluate_anibali_convention
 
+            # The same settings as hgbench's own evaluation, under the publisher's names for the weights and network.
+            settings = {k: v for k, v in kwargs.items() if k not in ("checkpoint", "case")}
             conv = evaluate_anibali_convention(
-                weights=args.checkpoint,
-                spec=kwargs["case"],
-                data_dir=args.data_dir,
-                flip=args.flip,
-                batch_size=args.batch,
-                device=args.device,
-                limit=args.limit,
-                workers=args.workers,
-                input_res=args.input_res or 256,
-                synthetic_people=args.synthetic_people,
+                weights=args.checkpoint, spec=kwargs["case"], **{**settings, "input_res": args.input_res or 256}
             )
             preds, gt, images, described = conv.predictions, conv.ground_truth, conv.images, conv.weights
             run = None
