@@ -80,3 +80,17 @@ def test_the_smoke_footnote_says_each_settings_reasons_apart(two_settings: list[
     (note,) = [n for n in comparison_table(two_settings).attrs["notes"] if n.startswith("† smoke accuracy")]
     assert "2 epochs, 12 val people where batch_size=6, epochs=2" in note
     assert "3 epochs, 18 val people where batch_size=12, epochs=3" in note
+
+
+def test_curves_colour_each_case_once_and_dash_each_setting(
+    two_settings: list[RunSummary], figures: list[Any], tmp_path: Path
+) -> None:
+    plot_curves(two_settings, tmp_path / "x.png")
+    (fig,) = figures
+    lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+    assert {"5 [A]", "5 [B]", "7 [A]", "7 [B]"} <= set(lines)
+    # One case, two settings: one colour, two line styles; two cases of one setting: two colours.
+    assert lines["5 [A]"].get_color() == lines["5 [B]"].get_color()
+    assert lines["5 [A]"].get_linestyle() != lines["5 [B]"].get_linestyle()
+    colours = {tuple(lines[f"{case} [A]"].get_color()) for case in ("1", "2", "3", "4", "5", "6", "7", "8")}
+    assert len(colours) == 8

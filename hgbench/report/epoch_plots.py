@@ -22,6 +22,7 @@ from hgbench.report.figures import (
     CAPTION_PT,
     caption_height,
     caption_text,
+    curve_styles,
     pyplot,
     save_png,
     setting_keys,
@@ -173,12 +174,13 @@ def plot_curves(summaries: Iterable[RunSummary], out_png: str | Path) -> Path:
     legend_h = 0.35 + 0.2 * legend_rows  # inches: its title and one line of 8-point entries per row
     height = 4.0 + legend_h + caption_height(caption)
     fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(width, height), dpi=110)
-    colour = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    style = curve_styles(labels, plt.get_cmap("tab10"))
     for ax, (metric, title) in zip(axes, CURVE_METRICS, strict=True):
         for s in (s for s in series if s.metric == metric):
-            ax.plot(s.epochs, s.mean, marker="o", ms=3, lw=1.4, color=colour[s.label], label=s.label)
+            colour, line = style[s.label]
+            ax.plot(s.epochs, s.mean, marker="o", ms=3, lw=1.4, color=colour, ls=line, label=s.label)
             if s.runs > 1:
-                ax.fill_between(s.epochs, s.low, s.high, color=colour[s.label], alpha=0.18, lw=0)
+                ax.fill_between(s.epochs, s.low, s.high, color=colour, alpha=0.18, lw=0)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -80,6 +80,26 @@ def short_label(case_text: str, setting: str, keys: dict[str, str]) -> str:
     return f"{case_text} [{keys[setting]}]" if setting in keys else case_text
 
 
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def curve_styles(labels: Sequence[str], palette: Any) -> dict[str, tuple[Any, str]]:
+    """A (colour, line style) per row label: the colour says the case, the line style the setting's letter.
+
+    Colouring each of ``5 [A]`` and ``5 [B]`` on its own would run a ten-colour palette out at five cases of two
+    settings and hand two different cases one colour; one colour per case keeps a case's settings side by side.
+    """
+    cases = list(dict.fromkeys(label.split(" [", 1)[0] for label in labels))
+    letters = list(dict.fromkeys(label.partition(" [")[2] for label in labels))
+    return {
+        label: (
+            palette(cases.index(label.split(" [", 1)[0]) % palette.N),
+            _LINE_STYLES[letters.index(label.partition(" [")[2]) % len(_LINE_STYLES)],
+        )
+        for label in labels
+    }
+
+
 def caption_text(keys: dict[str, str], width_in: float) -> str:
     """What each letter stands for, one setting per line, each wrapped to the figure's width."""
     per_line = max(40, int(width_in / _CHAR_IN) - 4)
