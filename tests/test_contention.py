@@ -77,6 +77,15 @@ def test_thresholds_steal_and_gpu_processes() -> None:
     assert contention_reasons(None, gpu_other_processes=0) == []
 
 
+def test_a_quarter_of_the_cpu_taken_by_others_is_contended_and_a_quiet_epoch_is_not() -> None:
+    # The windows of one `make run` record on 2 cores: case 1's steady epoch took 26.4 s against about 16 s with
+    # the run's own CPU time unchanged, while other processes took 24% of the CPU; its quiet epochs measured 1-3%.
+    slowed = {"other_cpu_frac": 0.239, "steal_frac": 0.007}
+    quiet = {"other_cpu_frac": 0.030, "steal_frac": 0.001}
+    assert contention_reasons(slowed) == ["other processes took 24% of the CPU time"]
+    assert contention_reasons(quiet) == []
+
+
 def test_without_proc_nothing_is_called_contended(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(contention, "_PROC", Path("/nonexistent-proc"))
     reading = contention.read_cpu()
