@@ -16,6 +16,7 @@ import torch
 from hgbench.gpu_check import __main__ as cli
 from hgbench.gpu_check import checks
 from hgbench.gpu_check.catalogue import STEPS, TOTAL_BUDGET_S, Step
+from hgbench.gpu_check.checks import env, runs
 from hgbench.gpu_check.protocol import Outcome, StepContext
 from hgbench.gpu_check.runner import render_markdown, run_check, run_step
 from hgbench.gpu_check.step import run_check_fn
@@ -200,16 +201,16 @@ def test_each_gpu_check_skips_without_cuda(name: str, tmp_path: Path) -> None:
 
 
 def test_the_cuda_tests_say_when_pytest_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = checks.importlib.util.find_spec
-    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda n, *a: None if n == "pytest" else real(n, *a))
-    assert checks.cuda_tests(_ctx(tmp_path)) == Outcome("skipped", "pytest not installed")
+    real = runs.importlib.util.find_spec
+    monkeypatch.setattr(runs.importlib.util, "find_spec", lambda n, *a: None if n == "pytest" else real(n, *a))
+    assert runs.cuda_tests(_ctx(tmp_path)) == Outcome("skipped", "pytest not installed")
 
 
 def test_the_environment_names_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = checks._import_problem
-    monkeypatch.setattr(checks, "_import_problem", lambda m: "not installed" if m == "cv2" else real(m))
+    real = env._import_problem
+    monkeypatch.setattr(env, "_import_problem", lambda m: "not installed" if m == "cv2" else real(m))
     ctx = _ctx(tmp_path)
-    outcome = checks.environment(ctx)
+    outcome = env.environment(ctx)
     assert outcome.status == "fail"
     assert "cv2 (pip install opencv-python-headless)" in outcome.reason
     assert ctx.figures["packages"]["opencv-python-headless"] is None
@@ -220,10 +221,10 @@ def test_the_environment_names_a_missing_package(tmp_path: Path, monkeypatch: py
 def test_without_torch_the_environment_says_so_and_the_gpu_steps_are_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = checks._import_problem
-    monkeypatch.setattr(checks, "_import_problem", lambda m: "not installed" if m == "torch" else real(m))
+    real = env._import_problem
+    monkeypatch.setattr(env, "_import_problem", lambda m: "not installed" if m == "torch" else real(m))
     ctx = _ctx(tmp_path)
-    outcome = checks.environment(ctx)
+    outcome = env.environment(ctx)
     assert outcome.status == "fail"
     assert outcome.reason == "missing torch (pip install torch)"
     assert ctx.figures["cuda_available"] is False  # so the runner skips every GPU step, saying why
@@ -234,20 +235,20 @@ def test_an_installed_package_that_does_not_import_is_named(tmp_path: Path, monk
     # As cv2 does where libGL is missing: installed, and its import raises.
     (tmp_path / "hgbench_broken_pkg.py").write_text("raise ImportError('libGL.so.1: cannot open shared object file')")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert checks._import_problem("hgbench_broken_pkg") == (
+    assert env._import_problem("hgbench_broken_pkg") == (
         "does not import: ImportError: libGL.so.1: cannot open shared object file"
     )
-    assert checks._import_problem("hgbench_no_such_package") == "not installed"
-    assert checks._import_problem("json") is None
+    assert env._import_problem("hgbench_no_such_package") == "not installed"
+    assert env._import_problem("json") is None
 
 
 def test_the_environment_checks_torch_against_the_declared_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert checks._torch_range() == ((2, 11), (2, 15))
-    assert checks.environment(_ctx(tmp_path)).status == "pass"  # this venv's torch is in the range
+    assert env._torch_range() == ((2, 11), (2, 15))
+    assert env.environment(_ctx(tmp_path)).status == "pass"  # this venv's torch is in the range
     monkeypatch.setattr(torch, "__version__", "2.10.0+cu128")
-    outcome = checks.environment(_ctx(tmp_path))
+    outcome = env.environment(_ctx(tmp_path))
     assert outcome.reason == "torch 2.10.0+cu128 is outside the supported range >=2.11,<2.15"
 
 
