@@ -9,14 +9,16 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers.cuda_standin import CudaStandin
 
 from hgbench.gpu_check import __main__ as cli
 from hgbench.gpu_check import checks
 from hgbench.gpu_check.catalogue import STEPS, TOTAL_BUDGET_S, Step
-from hgbench.gpu_check.checks import env, runs
+from hgbench.gpu_check.checks import env, runs, speed
 from hgbench.gpu_check.protocol import Outcome, StepContext
 from hgbench.gpu_check.runner import render_markdown, run_check, run_step
 from hgbench.gpu_check.step import run_check_fn
@@ -198,6 +200,36 @@ def test_every_claim_is_quoted_from_the_readme() -> None:
 def test_each_gpu_check_skips_without_cuda(name: str, tmp_path: Path) -> None:
     outcome = checks.CHECKS[name](_ctx(tmp_path))
     assert outcome == Outcome("skipped", "no CUDA device (torch.cuda.is_available() is False)")
+
+
+@pytest.mark.parametrize(("pct", "status"), [(45.0, "pass"), (30.0, "fail")])
+def test_conv_peak_runs_on_a_cuda_device(
+    pct: float, status: str, cuda_standin: CudaStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past its skip, on a (stand-in) GPU: the measurements themselves are stubbed (the stand-in's figures mean
+    # nothing, and a batch-32 bench is minutes on a CPU); the check's own code runs, up to its verdict.
+    import hgbench.bench
+    import hgbench.models
+
+    benched: dict[str, object] = {}
+
+    def bench_mode(spec: object, settings: object, **kwargs: object) -> dict[str, dict[str, float]]:
+        benched.update(kwargs)
+        phase = {"images_per_s": 100.0, "ms_per_step_median": 320.0, "tflops": pct, "pct_conv_peak": pct}
+        return {"train": phase, "infer": dict(phase)}
+
+    monkeypatch.setattr(hgbench.bench, "measure_peak_conv_tflops", lambda dev: 100.0)
+    monkeypatch.setattr(hgbench.bench, "bench_mode", bench_mode)
+    monkeypatch.setattr(hgbench.models, "measure_cost", lambda spec, input_res: SimpleNamespace(gflops=11.61))
+    ctx = _ctx(tmp_path)
+    outcome = speed.conv_peak(ctx)
+    assert outcome.status == status, outcome
+    assert outcome.summary.startswith(f"{pct:.1f} of 100.0 TFLOP/s = {pct:.1f}%")
+    assert benched["device"] == torch.device("cuda", 0)
+    assert benched["peak_conv"] == 100.0
+    assert benched["batch"] == 32
+    assert ctx.figures["peak_conv_tflops"] == 100.0
+    assert ctx.figures["pct"] == pct
 
 
 def test_the_cuda_tests_say_when_pytest_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,6 +75,8 @@ def conv_peak(ctx: StepContext) -> Outcome:
     """Case 1's training step at batch 32 in `--fast`'s settings, as % of the measured bf16 3x3 conv peak."""
     if skip := no_cuda():
         return skip
+    import torch
+
     from hgbench.bench import bench_mode, measure_peak_conv_tflops
     from hgbench.cases import get_spec
     from hgbench.models import measure_cost
