@@ -9,13 +9,16 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers.cuda_standin import CudaStandin
 
 from hgbench.gpu_check import __main__ as cli
 from hgbench.gpu_check import checks
 from hgbench.gpu_check.catalogue import STEPS, TOTAL_BUDGET_S, Step
+from hgbench.gpu_check.checks import env, runs, speed
 from hgbench.gpu_check.protocol import Outcome, StepContext
 from hgbench.gpu_check.runner import render_markdown, run_check, run_step
 from hgbench.gpu_check.step import run_check_fn
@@ -199,17 +202,47 @@ def test_each_gpu_check_skips_without_cuda(name: str, tmp_path: Path) -> None:
     assert outcome == Outcome("skipped", "no CUDA device (torch.cuda.is_available() is False)")
 
 
+@pytest.mark.parametrize(("pct", "status"), [(45.0, "pass"), (30.0, "fail")])
+def test_conv_peak_runs_on_a_cuda_device(
+    pct: float, status: str, cuda_standin: CudaStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past its skip, on a (stand-in) GPU: the measurements themselves are stubbed (the stand-in's figures mean
+    # nothing, and a batch-32 bench is minutes on a CPU); the check's own code runs, up to its verdict.
+    import hgbench.bench
+    import hgbench.models
+
+    benched: dict[str, object] = {}
+
+    def bench_mode(spec: object, settings: object, **kwargs: object) -> dict[str, dict[str, float]]:
+        benched.update(kwargs)
+        phase = {"images_per_s": 100.0, "ms_per_step_median": 320.0, "tflops": pct, "pct_conv_peak": pct}
+        return {"train": phase, "infer": dict(phase)}
+
+    monkeypatch.setattr(hgbench.bench, "measure_peak_conv_tflops", lambda dev: 100.0)
+    monkeypatch.setattr(hgbench.bench, "bench_mode", bench_mode)
+    monkeypatch.setattr(hgbench.models, "measure_cost", lambda spec, input_res: SimpleNamespace(gflops=11.61))
+    ctx = _ctx(tmp_path)
+    outcome = speed.conv_peak(ctx)
+    assert outcome.status == status, outcome
+    assert outcome.summary.startswith(f"{pct:.1f} of 100.0 TFLOP/s = {pct:.1f}%")
+    assert benched["device"] == torch.device("cuda", 0)
+    assert benched["peak_conv"] == 100.0
+    assert benched["batch"] == 32
+    assert ctx.figures["peak_conv_tflops"] == 100.0
+    assert ctx.figures["pct"] == pct
+
+
 def test_the_cuda_tests_say_when_pytest_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = checks.importlib.util.find_spec
-    monkeypatch.setattr(checks.importlib.util, "find_spec", lambda n, *a: None if n == "pytest" else real(n, *a))
-    assert checks.cuda_tests(_ctx(tmp_path)) == Outcome("skipped", "pytest not installed")
+    real = runs.importlib.util.find_spec
+    monkeypatch.setattr(runs.importlib.util, "find_spec", lambda n, *a: None if n == "pytest" else real(n, *a))
+    assert runs.cuda_tests(_ctx(tmp_path)) == Outcome("skipped", "pytest not installed")
 
 
 def test_the_environment_names_a_missing_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = checks._import_problem
-    monkeypatch.setattr(checks, "_import_problem", lambda m: "not installed" if m == "cv2" else real(m))
+    real = env._import_problem
+    monkeypatch.setattr(env, "_import_problem", lambda m: "not installed" if m == "cv2" else real(m))
     ctx = _ctx(tmp_path)
-    outcome = checks.environment(ctx)
+    outcome = env.environment(ctx)
     assert outcome.status == "fail"
     assert "cv2 (pip install opencv-python-headless)" in outcome.reason
     assert ctx.figures["packages"]["opencv-python-headless"] is None
@@ -220,10 +253,10 @@ def test_the_environment_names_a_missing_package(tmp_path: Path, monkeypatch: py
 def test_without_torch_the_environment_says_so_and_the_gpu_steps_are_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = checks._import_problem
-    monkeypatch.setattr(checks, "_import_problem", lambda m: "not installed" if m == "torch" else real(m))
+    real = env._import_problem
+    monkeypatch.setattr(env, "_import_problem", lambda m: "not installed" if m == "torch" else real(m))
     ctx = _ctx(tmp_path)
-    outcome = checks.environment(ctx)
+    outcome = env.environment(ctx)
     assert outcome.status == "fail"
     assert outcome.reason == "missing torch (pip install torch)"
     assert ctx.figures["cuda_available"] is False  # so the runner skips every GPU step, saying why
@@ -234,20 +267,20 @@ def test_an_installed_package_that_does_not_import_is_named(tmp_path: Path, monk
     # As cv2 does where libGL is missing: installed, and its import raises.
     (tmp_path / "hgbench_broken_pkg.py").write_text("raise ImportError('libGL.so.1: cannot open shared object file')")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert checks._import_problem("hgbench_broken_pkg") == (
+    assert env._import_problem("hgbench_broken_pkg") == (
         "does not import: ImportError: libGL.so.1: cannot open shared object file"
     )
-    assert checks._import_problem("hgbench_no_such_package") == "not installed"
-    assert checks._import_problem("json") is None
+    assert env._import_problem("hgbench_no_such_package") == "not installed"
+    assert env._import_problem("json") is None
 
 
 def test_the_environment_checks_torch_against_the_declared_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert checks._torch_range() == ((2, 11), (2, 15))
-    assert checks.environment(_ctx(tmp_path)).status == "pass"  # this venv's torch is in the range
+    assert env._torch_range() == ((2, 11), (2, 15))
+    assert env.environment(_ctx(tmp_path)).status == "pass"  # this venv's torch is in the range
     monkeypatch.setattr(torch, "__version__", "2.10.0+cu128")
-    outcome = checks.environment(_ctx(tmp_path))
+    outcome = env.environment(_ctx(tmp_path))
     assert outcome.reason == "torch 2.10.0+cu128 is outside the supported range >=2.11,<2.15"
 
 

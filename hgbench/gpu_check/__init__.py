@@ -8,7 +8,8 @@ fails or runs out of time, and writes one report, ``results/gpu-check/<machine>/
 - `runner`: runs the checks as subprocesses under their budgets and writes the report (standard library only, so a
   machine missing one of hgbench's packages still gets a report naming it).
 - `protocol`: what a step reports and where (its figures as it measures them, then its verdict).
-- `step`: the entry point of one check's subprocess; `checks`: the measurements themselves (torch and hgbench).
+- `step`: the entry point of one check's subprocess; `checks`: the measurements themselves (torch and hgbench), one
+  module per theme.
 """
 
 from __future__ import annotations

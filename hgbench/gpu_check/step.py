@@ -1,8 +1,8 @@
 """One GPU check's subprocess: ``python -m hgbench.gpu_check.step <name>``.
 
-The check (`hgbench.gpu_check.checks`) reports through `hgbench.gpu_check.protocol`. A package that does not import
-is a failed step naming it, never a traceback in place of a report; any other error is a failed step with its
-one-line reason (the traceback goes to the step's log).
+The check (found by name in `hgbench.gpu_check.checks.CHECKS`) reports through `hgbench.gpu_check.protocol`. A
+package that does not import is a failed step naming it, never a traceback in place of a report; any other error is
+a failed step with its one-line reason (the traceback goes to the step's log).
 """
 
 from __future__ import annotations
