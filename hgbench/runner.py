@@ -42,7 +42,7 @@ from hgbench.distributed import (
 from hgbench.environment import collect_environment
 from hgbench.errors import HGBenchError, RunFailed, one_line
 from hgbench.final_pass import finish_run
-from hgbench.inference import predict
+from hgbench.inference import PassResult, predict
 from hgbench.metrics import evaluate_pckh
 from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
@@ -53,7 +53,7 @@ from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.state import TrainingState, build_state
 from hgbench.timing import reset_peak_memory
-from hgbench.training import train_one_epoch
+from hgbench.training import EpochStats, train_one_epoch
 from hgbench.variants import spec_of_config
 
 
@@ -200,22 +200,17 @@ def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = Fal
     return ckpt
 
 
-def _epoch(
+def _train(
     plan: RunPlan,
     state: TrainingState,
-    loaders: tuple,
-    sampler: NvmlSampler,
+    train_loader,
     bar: ProgressBar,
     epoch: int,
-    *,
-    first: bool,
+    sampler: NvmlSampler,
     meter: LoadMeter,
-) -> tuple[dict, object]:
-    """Train and validate one epoch; the record's entry for it (and the validation pass, for its accuracy)."""
-    config, ctx = plan.config, plan.ctx
-    train_loader, val_loader = loaders
-    collect_train = plan.train_ds.collect_bad if config.skip_bad_images else None
-    collect_val = plan.val_ds.collect_bad if config.skip_bad_images else None
+) -> EpochStats:
+    """Train one epoch between the telemetry marks that bound its window (this rank's stats)."""
+    config = plan.config
     train_loader.set_epoch(epoch)
     bar.start_epoch(epoch, config.epochs, len(train_loader), config.batch_size)
     sampler.mark(f"epoch{epoch}-start")
@@ -227,11 +222,52 @@ def _epoch(
         state.opts,
         epoch=epoch,
         on_progress=bar.step,
-        on_batch=collect_train,
-        stop_on_nan=not ctx.enabled,
+        on_batch=plan.train_ds.collect_bad if config.skip_bad_images else None,
+        stop_on_nan=not plan.ctx.enabled,
     )
     sampler.mark(f"epoch{epoch}-end")
     meter.mark(f"epoch{epoch}-end")
+    return stats
+
+
+def _validate(plan: RunPlan, state: TrainingState, val_loader, bar: ProgressBar) -> PassResult:
+    """The validation pass over this rank's shard, its predictions gathered from every rank."""
+    bar.start_validation(len(val_loader))
+    return predict(
+        state.model,
+        val_loader,
+        state.opts,
+        input_res=plan.config.input_res,
+        ctx=plan.ctx,
+        on_batch=plan.val_ds.collect_bad if plan.config.skip_bad_images else None,
+        on_progress=bar.validation_step,
+    )
+
+
+def _telemetry(ctx: DistContext, sampler: NvmlSampler, meter: LoadMeter, epoch: int) -> tuple[dict, dict]:
+    """The epoch's GPU telemetry and machine load, over every rank."""
+    # Every rank samples its own GPU; the epoch's energy is the whole run's, not rank 0's share.
+    window = f"epoch{epoch}-start", f"epoch{epoch}-end"
+    gathered = all_gather_objects(ctx, (sampler.window(*window), meter.window(*window)))
+    tel = combine_windows([g[0] for g in gathered])
+    return tel, window_entry(combine_loads([g[1] for g in gathered]), tel)
+
+
+def _epoch(
+    plan: RunPlan,
+    state: TrainingState,
+    loaders: tuple,
+    sampler: NvmlSampler,
+    bar: ProgressBar,
+    epoch: int,
+    *,
+    first: bool,
+    meter: LoadMeter,
+) -> tuple[dict, PassResult]:
+    """Train and validate one epoch; the record's entry for it (and the validation pass, for its accuracy)."""
+    ctx = plan.ctx
+    train_loader, val_loader = loaders
+    stats = _train(plan, state, train_loader, bar, epoch, sampler, meter)
     # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean. Every rank gets
     # the same sum, so under DDP a NaN on any rank stops all of them here, together.
     images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
@@ -239,16 +275,7 @@ def _epoch(
         raise RunFailed(
             f"loss became {loss_sum / ctx.world_size} in epoch {epoch} (on {ctx.world_size} processes); stopping"
         )
-    bar.start_validation(len(val_loader))
-    val = predict(
-        state.model,
-        val_loader,
-        state.opts,
-        input_res=config.input_res,
-        ctx=ctx,
-        on_batch=collect_val,
-        on_progress=bar.validation_step,
-    )
+    val = _validate(plan, state, val_loader, bar)
     state.scheduler.step()
     pckh = None
     if ctx.is_main:
@@ -256,10 +283,7 @@ def _epoch(
         pckh = evaluate_pckh(val.predictions, gt, interval=False).mean
     if pckh is not None and (state.best_pckh is None or pckh > state.best_pckh):
         state.best_pckh = pckh
-    # Every rank samples its own GPU; the epoch's energy is the whole run's, not rank 0's share.
-    marks = f"epoch{epoch}-start", f"epoch{epoch}-end"
-    gathered = all_gather_objects(ctx, (sampler.window(*marks), meter.window(*marks)))
-    tel = combine_windows([g[0] for g in gathered])
+    tel, load = _telemetry(ctx, sampler, meter, epoch)
     entry = {
         "epoch": epoch,
         "lr": state.optimizer.param_groups[0]["lr"],
@@ -280,7 +304,7 @@ def _epoch(
         "gpu_util_mean": tel.get("gpu_util_mean"),
         "gpu_mem_used_max_mib": tel.get("gpu_mem_used_max_mib"),
         "power_mean_w": tel.get("power_mean_w"),
-        "load": window_entry(combine_loads([g[1] for g in gathered]), tel),  # how busy the machine was
+        "load": load,  # how busy the machine was
     }
     return entry, val
 
