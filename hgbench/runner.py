@@ -368,6 +368,8 @@ def _claimed_run(
     keep_checkpoint: bool = True,
     must_resume: bool = False,
 ) -> RunOutcome:
+    """The run, its claim held by `held`: the set-up, the epoch loop, and the record marked failed or interrupted
+    however the loop ends early."""
     plan = make_plan(config, spec, ctx)
     config, device, say = plan.config, plan.device, progress and ctx.is_main
     claim = _claim(plan)  # before the checkpoint is read or a record written
