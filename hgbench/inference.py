@@ -9,7 +9,7 @@ flipped back (joints swapped) and averaged with the plain ones before decoding.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +42,64 @@ class PassResult:
         return metrics.heatmap_acc_from_counts(self.acc_correct, self.acc_count)
 
 
+@dataclass
+class _Scores:
+    """A pass's loss and heatmap-accuracy counts, summed on the device: read on the host once, after the loop."""
+
+    loss_sum: torch.Tensor  # [] the training loss's sum over batches
+    correct: torch.Tensor  # [16] heatmap-accuracy hits per joint
+    count: torch.Tensor  # [16] heatmap-accuracy counted samples per joint
+
+    @classmethod
+    def zeros(cls, device: torch.device) -> _Scores:
+        return cls(
+            torch.zeros((), device=device),
+            torch.zeros(16, dtype=torch.int64, device=device),
+            torch.zeros(16, dtype=torch.int64, device=device),
+        )
+
+    def add(self, batch: dict, outputs: Sequence[torch.Tensor], heatmaps: torch.Tensor, opts: StepOptions) -> None:
+        """Add one batch's loss and accuracy counts, without a host sync (the targets' copies are asynchronous)."""
+        target = batch["target"].to(opts.device, non_blocking=True)
+        weight = batch["target_weight"].to(opts.device, non_blocking=True)  # zero for undecodable samples
+        self.loss_sum += heatmap_loss(outputs, target, weight)
+        valid = ~batch["bad"].to(opts.device, non_blocking=True) if "bad" in batch else None
+        c, n = decoding.heatmap_acc_counts(heatmaps, target, valid=valid)
+        self.correct += c
+        self.count += n
+
+
+@dataclass
+class _Crops:
+    """Every batch's crop transforms and split positions, kept on the host to map the peaks back after the loop."""
+
+    centers: list = field(default_factory=list)
+    scales: list = field(default_factory=list)
+    rotations: list = field(default_factory=list)
+    indices: list = field(default_factory=list)
+    bad: list = field(default_factory=list)
+
+    def add(self, batch: dict) -> None:
+        self.centers.append(batch["center"])
+        self.scales.append(batch["scale"])
+        self.rotations.append(batch["rotation"])
+        self.indices.append(batch["index"])
+        self.bad.append(batch["bad"] if "bad" in batch else torch.zeros(len(batch["index"]), dtype=torch.bool))
+
+
+def _heatmaps(
+    model: nn.Module, x: torch.Tensor, opts: StepOptions, *, flip: bool
+) -> tuple[Sequence[torch.Tensor], torch.Tensor]:
+    """Every stack's output, and the last stack's heatmaps (averaged with the mirrored input's with `flip`)."""
+    with opts.autocast():
+        outputs = model(x)
+        heatmaps = outputs[-1].float()
+        if flip:
+            mirrored = model(torch.flip(x, dims=[3]))[-1].float()
+            heatmaps = (heatmaps + decoding.flip_back(mirrored)) / 2
+    return outputs, heatmaps
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -72,47 +130,49 @@ def predict(
     model.eval()
     t_start = time.perf_counter()
     timer = StepTimer(opts.device, capacity=len(loader))  # CUDA events made up front, not in the loop
-    coords_dev, centers, scales, rotations, indices, bad = [], [], [], [], [], []
-    loss_sum = torch.zeros((), device=opts.device)
-    correct = torch.zeros(16, dtype=torch.int64, device=opts.device)
-    count = torch.zeros(16, dtype=torch.int64, device=opts.device)
+    coords_dev, crops, scores = [], _Crops(), _Scores.zeros(opts.device)
     batches = images = 0
     for batch in timer.iter_data(loader):  # every next(), the exhausted one too, counts as data wait
         if on_batch is not None:
             on_batch(batch)
         timer.compute_start()
         x = opts.to_device(batch["image"])
-        with opts.autocast():
-            outputs = model(x)
-            heatmaps = outputs[-1].float()
-            if flip:
-                mirrored = model(torch.flip(x, dims=[3]))[-1].float()
-                heatmaps = (heatmaps + decoding.flip_back(mirrored)) / 2
+        outputs, heatmaps = _heatmaps(model, x, opts, flip=flip)
         if with_targets:
-            target = batch["target"].to(opts.device, non_blocking=True)
-            weight = batch["target_weight"].to(opts.device, non_blocking=True)  # zero for undecodable samples
-            loss_sum += heatmap_loss(outputs, target, weight)
-            valid = ~batch["bad"].to(opts.device, non_blocking=True) if "bad" in batch else None
-            c, n = decoding.heatmap_acc_counts(heatmaps, target, valid=valid)
-            correct += c
-            count += n
+            scores.add(batch, outputs, heatmaps, opts)
         coords, _ = decoding.get_heatmap_maxima(heatmaps)
         coords_dev.append(coords)
         timer.compute_end()
-        centers.append(batch["center"])
-        scales.append(batch["scale"])
-        rotations.append(batch["rotation"])
-        indices.append(batch["index"])
-        bad.append(batch["bad"] if "bad" in batch else torch.zeros(len(batch["index"]), dtype=torch.bool))
+        crops.add(batch)
         batches += 1
         images += x.shape[0]
         if on_progress is not None:
             on_progress(batches)
     coords_host = torch.cat(coords_dev).cpu().numpy() if coords_dev else np.zeros((0, 16, 2))
     t = timer.summary()
-    preds, index, excluded = _to_image_pixels(coords_host, centers, scales, rotations, indices, bad, input_res)
+    preds, index, excluded = _to_image_pixels(coords_host, crops, input_res)
     wall_s = time.perf_counter() - t_start
-    timing = {
+    timing = _pass_timing(t, wall_s, images)
+    if ctx is not None and ctx.enabled:
+        scores = _Scores(*(all_reduce_sum(ctx, t) for t in (scores.loss_sum, scores.correct, scores.count)))
+        (batches,) = sum_over_ranks(ctx, batches)
+        ranks = all_gather_objects(ctx, (preds, index, excluded))
+        preds, index, excluded = (np.concatenate(part) for part in zip(*ranks, strict=True))
+    order = np.argsort(index, kind="stable")
+    return PassResult(
+        predictions=preds[order],
+        index=index[order],
+        loss=float(scores.loss_sum) / max(batches, 1) if with_targets else None,
+        acc_correct=scores.correct.cpu().numpy(),
+        acc_count=scores.count.cpu().numpy(),
+        timing=timing,
+        excluded=np.sort(excluded),
+    )
+
+
+def _pass_timing(t: dict, wall_s: float, images: int) -> dict:
+    """The pass's timing entry from its `StepTimer` summary `t` and its wall time."""
+    return {
         "wall_s": wall_s,
         "device_s": t["compute_s"] if t["clock"] == "cuda_event" else None,
         "compute_s": t["compute_s"],
@@ -121,26 +181,9 @@ def predict(
         "images": images,
         "images_per_s": images / wall_s if wall_s > 0 else None,
     }
-    if ctx is not None and ctx.enabled:
-        loss_sum, correct, count = (all_reduce_sum(ctx, t) for t in (loss_sum, correct, count))
-        (batches,) = sum_over_ranks(ctx, batches)
-        ranks = all_gather_objects(ctx, (preds, index, excluded))
-        preds, index, excluded = (np.concatenate(part) for part in zip(*ranks, strict=True))
-    order = np.argsort(index, kind="stable")
-    return PassResult(
-        predictions=preds[order],
-        index=index[order],
-        loss=float(loss_sum) / max(batches, 1) if with_targets else None,
-        acc_correct=correct.cpu().numpy(),
-        acc_count=count.cpu().numpy(),
-        timing=timing,
-        excluded=np.sort(excluded),
-    )
 
 
-def _to_image_pixels(
-    coords: np.ndarray, centers: list, scales: list, rotations: list, indices: list, bad: list, input_res: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _to_image_pixels(coords: np.ndarray, crops: _Crops, input_res: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Heatmap peaks -> original-image pixels through each sample's inverse crop; undecodable samples set apart.
 
     Returns:
@@ -148,14 +191,14 @@ def _to_image_pixels(
     """
     preds = decoding.heatmap_to_image(
         coords,
-        torch.cat(centers).numpy() if centers else np.zeros((0, 2)),
-        torch.cat(scales).numpy() if scales else np.zeros(0),
+        torch.cat(crops.centers).numpy() if crops.centers else np.zeros((0, 2)),
+        torch.cat(crops.scales).numpy() if crops.scales else np.zeros(0),
         input_res,
         heatmap_res(input_res),
-        rotation=torch.cat(rotations).numpy() if rotations else None,
+        rotation=torch.cat(crops.rotations).numpy() if crops.rotations else None,
     )
-    index = torch.cat(indices).numpy() if indices else np.zeros(0, dtype=np.int64)
-    is_bad = torch.cat(bad).numpy().astype(bool) if bad else np.zeros(0, dtype=bool)
+    index = torch.cat(crops.indices).numpy() if crops.indices else np.zeros(0, dtype=np.int64)
+    is_bad = torch.cat(crops.bad).numpy().astype(bool) if crops.bad else np.zeros(0, dtype=bool)
     return preds[~is_bad], index[~is_bad], index[is_bad]
 
 

@@ -13,9 +13,7 @@ model, optimizer, scheduler and RNG states.
 from __future__ import annotations
 
 import math
-import signal
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +38,10 @@ from hgbench.distributed import (
     sum_over_ranks,
 )
 from hgbench.environment import collect_environment
-from hgbench.errors import HGBenchError, RunFailed, one_line
+from hgbench.errors import HGBenchError, RunFailed
+from hgbench.failures import sigterm_as_interrupt, unexpected_failure
 from hgbench.final_pass import finish_run
-from hgbench.inference import predict
+from hgbench.inference import PassResult, predict
 from hgbench.metrics import evaluate_pckh
 from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
@@ -53,7 +52,7 @@ from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.state import TrainingState, build_state
 from hgbench.timing import reset_peak_memory
-from hgbench.training import train_one_epoch
+from hgbench.training import EpochStats, train_one_epoch
 from hgbench.variants import spec_of_config
 
 
@@ -65,54 +64,6 @@ class RunOutcome:
     record_path: Path | None
     checkpoint_path: Path | None
     record: dict | None
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (a scheduler's kill) like Ctrl-C, so the record is marked interrupted before exit."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig) -> RunFailed | None:
-    """A one-line `RunFailed` with a hint when `exc` is the device or the host running out of memory (a data worker
-    killed by the kernel included), else None.
-
-    PyTorch reports a failed CPU allocation as a plain RuntimeError ("DefaultCPUAllocator: not enough memory"), so
-    the message decides; a CUDA one is `torch.OutOfMemoryError`.
-    """
-    text = str(exc)
-    if "DataLoader worker" in text and ("killed by signal" in text or "exited unexpectedly" in text):
-        # The kernel's OOM killer takes a worker, and the loader reports only that it died.
-        return RunFailed(
-            f"{one_line(exc).rstrip('. ')}: usually the host running out of memory; use fewer --workers (now "
-            f"{config.workers}) or a smaller --batch"
-        )
-    # A DataLoader worker's error reaches this process re-raised as its own type (OpenCV's cv2.error "Insufficient
-    # memory" included), so the message decides here too.
-    is_oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
-        s in text.lower()
-        for s in ("out of memory", "not enough memory", "can't allocate memory", "insufficient memory")
-    )
-    if not is_oom:
-        return None
-    in_worker = "DataLoader worker" in text
-    where = "GPU" if isinstance(exc, torch.OutOfMemoryError) or (device.type == "cuda" and not in_worker) else "host"
-    return RunFailed(
-        f"out of {where} memory at batch {config.batch_size}, input {config.input_res}x{config.input_res}: use a "
-        f"smaller --batch or --input-res (or --amp to halve activations)"
-    )
 
 
 def _skipped(ctx: DistContext, train_ds, val_ds) -> list[str]:
@@ -200,22 +151,17 @@ def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = Fal
     return ckpt
 
 
-def _epoch(
+def _train(
     plan: RunPlan,
     state: TrainingState,
-    loaders: tuple,
-    sampler: NvmlSampler,
+    train_loader,
     bar: ProgressBar,
     epoch: int,
-    *,
-    first: bool,
+    sampler: NvmlSampler,
     meter: LoadMeter,
-) -> tuple[dict, object]:
-    """Train and validate one epoch; the record's entry for it (and the validation pass, for its accuracy)."""
-    config, ctx = plan.config, plan.ctx
-    train_loader, val_loader = loaders
-    collect_train = plan.train_ds.collect_bad if config.skip_bad_images else None
-    collect_val = plan.val_ds.collect_bad if config.skip_bad_images else None
+) -> EpochStats:
+    """Train one epoch between the telemetry marks that bound its window (this rank's stats)."""
+    config = plan.config
     train_loader.set_epoch(epoch)
     bar.start_epoch(epoch, config.epochs, len(train_loader), config.batch_size)
     sampler.mark(f"epoch{epoch}-start")
@@ -227,11 +173,52 @@ def _epoch(
         state.opts,
         epoch=epoch,
         on_progress=bar.step,
-        on_batch=collect_train,
-        stop_on_nan=not ctx.enabled,
+        on_batch=plan.train_ds.collect_bad if config.skip_bad_images else None,
+        stop_on_nan=not plan.ctx.enabled,
     )
     sampler.mark(f"epoch{epoch}-end")
     meter.mark(f"epoch{epoch}-end")
+    return stats
+
+
+def _validate(plan: RunPlan, state: TrainingState, val_loader, bar: ProgressBar) -> PassResult:
+    """The validation pass over this rank's shard, its predictions gathered from every rank."""
+    bar.start_validation(len(val_loader))
+    return predict(
+        state.model,
+        val_loader,
+        state.opts,
+        input_res=plan.config.input_res,
+        ctx=plan.ctx,
+        on_batch=plan.val_ds.collect_bad if plan.config.skip_bad_images else None,
+        on_progress=bar.validation_step,
+    )
+
+
+def _telemetry(ctx: DistContext, sampler: NvmlSampler, meter: LoadMeter, epoch: int) -> tuple[dict, dict]:
+    """The epoch's GPU telemetry and machine load, over every rank."""
+    # Every rank samples its own GPU; the epoch's energy is the whole run's, not rank 0's share.
+    window = f"epoch{epoch}-start", f"epoch{epoch}-end"
+    gathered = all_gather_objects(ctx, (sampler.window(*window), meter.window(*window)))
+    tel = combine_windows([g[0] for g in gathered])
+    return tel, window_entry(combine_loads([g[1] for g in gathered]), tel)
+
+
+def _epoch(
+    plan: RunPlan,
+    state: TrainingState,
+    loaders: tuple,
+    sampler: NvmlSampler,
+    bar: ProgressBar,
+    epoch: int,
+    *,
+    first: bool,
+    meter: LoadMeter,
+) -> tuple[dict, PassResult]:
+    """Train and validate one epoch; the record's entry for it (and the validation pass, for its accuracy)."""
+    ctx = plan.ctx
+    train_loader, val_loader = loaders
+    stats = _train(plan, state, train_loader, bar, epoch, sampler, meter)
     # Every rank's mean loss is over its share of the global batch; the epoch's loss is their mean. Every rank gets
     # the same sum, so under DDP a NaN on any rank stops all of them here, together.
     images, loss_sum = sum_over_ranks(ctx, stats.images, stats.train_loss)
@@ -239,16 +226,7 @@ def _epoch(
         raise RunFailed(
             f"loss became {loss_sum / ctx.world_size} in epoch {epoch} (on {ctx.world_size} processes); stopping"
         )
-    bar.start_validation(len(val_loader))
-    val = predict(
-        state.model,
-        val_loader,
-        state.opts,
-        input_res=config.input_res,
-        ctx=ctx,
-        on_batch=collect_val,
-        on_progress=bar.validation_step,
-    )
+    val = _validate(plan, state, val_loader, bar)
     state.scheduler.step()
     pckh = None
     if ctx.is_main:
@@ -256,10 +234,7 @@ def _epoch(
         pckh = evaluate_pckh(val.predictions, gt, interval=False).mean
     if pckh is not None and (state.best_pckh is None or pckh > state.best_pckh):
         state.best_pckh = pckh
-    # Every rank samples its own GPU; the epoch's energy is the whole run's, not rank 0's share.
-    marks = f"epoch{epoch}-start", f"epoch{epoch}-end"
-    gathered = all_gather_objects(ctx, (sampler.window(*marks), meter.window(*marks)))
-    tel = combine_windows([g[0] for g in gathered])
+    tel, load = _telemetry(ctx, sampler, meter, epoch)
     entry = {
         "epoch": epoch,
         "lr": state.optimizer.param_groups[0]["lr"],
@@ -280,7 +255,7 @@ def _epoch(
         "gpu_util_mean": tel.get("gpu_util_mean"),
         "gpu_mem_used_max_mib": tel.get("gpu_mem_used_max_mib"),
         "power_mean_w": tel.get("power_mean_w"),
-        "load": window_entry(combine_loads([g[1] for g in gathered]), tel),  # how busy the machine was
+        "load": load,  # how busy the machine was
     }
     return entry, val
 
@@ -337,30 +312,18 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, **options: Any) ->
         return _claimed_run(config, spec, ctx, held, **options)
 
 
-def _claimed_run(
-    config: RunConfig,
-    spec: CaseSpec,
-    ctx: DistContext,
-    held: ExitStack,
-    *,
-    resume: bool,
-    quiet: bool,
-    progress: bool,
-    stop_after_epoch: int | None,
-    keep_checkpoint: bool = True,
-    must_resume: bool = False,
-) -> RunOutcome:
-    plan = make_plan(config, spec, ctx)
-    config, device, say = plan.config, plan.device, progress and ctx.is_main
-    claim = _claim(plan)  # before the checkpoint is read or a record written
-    if claim is not None:
-        held.enter_context(claim)
+def _prepare(
+    plan: RunPlan, *, resume: bool, must_resume: bool, say: bool
+) -> tuple[TrainingState, Recorder, CompileWatch | None]:
+    """Everything before the first epoch, once the run is claimed: the checkpoint to resume, the model's cost, the
+    record, dynamo's watch and the training state."""
+    config, device = plan.config, plan.device
     if device.type == "cuda":
         # Autotuned convolutions: the tuning lands in the first epoch, which the record reports apart (warm-up).
         torch.backends.cudnn.benchmark = True
     ckpt = _resume_from(plan, resume, say, required=must_resume)
-    cost = measure_cost(spec, input_res=config.input_res)
-    if ctx.is_main:
+    cost = measure_cost(plan.spec, input_res=config.input_res)
+    if plan.ctx.is_main:
         check_checkpoint_space(plan, cost.params)  # before the record exists, not after an epoch of training
     model_info = {
         "params": cost.params,
@@ -379,12 +342,46 @@ def _claimed_run(
     state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
     if say and ckpt is None and plan.init_weights is not None:
         print(f"hgbench: starting from {plan.init_weights.path} ({plan.init_weights.describe()})", flush=True)
+    return state, recorder, watch
+
+
+def _say_finished(label: str, record_path: Path | None, kept: Path | None) -> None:
+    """The finished run's last line: its record, and its checkpoint's size or that it was not kept."""
+    where = (
+        f"checkpoint {kept} ({kept.stat().st_size / 2**20:.0f} MiB)"
+        if kept is not None
+        else "checkpoint not kept (--keep-checkpoints keeps it)"
+    )
+    print(f"hgbench: {label} finished; record {record_path}; {where}", flush=True)
+
+
+def _claimed_run(
+    config: RunConfig,
+    spec: CaseSpec,
+    ctx: DistContext,
+    held: ExitStack,
+    *,
+    resume: bool,
+    quiet: bool,
+    progress: bool,
+    stop_after_epoch: int | None,
+    keep_checkpoint: bool = True,
+    must_resume: bool = False,
+) -> RunOutcome:
+    """The run, its claim held by `held`: the set-up, the epoch loop, and the record marked failed or interrupted
+    however the loop ends early."""
+    plan = make_plan(config, spec, ctx)
+    config, device, say = plan.config, plan.device, progress and ctx.is_main
+    claim = _claim(plan)  # before the checkpoint is read or a record written
+    if claim is not None:
+        held.enter_context(claim)
+    state, recorder, watch = _prepare(plan, resume=resume, must_resume=must_resume, say=say)
     loaders = _loaders(plan)
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)
     # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
     epoch = first = state.start_epoch + 1
     meter = LoadMeter()
-    with NvmlSampler(device) as sampler, _sigterm_as_interrupt():
+    with NvmlSampler(device) as sampler, sigterm_as_interrupt():
         if say and not sampler.available:  # once a process: `--case all` would say it for every case
             say_once(f"hgbench: GPU telemetry unavailable ({sampler.reason}); energy and utilisation recorded as null")
         reset_peak_memory(device)
@@ -417,11 +414,7 @@ def _claimed_run(
         except HGBenchError:
             raise  # already one line; a checkpoint that could not be written leaves the run resumable, as it says
         except Exception as exc:  # noqa: BLE001 - a worker re-raises its own type (cv2.error), so OOM is any type
-            failure = out_of_memory(exc, device=device, config=config)
-            # anything else (a library's error on odd input, a bug): the run failed too, and says why
-            cause = None if failure is not None else exc
-            if failure is None:
-                failure = RunFailed(f"stopped in epoch {epoch} by {type(exc).__name__}: {one_line(exc)[:300]}")
+            failure, cause = unexpected_failure(exc, epoch=epoch, device=device, config=config)
             bar.abort()
             recorder.finish("failed", str(failure))
             raise failure from cause
@@ -429,10 +422,5 @@ def _claimed_run(
             bar.abort()  # however the run ends, no bar or heartbeat outlives it (--case all goes on to the next)
     kept = plan.last_path if keep_checkpoint else None
     if say:
-        where = (
-            f"checkpoint {kept} ({kept.stat().st_size / 2**20:.0f} MiB)"
-            if kept is not None
-            else "checkpoint not kept (--keep-checkpoints keeps it)"
-        )
-        print(f"hgbench: {spec.label} finished; record {recorder.path}; {where}", flush=True)
+        _say_finished(spec.label, recorder.path, kept)
     return RunOutcome("finished", recorder.path, kept, recorder.record if ctx.is_main else None)

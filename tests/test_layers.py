@@ -54,10 +54,10 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "visualize",
     ),
     "checkpoint and record": ("checkpoint", "record"),
-    # One run: its plan (device, settings, data, identity), progress display, recorder, the final inference pass, the
-    # runner, scoring a saved checkpoint (which plans its data as a run does) and checking that a set-up reproduces
-    # published figures.
-    "runner": ("plan", "progress", "recorder", "state", "final_pass", "runner", "scoring", "reproduce"),
+    # One run: its plan (device, settings, data, identity), progress display, recorder, the final inference pass, how
+    # a run that stops early says why, the runner, scoring a saved checkpoint (which plans its data as a run does) and
+    # checking that a set-up reproduces published figures.
+    "runner": ("plan", "progress", "recorder", "state", "final_pass", "failures", "runner", "scoring", "reproduce"),
     # The model-only benchmark may reuse the runner's pieces, never the reverse (--fast reads hgbench.speed_modes).
     "bench": ("bench",),
     "results store": ("results",),

@@ -24,13 +24,18 @@ import gzip
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hgbench.commands._args import at_least
 from hgbench.errors import DataError, HGBenchError
 from hgbench.groundtruth import GroundTruth
+
+if TYPE_CHECKING:
+    from hgbench.metrics import PCKhResult
 
 EPILOG = """examples:
   hgbench evaluate --predictions preds_valid.mat                       the study's table, bundled ground truth
@@ -213,94 +218,128 @@ def _pose_items(
         yield image, preds[i], gt.joints[i], gt.missing[i], f"val #{i} {image.name}"
 
 
+@dataclass
+class _Scored:
+    """What one evaluation scores: the predictions, their ground truth, the val images (to draw) and what JSON output
+    says of where they came from."""
+
+    preds: np.ndarray
+    gt: GroundTruth
+    images: list[Path]
+    extra: dict  # the JSON output's fields beside the result, in the order they are written
+    timing: dict | None = None  # the inference pass's timing (a checkpoint scored by hgbench's own evaluation)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_args(args)
-    from hgbench.evaluation import format_csv, format_json, format_table, load_predictions, save_predictions
     from hgbench.metrics import evaluate_pckh
 
-    extra: dict = {}
-    images: list[Path] = []
-    timing: dict | None = None
     if args.predictions is not None:
-        from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
-
-        preds = load_predictions(args.predictions)
-        gt_path = args.ground_truth or bundled_ground_truth_path()
-        gt = load_ground_truth(gt_path)
-        if len(preds) != len(gt):
-            raise HGBenchError(
-                f"{args.predictions} holds {len(preds)} people but the ground truth {gt_path} holds "
-                f"{len(gt)}; both must list the same val people in the same order"
-            )
-        extra.update(source="predictions", predictions=str(args.predictions), ground_truth=str(gt_path))
-        if args.visualize is not None:
-            images = val_image_paths(args.data_dir)
+        scored = _from_predictions(args)
     else:
-        from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
-        from hgbench.variants import resolve_case
-
         published_name = _resolve_weights(args)
         if args.reproduce:
             return _reproduce(args, published_name)
-        if args.convention == "anibali" and args.case is None:
-            raise HGBenchError("--convention anibali needs --case (or published weights, which name their case)")
-        kwargs: dict = dict(
-            checkpoint=args.checkpoint,
-            data_dir=args.data_dir,
-            flip=args.flip,
-            batch_size=args.batch,
-            device=args.device,
-            limit=args.limit,
-            workers=args.workers,
-            synthetic_people=args.synthetic_people,
-            case=None if args.case is None else resolve_case(args.case, as_built=args.as_built),
-            input_res=args.input_res,
-        )
-        if args.convention == "anibali":
-            from hgbench.reproduce import evaluate_anibali_convention
+        scored = _from_checkpoint(args, published_name)
+    result = evaluate_pckh(scored.preds, scored.gt)
+    _save_outputs(args, scored)
+    _write_result(args, result, scored)
+    return 0
 
-            # The same settings as hgbench's own evaluation, under the publisher's names for the weights and network.
-            settings = {k: v for k, v in kwargs.items() if k not in ("checkpoint", "case")}
-            conv = evaluate_anibali_convention(
-                weights=args.checkpoint, spec=kwargs["case"], **{**settings, "input_res": args.input_res or 256}
-            )
-            preds, gt, images, described = conv.predictions, conv.ground_truth, conv.images, conv.weights
-            run = None
-        else:
-            run = evaluate_checkpoint(**kwargs)
-            preds, gt, timing = np.asarray(run.predictions), run.ground_truth, dict(run.timing)
-            images, described = list(run.images), getattr(run, "weights", "hgbench checkpoint")
-        data = str(args.data_dir) if args.data_dir else "synthetic"
-        case = getattr(run, "case", None) or (kwargs["case"].label if kwargs["case"] is not None else None)
-        extra.update(
-            source="checkpoint",
-            checkpoint=str(args.checkpoint),
-            case=case,
-            weights=described,
-            published=published_name,
-            convention=args.convention,
-            flip=args.flip,
-            batch_size=args.batch,
-            device=kwargs["device"],
-            data_dir=data,
-            timing=timing,
-        )
 
-    result = evaluate_pckh(preds, gt)
+def _from_predictions(args: argparse.Namespace) -> _Scored:
+    """``--predictions``: the file's predictions against the ground truth (the bundled one unless named)."""
+    from hgbench.evaluation import load_predictions
+    from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
+
+    preds = load_predictions(args.predictions)
+    gt_path = args.ground_truth or bundled_ground_truth_path()
+    gt = load_ground_truth(gt_path)
+    if len(preds) != len(gt):
+        raise HGBenchError(
+            f"{args.predictions} holds {len(preds)} people but the ground truth {gt_path} holds "
+            f"{len(gt)}; both must list the same val people in the same order"
+        )
+    extra = dict(source="predictions", predictions=str(args.predictions), ground_truth=str(gt_path))
+    images = val_image_paths(args.data_dir) if args.visualize is not None else []
+    return _Scored(preds, gt, images, extra)
+
+
+def _from_checkpoint(args: argparse.Namespace, published_name: str | None) -> _Scored:
+    """``--checkpoint``/``--weights``: the model run over the val split, by hgbench's evaluation or the publisher's."""
+    from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
+    from hgbench.variants import resolve_case
+
+    if args.convention == "anibali" and args.case is None:
+        raise HGBenchError("--convention anibali needs --case (or published weights, which name their case)")
+    kwargs: dict = dict(
+        checkpoint=args.checkpoint,
+        data_dir=args.data_dir,
+        flip=args.flip,
+        batch_size=args.batch,
+        device=args.device,
+        limit=args.limit,
+        workers=args.workers,
+        synthetic_people=args.synthetic_people,
+        case=None if args.case is None else resolve_case(args.case, as_built=args.as_built),
+        input_res=args.input_res,
+    )
+    timing: dict | None = None
+    if args.convention == "anibali":
+        from hgbench.reproduce import evaluate_anibali_convention
+
+        # The same settings as hgbench's own evaluation, under the publisher's names for the weights and network.
+        settings = {k: v for k, v in kwargs.items() if k not in ("checkpoint", "case")}
+        conv = evaluate_anibali_convention(
+            weights=args.checkpoint, spec=kwargs["case"], **{**settings, "input_res": args.input_res or 256}
+        )
+        preds, gt, images, described = conv.predictions, conv.ground_truth, conv.images, conv.weights
+        run = None
+    else:
+        run = evaluate_checkpoint(**kwargs)
+        preds, gt, timing = np.asarray(run.predictions), run.ground_truth, dict(run.timing)
+        images, described = list(run.images), getattr(run, "weights", "hgbench checkpoint")
+    data = str(args.data_dir) if args.data_dir else "synthetic"
+    case = getattr(run, "case", None) or (kwargs["case"].label if kwargs["case"] is not None else None)
+    extra = dict(
+        source="checkpoint",
+        checkpoint=str(args.checkpoint),
+        case=case,
+        weights=described,
+        published=published_name,
+        convention=args.convention,
+        flip=args.flip,
+        batch_size=args.batch,
+        device=kwargs["device"],
+        data_dir=data,
+        timing=timing,
+    )
+    return _Scored(preds, gt, images, extra, timing)
+
+
+def _save_outputs(args: argparse.Namespace, scored: _Scored) -> None:
+    """``--save-predictions`` and ``--visualize``: write them, say so on stderr and name them in ``scored.extra``."""
+    from hgbench.evaluation import save_predictions
 
     if args.save_predictions is not None:
-        path = save_predictions(args.save_predictions, preds)
-        print(f"hgbench: wrote predictions of {len(preds)} people to {path}", file=sys.stderr)
-        extra["saved_predictions"] = str(path)
+        path = save_predictions(args.save_predictions, scored.preds)
+        print(f"hgbench: wrote predictions of {len(scored.preds)} people to {path}", file=sys.stderr)
+        scored.extra["saved_predictions"] = str(path)
     if args.visualize is not None:
         from hgbench.visualize import save_pose_pngs
 
-        if not images:
+        if not scored.images:
             raise DataError("no val images to draw (the annotation file lists no val people)")
-        pngs = save_pose_pngs(args.out, _pose_items(images, preds, gt), args.visualize)
+        pngs = save_pose_pngs(args.out, _pose_items(scored.images, scored.preds, scored.gt), args.visualize)
         print(f"hgbench: wrote {len(pngs)} PNGs to {args.out}", file=sys.stderr)
-        extra["pngs"] = [str(p) for p in pngs]
+        scored.extra["pngs"] = [str(p) for p in pngs]
 
+
+def _write_result(args: argparse.Namespace, result: PCKhResult, scored: _Scored) -> None:
+    """The result on stdout as ``--format`` says: the table (with what was scored and its timing), CSV or JSON."""
+    from hgbench.evaluation import format_csv, format_json, format_table
+
+    extra, timing = scored.extra, scored.timing
     if args.format == "csv":
         sys.stdout.write(format_csv(result))
     elif args.format == "json":
@@ -314,7 +353,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             )
         if timing:
             sys.stdout.write("timing: " + ", ".join(f"{k} {_fmt_value(v)}" for k, v in timing.items()) + "\n")
-    return 0
 
 
 def _fmt_value(v: object) -> str:

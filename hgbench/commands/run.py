@@ -280,25 +280,55 @@ def case_ids(text: str) -> list[str]:
     return [text if is_variant_file(text) else spec.name]  # a variant's settings read the file (config_from_args)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from hgbench import results as store
-    from hgbench.plan import planned_identity, resolve_device
-    from hgbench.recorder import AlreadyFinished
-    from hgbench.runner import run
-
+def _cases_checked(args: argparse.Namespace) -> list[str]:
+    """The cases `hgbench run` trains, their settings checked once before any runs; a published ``--init-from`` name
+    made its cached file."""
     if getattr(args, "init_from", None):
         from hgbench.models.published import resolve
 
         # A published name (anibali:hg2) becomes its cached file here, so the config records a path and its SHA-256.
         args.init_from = str(resolve(args.init_from).path)
     if isinstance(args.resume, str):  # --resume RUN takes its case from the run, never from a file again
-        cases = [args.case]
-    else:
-        cases = case_ids(args.case)
-        cfg = config_from_args(args, cases[0])
-        check_settings(cfg)  # once, not as the same error for every case of --case all
-        if len(cases) == 1:
-            check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
+        return [args.case]
+    cases = case_ids(args.case)
+    cfg = config_from_args(args, cases[0])
+    check_settings(cfg)  # once, not as the same error for every case of --case all
+    if len(cases) == 1:
+        check_input_res(cases[0], spec_of_config(cfg), cfg.input_res)  # before anything runs, naming the file
+    return cases
+
+
+def _case_config(args: argparse.Namespace, case: str, cases: list[str], machine: str | None) -> RunConfig:
+    """One case's config: the flags', or with ``--resume`` of one case the run it continues."""
+    if isinstance(args.resume, str) and len(cases) == 1:
+        return _config_of(Path(args.resume), args)  # the run's own settings (a variant's spec included)
+    cfg = config_from_args(args, case)
+    if args.resume and len(cases) == 1:
+        cfg = resume_target(args, cfg, machine)
+    return cfg
+
+
+def _finished_already(case: str, cfg: RunConfig, machine: str | None) -> bool:
+    """Whether this machine already finished the run `cfg` describes (said when so: ``--case all`` skips it)."""
+    from hgbench import results as store
+    from hgbench.plan import planned_identity
+
+    done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
+    if done is not None:
+        print(
+            f"hgbench: {case_label(case, cfg.as_built)}: already finished with this config ({done}); "
+            "skipping (--force measures it again)",
+            flush=True,
+        )
+    return done is not None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from hgbench.plan import resolve_device
+    from hgbench.recorder import AlreadyFinished
+    from hgbench.runner import run
+
+    cases = _cases_checked(args)
     failed = []
     finished_any = False
     machine = None
@@ -309,21 +339,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         machine = machine_id(collect_environment(resolve_device(args.device)))
     keep = args.keep_checkpoints or not args.smoke
     for case in cases:
-        if isinstance(args.resume, str) and len(cases) == 1:
-            cfg = _config_of(Path(args.resume), args)  # the run's own settings (a variant's spec included)
-        else:
-            cfg = config_from_args(args, case)
-            if args.resume and len(cases) == 1:
-                cfg = resume_target(args, cfg, machine)
-        if len(cases) > 1 and not args.force:
-            done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
-            if done is not None:
-                print(
-                    f"hgbench: {case_label(case, cfg.as_built)}: already finished with this config ({done}); "
-                    "skipping (--force measures it again)",
-                    flush=True,
-                )
-                continue
+        cfg = _case_config(args, case, cases, machine)
+        if len(cases) > 1 and not args.force and _finished_already(case, cfg, machine):
+            continue
         started = stops.now()
         try:
             outcome = run(

@@ -255,10 +255,41 @@ def workers_of(args: argparse.Namespace) -> Workers:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from hgbench.sweep import driver, view
+    from hgbench.sweep import view
 
     _check_flags(args)
     engine = make_engine(args)  # first: a missing package is said before any planning
+    runs, twins = _plan_sweep(args)
+    todo = [run for run in runs if run.status == "queued"]
+    logs = Path(args.checkpoint_dir) / "sweep-logs"
+    print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)
+    for note in twins:
+        print(note, flush=True)
+    if args.dry_run:
+        for i, run in enumerate(runs, start=1):
+            print(f"  [{i}/{len(runs)}] {_plan_line(run)}")
+        from hgbench.sweep.estimate import cost_line
+
+        print(cost_line(runs), flush=True)
+        return 0
+    interrupted, terminated = _drive(args, engine, runs)
+    for line in view.summary(runs):
+        print(line, flush=True)
+    table = view.results_table(runs)
+    if table:
+        sys.stdout.write("\n" + table)
+    if interrupted and terminated.signalled:
+        print("hgbench: stopped by SIGTERM; the same sweep again resumes its runs", file=sys.stderr, flush=True)
+        return 128 + signal.SIGTERM
+    if interrupted:
+        raise KeyboardInterrupt
+    return _left_undone(runs)
+
+
+def _plan_sweep(args: argparse.Namespace) -> tuple[list[SweepRun], list[str]]:
+    """The sweep's runs, each queued or skipped (finished already, unless --force), and the notes on twin networks."""
+    from hgbench.sweep import driver
+
     configs, twins = same_networks(sweep_configs(args))
     machine = None
     if args.engine == "local":
@@ -276,18 +307,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             run.force = True
             if run.status == "skipped":
                 run.status, run.record, run.reason = "queued", None, None
-    todo = [run for run in runs if run.status == "queued"]
-    logs = Path(args.checkpoint_dir) / "sweep-logs"
-    print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)
-    for note in twins:
-        print(note, flush=True)
-    if args.dry_run:
-        for i, run in enumerate(runs, start=1):
-            print(f"  [{i}/{len(runs)}] {_plan_line(run)}")
-        from hgbench.sweep.estimate import cost_line
+    return runs, twins
 
-        print(cost_line(runs), flush=True)
-        return 0
+
+def _drive(args: argparse.Namespace, engine: Engine, runs: list[SweepRun]) -> tuple[bool, _Terminated]:
+    """Run the sweep on `engine` behind the live view; whether it was interrupted, and whether by SIGTERM (its active
+    runs then marked cancelled: the same sweep again resumes them)."""
+    from hgbench.sweep import driver, view
+
     with _sigterm_as_interrupt() as terminated:
         try:
             try:
@@ -310,16 +337,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             for run in runs:
                 if run.status in driver.ACTIVE:
                     run.status, run.reason = "cancelled", "cancelled by SIGTERM; the same sweep again resumes it"
-    for line in view.summary(runs):
-        print(line, flush=True)
-    table = view.results_table(runs)
-    if table:
-        sys.stdout.write("\n" + table)
-    if interrupted and terminated.signalled:
-        print("hgbench: stopped by SIGTERM; the same sweep again resumes its runs", file=sys.stderr, flush=True)
-        return 128 + signal.SIGTERM
-    if interrupted:
-        raise KeyboardInterrupt
+    return interrupted, terminated
+
+
+def _left_undone(runs: list[SweepRun]) -> int:
+    """The exit status of a sweep that ran to its end: 1, each said on stderr, when runs failed or other processes
+    were training some; else 0."""
     status = 0
     failed = [run.label for run in runs if run.status == "failed"]
     if failed:

@@ -165,6 +165,37 @@ def fallback_machine() -> str:
     return f"unknown-{_slug(socket.gethostname())}"
 
 
+def _machine_folder(out_root: Path, machine: str | None, staged: tuple[Path, ...]) -> Path:
+    """The machine's folder under `out_root`, the staged folders moved into it (replacing an earlier check's)."""
+    target = out_root / (machine or fallback_machine())
+    target.mkdir(parents=True, exist_ok=True)
+    for sub in staged:
+        shutil.rmtree(target / sub.name, ignore_errors=True)
+        if sub.exists():
+            sub.replace(target / sub.name)
+    return target
+
+
+def _report(
+    results: list[StepResult], *, machine: str, started: dt.datetime, t0: float, total_budget_s: float
+) -> dict[str, Any]:
+    """The check's report: every step's result, counted by status, and when and where it ran (finished now)."""
+    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
+    return {
+        "schema": SCHEMA,
+        "hgbench_version": __version__,
+        "machine": machine,
+        "started": started.isoformat(timespec="seconds"),
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seconds": round(time.monotonic() - t0, 2),
+        "total_budget_s": total_budget_s,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "counts": counts,
+        "ok": counts["pass"] == len(results),
+        "steps": [asdict(r) for r in results],
+    }
+
+
 def run_check(
     steps: Sequence[Step],
     out_root: str | os.PathLike,
@@ -219,28 +250,10 @@ def run_check(
             results.append(result)
             detail = result.summary or result.reason or ""
             echo(f"    {result.status} in {result.seconds:.1f} s{': ' + detail if detail else ''}")
-        target = out_root / (machine or fallback_machine())
-        target.mkdir(parents=True, exist_ok=True)
-        for sub in (logs, work):
-            shutil.rmtree(target / sub.name, ignore_errors=True)
-            if sub.exists():
-                sub.replace(target / sub.name)
+        target = _machine_folder(out_root, machine, (logs, work))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    counts = {s: sum(r.status == s for r in results) for s in STATUSES}
-    report = {
-        "schema": SCHEMA,
-        "hgbench_version": __version__,
-        "machine": target.name,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "seconds": round(time.monotonic() - t0, 2),
-        "total_budget_s": total_budget_s,
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "counts": counts,
-        "ok": counts["pass"] == len(results),
-        "steps": [asdict(r) for r in results],
-    }
+    report = _report(results, machine=target.name, started=started, t0=t0, total_budget_s=total_budget_s)
     write_json_atomic(target / "report.json", report)
     write_bytes_atomic(target / "report.md", render_markdown(report).encode())
     return report, target

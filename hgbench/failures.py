@@ -1,0 +1,73 @@
+"""How a run that stops early says why in one line: running out of memory (with a hint), any other error, and a
+scheduler's SIGTERM taken as Ctrl-C, so the runner records each as a failed or interrupted run before it exits."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+from hgbench.config import RunConfig
+from hgbench.errors import RunFailed, one_line
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a scheduler's kill) like Ctrl-C, so the record is marked interrupted before exit."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig) -> RunFailed | None:
+    """A one-line `RunFailed` with a hint when `exc` is the device or the host running out of memory (a data worker
+    killed by the kernel included), else None.
+
+    PyTorch reports a failed CPU allocation as a plain RuntimeError ("DefaultCPUAllocator: not enough memory"), so
+    the message decides; a CUDA one is `torch.OutOfMemoryError`.
+    """
+    text = str(exc)
+    if "DataLoader worker" in text and ("killed by signal" in text or "exited unexpectedly" in text):
+        # The kernel's OOM killer takes a worker, and the loader reports only that it died.
+        return RunFailed(
+            f"{one_line(exc).rstrip('. ')}: usually the host running out of memory; use fewer --workers (now "
+            f"{config.workers}) or a smaller --batch"
+        )
+    # A DataLoader worker's error reaches this process re-raised as its own type (OpenCV's cv2.error "Insufficient
+    # memory" included), so the message decides here too.
+    is_oom = isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
+        s in text.lower()
+        for s in ("out of memory", "not enough memory", "can't allocate memory", "insufficient memory")
+    )
+    if not is_oom:
+        return None
+    in_worker = "DataLoader worker" in text
+    where = "GPU" if isinstance(exc, torch.OutOfMemoryError) or (device.type == "cuda" and not in_worker) else "host"
+    return RunFailed(
+        f"out of {where} memory at batch {config.batch_size}, input {config.input_res}x{config.input_res}: use a "
+        f"smaller --batch or --input-res (or --amp to halve activations)"
+    )
+
+
+def unexpected_failure(
+    exc: Exception, *, epoch: int, device: torch.device, config: RunConfig
+) -> tuple[RunFailed, Exception | None]:
+    """The one-line `RunFailed` a run records and raises for an error hgbench did not raise itself, and the cause to
+    chain it to: none for running out of memory (its hint says it all), `exc` for anything else."""
+    failure = out_of_memory(exc, device=device, config=config)
+    if failure is not None:
+        return failure, None
+    # anything else (a library's error on odd input, a bug): the run failed too, and says why
+    return RunFailed(f"stopped in epoch {epoch} by {type(exc).__name__}: {one_line(exc)[:300]}"), exc
