@@ -6,6 +6,7 @@ import os
 import re
 import signal
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
@@ -74,6 +75,22 @@ def test_test_loaded_runs_make_test_beside_busy_loops_that_end_with_it() -> None
     assert all(_gone(pid) for pid in loops)
 
 
+def _wait_for_child(parent: int, name: str, deadline_s: float = 120.0) -> None:
+    """Until a child of `parent` runs the program `name` (its exec done), polling ``/proc``."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+            except OSError:
+                continue  # the process ended while we looked
+            comm, _, rest = text[text.index("(") + 1 :].rpartition(")")
+            if comm == name and int(rest.split()[1]) == parent:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no child {name!r} of {parent} after {deadline_s} s")
+
+
 def test_test_loaded_stops_its_busy_loops_on_ctrl_c() -> None:
     env = {**os.environ, "HGBENCH_LOAD_PROCS": "2"}
     proc = subprocess.Popen(
@@ -84,6 +101,9 @@ def test_test_loaded_stops_its_busy_loops_on_ctrl_c() -> None:
         start_new_session=True,
     )
     loops = _loops_of(proc.stdout.readline())
+    # Ctrl-C once the command runs, as a person's would: one sent between bash's fork and the child's exec is taken
+    # by the child's copy of bash's trap, and the exec'd `sleep 600` outlives it (seen on a loaded machine).
+    _wait_for_child(proc.pid, "sleep")
     os.killpg(proc.pid, signal.SIGINT)  # as the terminal's Ctrl-C: the whole foreground group
     assert proc.wait(timeout=60) != 0
     assert all(_gone(pid) for pid in loops)
