@@ -99,11 +99,12 @@ def test_test_loaded_stops_its_busy_loops_on_ctrl_c() -> None:
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # As from a terminal's shell: a suite started in the background (`make test-loaded &`, nohup, a CI runner)
+        # inherits SIGINT ignored, and bash can neither trap nor reset a signal ignored on entry.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     loops = _loops_of(proc.stdout.readline())
-    # Ctrl-C once the command runs, as a person's would: one sent between bash's fork and the child's exec is taken
-    # by the child's copy of bash's trap, and the exec'd `sleep 600` outlives it (seen on a loaded machine).
-    _wait_for_child(proc.pid, "sleep")
+    _wait_for_child(proc.pid, "sleep")  # Ctrl-C once the command runs, as a person's would
     os.killpg(proc.pid, signal.SIGINT)  # as the terminal's Ctrl-C: the whole foreground group
     assert proc.wait(timeout=60) != 0
     assert all(_gone(pid) for pid in loops)
