@@ -32,7 +32,8 @@ def run_check_fn(fn: Callable[[StepContext], Outcome], ctx: StepContext) -> Outc
 
 
 def _lookup(name: str) -> Callable[[StepContext], Outcome]:
-    from hgbench.gpu_check.checks import CHECKS  # imports torch: inside run_check_fn's net for missing packages
+    # Each check imports torch when it runs, so a missing package fails inside run_check_fn's net.
+    from hgbench.gpu_check.checks import CHECKS
 
     if name not in CHECKS:
         raise KeyError(f"no GPU check named {name!r}; known: {', '.join(CHECKS)}")
