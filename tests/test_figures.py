@@ -94,3 +94,13 @@ def test_curves_colour_each_case_once_and_dash_each_setting(
     assert lines["5 [A]"].get_linestyle() != lines["5 [B]"].get_linestyle()
     colours = {tuple(lines[f"{case} [A]"].get_color()) for case in ("1", "2", "3", "4", "5", "6", "7", "8")}
     assert len(colours) == 8
+
+
+def test_the_accuracy_curve_says_it_is_scored_without_the_flip_test(
+    two_settings: list[RunSummary], figures: list[Any], tmp_path: Path
+) -> None:
+    """An epoch's validation is the plain pass, the table's and frontier's figure the final flip-test pass: a curve
+    that ends below the table's figure must say why (tests/test_runner.py checks the plain pass is what it plots)."""
+    plot_curves(two_settings, tmp_path / "x.png")
+    (fig,) = figures
+    assert [ax.get_title() for ax in fig.axes if "PCKh" in ax.get_title()] == ["PCKh@0.5 Mean (%), no flip test"]

@@ -94,6 +94,8 @@ def test_a_run_writes_a_complete_finished_record(tiny: RunConfig) -> None:
     assert inference["plain"]["wall_min"] > 0
     assert inference["plain"]["device_min"] is None
     assert inference["flip"]["wall_min"] > 0
+    # An epoch's validation is the plain pass (no flip test) of that epoch's weights: `plot --kind curves` says so.
+    assert epochs[-1]["pckh"] == pytest.approx(inference["plain"]["pckh_mean"])
     tel = record["results"]["telemetry"]
     assert tel["available"] is False
     assert tel["reason"]
