@@ -12,15 +12,16 @@ OLDEST             := .venv-oldest
 .PHONY: install run test test-loaded test-oldest coverage table bench gpu-check lint clean
 
 # The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
-# every test works; a Makefile change reinstalls once.
-$(STAMP): pyproject.toml constraints.txt Makefile
+# every test works; a Makefile change reinstalls once, and so does a new version (the editable install's metadata,
+# which `pip show` and importlib.metadata read, is written only at install time).
+$(STAMP): pyproject.toml constraints.txt Makefile hgbench/_version.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,slurm]'
 	touch $(STAMP)
 
 # constraints.txt with the lowest torch pair in place of the newest.
-$(OLDEST)/.installed: pyproject.toml constraints.txt Makefile
+$(OLDEST)/.installed: pyproject.toml constraints.txt Makefile hgbench/_version.py
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	sed -e 's/^torch==.*/torch==$(OLDEST_TORCH)/' -e 's/^torchvision==.*/torchvision==$(OLDEST_TORCHVISION)/' constraints.txt > $(OLDEST)/constraints.txt
 	$(OLDEST)/bin/python -m pip install -q --upgrade pip

@@ -37,6 +37,28 @@ def test_install_brings_every_tool_the_targets_use() -> None:
     assert recipe("lint") == ["$(BIN)/ruff check hgbench tests benchmarks"]
 
 
+def test_a_new_version_reinstalls_once(tmp_path: Path) -> None:
+    """The editable install's metadata (`pip show hgbench`) holds the version from install time: a version bump must
+    re-run the install, and an up-to-date install must not. Checked with make's own dry run on a scratch copy."""
+    for name in ("Makefile", "pyproject.toml", "constraints.txt", "hgbench/_version.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes((REPO / name).read_bytes())
+    stamp = tmp_path / ".venv" / ".installed"
+    stamp.parent.mkdir()
+    stamp.touch()
+    later = time.time() + 60
+
+    def dry_install() -> str:
+        return subprocess.run(
+            ["make", "-n", "install"], cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+
+    os.utime(stamp, (later, later))
+    assert "pip install" not in dry_install()
+    os.utime(tmp_path / "hgbench" / "_version.py", (later + 60, later + 60))
+    assert "pip install" in dry_install()
+
+
 def test_run_measures_this_machine_and_table_renders_the_published_example() -> None:
     """`make run` prints the user's runs (the default scan leaves results/published out); `make table` the README's."""
     (run,) = recipe("run")
