@@ -89,14 +89,12 @@ def curve_styles(labels: Sequence[str], palette: Any) -> dict[str, tuple[Any, st
     Colouring each of ``5 [A]`` and ``5 [B]`` on its own would run a ten-colour palette out at five cases of two
     settings and hand two different cases one colour; one colour per case keeps a case's settings side by side.
     """
-    cases = list(dict.fromkeys(label.split(" [", 1)[0] for label in labels))
-    letters = list(dict.fromkeys(label.partition(" [")[2] for label in labels))
+    parts = {label: label.partition(" [")[::2] for label in labels}  # (case, setting letter) back from short_label
+    cases = list(dict.fromkeys(case for case, _ in parts.values()))
+    letters = list(dict.fromkeys(letter for _, letter in parts.values()))
     return {
-        label: (
-            palette(cases.index(label.split(" [", 1)[0]) % palette.N),
-            _LINE_STYLES[letters.index(label.partition(" [")[2]) % len(_LINE_STYLES)],
-        )
-        for label in labels
+        label: (palette(cases.index(case) % palette.N), _LINE_STYLES[letters.index(letter) % len(_LINE_STYLES)])
+        for label, (case, letter) in parts.items()
     }
 
 
