@@ -206,3 +206,16 @@ def test_a_second_process_on_the_same_folder_refuses_naming_the_first(
     assert len(list((data / "images").glob("*.jpg"))) == n_images
     # The claim ended with its process: the next call goes ahead.
     assert main(["data", "mpii", str(data)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--rate-window", "0"), ("--rate-window", "nan"), ("--min-rate", "-1"), ("--min-rate", "inf")]
+)
+def test_a_nonsense_rate_or_window_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "mpii", str(tmp_path / "mpii"), flag, value])
+    assert exc.value.code == 2
+    assert f"argument {flag}: must be" in capsys.readouterr().err
+    assert not (tmp_path / "mpii").exists()

@@ -39,9 +39,10 @@ def kind_of(mode: int) -> str:
 
 
 def not_regular(path: Path, mode: int, doing: str) -> NotARegularFile:
+    kind = kind_of(mode)
+    what = kind if kind == "not a regular file" else f"{kind}, not a regular file"
     return NotARegularFile(
-        f"{path} is {kind_of(mode)}, not a regular file, so hgbench will not {doing} it; move it away and run the "
-        "same command again"
+        f"{path} is {what}, so hgbench will not {doing} it; move it away and run the same command again"
     )
 
 

@@ -62,8 +62,13 @@ class Patience:
     """When to give up on a server: connecting, and then a body that comes too slowly or not at all."""
 
     min_rate: float = 10_000.0  # bytes per second, averaged over each window, below which the download gives up
-    window_s: float = 60.0  # the window; also the longest wait for any one read of the body
+    window_s: float = 60.0  # the window
+    stall_s: float | None = None  # the longest wait for any one read of the body (None: `window_s`)
     connect_timeout_s: float = 60.0  # connecting and reading the reply's headers
+
+    @property
+    def read_timeout_s(self) -> float:
+        return self.window_s if self.stall_s is None else self.stall_s
 
 
 class DownloadError(HGBenchError):
@@ -279,7 +284,7 @@ def _stream(
     name: str,
 ) -> int:
     """Append the body to `fd` (closed at the end); the bytes the partial file holds then."""
-    _set_read_timeout(response, patience.window_s)
+    _set_read_timeout(response, patience.read_timeout_s)
     window_start, window_bytes = time.monotonic(), have
     with os.fdopen(fd, "ab") as f, byte_progress(f"downloading {name}", total, have, show=progress) as step:
         while True:
@@ -287,7 +292,7 @@ def _stream(
                 chunk = response.read1(_CHUNK)
             except TimeoutError:
                 f.flush()
-                raise _stopped(url, have, total, f"nothing came for {patience.window_s:g} s") from None
+                raise _stopped(url, have, total, f"nothing came for {patience.read_timeout_s:g} s") from None
             except (OSError, http.client.HTTPException) as exc:  # reset, incomplete chunked read
                 f.flush()
                 raise _stopped(url, have, total, one_line(exc)) from None

@@ -55,6 +55,7 @@ def etag_of(data: bytes) -> str:
 def _handler(state: ServerState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = 30  # a stuck client cannot keep a handler alive for ever
+        wbufsize = 1 << 16  # buffered: the headers leave with the first piece of body, in one write, at a flush
 
         def log_message(self, *args: object) -> None:  # keep test output clean
             pass
