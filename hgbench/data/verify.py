@@ -1,9 +1,12 @@
 """Checking a real MPII folder: every image the annotation file names exists, decodes and has its annotated size.
 
 `verify_images` checks them in parallel threads (the JPEG decoder releases the GIL) with a progress bar on a terminal.
-A clean result writes a small marker (`MARKER_NAME`) holding the annotation file's SHA-256, so `hgbench data mpii
-DIR` can later tell a verified folder without decoding 25,000 images again; a marker whose hash is not the current
-annotation file's counts for nothing.
+A clean result writes a small marker (`MARKER_NAME`) that pins what was verified: the annotation file's SHA-256, the
+image count, and a digest of every annotated image's name, size and modification time (`images_digest`, a
+``stat`` per image: a fraction of a second for MPII's 25,000). `hgbench data mpii DIR` later trusts the marker
+only when all three still match, so a folder emptied, an image replaced or touched since, or another annotation file
+makes the images decoded again; the marker never says more than "these very files decoded once". It is read
+without following a link or blocking on a FIFO, and bounded in size (`hgbench.data.dir_files`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from pathlib import Path
 
 from hgbench.atomic_io import write_json_atomic
 from hgbench.data.annotations import IMAGES_DIRNAME, find_annotation_file, load_annotations
+from hgbench.data.dir_files import NotARegularFile, read_small_file
 from hgbench.data.jpeg import check_jpeg, decode_jpeg_file
 from hgbench.errors import DataError
 
 MARKER_NAME = ".hgbench-verified.json"
+_MARKER_LIMIT = 64 << 10  # the marker is a few hundred bytes; a larger file is not one hgbench wrote
 _SHOWN = 10  # problems listed by name; the rest are counted
 
 
@@ -95,24 +100,46 @@ def check_image(path: Path, size: tuple[int, int]) -> str | None:
     return None
 
 
-def read_marker(data_dir: Path, annotation_file: Path) -> int | None:
-    """The image count of a marker written for this very annotation file; None without a valid one."""
+def images_digest(images_dir: Path, names: list[str]) -> str | None:
+    """SHA-256 over each image's name, size and modification time (ns), in `names`' order; None when one is missing
+    or unreadable (a marker then counts for nothing)."""
+    digest = hashlib.sha256()
+    for name in names:
+        try:
+            st = (images_dir / name).stat()
+        except (OSError, ValueError):  # gone, a name the filesystem refuses
+            return None
+        digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()
+
+
+def read_marker(data_dir: Path, annotation_file: Path, names: list[str]) -> int | None:
+    """The image count of a marker that still describes this folder (the same annotation file, image count and image
+    names, sizes and times); None without one."""
     try:
-        marker = json.loads((data_dir / MARKER_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        marker = json.loads(read_small_file(data_dir / MARKER_NAME, _MARKER_LIMIT))
+    except (OSError, ValueError, NotARegularFile):  # missing, a link or FIFO, too large, not JSON
         return None
     if not isinstance(marker, dict) or marker.get("annotation_sha256") != file_sha256(annotation_file):
         return None
-    images = marker.get("images")
-    return images if isinstance(images, int) else None
+    if marker.get("images") != len(names) or isinstance(marker.get("images"), bool):
+        return None
+    if marker.get("images_digest") != images_digest(data_dir / IMAGES_DIRNAME, names):
+        return None
+    return len(names)
 
 
-def write_marker(report: VerifyReport) -> Path:
+def write_marker(report: VerifyReport, names: list[str], digest: str | None) -> Path | None:
+    """Write the marker of a clean report; `digest` is `images_digest` taken before the images were decoded, so a
+    file changed during the check leaves no marker. None when nothing was written."""
+    if digest is None or digest != images_digest(report.data_dir / IMAGES_DIRNAME, names):
+        return None
     path = report.data_dir / MARKER_NAME
     body = {
         "annotation_file": str(report.annotation_file),
         "annotation_sha256": file_sha256(report.annotation_file),
         "images": report.images,
+        "images_digest": digest,
         "missing": 0,
         "corrupt": 0,
     }
@@ -131,7 +158,7 @@ def verify_images(
     """Check every image the data directory's annotation file names (its own, or the bundled copy).
 
     Args:
-        use_marker: trust a marker written for the same annotation file instead of checking again.
+        use_marker: trust a marker that still describes the folder (`read_marker`) instead of decoding again.
         workers: threads (default: the CPU count).
         progress: show a progress bar (default: when stderr is a terminal).
         on_step: called with the number of images checked so far (tests, other front ends).
@@ -145,12 +172,13 @@ def verify_images(
     root = Path(data_dir).expanduser()
     annotation_file = find_annotation_file(root)
     sizes = image_sizes(annotation_file)
+    names = list(sizes)
     if use_marker:
-        count = read_marker(root, annotation_file)
+        count = read_marker(root, annotation_file, names)
         if count is not None:
             return VerifyReport(root, annotation_file, count, from_marker=True)
     images_dir = root / IMAGES_DIRNAME
-    names = list(sizes)
+    before = images_digest(images_dir, names)
     results: list[str | None] = [None] * len(names)
     show = sys.stderr.isatty() if progress is None else progress
     bar, task = None, None
@@ -186,5 +214,5 @@ def verify_images(
         elif reason is not None:
             report.corrupt.append((name, reason))
     if report.ok:
-        write_marker(report)
+        write_marker(report, names, before)
     return report
