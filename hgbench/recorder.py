@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,8 @@ class Recorder:
                     self.path.unlink(missing_ok=True)
                     raise
         self.record: dict = broadcast_object(plan.ctx, record)
+        # The trackers' state (hgbench.tracking): where the figures went and what could not be sent; in every write.
+        self.tracking_state: Callable[[], dict | None] | None = None
         self._checkpointed = self.epochs_done  # epochs the checkpoint on disk holds (a resumed run's, or none)
 
     @property
@@ -152,6 +155,18 @@ class Recorder:
         if status == "finished" and not keep_checkpoint:
             shutil.rmtree(self.plan.run_dir, ignore_errors=True)
 
+    def rewrite(self) -> None:
+        """Write the record again as it stands, with the trackers' state (after a finished run's final figures)."""
+        if not self.writes:
+            return
+        self._note_tracking()
+        write_json_atomic(self.path, self.record)
+
+    def _note_tracking(self) -> None:
+        state = self.tracking_state() if self.tracking_state is not None else None
+        if state is not None:
+            self.record["tracking"] = state
+
     def interrupted(self, epoch: int) -> None:
         """Ctrl-C or SIGTERM during `epoch`: the record says what is safe to resume from.
 
@@ -175,3 +190,4 @@ class Recorder:
             record["finished"] = record["datetime"]
         record["results"]["train"] = train_summary(record["results"]["epochs"])
         record["results"]["contention"] = contention_summary(record["results"], self.plan.config.gpu_share)
+        self._note_tracking()
