@@ -102,19 +102,22 @@ class Tracking:
 
     def log_epoch(self, entry: Mapping[str, Any], predictions: np.ndarray | None, index: np.ndarray | None) -> None:
         """One finished (and checkpointed) epoch's figures, and its pictures from the validation pass."""
-        if not self.active:
+        if not self.active:  # nobody to draw for: the pictures it would have drawn are listed all the same
+            names = [f"val_{slot}" for slot in range(len(self.pictures.people))] if self._drawing else []
             for slot in self.slots:
-                slot.unsent.append(_epoch_item(entry))
+                slot.unsent.extend(_epoch_items(entry, names))
             return
         pictures = self._draw(predictions, index)
         for slot in self.slots:
-            missed = [_epoch_item(entry)]
-            if pictures:
-                missed.append({"step": entry["epoch"], "kind": "pictures", "names": [p.name for p in pictures]})
+            missed = _epoch_items(entry, [p.name for p in pictures])
             self._call(slot, missed, lambda s=slot: s.tracker.log_epoch(entry, pictures))
 
+    @property
+    def _drawing(self) -> bool:
+        return self.pictures is not None and self.picture_error is None
+
     def _draw(self, predictions: np.ndarray | None, index: np.ndarray | None) -> list[Picture]:
-        if self.pictures is None or predictions is None or index is None or self.picture_error is not None:
+        if not self._drawing or predictions is None or index is None:
             return []
         try:
             return self.pictures.draw(predictions, index)
@@ -148,3 +151,11 @@ class Tracking:
 
 def _epoch_item(entry: Mapping[str, Any]) -> dict:
     return {"step": entry["epoch"], "kind": "epoch", "names": sorted(epoch_figures(entry))}
+
+
+def _epoch_items(entry: Mapping[str, Any], pictures: list[str]) -> list[dict]:
+    """An epoch's figures and, when any, its pictures, as the record lists them unsent."""
+    items = [_epoch_item(entry)]
+    if pictures:
+        items.append({"step": entry["epoch"], "kind": "pictures", "names": pictures})
+    return items
