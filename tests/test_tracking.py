@@ -118,14 +118,14 @@ def test_a_run_shows_its_record_in_tensorboard_and_keeps_the_folder_when_its_che
     acc = events(folder)
     check_scalars_match_the_record(acc, record)
     check_final_and_hparams(acc, record)
-    # Four fixed validation people, every epoch, as PNGs.
+    # Four fixed validation people, every epoch, as JPEGs.
     pictures = sorted(t for t in acc.Tags()["images"])
     assert pictures == [f"pictures/val_{i}" for i in range(4)]
     for tag in pictures:
         shots = acc.Images(tag)
         assert [s.step for s in shots] == [1, 2]
         image = Image.open(io.BytesIO(shots[-1].encoded_image_string))
-        assert image.format == "PNG"
+        assert image.format == "JPEG"
         assert image.size == (shots[-1].width, shots[-1].height)
         assert np.asarray(image).std() > 10  # a drawn picture, not a blank
     assert "warning" not in capsys.readouterr().err

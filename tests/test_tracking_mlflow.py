@@ -118,14 +118,32 @@ def test_a_run_logs_every_figure_of_its_record_to_a_tracking_server(
         "error": None,
         "unsent": [],
     }
-    pictures = [a.path for a in client.list_artifacts(mlrun.info.run_id, "images")]
     for i in range(4):  # four fixed validation people, each epoch
-        assert sum(p.startswith(f"images/val_{i}+step+") and p.endswith(".png") for p in pictures) == 2
+        pictures = [a.path for a in client.list_artifacts(mlrun.info.run_id, f"pictures/val_{i}")]
+        assert pictures == [f"pictures/val_{i}/epoch_0001.jpg", f"pictures/val_{i}/epoch_0002.jpg"]
     # Exporting the same record again finds the run by its tags and adds nothing: no second run, no step twice.
     assert cli.main(["export", "mlflow", str(path), "--uri", server.uri, "--experiment", "pose"]) == 0
     assert "nothing new" in capsys.readouterr().out
     client, mlrun = the_run(server.uri, record, "pose")
     check_run_matches_the_record(client, mlrun, record)
+
+
+def test_a_resumed_run_continues_its_mlflow_run_without_a_step_twice(tiny: RunConfig, server: MlflowServer) -> None:
+    from dataclasses import replace
+
+    from hgbench.runner import run
+    from hgbench.tracking import TrackingOptions
+
+    options = TrackingOptions(tensorboard=False, mlflow=True, mlflow_uri=server.uri)
+    cfg = replace(tiny, epochs=2)
+    first = run(cfg, progress=False, stop_after_epoch=1, tracking=options)
+    record = json.loads(first.record_path.read_text())
+    client, mlrun = the_run(server.uri, record)
+    assert mlrun.info.status == "KILLED"  # interrupted: the MLflow run says so until it is resumed
+    run(cfg, progress=False, resume=True, tracking=options)
+    record = json.loads(first.record_path.read_text())
+    client, mlrun = the_run(server.uri, record)  # the same run, not a second one
+    check_run_matches_the_record(client, mlrun, record)  # epochs 1 and 2 once each
 
 
 def test_a_server_killed_mid_run_costs_the_run_nothing_and_export_sends_the_rest_later(
@@ -181,4 +199,4 @@ def test_a_server_down_from_the_start_is_one_warning_and_every_figure_listed(
     assert record["status"] == "finished"
     assert sum("warning" in line for line in err.splitlines()) == 1
     kinds = [(u["kind"], u["step"]) for u in record["tracking"]["mlflow"]["unsent"]]
-    assert kinds == [("epoch", 1), ("final", 1), ("record", None)]
+    assert kinds == [("epoch", 1), ("pictures", 1), ("final", 1), ("record", None)]

@@ -5,7 +5,7 @@ One MLflow run per hgbench run, in experiment ``hgbench`` unless told otherwise,
 run, a second `hgbench export mlflow` or the export of a run that logged live all continue the same MLflow run and
 add only what it lacks: the epochs whose figures it does not hold (by the steps of ``loss/train``), the params it
 does not have, the final figures once. Tagged with the case, as-built, machine and git commit; the record JSON and
-each epoch's pictures are its artifacts.
+each epoch's pictures (``pictures/val_0/epoch_0001.jpg``, ...) are its artifacts.
 
 MLflow's HTTP client retries a refused request for minutes by default; unless the user set them, this process asks
 for two retries and a 10 s timeout (``MLFLOW_HTTP_REQUEST_MAX_RETRIES``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``), so a server
@@ -166,8 +166,12 @@ class MlflowTracker:
 
     def log_epoch(self, entry: Mapping[str, Any], pictures: list[Picture]) -> None:
         self._metrics(epoch_figures(entry), entry["epoch"])
-        for picture in pictures:
-            self.client.log_image(self.run_id, picture.rgb, key=picture.name, step=entry["epoch"])
+        if pictures:
+            with tempfile.TemporaryDirectory(prefix="hgbench-mlflow-") as tmp:
+                for picture in pictures:  # pictures/val_0/epoch_0003.jpg: one person's epochs side by side
+                    path = Path(tmp) / f"epoch_{entry['epoch']:04d}.jpg"
+                    path.write_bytes(picture.jpeg)
+                    self.client.log_artifact(self.run_id, str(path), artifact_path=f"pictures/{picture.name}")
 
     def log_final(self, record: Mapping[str, Any]) -> None:
         """The final figures (once), the status tag and the record itself as an artifact."""

@@ -3,19 +3,23 @@
 The same people every epoch and in every run over the same validation split (spread evenly over it), drawn as
 `hgbench evaluate --visualize` draws them (`hgbench.visualize.render_pose`: prediction coloured by side, ground truth
 in white), small enough that drawing them costs the epoch next to nothing (benchmarks/test_tracking.py): each image
-is read once and kept, and only four crops are drawn per epoch.
+is read once and kept, only four crops are drawn per epoch, and each is encoded once as a JPEG that every tracker
+sends as it is (PNG took 60-240 ms a picture on the noisy textures of real and synthetic photos, JPEG about 1 ms).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
+from hgbench.errors import HGBenchError
 from hgbench.visualize import read_rgb, render_pose
 
 PEOPLE = 4  # validation people drawn each epoch
 MIN_SIDE = 192  # the drawn crop's shorter side, in pixels (render_pose's default of 480 is for a person to study)
+JPEG_QUALITY = 90  # thin limbs stay sharp; about 50 KB a picture
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,22 @@ class Picture:
     name: str  # "val_0" .. "val_3": the same person every epoch
     title: str  # which person: the image file and its position in the split
     rgb: np.ndarray  # [H, W, 3] uint8
+    jpeg: bytes  # the same picture, encoded once for every tracker
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+
+def encode_jpeg(rgb: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise HGBenchError(f"cannot encode a {rgb.shape} picture as JPEG")
+    return data.tobytes()
 
 
 def chosen_people(n: int, count: int = PEOPLE) -> list[int]:
@@ -69,5 +89,5 @@ class PictureSource:
             rgb = render_pose(
                 self._image(i), predictions[row], self.gt.joints[i], self.gt.missing[i], title, min_side=MIN_SIDE
             )
-            pictures.append(Picture(f"val_{slot}", title, rgb))
+            pictures.append(Picture(f"val_{slot}", title, rgb, encode_jpeg(rgb)))
         return pictures

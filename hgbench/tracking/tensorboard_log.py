@@ -94,6 +94,21 @@ def logged_steps(folder: Path) -> tuple[set[int], set[int], bool]:
     return epochs, steps(FINAL_SENTINEL), has_hparams
 
 
+def _image_summary(pictures: list[Picture]):
+    """The pictures as one summary of already encoded images (torch's add_image would encode each again, as PNG)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    return Summary(
+        value=[
+            Summary.Value(
+                tag=f"pictures/{p.name}",
+                image=Summary.Image(height=p.height, width=p.width, colorspace=3, encoded_image_string=p.jpeg),
+            )
+            for p in pictures
+        ]
+    )
+
+
 class TensorBoardTracker:
     """Logs one run to its event folder under `root` (see the module's docstring)."""
 
@@ -145,8 +160,8 @@ class TensorBoardTracker:
 
     def log_epoch(self, entry: Mapping[str, Any], pictures: list[Picture]) -> None:
         self._scalars(entry)
-        for picture in pictures:
-            self.writer.add_image(f"pictures/{picture.name}", picture.rgb, entry["epoch"], dataformats="HWC")
+        if pictures:
+            self.writer._get_file_writer().add_summary(_image_summary(pictures), entry["epoch"])
         self.writer.flush()  # an epoch is minutes apart: a kill loses nothing already shown
 
     def log_final(self, record: Mapping[str, Any]) -> None:

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# docs/tensorboard.png: TensorBoard showing a smoke sweep's curves and pictures, as README shows it.
+#
+# Runs a small sweep (hg1 and hg2, two seeds, six epochs at smoke scale) into a scratch folder, starts a real
+# `tensorboard` over the sweep's event folders on 127.0.0.1, and takes the screenshot with headless Chromium
+# (`apt-get install -y chromium`). Not part of `make test`; every process it starts is stopped by its PID.
+#
+#   docs/tensorboard_screenshot.sh [OUT.png]      (default docs/tensorboard.png; about 5 minutes on 2 cores)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+out="${1:-docs/tensorboard.png}"
+bin=.venv/bin
+scratch="$(mktemp -d)"
+board_pid=""
+cleanup() {
+    if [ -n "$board_pid" ]; then kill "$board_pid" 2>/dev/null || true; fi
+    rm -rf "$scratch"
+}
+trap cleanup EXIT
+
+"$bin/hgbench" sweep --cases hg1,hg2 --seeds 0,1 --smoke --epochs 6 --quiet \
+    --out "$scratch/results" --checkpoint-dir "$scratch/runs"
+
+port="$("$bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$bin/tensorboard" --logdir "$scratch/runs/tensorboard" --host 127.0.0.1 --port "$port" \
+    >"$scratch/tensorboard.log" 2>&1 &
+board_pid=$!
+for _ in $(seq 1 120); do
+    if "$bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/data/runs', timeout=2)" \
+        2>/dev/null; then break; fi
+    sleep 0.5
+done
+
+# The time series view, filtered to the loss and PCKh curves and the pictures; virtual time lets its scripts finish.
+url="http://127.0.0.1:$port/?tagFilter=loss%7Cpckh_no_flip%2FMean%7Cpictures%2Fval_%5B01%5D#timeseries"
+chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
+    --disable-sync --no-first-run --user-data-dir="$scratch/chromium" --hide-scrollbars \
+    --window-size=1600,1300 --virtual-time-budget=30000 --screenshot="$scratch/shot.png" "$url"
+cp "$scratch/shot.png" "$out"
+echo "wrote $out"
