@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # docs/tensorboard.png: TensorBoard showing a smoke sweep's curves and pictures, as README shows it.
 #
-# Runs a small sweep (hg1 and hg2, two seeds, six epochs at smoke scale) into a scratch folder, starts a real
+# Runs a small sweep (hg1 and hg2, five epochs at smoke scale, 64 px input) into a scratch folder, starts a real
 # `tensorboard` over the sweep's event folders on 127.0.0.1, and takes the screenshot with headless Chromium
 # (`apt-get install -y chromium`). Not part of `make test`; every process it starts is stopped by its PID.
 #
-#   docs/tensorboard_screenshot.sh [OUT.png]      (default docs/tensorboard.png; about 5 minutes on 2 cores)
+#   docs/tensorboard_screenshot.sh [OUT.png]      (default docs/tensorboard.png; a few minutes on 2 idle cores)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin/hgbench" sweep --cases hg1,hg2 --seeds 0,1 --smoke --epochs 6 --quiet \
+"$bin/hgbench" sweep --cases hg1,hg2 --smoke --epochs 5 --input-res 64 --quiet \
     --out "$scratch/results" --checkpoint-dir "$scratch/runs"
 
 port="$("$bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"

@@ -163,8 +163,12 @@ class Recorder:
         write_json_atomic(self.path, self.record)
 
     def _note_tracking(self) -> None:
-        state = self.tracking_state() if self.tracking_state is not None else None
-        if state is not None:
+        if self.tracking_state is None:
+            return
+        state = self.tracking_state()
+        if state is None:  # no tracker this time: a resumed run's earlier section would describe another process
+            self.record.pop("tracking", None)
+        else:
             self.record["tracking"] = state
 
     def interrupted(self, epoch: int) -> None:

@@ -45,8 +45,19 @@ FINAL_METRICS = {
 }
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """One server for the tests that leave it running (each test's runs carry their own run ids)."""
+    srv = MlflowServer(tmp_path_factory.mktemp("mlflow")).start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
 @pytest.fixture
-def server(tmp_path: Path):
+def own_server(tmp_path: Path):
+    """A server of the test's own, which it may kill."""
     srv = MlflowServer(tmp_path / "mlflow").start()
     try:
         yield srv
@@ -147,8 +158,9 @@ def test_a_resumed_run_continues_its_mlflow_run_without_a_step_twice(tiny: RunCo
 
 
 def test_a_server_killed_mid_run_costs_the_run_nothing_and_export_sends_the_rest_later(
-    tiny: RunConfig, server: MlflowServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tiny: RunConfig, own_server: MlflowServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    server = own_server
     logged = fanout.Tracking.log_epoch
 
     def kill_after_the_first_epoch(self, entry, predictions, index) -> None:

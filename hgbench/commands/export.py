@@ -36,7 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tools = p.add_subparsers(dest="tool", metavar="TOOL", required=True)
-    tb = tools.add_parser("tensorboard", help="an event folder per record", description=__doc__)
+    raw = argparse.RawDescriptionHelpFormatter
+    tb = tools.add_parser("tensorboard", help="an event folder per record", description=__doc__, formatter_class=raw)
     tb.add_argument("results", nargs="+", metavar="RESULTS", help="record files, folders or quoted globs")
     tb.add_argument(
         "--out",
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the folder of the event folders (default runs/tensorboard, where hgbench run writes them)",
     )
     tb.set_defaults(func=cmd_export)
-    ml = tools.add_parser("mlflow", help="an MLflow run per record", description=__doc__)
+    ml = tools.add_parser("mlflow", help="an MLflow run per record", description=__doc__, formatter_class=raw)
     ml.add_argument("results", nargs="+", metavar="RESULTS", help="record files, folders or quoted globs")
     ml.add_argument("--uri", default=None, help="the tracking server (default: MLFLOW_TRACKING_URI)")
     ml.add_argument("--experiment", default="hgbench", metavar="NAME", help="the MLflow experiment (default hgbench)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -196,13 +196,3 @@ class MlflowTracker:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, END_STATUS.get(status, "KILLED"))
 
-
-def find_runs(uri: str | None, experiment: str, tags: Mapping[str, str]) -> Iterable[Any]:
-    """The MLflow runs in `experiment` carrying every one of `tags` (tests and export's report)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        return []
-    return client.search_runs([found.experiment_id], filter_string=_tag_filter(tags))

@@ -161,6 +161,7 @@ class TensorBoardTracker:
     def log_epoch(self, entry: Mapping[str, Any], pictures: list[Picture]) -> None:
         self._scalars(entry)
         if pictures:
+            # Straight to the event file, already encoded (SummaryWriter's add_image has no way to take JPEG bytes).
             self.writer._get_file_writer().add_summary(_image_summary(pictures), entry["epoch"])
         self.writer.flush()  # an epoch is minutes apart: a kill loses nothing already shown
 
@@ -180,7 +181,7 @@ class TensorBoardTracker:
             # The metrics named here are the final scalars above, read from the same run: the HParams table shows
             # one row per run, every run of a sweep in one table.
             metrics = {name: figures[name] for name in FINAL_FIGURES if name in figures}
-            file_writer = self.writer._get_file_writer()
+            file_writer = self.writer._get_file_writer()  # as torch's add_hparams, but into this run's own folder
             for summary in hparams_summaries(hparams(record), metrics):
                 file_writer.add_summary(summary)
             self._hparams_logged = True
