@@ -33,9 +33,10 @@ for _ in $(seq 1 120); do
 done
 
 # The time series view, filtered to the loss and PCKh curves and the pictures; virtual time lets its scripts finish.
-url="http://127.0.0.1:$port/?tagFilter=loss%7Cpckh_no_flip%2FMean%7Cpictures%2Fval_%5B01%5D#timeseries"
+# forceSVG: TensorBoard draws its charts with WebGL, which headless Chromium renders blank; SVG draws the same curves.
+url="http://127.0.0.1:$port/?forceSVG=true&tagFilter=loss%7Cpckh_no_flip%2FMean%24%7Cpictures#timeseries"
 chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update \
-    --disable-sync --no-first-run --user-data-dir="$scratch/chromium" --hide-scrollbars \
-    --window-size=1600,1300 --virtual-time-budget=30000 --screenshot="$scratch/shot.png" "$url"
+    --disable-sync --no-first-run --user-data-dir="$scratch/chromium" --hide-scrollbars --enable-unsafe-swiftshader \
+    --window-size=1500,1500 --virtual-time-budget=60000 --screenshot="$scratch/shot.png" "$url"
 cp "$scratch/shot.png" "$out"
 echo "wrote $out"

@@ -303,3 +303,54 @@ def test_two_ddp_processes_write_one_event_folder_once(tiny: RunConfig, tmp_path
     check_scalars_match_the_record(acc, record)
     check_final_and_hparams(acc, record)
     assert [s.step for s in acc.Images("pictures/val_3")] == [1, 2]
+
+
+def test_a_gpu_runs_figures_and_an_exported_foreign_record_stay_inside_the_folder(tmp_path: Path) -> None:
+    """GPU figures (null on a CPU) are logged where a record has them, and a stranger's record whose machine id and
+    run id are paths lands in a folder inside the one named, nowhere else."""
+    from hgbench.tracking.tensorboard_log import TensorBoardTracker
+
+    entry = {
+        "epoch": 1,
+        "lr": 5e-4,
+        "train_loss": 0.002,
+        "val_loss": 0.0019,
+        "heatmap_acc": 0.41,
+        "pckh": 38.2,
+        "pckh_parts": dict.fromkeys(GROUPS, 40.0),
+        "wall_s": 61.2,
+        "compute_s": 55.0,
+        "data_wait_s": 4.1,
+        "device_idle_s": 0.6,
+        "val_wall_s": 5.0,
+        "images_per_s": 98.1,
+        "energy_j": 12345.0,
+        "gpu_util_mean": 97.0,
+        "gpu_mem_used_max_mib": 5000,
+        "power_mean_w": 250.0,
+        "load": {"other_cpu_frac": 0.01, "steal_frac": 0.0},
+    }
+    record = {
+        "run_id": "../../escape",
+        "started": "2026-12-05T00:00:00+00:00",
+        "machine_info": {"machine_id": "/etc/x"},
+        "status": "interrupted",
+        "results": {"epochs": [entry]},
+    }
+    root = tmp_path / "board"
+    tracker = TensorBoardTracker(root)
+    tracker.open(record)
+    tracker.close("interrupted")
+    [folder] = run_folders(root)
+    assert folder.resolve().is_relative_to(root.resolve())
+    assert not (tmp_path / "escape").exists()
+    acc = events(folder)
+    expected = {
+        "gpu/utilisation_pct": 97.0,
+        "gpu/power_w": 250.0,
+        "gpu/energy_j": 12345.0,
+        "gpu/memory_max_mib": 5000.0,
+        "time/device_idle_min": 0.01,
+    }
+    for tag, value in expected.items():
+        assert [(s.step, s.value) for s in acc.Scalars(tag)] == [(1, pytest.approx(value))], tag
