@@ -21,6 +21,7 @@ from hgbench.environment import collect_commit_info, machine_id
 from hgbench.errors import HGBenchError
 from hgbench.plan import RunPlan
 from hgbench.record import contention_summary, new_record, train_summary, utc_now
+from hgbench.tracking import Tracking, TrackingOptions, open_tracking
 
 
 class AlreadyFinished(HGBenchError):
@@ -114,6 +115,24 @@ class Recorder:
     @property
     def epochs_done(self) -> int:
         return len(self.record["results"]["epochs"])
+
+    def track(self, options: TrackingOptions | None, *, say: bool) -> Tracking:
+        """Rank 0's trackers (hgbench.tracking), started with what the record holds (a resumed run's epochs too); every
+        write of the record then carries their state, what they could not take included. Other ranks track nothing.
+        """
+        if not self.writes:
+            return Tracking()
+        plan = self.plan
+        trackers = open_tracking(
+            options,
+            self.record,
+            checkpoint_dir=plan.config.checkpoint_dir,
+            val_ds=plan.val_ds,
+            ground_truth=plan.ground_truth,
+            say=say,
+        )
+        self.tracking_state = trackers.state
+        return trackers
 
     def add_epoch(self, entry: dict, *, heatmap_acc: float | None, skipped_images: list[str]) -> None:
         """One finished epoch's figures (written with the next `checkpoint`)."""

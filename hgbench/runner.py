@@ -52,7 +52,7 @@ from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.state import TrainingState, build_state
 from hgbench.timing import reset_peak_memory
-from hgbench.tracking import Tracking, TrackingOptions, open_tracking
+from hgbench.tracking import TrackingOptions
 from hgbench.training import EpochStats, train_one_epoch
 from hgbench.variants import spec_of_config
 
@@ -351,26 +351,6 @@ def _prepare(
     return state, recorder, watch
 
 
-def _tracking(
-    plan: RunPlan, recorder: Recorder, options: TrackingOptions | None, held: ExitStack, *, say: bool
-) -> Tracking:
-    """Rank 0's trackers, fed what the record holds (a resumed run's epochs too), closed with the run's final
-    status however it ends; the record lists what they could not take. Other ranks track nothing."""
-    if not plan.ctx.is_main:
-        return Tracking()
-    trackers = open_tracking(
-        options,
-        recorder.record,
-        checkpoint_dir=plan.config.checkpoint_dir,
-        val_ds=plan.val_ds,
-        ground_truth=plan.ground_truth,
-        say=say,
-    )
-    recorder.tracking_state = trackers.state
-    held.callback(lambda: trackers.close(str(recorder.record.get("status"))))
-    return trackers
-
-
 def _say_finished(label: str, record_path: Path | None, kept: Path | None) -> None:
     """The finished run's last line: its record, and its checkpoint's size or that it was not kept."""
     where = (
@@ -403,7 +383,8 @@ def _claimed_run(
     if claim is not None:
         held.enter_context(claim)
     state, recorder, watch = _prepare(plan, resume=resume, must_resume=must_resume, say=say)
-    trackers = _tracking(plan, recorder, tracking, held, say=say)
+    trackers = recorder.track(tracking, say=say)  # rank 0's; closed with the run's final status however it ends
+    held.callback(lambda: trackers.close(str(recorder.record.get("status"))))
     loaders = _loaders(plan)
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)
     # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
