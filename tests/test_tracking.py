@@ -241,9 +241,17 @@ def test_a_tensorboard_that_cannot_be_written_costs_the_run_nothing(
     assert state["error"].startswith(("FileExistsError", "NotADirectoryError"))
     assert state["dir"] == str(blocker / "tb" / record["machine_info"]["machine_id"] / record["run_id"])
     unsent = state["unsent"]
-    assert [(u["kind"], u["step"]) for u in unsent] == [("epoch", 1), ("epoch", 2), ("final", 2), ("record", None)]
+    assert [(u["kind"], u["step"]) for u in unsent] == [
+        ("epoch", 1),
+        ("pictures", 1),
+        ("epoch", 2),
+        ("pictures", 2),
+        ("final", 2),
+        ("record", None),
+    ]
     assert set(unsent[0]["names"]) >= set(EPOCH_TAGS)
-    assert "final/pckh_Mean" in unsent[2]["names"]
+    assert unsent[1]["names"] == ["val_0", "val_1", "val_2", "val_3"]
+    assert "final/pckh_Mean" in unsent[4]["names"]
 
 
 def test_run_flags_choose_the_folder_or_none_and_contradictions_are_one_line(
