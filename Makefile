@@ -17,7 +17,7 @@ OLDEST             := .venv-oldest
 $(STAMP): pyproject.toml constraints.txt Makefile hgbench/_version.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,slurm]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev,ray,slurm,mlflow]'
 	touch $(STAMP)
 
 # constraints.txt with the lowest torch pair in place of the newest.
@@ -25,7 +25,7 @@ $(OLDEST)/.installed: pyproject.toml constraints.txt Makefile hgbench/_version.p
 	test -x $(OLDEST)/bin/python || $(PYTHON) -m venv $(OLDEST)
 	sed -e 's/^torch==.*/torch==$(OLDEST_TORCH)/' -e 's/^torchvision==.*/torchvision==$(OLDEST_TORCHVISION)/' constraints.txt > $(OLDEST)/constraints.txt
 	$(OLDEST)/bin/python -m pip install -q --upgrade pip
-	$(OLDEST)/bin/python -m pip install -q -c $(OLDEST)/constraints.txt -e '.[dev,ray,slurm]'
+	$(OLDEST)/bin/python -m pip install -q -c $(OLDEST)/constraints.txt -e '.[dev,ray,slurm,mlflow]'
 	touch $@
 
 install: $(STAMP)

@@ -28,6 +28,7 @@ COMMAND_ORDER: tuple[str, ...] = (
     "bench",
     "synth",
     "data",
+    "export",
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from hgbench.environment import collect_commit_info, machine_id
 from hgbench.errors import HGBenchError
 from hgbench.plan import RunPlan
 from hgbench.record import contention_summary, new_record, train_summary, utc_now
+from hgbench.tracking import Tracking, TrackingOptions, open_tracking
 
 
 class AlreadyFinished(HGBenchError):
@@ -106,11 +108,31 @@ class Recorder:
                     self.path.unlink(missing_ok=True)
                     raise
         self.record: dict = broadcast_object(plan.ctx, record)
+        # The trackers' state (hgbench.tracking): where the figures went and what could not be sent; in every write.
+        self.tracking_state: Callable[[], dict | None] | None = None
         self._checkpointed = self.epochs_done  # epochs the checkpoint on disk holds (a resumed run's, or none)
 
     @property
     def epochs_done(self) -> int:
         return len(self.record["results"]["epochs"])
+
+    def track(self, options: TrackingOptions | None, *, say: bool) -> Tracking:
+        """Rank 0's trackers (hgbench.tracking), started with what the record holds (a resumed run's epochs too); every
+        write of the record then carries their state, what they could not take included. Other ranks track nothing.
+        """
+        if not self.writes:
+            return Tracking()
+        plan = self.plan
+        trackers = open_tracking(
+            options,
+            self.record,
+            checkpoint_dir=plan.config.checkpoint_dir,
+            val_ds=plan.val_ds,
+            ground_truth=plan.ground_truth,
+            say=say,
+        )
+        self.tracking_state = trackers.state
+        return trackers
 
     def add_epoch(self, entry: dict, *, heatmap_acc: float | None, skipped_images: list[str]) -> None:
         """One finished epoch's figures (written with the next `checkpoint`)."""
@@ -152,6 +174,22 @@ class Recorder:
         if status == "finished" and not keep_checkpoint:
             shutil.rmtree(self.plan.run_dir, ignore_errors=True)
 
+    def rewrite(self) -> None:
+        """Write the record again as it stands, with the trackers' state (after a finished run's final figures)."""
+        if not self.writes:
+            return
+        self._note_tracking()
+        write_json_atomic(self.path, self.record)
+
+    def _note_tracking(self) -> None:
+        if self.tracking_state is None:
+            return
+        state = self.tracking_state()
+        if state is None:  # no tracker this time: a resumed run's earlier section would describe another process
+            self.record.pop("tracking", None)
+        else:
+            self.record["tracking"] = state
+
     def interrupted(self, epoch: int) -> None:
         """Ctrl-C or SIGTERM during `epoch`: the record says what is safe to resume from.
 
@@ -175,3 +213,4 @@ class Recorder:
             record["finished"] = record["datetime"]
         record["results"]["train"] = train_summary(record["results"]["epochs"])
         record["results"]["contention"] = contention_summary(record["results"], self.plan.config.gpu_share)
+        self._note_tracking()

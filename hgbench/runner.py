@@ -52,6 +52,7 @@ from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.state import TrainingState, build_state
 from hgbench.timing import reset_peak_memory
+from hgbench.tracking import TrackingOptions
 from hgbench.training import EpochStats, train_one_epoch
 from hgbench.variants import spec_of_config
 
@@ -228,10 +229,11 @@ def _epoch(
         )
     val = _validate(plan, state, val_loader, bar)
     state.scheduler.step()
-    pckh = None
+    pckh = parts = None
     if ctx.is_main:
         gt = plan.ground_truth.subset(plan.val_ds.indices_of(val.index))
-        pckh = evaluate_pckh(val.predictions, gt, interval=False).mean
+        scores = evaluate_pckh(val.predictions, gt, interval=False)
+        pckh, parts = scores.mean, dict(scores.parts)
     if pckh is not None and (state.best_pckh is None or pckh > state.best_pckh):
         state.best_pckh = pckh
     tel, load = _telemetry(ctx, sampler, meter, epoch)
@@ -242,6 +244,7 @@ def _epoch(
         "val_loss": val.loss,
         "heatmap_acc": val.heatmap_acc,
         "pckh": pckh,
+        "pckh_parts": parts,  # Head ... Ankle, no flip test, as `pckh`
         "wall_s": stats.wall_s,
         "compute_s": stats.compute_s,
         "data_wait_s": stats.data_wait_s,
@@ -269,6 +272,7 @@ def run(
     progress: bool = True,
     stop_after_epoch: int | None = None,
     keep_checkpoint: bool = True,
+    tracking: TrackingOptions | None = None,
 ) -> RunOutcome:
     """Train and evaluate one case as `config` says; returns where the record and checkpoint went.
 
@@ -282,6 +286,7 @@ def run(
         stop_after_epoch: end the process's work right after this epoch's checkpoint, as a kill would (tests).
         keep_checkpoint: keep the last checkpoint once the run finished (False: delete it, e.g. smoke runs, whose
             checkpoints only serve a resume).
+        tracking: where the figures go beside the record (None: TensorBoard under the checkpoint folder).
 
     Raises:
         HGBenchError: bad configuration or data (before training starts where it can be checked).
@@ -301,6 +306,7 @@ def run(
             progress=progress,
             stop_after_epoch=stop_after_epoch,
             keep_checkpoint=keep_checkpoint,
+            tracking=tracking,
         )
     finally:
         shutdown(ctx)
@@ -367,6 +373,7 @@ def _claimed_run(
     stop_after_epoch: int | None,
     keep_checkpoint: bool = True,
     must_resume: bool = False,
+    tracking: TrackingOptions | None = None,
 ) -> RunOutcome:
     """The run, its claim held by `held`: the set-up, the epoch loop, and the record marked failed or interrupted
     however the loop ends early."""
@@ -376,6 +383,8 @@ def _claimed_run(
     if claim is not None:
         held.enter_context(claim)
     state, recorder, watch = _prepare(plan, resume=resume, must_resume=must_resume, say=say)
+    trackers = recorder.track(tracking, say=say)  # rank 0's; closed with the run's final status however it ends
+    held.callback(lambda: trackers.close(str(recorder.record.get("status"))))
     loaders = _loaders(plan)
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)
     # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
@@ -393,6 +402,7 @@ def _claimed_run(
                 )
                 bar.end_epoch(entry)
                 recorder.checkpoint(epoch, state.checkpoint_state())
+                trackers.log_epoch(entry, val.predictions, val.index)  # what the record now holds
                 barrier(ctx)
                 if stop_after_epoch is not None and stop_after_epoch <= epoch < config.epochs:
                     return RunOutcome(
@@ -402,6 +412,8 @@ def _claimed_run(
                 finish_run(
                     plan, state, loaders[1], recorder, (sampler, meter), watch, say=say, keep_checkpoint=keep_checkpoint
                 )
+                trackers.log_final(recorder.record)
+                recorder.rewrite()  # with what the trackers could not take
             barrier(ctx)
         except RunFailed as exc:
             bar.abort()

@@ -103,7 +103,8 @@ def draw_pose(
     return img
 
 
-def _read_rgb(image: str | Path | np.ndarray) -> np.ndarray:
+def read_rgb(image: str | Path | np.ndarray) -> np.ndarray:
+    """An image file as an RGB array (an array is returned as it is); a missing or undecodable file is a DataError."""
     if isinstance(image, np.ndarray):
         return image
     path = Path(image)
@@ -173,7 +174,7 @@ def render_pose(
     Returns:
         [H', W', 3] uint8 RGB.
     """
-    rgb = _read_rgb(image)
+    rgb = read_rgb(image)
     pred = np.asarray(pred, dtype=np.float64)
     full = (0, 0, rgb.shape[1], rgb.shape[0])
     if gt is not None:

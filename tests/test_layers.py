@@ -54,6 +54,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "visualize",
     ),
     "checkpoint and record": ("checkpoint", "record"),
+    # Sending a run's figures, pictures and settings to TensorBoard and MLflow, from the record's own entries.
+    "tracking": ("tracking",),
     # One run: its plan (device, settings, data, identity), progress display, recorder, the final inference pass, how
     # a run that stops early says why, the runner, scoring a saved checkpoint (which plans its data as a run does) and
     # checking that a set-up reproduces published figures.

@@ -6,6 +6,7 @@ import argparse
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hgbench.cases import STUDY_CASES, case_label
 from hgbench.claim import RunBusy
@@ -14,6 +15,9 @@ from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.errors import HGBenchError
 from hgbench.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
+
+if TYPE_CHECKING:
+    from hgbench.tracking import TrackingOptions
 
 # `--smoke`: the whole sweep at a scale a 2-core CPU finishes in minutes (make run). 128 px is the smallest input
 # every case trains at (case 5's instance norm needs the innermost level larger than 1x1).
@@ -66,6 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(.json) or checkpoint (last.pt) path",
     )
     p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
+    add_tracking_options(p)
     p.add_argument(
         "--force",
         action="store_true",
@@ -128,6 +133,50 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep each run's checkpoint after it finished (default: kept, except with --smoke)",
     )
+
+
+def add_tracking_options(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Where each run's figures go beside its record (hgbench.tracking): `hgbench run`'s and `hgbench sweep`'s."""
+    p.add_argument(
+        "--tensorboard",
+        default=None,
+        metavar="DIR",
+        help="write each run's TensorBoard event folder under DIR (default: on, under <checkpoint-dir>/tensorboard; "
+        "view with tensorboard --logdir DIR)",
+    )
+    p.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard event files")
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URI",
+        help="also log each run to MLflow at URI (a tracking server, http://host:5000); without URI, "
+        "MLFLOW_TRACKING_URI, else a local ./mlruns folder; needs pip install 'hgbench[mlflow]'",
+    )
+    p.add_argument(
+        "--mlflow-experiment", default="hgbench", metavar="NAME", help="the MLflow experiment (default hgbench)"
+    )
+
+
+def tracking_from_args(args: argparse.Namespace) -> TrackingOptions:
+    """The trackers the flags ask for, checked (a package they need missing: one line) before anything runs."""
+    from hgbench.tracking import TrackingOptions, check_options
+
+    if args.tensorboard is not None and args.no_tensorboard:
+        raise HGBenchError("--tensorboard DIR and --no-tensorboard contradict each other; give one")
+    if args.mlflow is None and args.mlflow_experiment != "hgbench":
+        raise HGBenchError("--mlflow-experiment needs --mlflow")
+    options = TrackingOptions(
+        tensorboard=not args.no_tensorboard,
+        tensorboard_dir=args.tensorboard or None,
+        tensorboard_asked=args.tensorboard is not None,
+        mlflow=args.mlflow is not None,
+        mlflow_uri=args.mlflow or None,
+        mlflow_experiment=args.mlflow_experiment,
+    )
+    check_options(options)
+    return options
 
 
 def config_from_args(args: argparse.Namespace, case: str) -> RunConfig:
@@ -329,6 +378,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from hgbench.runner import run
 
     cases = _cases_checked(args)
+    tracking = tracking_from_args(args)
     failed = []
     finished_any = False
     machine = None
@@ -350,6 +400,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 must_resume=bool(args.resume) and len(cases) == 1,  # --case all --resume also starts the others
                 quiet=args.quiet,
                 keep_checkpoint=keep,
+                tracking=tracking,
             )
         except AlreadyFinished as exc:
             if len(cases) == 1:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hgbench.commands._args import at_least
-from hgbench.commands.run import add_run_options, case_ids, config_from_args
+from hgbench.commands.run import add_run_options, add_tracking_options, case_ids, config_from_args, tracking_from_args
 from hgbench.config import RunConfig, check_settings
 from hgbench.errors import HGBenchError
 
@@ -80,6 +80,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a TOML plan: [defaults] and one [[run]] table per run (case, seed, other options), instead of the grid",
     )
     add_run_options(p.add_argument_group("options of every run (as hgbench run's; a plan's [[run]] overrides them)"))
+    add_tracking_options(p.add_argument_group("where every run's figures go beside its record (as hgbench run's)"))
     engine = p.add_argument_group("engine")
     engine.add_argument("--engine", choices=("local", "ray", "slurm"), default="local", help="(default local)")
     engine.add_argument(
@@ -258,8 +259,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from hgbench.sweep import view
 
     _check_flags(args)
+    tracking = tracking_from_args(args)
     engine = make_engine(args)  # first: a missing package is said before any planning
     runs, twins = _plan_sweep(args)
+    for run in runs:
+        run.tracking = tracking.to_dict()  # every worker logs where the sweep's flags say
     todo = [run for run in runs if run.status == "queued"]
     logs = Path(args.checkpoint_dir) / "sweep-logs"
     print(f"hgbench: sweep of {len(runs)} runs, {len(todo)} to run; {engine.describe()}; logs in {logs}", flush=True)

@@ -43,6 +43,7 @@ class SweepRun:
     handle: Any = None  # the engine's handle of the current attempt
     submitted_at: float = 0.0
     force: bool = False  # measure again even if finished (--force): the worker starts a new record
+    tracking: dict | None = None  # where the worker sends the figures (hgbench.tracking.TrackingOptions.to_dict)
 
     @property
     def label(self) -> str:
@@ -175,7 +176,11 @@ def _submit(engine: Engine, runs: Sequence[SweepRun]) -> None:
     jobs = [
         Job(
             run.name,
-            {**run.config.to_dict(), **({"force": True} if run.force else {})},
+            {
+                **run.config.to_dict(),
+                **({"force": True} if run.force else {}),
+                **({"tracking": run.tracking} if run.tracking else {}),
+            },
             run.keep_checkpoint,
             str(log_path(run)),
         )

@@ -59,9 +59,11 @@ def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.recorder import AlreadyFinished
     from hgbench.runner import run
+    from hgbench.tracking import TrackingOptions
 
     config = dict(config)
     force = bool(config.pop("force", False))  # sweep --force: measure a finished run again, in a new record
+    tracking = TrackingOptions.from_dict(config.pop("tracking", None))  # the sweep's --tensorboard / --mlflow
     try:
         cfg = RunConfig(**config)
         machine = machine_id(collect_environment(resolve_device(cfg.device)))
@@ -70,7 +72,14 @@ def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
             return {"status": "skipped", "record": str(done), "reason": "already finished with this config"}
         stop = _die_once_epoch()
         # A forced run starts anew: resuming would complete the finished run's own record, not keep it.
-        outcome = run(cfg, resume=done is None, quiet=True, keep_checkpoint=keep_checkpoint, stop_after_epoch=stop)
+        outcome = run(
+            cfg,
+            resume=done is None,
+            quiet=True,
+            keep_checkpoint=keep_checkpoint,
+            stop_after_epoch=stop,
+            tracking=tracking,
+        )
         if stop is not None and outcome.status == "interrupted":
             sys.stdout.flush()
             os._exit(137)
