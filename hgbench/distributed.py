@@ -45,6 +45,13 @@ class DistContext:
 GROUP_TIMEOUT = timedelta(minutes=60)
 
 
+# Why a run under torchrun never compiles (`--compile` is dropped, `--fast` leaves it off), in one line.
+COMPILE_UNDER_DDP = (
+    "torch.compile is off under torchrun: compiling the DDP network with its synchronised BatchNorm is not yet "
+    "measured on a GPU"
+)
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 

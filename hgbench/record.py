@@ -168,6 +168,7 @@ def new_record(
     checkpoint: str | None = None,
     spec_fingerprint: str | None = None,
     fast_mode: dict | None = None,
+    setting_notes: list[str] | None = None,
 ) -> dict:
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""
     now = utc_now()
@@ -187,6 +188,7 @@ def new_record(
         "spec_fingerprint": spec_fingerprint,  # CaseSpec.fingerprint(): the network, whatever its name or file
         "config": config,
         "fast_mode": fast_mode,  # --fast only: the mode chosen, how (measured / cached / rule) and the probe's figures
+        "setting_notes": list(setting_notes or []),  # settings asked for and not used (--compile under torchrun), why
         # A limit larger than its split is recorded with what was used (the sizes are dataset.train_size / val_size).
         "dataset": {**dataset, "limit_notes": limit_notes(config, dataset)},
         "model": model,

@@ -98,6 +98,7 @@ class Recorder:
                         model=model,
                         checkpoint=str(plan.last_path),
                         fast_mode=plan.fast_mode,
+                        setting_notes=plan.setting_notes,
                     )
                     if resumed is not None:
                         record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]

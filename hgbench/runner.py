@@ -334,6 +334,8 @@ def _prepare(
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
     for note in recorder.record["dataset"].get("limit_notes", []) if say else []:
         print(f"hgbench: {note}", flush=True)  # a --limit larger than its split: what was used
+    for note in plan.setting_notes if say else []:
+        print(f"hgbench: {note}", flush=True)  # a setting this run cannot use (--compile under torchrun)
     if say and plan.fast_mode:
         print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
     # Dynamo afresh for every compiled run: in a process that ran other cases before (--case all) it would have hit

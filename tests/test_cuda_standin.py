@@ -17,7 +17,7 @@ from helpers.cuda_standin import STANDIN_GPU_NAME, CudaStandin, StandinViolation
 from hgbench import plan as plan_module
 from hgbench import runner
 from hgbench.config import RunConfig
-from hgbench.distributed import DistContext
+from hgbench.distributed import COMPILE_UNDER_DDP, DistContext
 from hgbench.errors import HGBenchError
 from hgbench.record import validate_record
 
@@ -254,11 +254,15 @@ def test_a_two_process_nccl_run(
     for key, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(key, value)
     torch.cuda.set_device(1)  # torchrun starts every process on GPU 0... or wherever: the run must choose its own
-    record = _record(_run(replace(small, device="cuda", decode="device")), tmp_path)
+    record = _record(_run(replace(small, device="cuda", decode="device", compile=True)), tmp_path)
     assert [i["backend"] for i in group.inits] == ["nccl"]
     assert set(group.reduced) == {torch.device("cuda", 0)}
     assert record["config"]["world_size"] == 2
     assert record["results"]["epochs"][0]["images"] == small.limit_train
+    # --compile under torchrun is dropped, as --fast leaves it off there, and the record says why.
+    assert record["config"]["compile"] is False
+    assert record["results"]["compile"] is None
+    assert record["setting_notes"] == [f"--compile dropped: {COMPILE_UNDER_DDP}"]
 
 
 def test_cuda_only_lines_are_read_from_the_source() -> None:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import torch
 from torch import nn
 
 from hgbench import distributed
+from hgbench.cases import get_spec
+from hgbench.config import RunConfig
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 
@@ -161,6 +164,23 @@ def test_the_process_group_outwaits_rank_0s_final_inference(monkeypatch: pytest.
     init_distributed("cpu")
     assert calls[0]["backend"] == "gloo"
     assert calls[0]["timeout"] >= timedelta(minutes=30)
+
+
+def test_compile_under_torchrun_is_dropped_before_the_run_is_named(
+    tiny: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--compile` on several processes runs without torch.compile (as --fast does there): the config the record
+    stores and the identity a sweep's skip check computes both say so, so the run is the one without --compile."""
+    from hgbench.mode_probe import choose_fast_mode
+    from hgbench.plan import planned_identity, resolve_config
+
+    cpu = torch.device("cpu")
+    assert resolve_config(replace(tiny, compile=True, world_size=2), cpu).compile is False
+    assert resolve_config(replace(tiny, compile=True), cpu).compile is True  # one process compiles as asked
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert planned_identity(replace(tiny, compile=True)) == planned_identity(tiny)
+    fast = choose_fast_mode(torch.device("cuda"), get_spec("hg1"), batch=2, input_res=64, world_size=2)
+    assert fast.probe["reason"] == distributed.COMPILE_UNDER_DDP  # the one reason, for --fast and --compile
 
 
 def test_the_cpu_conversion_keeps_the_parameters_and_buffers() -> None:
