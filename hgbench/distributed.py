@@ -20,6 +20,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn import functional as F
 
+from hgbench.errors import HGBenchError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -64,15 +66,34 @@ def init_distributed(device_type: str) -> DistContext:
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local) if device_type == "cuda" else torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    ctx = DistContext(rank=rank, world_size=world, local_rank=local, device=device)
+    # Under torchrun even a job of one process joins its group: what it was launched to exercise is the backend.
+    if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=GROUP_TIMEOUT)
-    return DistContext(rank=rank, world_size=world, local_rank=local, device=device)
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=GROUP_TIMEOUT)
+        _first_collective(ctx, backend)
+    return ctx
+
+
+def _first_collective(ctx: DistContext, backend: str) -> None:
+    """One all-reduce through the new group, at once: NCCL starts its communicator at the first collective, so a
+    backend that cannot work fails here, before any record exists, and never half-way through a run.
+
+    Raises:
+        HGBenchError: the sum of every rank's 1 is not the number of ranks.
+    """
+    ones = torch.ones(1, device=ctx.device)
+    dist.all_reduce(ones)
+    total = int(ones.item())  # one read, at start-up
+    if total != ctx.world_size:
+        raise HGBenchError(f"the {backend} process group's first all-reduce gave {total}, not {ctx.world_size}")
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
+    """Leave the group `init_distributed` joined (one under torchrun, of any size)."""
+    if launched_by_torchrun() and dist.is_initialized():
         dist.destroy_process_group()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from hgbench import distributed
 from hgbench.cases import get_spec
 from hgbench.config import RunConfig
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
+from hgbench.errors import HGBenchError
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
 
 SCRIPT = Path(__file__).parent / "helpers" / "ddp_gradients.py"
@@ -161,6 +163,7 @@ def test_the_process_group_outwaits_rank_0s_final_inference(monkeypatch: pytest.
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda t, **kwargs: t.mul_(2))  # the other rank's 1
     init_distributed("cpu")
     assert calls[0]["backend"] == "gloo"
     assert calls[0]["timeout"] >= timedelta(minutes=30)
@@ -181,6 +184,45 @@ def test_compile_under_torchrun_is_dropped_before_the_run_is_named(
     assert planned_identity(replace(tiny, compile=True)) == planned_identity(tiny)
     fast = choose_fast_mode(torch.device("cuda"), get_spec("hg1"), batch=2, input_res=64, world_size=2)
     assert fast.probe["reason"] == distributed.COMPILE_UNDER_DDP  # the one reason, for --fast and --compile
+
+
+def _torchrun_env(monkeypatch: pytest.MonkeyPatch, world: int) -> None:
+    """What torchrun sets for rank 0 of `world` processes, with a free port for the group's store."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"RANK": "0", "WORLD_SIZE": str(world), "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for key, value in {**env, "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_a_one_process_torchrun_job_joins_its_group_and_uses_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`torchrun --nproc_per_node 1` (gpu-check's NCCL step): the process group is created and a collective goes
+    through its backend, though the run itself needs none; the group is left when the run ends."""
+    import torch.distributed as dist
+
+    _torchrun_env(monkeypatch, 1)
+    reduced: list[torch.Tensor] = []
+    real = dist.all_reduce
+    monkeypatch.setattr(distributed.dist, "all_reduce", lambda t, **kw: (reduced.append(t), real(t, **kw))[1])
+    ctx = init_distributed("cpu")
+    try:
+        assert dist.is_initialized()
+        assert dist.get_backend() == "gloo"
+        assert [t.tolist() for t in reduced] == [[1.0]]
+        assert not ctx.enabled  # one process: no DDP, no synchronised BatchNorm
+    finally:
+        distributed.shutdown(ctx)
+    assert not dist.is_initialized()
+
+
+def test_a_group_whose_first_all_reduce_is_wrong_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from helpers.cuda_standin import NcclLikeGroup
+
+    NcclLikeGroup(torch.device("cpu")).install(monkeypatch)  # answers as if there were two ranks
+    _torchrun_env(monkeypatch, 3)
+    with pytest.raises(HGBenchError, match=r"^the gloo process group's first all-reduce gave 2, not 3$"):
+        init_distributed("cpu")
 
 
 def test_the_cpu_conversion_keeps_the_parameters_and_buffers() -> None:
