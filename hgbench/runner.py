@@ -400,10 +400,9 @@ def _claimed_run(
                     return RunOutcome(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
                     )
-            if ctx.is_main:
-                finish_run(
-                    plan, state, loaders[1], recorder, (sampler, meter), watch, say=say, keep_checkpoint=keep_checkpoint
-                )
+            finish_run(  # rank 0's inference pass and finished record; the other ranks wait in its window
+                plan, state, loaders[1], recorder, (sampler, meter), watch, say=say, keep_checkpoint=keep_checkpoint
+            )
             barrier(ctx)
         except RunFailed as exc:
             bar.abort()
