@@ -175,4 +175,7 @@ class Recorder:
         if status == "finished":
             record["finished"] = record["datetime"]
         record["results"]["train"] = train_summary(record["results"]["epochs"])
-        record["results"]["contention"] = contention_summary(record["results"], self.plan.config.gpu_share)
+        mig = (record["machine_info"].get("gpu_state") or {}).get("mig") is True  # NVML's answer at the start
+        record["results"]["contention"] = contention_summary(
+            record["results"], self.plan.config.gpu_share, mig_slice=mig
+        )

@@ -171,6 +171,27 @@ def test_a_default_gpu_run_reaches_a_finished_record(
     assert "torch.cuda.synchronize(cuda:0)" in cuda_standin.host_syncs
 
 
+def test_a_run_on_a_mig_slice_says_its_telemetry_is_the_whole_boards(
+    small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin, fake_nvml: object
+) -> None:
+    """With MIG on, the GPU CUDA runs on is a slice and NVML answers for its whole board: the record says so where
+    the telemetry is and in its contention, and the table's reader keeps it apart from whole-GPU runs."""
+    from hgbench.nvml import MIG_BOARD_WIDE
+    from hgbench.record import summarize
+
+    fake_nvml.state.mig = True
+    outcome = _run(replace(small, device="cuda"))
+    record = _record(outcome, tmp_path)
+    assert record["machine_info"]["gpu_state"]["mig"] is True
+    telemetry = record["results"]["telemetry"]
+    assert (telemetry["mig"], telemetry["board_wide"]) == (True, MIG_BOARD_WIDE)
+    assert telemetry["energy_j"] is not None  # measured, and marked as the board's
+    contention = record["results"]["contention"]
+    assert contention["mig_slice"] is True
+    assert "MIG slice" in contention["board_wide"]
+    assert summarize(record, outcome.record_path).mig_slice is True
+
+
 def test_a_run_on_the_second_gpu_with_amp_channels_last_and_resume(
     small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin
 ) -> None:
