@@ -249,15 +249,22 @@ def window_entry(load: dict, gpu: dict) -> dict:
     return entry
 
 
-def run_contention(steady_epochs: Sequence[dict], inference_load: dict | None, gpu_share: float) -> dict:
+def run_contention(
+    steady_epochs: Sequence[dict], inference_load: dict | None, gpu_share: float, *, mig_slice: bool = False
+) -> dict:
     """The record's ``results.contention``: whether any steady epoch or the inference pass was contended, and
-    whether the run shared its GPU with other runs (then its board-wide NVML figures are the board's, not its own).
+    whether the run shared its GPU with other runs or had a MIG slice of it (either way its board-wide NVML figures
+    are the board's, not its own).
     """
     windows = [e.get("load") for e in steady_epochs] + ([inference_load] if inference_load else [])
     known = [w for w in windows if isinstance(w, dict)]
     contended = [w for w in known if w.get("contended")]
     reasons = list(dict.fromkeys(r for w in contended for r in w.get("contended_reasons") or []))
     shared = gpu_share < 1
+    board_wide = [
+        *(["energy, power, utilisation and memory are the whole GPU's, shared with other runs"] if shared else []),
+        *(["energy, power, utilisation and memory are the whole GPU's, of which the run had a MIG slice"] * mig_slice),
+    ]
     return {
         "contended": bool(contended) if known else None,
         "contended_windows": len(contended),
@@ -265,9 +272,8 @@ def run_contention(steady_epochs: Sequence[dict], inference_load: dict | None, g
         "reasons": reasons,
         "shared_gpu": shared,
         "gpu_share": gpu_share,
-        "board_wide": (
-            "energy, power, utilisation and memory are the whole GPU's, shared with other runs" if shared else None
-        ),
+        "mig_slice": mig_slice,
+        "board_wide": "; ".join(board_wide) or None,
         "thresholds": {
             "other_cpu_frac": OTHER_CPU_THRESHOLD,
             "steal_frac": STEAL_THRESHOLD,

@@ -2,10 +2,10 @@
 
 nanoGPT-style: torchrun is detected from `RANK`; only rank 0 writes. NCCL on GPU, gloo on CPU. NCCL only reduces
 tensors that live on the process's own GPU, so every tensor collective here moves its input to `DistContext.device`
-first: call sites never have to remember where the process group's tensors must live. `nn.SyncBatchNorm`
-runs only on accelerators, so on CPU hgbench swaps in `AllReduceBatchNorm2d`, which computes the batch statistics
-over all ranks with a differentiable all-reduce: a run on W processes with batch B/W each then computes the same
-function as one process with batch B.
+first: call sites never have to remember where the process group's tensors must live. Every BatchNorm becomes
+`AllReduceBatchNorm2d`, on the GPU as on the CPU, which computes the batch statistics over all ranks with one
+all-reduce and no host synchronisation (torch's `nn.SyncBatchNorm` synchronises the host at every layer): a run on W
+processes with batch B/W each then computes the same function as one process with batch B.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn import functional as F
+
+from hgbench.errors import HGBenchError
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,13 @@ class DistContext:
 GROUP_TIMEOUT = timedelta(minutes=60)
 
 
+# Why a run under torchrun never compiles (`--compile` is dropped, `--fast` leaves it off), in one line.
+COMPILE_UNDER_DDP = (
+    "torch.compile is off under torchrun: compiling the DDP network with its synchronised BatchNorm is not yet "
+    "measured on a GPU"
+)
+
+
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
@@ -56,15 +66,34 @@ def init_distributed(device_type: str) -> DistContext:
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local) if device_type == "cuda" else torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    ctx = DistContext(rank=rank, world_size=world, local_rank=local, device=device)
+    # Under torchrun even a job of one process joins its group: what it was launched to exercise is the backend.
+    if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local)
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", timeout=GROUP_TIMEOUT)
-    return DistContext(rank=rank, world_size=world, local_rank=local, device=device)
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, timeout=GROUP_TIMEOUT)
+        _first_collective(ctx, backend)
+    return ctx
+
+
+def _first_collective(ctx: DistContext, backend: str) -> None:
+    """One all-reduce through the new group, at once: NCCL starts its communicator at the first collective, so a
+    backend that cannot work fails here, before any record exists, and never half-way through a run.
+
+    Raises:
+        HGBenchError: the sum of every rank's 1 is not the number of ranks.
+    """
+    ones = torch.ones(1, device=ctx.device)
+    dist.all_reduce(ones)
+    total = int(ones.item())  # one read, at start-up
+    if total != ctx.world_size:
+        raise HGBenchError(f"the {backend} process group's first all-reduce gave {total}, not {ctx.world_size}")
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.enabled and dist.is_initialized():
+    """Leave the group `init_distributed` joined (one under torchrun, of any size)."""
+    if launched_by_torchrun() and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -116,48 +145,117 @@ def broadcast_object(ctx: DistContext, obj: Any) -> Any:
     return box[0]
 
 
+def _sync_world() -> int:
+    """Processes a training BatchNorm synchronises over: the default group's size, 1 without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _float(t: torch.Tensor) -> torch.Tensor:
+    """`t` in a dtype fit for statistics: float32 for half or bfloat16 activations (autocast), else as it is."""
+    return t if t.dtype in (torch.float32, torch.float64) else t.float()
+
+
+def _per_channel(v: torch.Tensor) -> torch.Tensor:
+    return v[None, :, None, None]
+
+
+class _GlobalBatchNorm(torch.autograd.Function):
+    """Training BatchNorm over every rank's share of the global batch: one all-reduce forward, one backward.
+
+    Forward: each rank's count, mean and sum of squared deviations (from its own mean, `torch.var_mean`: stable);
+    every rank's row is all-reduced into a table of all of them, and Chan's formula combines it exactly. Backward:
+    the two sums the input's gradient needs are all-reduced; the weight's and bias's gradients stay this rank's
+    (DDP averages them with the others'). Neither direction reads a device value on the host or copies host data to
+    the device, so the GPU queue never drains: the count of every rank is written on the device by a fill.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        running_mean: torch.Tensor | None,
+        running_var: torch.Tensor | None,
+        momentum: float | torch.Tensor,
+        eps: float,
+    ) -> torch.Tensor:
+        world, rank, c = dist.get_world_size(), dist.get_rank(), x.shape[1]
+        var, mean = torch.var_mean(_float(x), dim=(0, 2, 3), correction=0)
+        count = x.numel() // c
+        rows = mean.new_zeros(world, 2 * c + 1)
+        rows[rank] = torch.cat([mean.new_full((1,), count), mean, var * count])
+        dist.all_reduce(rows)
+        counts, means, squares = rows[:, :1], rows[:, 1 : c + 1], rows[:, c + 1 :]
+        total = counts.sum()
+        mean = (counts * means).sum(0) / total
+        var = (squares.sum(0) + (counts * (means - mean) ** 2).sum(0)) / total
+        if running_mean is not None and running_var is not None:
+            running_mean.mul_(1 - momentum).add_(mean * momentum)
+            running_var.mul_(1 - momentum).add_(var * (total / (total - 1)) * momentum)
+        ctx.save_for_backward(x, weight, mean, torch.rsqrt(var + eps), total)
+        # The normalisation itself is torch's fused kernel, given the global statistics.
+        return F.batch_norm(x, mean, var, weight, bias, training=False, momentum=0.0, eps=eps)
+
+    @staticmethod
+    def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, mean, invstd, total = ctx.saved_tensors
+        c = x.shape[1]
+        d = _float(dy)
+        xhat = (_float(x) - _per_channel(mean)) * _per_channel(invstd)
+        sums = torch.cat([d.sum(dim=(0, 2, 3)), (d * xhat).sum(dim=(0, 2, 3))])
+        grad_weight = sums[c:].clone() if weight is not None and ctx.needs_input_grad[1] else None
+        grad_bias = sums[:c].clone() if ctx.needs_input_grad[2] else None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            dist.all_reduce(sums)
+            scale = invstd if weight is None else invstd * weight
+            grad_x = (d - _per_channel(sums[:c] / total) - xhat * _per_channel(sums[c:] / total)) * _per_channel(scale)
+            grad_x = grad_x.to(x.dtype)
+        return grad_x, grad_weight, grad_bias, None, None, None, None
+
+
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d whose training statistics cover the whole global batch, for gloo (CPU) process groups."""
+    """BatchNorm2d whose training statistics cover the whole global batch, on every device (`_GlobalBatchNorm`).
+
+    Used on CUDA as on the CPU: torch's `nn.SyncBatchNorm` drops empty ranks' statistics with a boolean mask, a host
+    synchronisation at every BatchNorm of every forward (hundreds per step for case 1). Every rank's share of a
+    training batch is non-empty here (`hgbench.sampling.GlobalBatchSampler` splits it evenly).
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        if not self.training or _sync_world() < 2:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
-        # Two passes (mean, then squared deviations) rather than E[x^2] - E[x]^2: the one-pass form cancels
-        # catastrophically in low-variance channels and its error compounds through 100+ BatchNorms.
-        c = x.shape[1]
-        first = all_reduce(torch.cat([x.sum(dim=(0, 2, 3)), x.new_tensor([x.numel() / c])]))
-        n = first[-1].detach()
-        mean = first[:c] / n
-        centred = x - mean[None, :, None, None]
-        var = all_reduce((centred * centred).sum(dim=(0, 2, 3))) / n
-        if self.track_running_stats:
-            with torch.no_grad():
-                self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.mul_(1 - m).add_(mean.detach() * m)
-                self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)) * m)
-        y = centred * torch.rsqrt(var[None, :, None, None] + self.eps)
-        if self.affine:
-            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
-        return y
+        self._check_input_dim(x)
+        tracked = self.track_running_stats and self.running_mean is not None and self.running_var is not None
+        momentum: float | torch.Tensor = 0.0
+        if tracked:
+            self.num_batches_tracked.add_(1)
+            # No momentum: the cumulative average, its factor kept on the device (BatchNorm2d reads it on the host).
+            momentum = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
+        return _GlobalBatchNorm.apply(
+            x,
+            self.weight,
+            self.bias,
+            self.running_mean if tracked else None,
+            self.running_var if tracked else None,
+            momentum,
+            self.eps,
+        )
 
 
-def convert_sync_batchnorm(model: nn.Module, device_type: str) -> nn.Module:
-    """Make every BatchNorm2d synchronise across ranks: `nn.SyncBatchNorm` on GPU, `AllReduceBatchNorm2d` on CPU.
-
-    Either way the converted layers keep the original parameter and buffer objects.
-    """
-    if device_type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
+    """Make every BatchNorm2d synchronise across ranks (`AllReduceBatchNorm2d`), keeping its parameter and buffer
+    objects, as `nn.SyncBatchNorm.convert_sync_batchnorm` does."""
     for name, child in model.named_children():
         if type(child) is nn.BatchNorm2d:
             repl = AllReduceBatchNorm2d(
                 child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
             )
-            # The very parameters and buffers, as `nn.SyncBatchNorm.convert_sync_batchnorm` keeps them: an optimiser
-            # built before the conversion must still hold what the network trains.
+            # The very parameters and buffers: an optimiser built before the conversion must still hold what the
+            # network trains.
             if child.affine:
                 repl.weight, repl.bias = child.weight, child.bias
             if child.track_running_stats:
@@ -166,5 +264,5 @@ def convert_sync_batchnorm(model: nn.Module, device_type: str) -> nn.Module:
             repl.train(child.training)
             setattr(model, name, repl)
         else:
-            convert_sync_batchnorm(child, device_type)
+            convert_sync_batchnorm(child)
     return model

@@ -1,16 +1,21 @@
 """The end of a finished run, on rank 0 alone as on the study's single GPU: the timed inference pass over the whole
 validation split (plain and with flip test), its PCKh and load window, what torch.compile compiled, and the finished
-record. `hgbench.runner` calls `finish_run` once the last epoch's checkpoint is written.
+record. `hgbench.runner` calls `finish_run` on every rank once the last epoch's checkpoint is written: the other
+ranks wait out rank 0's pass in the same measured window, their CPU time counted as the run's own.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
 
 from torch import nn
 
 from hgbench.compile_watch import CompileWatch, describe_fallback
 from hgbench.config import RunConfig
-from hgbench.contention import LoadMeter, window_entry
+from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
+from hgbench.distributed import DistContext, all_gather_objects, barrier
 from hgbench.host_memory import peak_host_memory_mib
 from hgbench.inference import timed_passes
 from hgbench.metrics import evaluate_pckh
@@ -21,6 +26,11 @@ from hgbench.recorder import Recorder
 from hgbench.state import TrainingState
 from hgbench.timing import peak_memory_mib
 from hgbench.training import StepOptions
+
+T = TypeVar("T")
+
+
+INFERENCE_MARKS = ("inference-start", "inference-end")
 
 
 def finish_run(
@@ -34,7 +44,11 @@ def finish_run(
     say: bool,
     keep_checkpoint: bool,
 ) -> None:
-    """Rank 0 alone, as on the study's single GPU: the timed inference pass, then the finished record."""
+    """Every rank calls it: rank 0 alone runs the timed inference pass, as on the study's single GPU, and writes the
+    finished record; the other ranks wait for it, and their CPU time while they wait counts as the run's own."""
+    if not plan.ctx.is_main:
+        while_rank0_works(plan.ctx, meters, None)
+        return
     loader = val_loader  # warm: validation ran it last epoch
     if plan.ctx.enabled:  # the whole split, not rank 0's shard
         loader = make_loader(
@@ -46,20 +60,18 @@ def finish_run(
             drop_last=False,
             device=plan.device,
         )
-    sampler, meter = meters
-    for m in meters:
-        m.mark("inference-start")
-    results = inference_pass(
-        state.inference_model(plan), loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say
+    model = state.inference_model(plan)
+    results, load = while_rank0_works(
+        plan.ctx,
+        meters,
+        lambda: inference_pass(model, loader, plan.val_ds, plan.ground_truth, plan.config, state.opts, say),
     )
-    for m in meters:
-        m.mark("inference-end")
-    marks = "inference-start", "inference-end"
-    results["inference"]["load"] = window_entry(meter.window(*marks), sampler.window(*marks))
+    results["inference"]["load"] = load
     compiled = watch.report() if watch is not None else None
     fallback = describe_fallback(compiled) if compiled is not None else None
     if say and fallback:
         print(f"hgbench: warning: {fallback}", flush=True)
+    sampler = meters[0]
     recorder.set_results(
         **results,
         peak_memory_mib=peak_memory_mib(plan.device),
@@ -68,6 +80,36 @@ def finish_run(
         compile=compiled,
     )
     recorder.finish("finished", None, keep_checkpoint=keep_checkpoint)
+
+
+def while_rank0_works(
+    ctx: DistContext, meters: tuple[NvmlSampler, LoadMeter], work: Callable[[], T] | None
+) -> tuple[T, dict] | None:
+    """`work` on rank 0 while every other rank waits (pass None there), in one measured window.
+
+    The other ranks wait at a barrier, which on NCCL is a busy loop on their cores: their CPU time in the window is
+    this run's own, not a competitor's, so it moves from "other" to "own" as for an epoch (`combine_loads`), and a
+    DDP run's final pass is not called contended by its own processes.
+
+    Returns:
+        On rank 0, what `work` returned and the window's ``load`` entry (rank 0's GPU telemetry); elsewhere None.
+    """
+    barrier(ctx)  # the window opens on every rank at once
+    for m in meters:
+        m.mark(INFERENCE_MARKS[0])
+    result = work() if work is not None else None
+    if ctx.is_main:
+        for m in meters:
+            m.mark(INFERENCE_MARKS[1])
+    barrier(ctx)  # where the other ranks wait while rank 0 works
+    if not ctx.is_main:
+        for m in meters:
+            m.mark(INFERENCE_MARKS[1])
+    sampler, meter = meters
+    loads = all_gather_objects(ctx, meter.window(*INFERENCE_MARKS))
+    if not ctx.is_main:
+        return None
+    return result, window_entry(combine_loads(loads), sampler.window(*INFERENCE_MARKS))
 
 
 def inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opts: StepOptions, say: bool) -> dict:

@@ -32,6 +32,7 @@ import torch
 from hgbench.atomic_io import write_json_atomic
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
+from hgbench.distributed import COMPILE_UNDER_DDP
 from hgbench.environment import cpu_has_native_bf16, cpu_model
 from hgbench.speed_modes import ModeSettings, best_mode, plan_modes
 from hgbench.timing import time_fn
@@ -151,7 +152,7 @@ def choose_fast_mode(
     """The mode `hgbench run --fast` uses on `device` for this case, batch and input size.
 
     CUDA: the rule (`best_mode`: channels_last, native bf16, torch.compile, GPU decoding; no compile under DDP,
-    where SyncBatchNorm breaks its graph). CPU: the fastest
+    `hgbench.distributed.COMPILE_UNDER_DDP`). CPU: the fastest
     measured mode (`probe_cpu`), read from the cache when this machine, torch and workload were probed before;
     the rule where the probe is off (``HGBENCH_FAST_PROBE=0``) or the run is distributed. Decoding stays in the
     DataLoader workers on a CPU (main-process decoding would serialise what they do in parallel).
@@ -167,9 +168,7 @@ def choose_fast_mode(
     """
     dev = torch.device(device)
     if dev.type != "cpu" and world_size > 1:
-        # DDP converts BatchNorm to SyncBatchNorm, whose collectives torch.compile cannot trace: the graph would break
-        # at every norm layer, for compile time and no speed.
-        return _from_rule(dev, "CUDA under DDP: the fast path's settings without torch.compile", compile_ok=False)
+        return _from_rule(dev, COMPILE_UNDER_DDP, compile_ok=False)  # as an explicit --compile (hgbench.plan)
     if dev.type != "cpu":
         return _from_rule(dev, "CUDA: the fast path's settings are fixed (see hgbench bench)")
     if os.environ.get(PROBE_ENV, "1").strip() == "0":

@@ -25,6 +25,9 @@ import torch
 from hgbench.contention import other_processes, throttle_names
 
 NO_DRIVER = "no NVIDIA driver (NVML library not found)"
+MIG_BOARD_WIDE = (
+    "a MIG slice: energy, power, utilisation and memory are its whole GPU's, other slices' tenants included"
+)
 
 
 def _text(value: str | bytes) -> str:
@@ -68,8 +71,28 @@ def _nvml_handle(nvml: ModuleType, device: torch.device) -> Any:
     return nvml.nvmlDeviceGetHandleByIndex(index)
 
 
+def mig_slice(nvml: ModuleType, handle: Any) -> bool | None:
+    """Whether the run's CUDA device, found in NVML as `handle`, is a MIG slice; None where NVML cannot say.
+
+    A slice shares its GPU's PCI bus id, so `handle` is the whole GPU's (`_nvml_handle`), whose readings are the
+    board's, every slice's tenants included; and with MIG on, CUDA sees only slices. A GPU without MIG answers
+    NotSupported: not a slice.
+    """
+    is_slice = getattr(nvml, "nvmlDeviceIsMigDeviceHandle", None)  # newer pynvml only
+    try:
+        if is_slice is not None and is_slice(handle):
+            return True
+        current = nvml.nvmlDeviceGetMigMode(handle)[0]
+    except getattr(nvml, "NVMLError_NotSupported", ()):
+        return False
+    except Exception:  # noqa: BLE001 - an older pynvml without the calls, or NVML failing: unknown
+        return None
+    return current == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", 1)
+
+
 def gpu_state(nvml: ModuleType, handle: Any) -> dict:
-    """Clocks (MHz), temperature (C), power limit (W) and throttle reasons of one GPU; a field is None if unsupported.
+    """Clocks (MHz), temperature (C), power limit (W), throttle reasons of one GPU and whether the run has only a MIG
+    slice of it (`mig_slice`); a field is None if unsupported.
 
     Args:
         nvml: an initialised pynvml module.
@@ -95,6 +118,7 @@ def gpu_state(nvml: ModuleType, handle: Any) -> dict:
         "power_limit_w": None if limit_mw is None else limit_mw / 1000.0,
         "throttle_reasons": get(lambda: int(reasons_fn(handle))) if reasons_fn else None,
         "persistence_mode": get(lambda: nvml.nvmlDeviceGetPersistenceMode(handle)),
+        "mig": mig_slice(nvml, handle),
     }
 
 
@@ -211,6 +235,7 @@ class NvmlSampler:
     available: bool = field(default=False, init=False)  # sampling works (set by `start`)
     reason: str | None = field(default=None, init=False)  # why not, or why it stopped
     energy_counter: bool = field(default=False, init=False)  # the GPU has the total-energy counter
+    mig: bool | None = field(default=None, init=False)  # the device is a MIG slice: every reading is its whole GPU's
     errors: int = field(default=0, init=False)  # failed samples (each metric's failure counted once per sample)
     _MAX_CONSECUTIVE_ERRORS = 20  # then the device is presumed lost and sampling stops
 
@@ -250,6 +275,7 @@ class NvmlSampler:
                 _nvml_shutdown(nvml)
                 return self
             self._handle = _nvml_handle(nvml, dev)
+            self.mig = mig_slice(nvml, self._handle)
         except Exception as exc:  # noqa: BLE001 - any NVML failure leaves telemetry null, with the reason
             self.reason = f"NVML device lookup failed: {exc}"
             _nvml_shutdown(nvml)
@@ -319,7 +345,10 @@ class NvmlSampler:
         error: many boards and containers answer neither)."""
         others = throttle = None
         try:
-            others = other_processes(list(nvml.nvmlDeviceGetComputeRunningProcesses(h)), {os.getpid()})
+            # On a MIG slice the list is the whole GPU's, other slices' tenants included, whom MIG keeps off the run's
+            # share: not counted (null), never taken for competitors.
+            if not self.mig:
+                others = other_processes(list(nvml.nvmlDeviceGetComputeRunningProcesses(h)), {os.getpid()})
         except Exception:  # noqa: BLE001, S110 - unsupported (MIG, containers): recorded as null
             pass
         reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
@@ -410,8 +439,11 @@ class NvmlSampler:
         }
 
     def summary(self) -> dict:
-        """Whole-run figures for ``results.telemetry``: `window()` over all samples plus available, reason, errors."""
-        return {"available": self.available, "reason": self.reason, **self.window(), "errors": self.errors}
+        """Whole-run figures for ``results.telemetry``: `window()` over all samples plus available, reason, errors,
+        and whether the device is a MIG slice (then ``board_wide`` says every figure is its whole GPU's)."""
+        board_wide = MIG_BOARD_WIDE if self.mig else None
+        window = {**self.window(), "errors": self.errors, "mig": self.mig, "board_wide": board_wide}
+        return {"available": self.available, "reason": self.reason, **window}
 
 
 def _throttled(win: list[_Sample]) -> list[str] | None:
@@ -425,4 +457,4 @@ def _throttled(win: list[_Sample]) -> list[str] | None:
     return [n for n in throttle_names(mask) if n != "gpu_idle"]
 
 
-__all__ = ["NO_DRIVER", "NvmlSampler", "device_facts", "gpu_state"]
+__all__ = ["MIG_BOARD_WIDE", "NO_DRIVER", "NvmlSampler", "device_facts", "gpu_state", "mig_slice"]

@@ -13,7 +13,7 @@ import functools
 import os
 import shutil
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +23,7 @@ from hgbench._version import __version__
 from hgbench.cases import CaseSpec
 from hgbench.config import RunConfig, check_settings, run_identity
 from hgbench.data.device_decode import DECODE_MODES
-from hgbench.distributed import DistContext, barrier
+from hgbench.distributed import COMPILE_UNDER_DDP, DistContext, barrier
 from hgbench.errors import HGBenchError
 from hgbench.footprint import gib, host_available_bytes, training_bytes
 from hgbench.groundtruth import GroundTruth
@@ -49,6 +49,7 @@ class RunPlan:
     dataset: dict  # the record's ``dataset`` section
     identity: str  # `hgbench.config.run_identity`: resume and the sweep's skip agree on it
     fast_mode: dict | None = None  # with --fast: the mode chosen and how (`hgbench.mode_probe.FastChoice`)
+    setting_notes: list[str] = field(default_factory=list)  # settings asked for and not used, each with why
 
     @property
     def stem(self) -> str:
@@ -98,6 +99,7 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
     fresh_init = config.init_from is not None and config.init_from_sha256 is None  # not a stored run's config
     validate_config(replace(config, decode="workers" if config.decode == "auto" else config.decode), spec, ctx)
     check_fits(replace(config, world_size=ctx.world_size), spec, device)  # before --fast's probe builds the network
+    notes = [why] if (why := _without_compile_under_ddp(replace(config, world_size=ctx.world_size))[1]) else []
     config, fast = resolve_fast(replace(config, world_size=ctx.world_size), device, spec)
     if ctx.is_main:
         check_output_dir(Path(config.out))
@@ -117,7 +119,9 @@ def make_plan(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> RunPlan:
         )
     dataset = dataset_info(train_ds, val_ds)
     identity = _identity(config, spec, dataset["fingerprint"])
-    plan = RunPlan(config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None)
+    plan = RunPlan(
+        config, spec, ctx, device, train_ds, val_ds, dataset, identity, fast.to_dict() if fast else None, notes
+    )
     check_inside(plan.run_dir, Path(config.checkpoint_dir), "--checkpoint-dir")
     if fresh_init:
         _ = plan.init_weights  # read now: weights that do not fit the case stop the run before its record exists
@@ -221,6 +225,7 @@ def resolve_fast(
         if not Path(config.init_from).is_file():
             raise HGBenchError(f"--init-from: weights file not found: {config.init_from}")
         config = replace(config, init_from_sha256=file_sha256(config.init_from))
+    config = _without_compile_under_ddp(config)[0]
     if not config.fast:
         return (replace(config, decode="workers") if config.decode == "auto" else config), None
     from hgbench.mode_probe import choose_fast_mode
@@ -236,6 +241,16 @@ def resolve_fast(
     mode = choice.settings
     config = replace(config, amp=mode["amp"], channels_last=mode["channels_last"], compile=mode["compile"])
     return (replace(config, decode=mode["decode"]) if config.decode == "auto" else config), choice
+
+
+def _without_compile_under_ddp(config: RunConfig) -> tuple[RunConfig, str | None]:
+    """`config` without ``--compile`` when it runs on several processes, and the note that says so (None if kept).
+
+    Dropped in `resolve_fast`, so that the run's record and identity and a sweep's skip check all hold what ran.
+    """
+    if config.compile and config.world_size > 1:
+        return replace(config, compile=False), f"--compile dropped: {COMPILE_UNDER_DDP}"
+    return config, None
 
 
 def validate_config(config: RunConfig, spec: CaseSpec, ctx: DistContext) -> None:

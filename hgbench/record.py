@@ -122,11 +122,12 @@ def steady_epochs(epochs: list[dict]) -> list[dict]:
     return [e for e in epochs if not e.get("warmup")] or epochs
 
 
-def contention_summary(results: dict, gpu_share: float) -> dict:
-    """``results.contention``: were the steady epochs or the inference pass contended, was the GPU shared."""
+def contention_summary(results: dict, gpu_share: float, *, mig_slice: bool = False) -> dict:
+    """``results.contention``: were the steady epochs or the inference pass contended, was the GPU shared (given to
+    the run in part by a sweep, or a MIG slice of it: ``machine_info.gpu_state.mig``)."""
     inference = results.get("inference")
     load = inference.get("load") if isinstance(inference, dict) else None
-    return run_contention(steady_epochs(results.get("epochs") or []), load, gpu_share)
+    return run_contention(steady_epochs(results.get("epochs") or []), load, gpu_share, mig_slice=mig_slice)
 
 
 def inference_entry(timing: dict, pckh_mean: float | None) -> dict:
@@ -168,6 +169,7 @@ def new_record(
     checkpoint: str | None = None,
     spec_fingerprint: str | None = None,
     fast_mode: dict | None = None,
+    setting_notes: list[str] | None = None,
 ) -> dict:
     """The record as written when a run starts (status interrupted until the first epoch finishes)."""
     now = utc_now()
@@ -187,6 +189,7 @@ def new_record(
         "spec_fingerprint": spec_fingerprint,  # CaseSpec.fingerprint(): the network, whatever its name or file
         "config": config,
         "fast_mode": fast_mode,  # --fast only: the mode chosen, how (measured / cached / rule) and the probe's figures
+        "setting_notes": list(setting_notes or []),  # settings asked for and not used (--compile under torchrun), why
         # A limit larger than its split is recorded with what was used (the sizes are dataset.train_size / val_size).
         "dataset": {**dataset, "limit_notes": limit_notes(config, dataset)},
         "model": model,
@@ -333,6 +336,7 @@ class RunSummary:
     epochs: list[dict] = field(default_factory=list)  # results.epochs: per-epoch losses, PCKh and time split
     contended: bool | None = None  # results.contention.contended: a steady epoch or the inference pass was busy
     shared_gpu: bool = False  # results.contention.shared_gpu: the run shared its GPU with other runs
+    mig_slice: bool = False  # results.contention.mig_slice: the run had a MIG slice of its GPU
     contention_reasons: list[str] = field(default_factory=list)  # why contended (results.contention.reasons)
     torch_version: str | None = None  # machine_info.torch: the torch that measured the run
 
@@ -427,6 +431,7 @@ def _contention(value: Any) -> dict:
     return {
         "contended": value["contended"] if isinstance(value.get("contended"), bool) else None,
         "shared_gpu": value.get("shared_gpu") is True,
+        "mig_slice": value.get("mig_slice") is True,
         "contention_reasons": [str(r) for r in reasons] if isinstance(reasons, list) else [],
     }
 

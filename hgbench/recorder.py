@@ -100,6 +100,7 @@ class Recorder:
                         model=model,
                         checkpoint=str(plan.last_path),
                         fast_mode=plan.fast_mode,
+                        setting_notes=plan.setting_notes,
                     )
                     if resumed is not None:
                         record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
@@ -212,5 +213,8 @@ class Recorder:
         if status == "finished":
             record["finished"] = record["datetime"]
         record["results"]["train"] = train_summary(record["results"]["epochs"])
-        record["results"]["contention"] = contention_summary(record["results"], self.plan.config.gpu_share)
+        mig = (record["machine_info"].get("gpu_state") or {}).get("mig") is True  # NVML's answer at the start
+        record["results"]["contention"] = contention_summary(
+            record["results"], self.plan.config.gpu_share, mig_slice=mig
+        )
         self._note_tracking()

@@ -340,6 +340,8 @@ def _prepare(
     recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
     for note in recorder.record["dataset"].get("limit_notes", []) if say else []:
         print(f"hgbench: {note}", flush=True)  # a --limit larger than its split: what was used
+    for note in plan.setting_notes if say else []:
+        print(f"hgbench: {note}", flush=True)  # a setting this run cannot use (--compile under torchrun)
     if say and plan.fast_mode:
         print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
     # Dynamo afresh for every compiled run: in a process that ran other cases before (--case all) it would have hit
@@ -408,10 +410,10 @@ def _claimed_run(
                     return RunOutcome(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
                     )
+            finish_run(  # rank 0's inference pass and finished record; the other ranks wait in its window
+                plan, state, loaders[1], recorder, (sampler, meter), watch, say=say, keep_checkpoint=keep_checkpoint
+            )
             if ctx.is_main:
-                finish_run(
-                    plan, state, loaders[1], recorder, (sampler, meter), watch, say=say, keep_checkpoint=keep_checkpoint
-                )
                 trackers.log_final(recorder.record)
                 recorder.rewrite()  # with what the trackers could not take
             barrier(ctx)

@@ -121,7 +121,7 @@ def build_state(plan: RunPlan, ckpt: Checkpoint | None, *, has_unused_params: bo
     model.to(device, memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     if plan.ctx.enabled:
         # Before the optimiser, which must hold the parameters of the network that trains.
-        model = convert_sync_batchnorm(model, device.type)
+        model = convert_sync_batchnorm(model)
     # The optimiser after the move (as torch's docs ask), so that restoring its state places it by torch's own rule:
     # moments beside their parameters, Adam's `step` on the host. A `step` on the GPU would be read back (a host
     # sync) for every parameter at every step.

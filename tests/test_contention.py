@@ -144,3 +144,14 @@ def test_a_run_records_each_epochs_load_and_marks_itself_contended(
     assert summary["windows"] == 2
     assert summary["shared_gpu"] is True
     assert summary["gpu_share"] == 0.5
+
+
+def test_run_contention_names_a_mig_slice_board_wide() -> None:
+    quiet = {"load": {"contended": False, "contended_reasons": []}}
+    summary = run_contention([quiet], None, gpu_share=1.0, mig_slice=True)
+    assert (summary["mig_slice"], summary["shared_gpu"], summary["contended"]) == (True, False, False)
+    assert "MIG slice" in summary["board_wide"]
+    both = run_contention([quiet], None, gpu_share=0.5, mig_slice=True)["board_wide"]
+    assert "shared with other runs" in both
+    assert "MIG slice" in both
+    assert run_contention([quiet], None, gpu_share=1.0)["mig_slice"] is False

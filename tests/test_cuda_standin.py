@@ -17,7 +17,7 @@ from helpers.cuda_standin import STANDIN_GPU_NAME, CudaStandin, StandinViolation
 from hgbench import plan as plan_module
 from hgbench import runner
 from hgbench.config import RunConfig
-from hgbench.distributed import DistContext
+from hgbench.distributed import COMPILE_UNDER_DDP, DistContext
 from hgbench.errors import HGBenchError
 from hgbench.record import validate_record
 
@@ -171,6 +171,27 @@ def test_a_default_gpu_run_reaches_a_finished_record(
     assert "torch.cuda.synchronize(cuda:0)" in cuda_standin.host_syncs
 
 
+def test_a_run_on_a_mig_slice_says_its_telemetry_is_the_whole_boards(
+    small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin, fake_nvml: object
+) -> None:
+    """With MIG on, the GPU CUDA runs on is a slice and NVML answers for its whole board: the record says so where
+    the telemetry is and in its contention, and the table's reader keeps it apart from whole-GPU runs."""
+    from hgbench.nvml import MIG_BOARD_WIDE
+    from hgbench.record import summarize
+
+    fake_nvml.state.mig = True
+    outcome = _run(replace(small, device="cuda"))
+    record = _record(outcome, tmp_path)
+    assert record["machine_info"]["gpu_state"]["mig"] is True
+    telemetry = record["results"]["telemetry"]
+    assert (telemetry["mig"], telemetry["board_wide"]) == (True, MIG_BOARD_WIDE)
+    assert telemetry["energy_j"] is not None  # measured, and marked as the board's
+    contention = record["results"]["contention"]
+    assert contention["mig_slice"] is True
+    assert "MIG slice" in contention["board_wide"]
+    assert summarize(record, outcome.record_path).mig_slice is True
+
+
 def test_a_run_on_the_second_gpu_with_amp_channels_last_and_resume(
     small: RunConfig, tmp_path: Path, cuda_standin: CudaStandin
 ) -> None:
@@ -254,11 +275,15 @@ def test_a_two_process_nccl_run(
     for key, value in {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}.items():
         monkeypatch.setenv(key, value)
     torch.cuda.set_device(1)  # torchrun starts every process on GPU 0... or wherever: the run must choose its own
-    record = _record(_run(replace(small, device="cuda", decode="device")), tmp_path)
+    record = _record(_run(replace(small, device="cuda", decode="device", compile=True)), tmp_path)
     assert [i["backend"] for i in group.inits] == ["nccl"]
     assert set(group.reduced) == {torch.device("cuda", 0)}
     assert record["config"]["world_size"] == 2
     assert record["results"]["epochs"][0]["images"] == small.limit_train
+    # --compile under torchrun is dropped, as --fast leaves it off there, and the record says why.
+    assert record["config"]["compile"] is False
+    assert record["results"]["compile"] is None
+    assert record["setting_notes"] == [f"--compile dropped: {COMPILE_UNDER_DDP}"]
 
 
 def test_cuda_only_lines_are_read_from_the_source() -> None:

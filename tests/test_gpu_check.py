@@ -4,6 +4,7 @@ checks on a machine without CUDA (each skips, saying so). The GPU measurements t
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -230,6 +231,24 @@ def test_conv_peak_runs_on_a_cuda_device(
     assert benched["batch"] == 32
     assert ctx.figures["peak_conv_tflops"] == 100.0
     assert ctx.figures["pct"] == pct
+
+
+@pytest.mark.slow
+def test_the_nccl_step_passes_once_its_one_process_job_starts_nccl(
+    cuda_standin: CudaStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's own `torchrun --nproc_per_node 1`, its process on a stand-in GPU whose NCCL (gloo underneath)
+    prints its version only when a collective starts it, as NCCL does: the step passes only if the one-process
+    run created its process group and used it."""
+    from helpers.standin_torchrun import NCCL_STANDIN_VERSION
+
+    monkeypatch.setattr(runs, "RUN_MODULE", "helpers.standin_torchrun")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO / "tests"), os.environ.get("PYTHONPATH")])))
+    ctx = _ctx(tmp_path)
+    outcome = runs.torchrun_nccl(ctx)
+    assert outcome.status == "pass", outcome
+    assert ctx.figures["nccl_version"] == NCCL_STANDIN_VERSION
+    assert (ctx.figures["status"], ctx.figures["world_size"]) == ("finished", 1)
 
 
 def test_the_cuda_tests_say_when_pytest_is_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

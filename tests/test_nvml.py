@@ -219,3 +219,28 @@ def test_other_processes_in_a_container_counts_one_as_ours() -> None:
     assert other_processes(procs, {os.getpid()}) == 1
     assert other_processes(procs[:1], {os.getpid()}) == 0
     assert other_processes([types.SimpleNamespace(pid=os.getpid()), *procs], {os.getpid()}) == 2
+
+
+@pytest.mark.parametrize(("mode", "slice_"), [(True, True), (False, False), (None, False)])
+def test_a_mig_slice_is_told_apart_from_its_whole_gpu(
+    fake_nvml: types.ModuleType, mode: bool | None, slice_: bool
+) -> None:
+    """A MIG slice shares its GPU's PCI bus id: NVML answers for the whole board, so its telemetry says so, and the
+    board's other processes (other slices' tenants) are not counted as the run's competitors. A GPU without MIG
+    (NotSupported) and one with MIG off are whole GPUs."""
+    from hgbench.nvml import MIG_BOARD_WIDE, gpu_state
+
+    st = fake_nvml.state
+    st.mig = mode
+    st.processes = [os.getpid(), 4242]
+    with NvmlSampler("cuda", interval_s=0.01) as s:
+        s.mark("a")
+        s.mark("b")
+        window = s.window("a", "b")
+    summary = s.summary()
+    assert summary["mig"] is slice_
+    assert summary["board_wide"] == (MIG_BOARD_WIDE if slice_ else None)
+    assert summary["energy_j"] is not None  # still recorded: the board's, said so
+    assert window["gpu_other_processes"] == (None if slice_ else 1)
+    assert gpu_state(fake_nvml, "gpu0")["mig"] is slice_
+    assert gpu_state(fake_nvml, "mig-gpu0-slice1")["mig"] is True  # a slice's own handle says so itself

@@ -403,9 +403,12 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
     # One step per epoch (4 people, batch 4): the first epoch's loss is computed before any update and must agree to
     # float32 rounding; later epochs agree to the ~1% that float32 gradients of these networks are good to
     # (the exact equivalence is tested in float64 in test_distributed.py).
+    # The ranks' load meters read synthetic counters (tests/helpers/two_ranks_busy.py): both ranks busy, nothing else.
     cfg = replace(tiny, epochs=2, limit_train=4, flip_test=False)
     single = run(replace(cfg, out=str(tmp_path / "one"), checkpoint_dir=str(tmp_path / "c1")), progress=False)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    tests = str(Path(__file__).parent)
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
     cmd = [
         sys.executable,
         "-m",
@@ -414,7 +417,7 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
         "2",
         "--standalone",  # a free port: another suite on the machine may hold any fixed one
         "-m",
-        "hgbench.cli",
+        "helpers.two_ranks_busy",  # hgbench.cli, its load meters reading the synthetic counters
         "run",
         "--case",
         "hg1",
@@ -458,6 +461,11 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tiny: R
     assert e2[1]["val_loss"] == pytest.approx(e1[1]["val_loss"], rel=5e-2)
     # Predictions are gathered from both ranks: the PCKh covers every validation person exactly once.
     assert two["results"]["pckh"]["count"] == one["results"]["pckh"]["count"] == 6
+    # Rank 1's CPU time is the run's own in every window, the final pass rank 0 runs while rank 1 waits included:
+    # the run's own processes never make it contended.
+    windows = [e["load"] for e in e2] + [two["results"]["inference"]["load"]]
+    assert [(w["own_cpu_s"], w["other_cpu_s"], w["contended"]) for w in windows] == [(2.0, 0.0, False)] * 3
+    assert two["results"]["contention"]["contended"] is False
 
 
 def test_resume_finds_the_interrupted_run_of_the_case_and_says_which(

@@ -70,3 +70,26 @@ def test_overlapping_time_ranges_are_warned_and_apart_ones_are_not() -> None:
     assert "Time ranges overlap (min/epoch of case 1 and case 3)" in warnings_of([fast, slow])
     apart = run_of("0001_case1_seed0.json", epoch_minutes=[0.20, 0.25], min_per_epoch=0.225)
     assert "overlap" not in warnings_of([apart, slow]).replace("intervals of every row overlap", "")
+
+
+def test_a_run_on_a_mig_slice_is_never_pooled_with_one_on_a_whole_gpu() -> None:
+    whole = run_of("0002_case3_seed0.json")
+    sliced = run_of("0003_case3_seed1.json", mig_slice=True)
+    df = comparison_table([whole, sliced])
+    assert list(df["runs"]) == [1, 1]
+    assert list(df["timing"]) == ["", "MIG slice"]
+    assert "on a MIG slice of one (energy, power and memory then the whole board's)" in warnings_of([whole, sliced])
+    line = next(x for x in to_markdown(df).splitlines() if x.startswith("| 3 ") and "MIG slice" in x)
+    assert CONTENDED_MARK in line
+
+
+def test_compare_says_which_side_ran_on_a_mig_slice() -> None:
+    from hgbench.report.compare import compare_runs
+
+    whole = run_of("0002_case3_seed0.json")
+    sliced = run_of("0003_case3_seed1.json", mig_slice=True)
+    notes = " ".join(compare_runs([whole], [sliced]).attrs["notes"])
+    assert "B: 1 finished run(s) on CPU" in notes
+    assert "(on a MIG slice: the slice's times, the whole board's energy, power and memory)" in notes
+    mixed = " ".join(compare_runs([whole, sliced], [whole]).attrs["notes"])
+    assert "1 of them on a MIG slice, the others on whole GPUs" in mixed

@@ -348,6 +348,11 @@ def _side_notes(fa: Sequence[RunSummary], fb: Sequence[RunSummary]) -> list[str]
     for side, runs in (("A", fa), ("B", fb)):
         devices = sorted({r.device for r in runs})
         mixed = " (mixed devices within one side: its times are not one machine's)" if len(devices) > 1 else ""
+        slices = sum(r.mig_slice for r in runs)
+        if slices == len(runs):
+            mixed += " (on a MIG slice: the slice's times, the whole board's energy, power and memory)"
+        elif slices:
+            mixed += f" ({slices} of them on a MIG slice, the others on whole GPUs: its times are not one device's)"
         notes.append(f"{side}: {len(runs)} finished run(s) on {'; '.join(devices)}{mixed}.")
     return notes
 

@@ -2,8 +2,8 @@
 
 A row pools only runs identical in case, form, machine, dataset (name, sizes, fingerprint), hgbench version, every
 config key of `hgbench.config.RUN_IDENTITY_KEYS` except the seed, and how the machine was shared while they ran
-(a contended run or one on a shared GPU never pools with exclusive ones, `hgbench.report.time_trust`). The columns,
-the smoke and ratio rules and the case order live here too, so the table, its notes and the plots agree.
+(a contended run, or one on a shared GPU or a MIG slice, never pools with exclusive ones, `hgbench.report.time_trust`).
+The columns, the smoke and ratio rules and the case order live here too, so the table, its notes and the plots agree.
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def group_runs(finished: Sequence[RunSummary]) -> RowGroups:
     for run in finished:
         if len(specs[(run.case, run.as_built)]) > 1:
             texts[id(run)] = ", ".join(t for t in (texts[id(run)], f"spec={run.spec_fingerprint}") if t)
-    for run in finished:  # a contended run or one on a shared GPU is a row of its own, never pooled with the others
+    for run in finished:  # contended, on a shared GPU or a MIG slice: a row of its own, never pooled with the others
         texts[id(run)] = ", ".join(t for t in (texts[id(run)], load_label(run)) if t)
     groups: dict[tuple[str, bool, str, str], list[RunSummary]] = {}
     for run in finished:

@@ -98,7 +98,7 @@ def _fmt_accuracy(row: pd.Series, metric: str, decimals: int) -> str:
 
 def _fmt_time(row: pd.Series, metric: str) -> str:
     """``mean ± std (low–high)`` of a time (the range where there is one, `hgbench.report.time_trust`), marked
-    ``‡`` where the row was measured on a contended machine or a shared GPU."""
+    ``‡`` where the row was measured on a contended machine, a shared GPU or a MIG slice."""
     text = _fmt_pm(row, metric)
     if text == "—":
         return text

@@ -15,8 +15,8 @@ order:
   seed, repeats kept: ``0 1 2``, or ``0 0`` for a rerun), ``device`` (GPU name or ``CPU: <model>``), ``setting``
   (``key=value, ...`` of the keys above that differ between rows; empty when every row shares one setting),
   ``smoke`` (why the row's accuracies are smoke figures, e.g. ``synthetic data, 2 epochs, 12 val people``; empty
-  when they are not, see `smoke_reasons`), ``timing`` (``contended``, ``shared GPU``, both, or empty for runs
-  measured alone: `hgbench.report.time_trust`)
+  when they are not, see `smoke_reasons`), ``timing`` (``contended``, ``shared GPU``, ``MIG slice``, those that
+  apply, or empty for runs measured alone on a whole GPU: `hgbench.report.time_trust`)
 - ``params``, ``gflops`` (forward), ``gflops_input_res`` (the input side the GFLOPs were counted at),
   ``steady_epochs`` (the fewest steady epochs, warm-up left out, that a run of the row timed)
 - ``min_per_epoch``, ``data_wait_pct``, ``pckh_mean`` (validation accuracy, PCKh@0.5 Mean, %), ``heatmap_acc``

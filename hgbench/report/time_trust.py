@@ -5,8 +5,8 @@ its interval: ``min_per_epoch_low``/``_high`` are the fastest and slowest steady
 epoch excluded, as from the mean), ``inference_min_low``/``_high`` the fastest and slowest run's pass (a single pass
 per run: a row of one run has none). A warning says so when a row's training time rests on fewer than 2 steady
 epochs, when rows' time ranges overlap (those runs cannot order the cases by time), and when a row was measured on a
-contended machine or a shared GPU (`hgbench.contention`; such runs are their own rows, never pooled with exclusive
-ones, `load_label`).
+contended machine, a shared GPU or a MIG slice (`hgbench.contention`; such runs are their own rows, never pooled with
+exclusive ones, `load_label`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from hgbench.cases import case_label
 from hgbench.contention import OTHER_CPU_THRESHOLD, STEAL_THRESHOLD
 from hgbench.results import RunSummary
 
-CONTENDED_MARK = "‡"  # after a time measured on a contended machine or a shared GPU
+CONTENDED_MARK = "‡"  # after a time measured on a contended machine, a shared GPU or a MIG slice
 TIME_INTERVALS: dict[str, tuple[str, str]] = {
     "min_per_epoch": ("min_per_epoch_low", "min_per_epoch_high"),
     "inference_min": ("inference_min_low", "inference_min_high"),
@@ -30,8 +30,10 @@ _MAX_LISTED = 4  # overlapping pairs named in a warning
 
 
 def load_label(run: RunSummary) -> str:
-    """``contended``, ``shared GPU``, both, or "" for a run measured alone (or an older record that cannot say)."""
-    return ", ".join(w for w, on in (("contended", run.contended is True), ("shared GPU", run.shared_gpu)) if on)
+    """``contended``, ``shared GPU``, ``MIG slice``, those that apply, or "" for a run measured alone on a whole GPU
+    (or an older record that cannot say)."""
+    marks = (("contended", run.contended is True), ("shared GPU", run.shared_gpu), ("MIG slice", run.mig_slice))
+    return ", ".join(w for w, on in marks if on)
 
 
 def time_spread(runs: Sequence[RunSummary]) -> dict[str, Any]:
@@ -82,8 +84,9 @@ def time_warnings(df: pd.DataFrame) -> list[str]:
         out.append(
             f"{CONTENDED_MARK} times of {_names(loaded)} were measured while "
             f"the machine was busy (contended: other processes took over {OTHER_CPU_THRESHOLD:.0%} of the CPU "
-            f"time, steal over {STEAL_THRESHOLD:.0%}, or another process used the GPU) or on a GPU shared with "
-            "other runs: they are not this machine's speed and are never pooled with runs measured alone; "
+            f"time, steal over {STEAL_THRESHOLD:.0%}, or another process used the GPU), on a GPU shared with "
+            "other runs or on a MIG slice of one (energy, power and memory then the whole board's): they are not "
+            "this machine's speed and are never pooled with runs measured alone on a whole GPU; "
             "`hgbench run --force` measures again on a quiet machine."
         )
     few = df[df["steady_epochs"].notna() & (df["steady_epochs"] < 2) & df["min_per_epoch"].notna()]

@@ -17,7 +17,11 @@ moment it is written. `CudaStandin.install` makes the process look like one with
   a copy to host memory that is not ``non_blocking`` into pinned memory, a boolean-mask index) and a synchronous
   upload are errors inside a batch loop (any `StepTimer.iter_data` loop, between its first batch and its end), and
   ``torch.cuda.synchronize``, ``Event.synchronize``/``elapsed_time`` too. A ``non_blocking`` upload from pageable
-  memory is an error anywhere (it is silently synchronous on a GPU). ``pin_memory`` is tracked per storage.
+  memory is an error anywhere (it is silently synchronous on a GPU). ``pin_memory`` is tracked per storage. Every
+  host synchronisation, in a loop or not, is kept in ``host_syncs`` (a boolean-mask index and
+  ``torch.tensor(data, device="cuda")`` included), so a test can count them per step.
+- **Autograd**: the ``backward`` of a Python `torch.autograd.Function` runs under the stand-in too (the engine would
+  run it outside the tensor mode), and `nn.SyncBatchNorm`'s CUDA-only kernels run on the CPU (`standin_kernels`).
 - **Streams**: every GPU tensor remembers the stream that produced it; using it on another stream without an event
   wait or ``wait_stream`` since is an error, and so is freeing a block on its own stream while another stream used it,
   unless ``record_stream`` was called or the freeing stream waited. The GPU is taken to be infinitely slow (an
@@ -47,6 +51,8 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
+
+from helpers.standin_kernels import KERNELS
 
 STANDIN_GPU_NAME = "NVIDIA H100 80GB HBM3 (hgbench CUDA stand-in, not a GPU)"
 _READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "__complex__")
@@ -159,6 +165,7 @@ class CudaStandin:
         # Set by a CUDA run (cuDNN autotuning): restored after the test like everything else.
         monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)
         self._spy_batch_loops(monkeypatch)
+        self._enter_autograd_backwards(monkeypatch)
         _clear_device_caches()
         mode = _Mode(self)
         mode.__enter__()
@@ -174,6 +181,41 @@ class CudaStandin:
         # What _cuda_init leaves behind on a GPU: one default generator per device (CPU ones: tensors live there).
         gens = tuple(torch.Generator().manual_seed(torch.initial_seed()) for _ in range(self.count))
         monkeypatch.setattr(torch.cuda, "default_generators", gens)
+
+    def _enter_autograd_backwards(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Run the ``backward`` of every Python `torch.autograd.Function` under the stand-in too.
+
+        The autograd engine runs a Function's backward without the thread's torch-function modes, so without this
+        the stand-in would not see it at all (nn.SyncBatchNorm's CUDA kernels, a host read in a custom backward).
+        The gradients arriving there were made by the engine, untagged: they live where the forward's output did.
+        """
+        from torch.autograd import function as autograd_function
+
+        forward_apply = autograd_function.Function.__dict__["apply"]  # a C class method
+        backward_apply = autograd_function.BackwardCFunction.apply
+        gpu = self
+
+        def apply(cls: type, *args: Any, **kwargs: Any) -> Any:
+            out = forward_apply.__get__(None, cls)(*args, **kwargs)
+            flat, _ = tree_flatten(out)
+            dev = next((dev_of(t) for t in flat if isinstance(t, torch.Tensor) and dev_of(t) is not None), None)
+            node = next((t.grad_fn for t in flat if isinstance(t, torch.Tensor) and t.grad_fn is not None), None)
+            if dev is not None and node is not None:
+                node._hg_dev = dev
+            return out
+
+        def backward(node: Any, *grads: Any) -> Any:
+            dev = getattr(node, "_hg_dev", None)
+            if dev is None or torch._C._len_torch_function_stack():
+                return backward_apply(node, *grads)
+            for g in grads:
+                if isinstance(g, torch.Tensor) and dev_of(g) is None:
+                    gpu.tag(g, dev, gpu.stream_of(dev.index))
+            with gpu._mode:
+                return backward_apply(node, *grads)
+
+        monkeypatch.setattr(autograd_function.Function, "apply", classmethod(apply))
+        monkeypatch.setattr(autograd_function.BackwardCFunction, "apply", backward)
 
     def _spy_batch_loops(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Every timed batch loop of hgbench goes through `StepTimer.iter_data`: the loop is inside it."""
@@ -502,6 +544,8 @@ class _Mode(TorchFunctionMode):
             return func(*args, **kwargs)
         if _is_decode_jpegs_cuda(func):
             return self._decode_jpegs(args, kwargs)
+        if name in KERNELS and func is getattr(torch, name, None):
+            return self._op(KERNELS[name], name, args, kwargs)  # SyncBatchNorm's CUDA-only kernels, on the CPU
         return self._op(func, name, args, kwargs)
 
     def _property(self, func: Any, prop: tuple[str, str], args: tuple, kwargs: dict) -> Any:
@@ -566,7 +610,7 @@ class _Mode(TorchFunctionMode):
         src = dev_of(t)
         fmt = memory_format or torch.preserve_format
         if src is None and target.type == "cuda":  # upload
-            self._check_upload(t, non_blocking, what)
+            self._check_upload(t, non_blocking, what, target.index)
             out = t.to(dtype=dtype or t.dtype, memory_format=fmt, copy=True)
             gpu.tag(out, target, gpu.stream_of(target.index))
             return out
@@ -582,15 +626,24 @@ class _Mode(TorchFunctionMode):
         gpu.tag(out, target, gpu.stream_of(target.index))
         return out
 
-    def _check_upload(self, host: torch.Tensor, non_blocking: bool, what: str) -> None:
+    def _check_upload(self, host: torch.Tensor, non_blocking: bool, what: str, device: int) -> None:
         gpu = self.gpu
         if non_blocking and not gpu.is_pinned(host) and host.numel() > 1:
             gpu.violation(
                 f"{what}(non_blocking=True) of a pageable host tensor {tuple(host.shape)}: CUDA copies it "
                 "synchronously; pin it first (pin_memory) or say non_blocking=False"
             )
-        if not non_blocking and gpu.loop_depth:
-            gpu.violation(f"a synchronous upload ({what}) of {tuple(host.shape)} inside a batch loop")
+        if not non_blocking:
+            self._synchronous_upload(f"{what} of {tuple(host.shape)}", device)
+
+    def _synchronous_upload(self, what: str, device: int) -> None:
+        """A copy of host data to the GPU that is not ``non_blocking``: torch copies on the current stream and then
+        waits for that stream (``memcpy_and_sync``), so the host waits for every kernel queued before it."""
+        gpu = self.gpu
+        if gpu.loop_depth:
+            gpu.violation(f"a synchronous upload ({what}) inside a batch loop")
+        stream = gpu.stream_of(device)
+        gpu.host_waited(gpu.snapshot(stream), f"a synchronous upload ({what})")
 
     def _copy(self, args: tuple, kwargs: dict) -> torch.Tensor:
         gpu = self.gpu
@@ -609,7 +662,7 @@ class _Mode(TorchFunctionMode):
         stream = gpu.stream_of(ddev.index)
         gpu.use(dst, stream, "Tensor.copy_ (destination)")
         if sdev is None and isinstance(src, torch.Tensor) and src.dim() > 0:
-            self._check_upload(src, non_blocking, "Tensor.copy_")
+            self._check_upload(src, non_blocking, "Tensor.copy_", ddev.index)
         elif sdev is not None:
             gpu.use(src, gpu.stream_of(sdev.index), "Tensor.copy_ (source)")
         torch.Tensor.copy_(dst, src, non_blocking)
@@ -654,10 +707,13 @@ class _Mode(TorchFunctionMode):
         host = [x for x in tensors if dev_of(x) is None and x.dim() > 0 and x.device.type == "cpu"]
         if host and name not in _INDEX_OK:
             self._mixed(name, dev, "cpu")
-        if gpu.loop_depth and name in ("__getitem__", "__setitem__", "index_put_") and self._bool_index(args):
-            gpu.violation(f"Tensor.{name} with a boolean mask on a GPU tensor inside a batch loop (a nonzero: sync)")
-        if gpu.loop_depth and name in ("nonzero", "masked_select", "unique", "argwhere"):
-            gpu.violation(f"torch.{name} on a GPU tensor inside a batch loop: its output size needs a host sync")
+        # Ops whose output size the host must know: a nonzero on the GPU, read back (the host waits for the stream).
+        if name in ("__getitem__", "__setitem__", "index_put_") and self._bool_index(args):
+            gpu.host_waited(gpu.snapshot(gpu.stream_of(dev.index)), f"Tensor.{name} with a boolean mask (a nonzero)")
+        if name in ("nonzero", "masked_select", "unique", "argwhere"):
+            gpu.host_waited(gpu.snapshot(gpu.stream_of(dev.index)), f"torch.{name} (its output size)")
+        if self._from_host_data(name, args, want):
+            self._synchronous_upload(f"{name} from host data", dev.index)
         stream = gpu.stream_of(dev.index)
         for x in tensors:
             if dev_of(x) is not None:
@@ -679,6 +735,17 @@ class _Mode(TorchFunctionMode):
         if name == "__setitem__":
             gpu.tag(args[0], dev, stream)
         return out
+
+    @staticmethod
+    def _from_host_data(name: str, args: tuple, want: Any) -> bool:
+        """`torch.tensor`/`as_tensor(data, device="cuda")` or `gpu_tensor.new_tensor(data)` of data not on a GPU."""
+        if name == "new_tensor":
+            data = args[1] if len(args) > 1 else None
+        elif name in ("tensor", "as_tensor") and isinstance(want, torch.device) and want.type == "cuda":
+            data = args[0] if args else None
+        else:
+            return False
+        return not (isinstance(data, torch.Tensor) and dev_of(data) is not None)
 
     @staticmethod
     def _bool_index(args: tuple) -> bool:

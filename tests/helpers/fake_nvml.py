@@ -15,9 +15,21 @@ def make_fake_nvml(*, energy: bool = True) -> types.ModuleType:
     m = types.ModuleType("pynvml")
     m.NVMLError = FakeNVMLError
     m.NVMLError_LibraryNotFound = type("NVMLError_LibraryNotFound", (FakeNVMLError,), {})
+    m.NVMLError_NotSupported = type("NVMLError_NotSupported", (FakeNVMLError,), {})
     m.NVML_CLOCK_SM, m.NVML_CLOCK_MEM, m.NVML_TEMPERATURE_GPU = 1, 2, 0
+    m.NVML_DEVICE_MIG_DISABLE, m.NVML_DEVICE_MIG_ENABLE = 0, 1
+    # mig: None for a GPU without MIG (NVML answers NotSupported), False for MIG off, True for MIG on: CUDA then sees
+    # only slices, and a slice's PCI bus id finds its whole GPU's handle.
     m.state = types.SimpleNamespace(
-        util=50, mem_mib=1024, power_w=100.0, energy_mj=1000, broken=False, shutdown=0, processes=None, throttle=4
+        util=50,
+        mem_mib=1024,
+        power_w=100.0,
+        energy_mj=1000,
+        broken=False,
+        shutdown=0,
+        processes=None,
+        throttle=4,
+        mig=False,
     )
     st = m.state
 
@@ -59,4 +71,13 @@ def make_fake_nvml(*, energy: bool = True) -> types.ModuleType:
 
     m.nvmlDeviceGetComputeRunningProcesses = processes
     m.nvmlDeviceGetPersistenceMode = lambda h: 1
+
+    def mig_mode(handle: object) -> list[int]:
+        if st.mig is None:
+            raise m.NVMLError_NotSupported("Not Supported")
+        mode = m.NVML_DEVICE_MIG_ENABLE if st.mig else m.NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]  # current, pending
+
+    m.nvmlDeviceGetMigMode = mig_mode
+    m.nvmlDeviceIsMigDeviceHandle = lambda h: str(h).startswith("mig")  # the board's handles are "gpuN"
     return m

@@ -13,6 +13,8 @@ import tempfile
 from hgbench.gpu_check.checks._common import REPO_ROOT, hgbench_run, no_cuda, only_record
 from hgbench.gpu_check.protocol import Outcome, StepContext
 
+RUN_MODULE = "hgbench.cli"  # what torchrun starts (tests start their stand-in GPU's launcher instead)
+
 
 def tiny_run(ctx: StepContext) -> Outcome:
     """A default `hgbench run` (smoke scale) on the GPU: it finishes, with CUDA-event times and NVML telemetry."""
@@ -53,13 +55,17 @@ def tiny_run(ctx: StepContext) -> Outcome:
 
 
 def torchrun_nccl(ctx: StepContext) -> Outcome:
-    """`torchrun --nproc_per_node 1 -m hgbench.cli run` on the GPU: NCCL's process group, one finished record."""
+    """`torchrun --nproc_per_node 1 -m hgbench.cli run` on the GPU: NCCL's process group, one finished record.
+
+    One process needs no collective, yet under torchrun it joins its group and all-reduces once
+    (`hgbench.distributed.init_distributed`): NCCL starts there and says its version (``NCCL_DEBUG=VERSION``).
+    """
     if skip := no_cuda():
         return skip
     out = ctx.work / "torchrun_nccl"
     with tempfile.TemporaryDirectory(prefix="gpu-check-ckpt-") as ckpt:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1"]
-        command += ["-m", "hgbench.cli", "run", "--case", "hg1", "--smoke", "--device", "cuda", "--quiet"]
+        command += ["-m", RUN_MODULE, "run", "--case", "hg1", "--smoke", "--device", "cuda", "--quiet"]
         command += ["--out", str(out), "--checkpoint-dir", ckpt]
         env = {**os.environ, "NCCL_DEBUG": "VERSION"}  # NCCL prints its version when it starts
         proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
