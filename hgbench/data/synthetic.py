@@ -28,7 +28,6 @@ import numpy as np
 
 from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
-from hgbench.data.figures import render_image
 from hgbench.errors import DataError
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
 
@@ -187,6 +186,8 @@ def _publish(tmp: Path, out_dir: Path, *, overwrite: bool) -> None:
 
 
 def _write(root: Path, *, people: int, seed: int, size: tuple[int, int], val_fraction: float) -> None:
+    from hgbench.data.figures import render_image  # OpenCV draws: needed to generate a dataset, not to find one
+
     rng = np.random.default_rng([seed, GENERATOR_VERSION])
     sizes = _layout(rng, people)
     val = _val_images(rng, sizes, val_fraction)

@@ -32,7 +32,7 @@ from typing import Any
 from hgbench._version import __version__
 from hgbench.atomic_io import write_bytes_atomic, write_json_atomic
 from hgbench.gpu_check.catalogue import TOTAL_BUDGET_S, Step
-from hgbench.gpu_check.protocol import RESULT_ENV, WORK_ENV
+from hgbench.gpu_check.protocol import RESULT_ENV, WORK_ENV, missing_package_in
 
 SCHEMA = "hgbench.gpu-check/1"
 STATUSES = ("pass", "fail", "timeout", "skipped")
@@ -153,7 +153,19 @@ def run_step(step: Step, *, logs: Path, work: Path, budget_s: float | None = Non
         base.reason = f"exited with code {rc} without a result; last output: {_last_line(_tail(log, 5))}"
     if base.status in ("fail", "timeout"):
         base.output_tail = _tail(log)
+        _name_missing_package(base, log)
     return base
+
+
+def _name_missing_package(result: StepResult, log: Path) -> None:
+    """Add to a failed step's reason the package its output says did not import (a process the step started, such
+    as torchrun's workers, fails on its own and the step sees only its exit code)."""
+    try:
+        missing = missing_package_in(log.read_text(errors="replace"))
+    except OSError:
+        return
+    if missing is not None and missing not in (result.reason or ""):
+        result.reason = f"{result.reason}; {missing}" if result.reason else missing
 
 
 def _slug(text: str) -> str:
