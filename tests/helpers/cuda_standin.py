@@ -25,6 +25,9 @@ moment it is written. `CudaStandin.install` makes the process look like one with
   JPEG decoder is modelled as it is (pytorch/vision PR 9606): it allocates its outputs on the current stream and
   writes them from a stream of its own that does not wait for the current one, so decoding while the current stream
   has freed blocks that its queued work may still read is an error.
+- ``torch.compile`` runs the model eagerly, but its first call with a GPU tensor builds a C extension through
+  Triton's own build code, as Triton builds its launcher on a GPU: a host without a C compiler or ``Python.h`` fails
+  there as it would with a GPU.
 - NVML answers through `helpers.fake_nvml` with the device's PCI bus id; the device's name says it is a stand-in, so
   its records (machine id ``...-cuda-stand-in...``) can never be pooled with a measurement.
 
@@ -35,6 +38,7 @@ the fixture fails the test on any violation at teardown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 import types
@@ -311,13 +315,32 @@ class CudaStandin:
 
     def _compile(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
         """torch.compile's signature, checked; the model runs eagerly (inductor would emit Triton kernels for a GPU
-        that is not there, and compilation is not what the stand-in tests)."""
+        that is not there, and compilation is not what the stand-in tests). What compiling for a GPU asks of the host
+        is kept: the first call with a GPU tensor builds Triton's launcher (`build_triton_launcher`), so a machine
+        without a C compiler or Python.h fails there, as it would with a GPU."""
         import inspect
 
         inspect.signature(_REAL_COMPILE).bind(model, *args, **kwargs)
         if model is None:
             return lambda m: self._compile(m, *args, **kwargs)
-        return model
+        built = False
+
+        def first_call(inputs: Any) -> None:
+            nonlocal built
+            if not built and any(dev_of(t) is not None for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)):
+                build_triton_launcher()
+                built = True
+
+        if isinstance(model, torch.nn.Module):  # the module itself, as before; a pre-hook stands for the first call
+            model.register_forward_pre_hook(lambda module, inputs: first_call(inputs))
+            return model
+
+        @functools.wraps(model)
+        def compiled(*a: Any, **k: Any) -> Any:
+            first_call((a, k))
+            return model(*a, **k)
+
+        return compiled
 
     # ------------------------------------------------------------------------------------------------------------
     # Tensors
@@ -423,15 +446,36 @@ class CudaStandin:
 
 _REAL_COMPILE = torch.compile
 
+# A C extension module with nothing in it: what Triton's launcher needs of the host (a C compiler, Python.h), without
+# what a CPU machine lacks (the real launcher also includes CUDA's headers and links libcuda).
+_LAUNCHER_SOURCE = """#include <Python.h>
+static struct PyModuleDef launcher = {PyModuleDef_HEAD_INIT, "hgbench_standin_launcher", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_hgbench_standin_launcher(void) { return PyModule_Create(&launcher); }
+"""
+
+
+def build_triton_launcher() -> None:
+    """What Triton does before a process's first kernel on a GPU: build its launcher as a C extension, through
+    Triton's own build code (``$CC``, else gcc or clang on PATH, against Python.h; cached in ``TRITON_CACHE_DIR``),
+    and load it. Without a compiler or the headers this raises what it raises on a GPU machine."""
+    try:
+        from triton.runtime.build import compile_module_from_src
+    except ImportError as exc:  # inductor's own words when Triton is missing
+        raise RuntimeError(
+            "Cannot find a working triton installation. Either the package is not installed or it is too old."
+        ) from exc
+    compile_module_from_src(_LAUNCHER_SOURCE, "hgbench_standin_launcher")
+
 
 def _clear_device_caches() -> None:
     """hgbench's per-device caches of tensors: one made on a stand-in GPU must not outlive it (nor one made without
     the stand-in be taken for a GPU tensor)."""
-    from hgbench import decoding
+    from hgbench import compile_probe, decoding
     from hgbench.data import device_decode
 
     decoding._flip_index_on.cache_clear()
     device_decode._mean_on.cache_clear()
+    compile_probe.forget_probes()  # probed on a stand-in GPU: says nothing of the next stand-in's host
 
 
 def dev_of(t: torch.Tensor) -> torch.device | None:
