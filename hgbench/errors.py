@@ -18,8 +18,10 @@ def missing_package(exc: ModuleNotFoundError) -> str:
 
 
 def missing_package_in(text: str) -> str | None:
-    """`missing_package`'s line for the last package that `text` (a log, a re-raised error) says did not import."""
-    found = _NO_MODULE.findall(text) or re.findall(r"missing package: ([\w.]+)", text)
+    """`missing_package`'s line for the last package that `text` (a log) says did not import: a traceback's last
+    line, ``ModuleNotFoundError: No module named 'x'``, or hgbench's own ``missing package: x`` (a passing mention of
+    a module, as a library's warning may make, is not taken for one)."""
+    found = re.findall(r"(?:ModuleNotFoundError: No module named '|missing package: )([\w.]+)", text)
     return missing_package(ModuleNotFoundError(name=found[-1])) if found else None
 
 
