@@ -74,13 +74,13 @@ def describe_failure(exc: BaseException) -> str:
 def probe_compile(device: str | torch.device) -> CompileProbe:  # cuda-only
     """Compile `_tiny` with torch.compile on `device` and run it forward and backward; the answer is kept for the
     rest of the process. Never raises: a failure is ``ok=False`` with its reason."""
-    dev = torch.device(device)
-    if dev.index is None:
-        dev = torch.device(dev.type, torch.cuda.current_device())
-    key = str(dev)
+    key = str(torch.device(device))
     if key not in _PROBED:
         start = time.perf_counter()
         try:
+            dev = torch.device(key)
+            if dev.index is None:
+                dev = torch.device(dev.type, torch.cuda.current_device())
             x = torch.ones(64, device=dev, requires_grad=True)
             compile_model(_tiny)(x).backward()
             torch.cuda.synchronize(dev)  # the kernels ran, not only launched

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
+from hgbench import compile_probe
 from hgbench.atomic_io import write_json_atomic
 from hgbench.cases import CaseSpec
-from hgbench.compile_probe import probe_compile
 from hgbench.config import cache_root
 from hgbench.environment import cpu_has_native_bf16, cpu_model
 from hgbench.speed_modes import ModeSettings, best_mode, plan_modes
@@ -137,7 +137,7 @@ def _from_rule(device: torch.device, why: str, *, compile_ok: bool = True) -> Fa
     if not compile_ok:
         rule = {**rule, "compile": False}
     elif device.type == "cuda" and torch.cuda.is_available():
-        probe = probe_compile(device)  # best_mode asked it already: the answer kept for this process
+        probe = compile_probe.probe_compile(device)  # best_mode asked it already: the answer kept for this process
         evidence["compile_probe"] = probe.to_dict()
         if not probe.ok:
             evidence["reason"] = f"CUDA: the fast path without torch.compile, which fails here: {probe.reason}"

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from hgbench.compile_probe import probe_compile
+from hgbench import compile_probe
 from hgbench.environment import cpu_has_native_bf16
 from hgbench.errors import HGBenchError
 
@@ -94,7 +94,7 @@ def _compile_reason(device: torch.device) -> str | None:
     if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         return "torch.compile on the CPU needs a C++ compiler (none found on PATH)"
     if device.type == "cuda" and torch.cuda.is_available():
-        return probe_compile(device).reason
+        return compile_probe.probe_compile(device).reason
     return None
 
 

@@ -49,7 +49,7 @@ def test_without_a_c_compiler_fast_runs_uncompiled_and_bench_skips_compile_sayin
     assert not probe.ok
     assert no_c_compiler in probe.reason
     assert probe.reason.endswith(f"({TOOLCHAIN_HINT})")
-    assert probe_compile("cuda:0") is probe  # once per device and process
+    assert probe_compile("cuda") is probe  # once per device and process
 
     choice = choose_fast_mode("cuda", get_spec("hg1"), batch=6, input_res=64)
     assert choice.settings == {"channels_last": True, "amp": True, "compile": False, "decode": "device"}
@@ -76,6 +76,17 @@ def test_with_a_c_compiler_fast_compiles(cuda_standin: CudaStandin, tmp_path: Pa
     choice = choose_fast_mode("cuda", get_spec("hg1"), batch=6, input_res=64)
     assert (choice.mode, choice.settings["compile"]) == ("compile", True)
     assert choice.probe["compile_probe"] == probe.to_dict()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine where CUDA cannot start")
+def test_the_probe_never_raises() -> None:
+    """Where CUDA itself cannot start (torch.cuda.is_available() taken at its word elsewhere): a failed probe, not
+    a crash of the run that asked."""
+    compile_probe.forget_probes()
+    probe = probe_compile("cuda")
+    assert not probe.ok
+    assert probe.reason
+    compile_probe.forget_probes()
 
 
 def test_a_fast_gpu_run_on_a_host_without_a_c_compiler_finishes_uncompiled(

@@ -2,7 +2,7 @@
 
 A check writes its figures as it measures them (`StepContext.update`) and its verdict at the end (`finish`) into the
 JSON file named in ``$HGBENCH_GPU_CHECK_RESULT``, atomically each time: a step stopped for its budget still leaves
-what it had measured. Standard library only.
+what it had measured. Standard library only (`hgbench.atomic_io` and `hgbench.errors` are too).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ past its budget is stopped (its whole process group: torchrun's workers and Data
 ends in time however the steps behave. A step reports through a JSON file named in ``$HGBENCH_GPU_CHECK_RESULT``
 (`hgbench.gpu_check.step`); its output goes to ``logs/<step>.log`` beside the report.
 
-Standard library only (and `hgbench.atomic_io`, itself stdlib): the report is written even where torch or another of
-hgbench's packages does not import.
+Standard library only (and `hgbench.atomic_io` and `hgbench.errors`, stdlib too): the report is written even where
+torch or another of hgbench's packages does not import.
 """
 
 from __future__ import annotations
