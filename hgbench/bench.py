@@ -109,6 +109,7 @@ def bench_mode(
     gflops_per_image: float,
     peak_conv: float | None = None,
     seed: int = 0,
+    infer: bool = True,
 ) -> dict:
     """Time training steps, then inference batches, of one case under one mode.
 
@@ -123,10 +124,11 @@ def bench_mode(
         gflops_per_image: counted forward GFLOPs of one image at `input_res`.
         peak_conv: measured conv peak (TFLOP/s) to express throughput against, or None.
         seed: for the synthetic tensors and the initial weights.
+        infer: time inference too (off: training only, and no inference graph to compile in a compiled mode).
 
     Returns:
-        ``{"train": {...}, "infer": {...}}``, each the `TimingStats` dict plus ms_per_step_median, images_per_s,
-        tflops, pct_conv_peak and peak_memory_mib.
+        ``{"train": {...}, "infer": {...}}`` (``infer`` only when timed), each the `TimingStats` dict plus
+        ms_per_step_median, images_per_s, tflops, pct_conv_peak and peak_memory_mib.
     """
     dev = torch.device(device)
     work = make_workload(spec, settings, batch=batch, input_res=input_res, device=dev, seed=seed)
@@ -138,6 +140,8 @@ def bench_mode(
         reset_peak_memory(dev)
         stats = time_fn(work.train_step, warmup=warmup, iters=steps, device=dev)
         result["train"] = _phase_result(stats, factor=3, peak_mem=peak_memory_mib(dev), **common)
+        if not infer:
+            return result
         work.model.eval()
         # Free the gradients and Adam's moments (twice the weights): inference memory counts neither.
         work.optimizer.zero_grad(set_to_none=True)

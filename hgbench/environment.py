@@ -16,7 +16,7 @@ import platform
 import re
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,18 +127,48 @@ def cpu_has_native_bf16() -> bool:
     return bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def _switch(read: Callable[[], Any]) -> Any:
+    """A torch switch's value, or None where reading it raises: torch refuses to read a legacy TF32 switch (and
+    `torch.get_float32_matmul_precision`) once the newer ``fp32_precision`` API set its parts differently."""
+    try:
+        return read()
+    except (RuntimeError, AttributeError):
+        return None
+
+
+def _fp32_precision(backend: Any, part: str) -> str | None:
+    """``torch.backends.<backend>.<part>.fp32_precision`` ("ieee", "tf32", or "none": not set, the legacy switch
+    decides), or None on a torch without it."""
+    value = _switch(lambda: getattr(backend, part).fp32_precision)
+    return value if isinstance(value, str) else None
+
+
+def _allows_tf32(precision: str | None, legacy: Callable[[], Any]) -> bool | None:
+    """Whether float32 work of one kind may run as TF32: the new API's answer where it was set, else the legacy
+    switch's (None where torch refuses to read it)."""
+    if precision in ("ieee", "tf32"):
+        return precision == "tf32"
+    value = _switch(legacy)
+    return None if value is None else bool(value)
+
+
 def float32_math(device: str | torch.device = "cpu") -> dict[str, Any]:
     """How this process computes float32 convolutions and matrix products on `device`: the record's
     ``machine_info.float32_math`` (run and bench records alike), read when the measurement starts.
 
     On an Ampere-or-newer GPU (compute capability 8.0+) torch runs float32 cuDNN convolutions as TF32 (a 10-bit
-    mantissa) unless ``torch.backends.cudnn.allow_tf32`` is False, and it defaults to True: "fp32" eager there is
-    TF32 for every convolution of these networks. Matrix products use TF32 only where allowed (default off).
+    mantissa) unless told otherwise (``torch.backends.cudnn.allow_tf32 = False``, or since torch 2.9
+    ``torch.backends.cudnn.conv.fp32_precision = "ieee"``), and it defaults to TF32: "fp32" eager there is TF32 for
+    every convolution of these networks. Matrix products use TF32 only where allowed (default off). The newer
+    ``fp32_precision`` attributes are read first: once they are set, torch raises on reading the legacy switches.
+    Never raises: a switch torch refuses to read is None.
 
     Returns:
-        ``cudnn_allow_tf32`` and ``cuda_matmul_allow_tf32`` (torch's switches; None off CUDA), ``matmul_precision``
-        (`torch.get_float32_matmul_precision`), ``tf32_capable`` (the GPU has TF32), and what float32 work computes
-        in: ``conv`` and ``matmul``, each ``"tf32"`` or ``"fp32"``.
+        ``cudnn_allow_tf32`` and ``cuda_matmul_allow_tf32`` (whether TF32 is allowed; None off CUDA),
+        ``cudnn_conv_fp32_precision`` and ``cuda_matmul_fp32_precision`` (the newer API's values; None off CUDA or
+        on a torch without them), ``matmul_precision`` (`torch.get_float32_matmul_precision`), ``tf32_capable``
+        (the GPU has TF32), and what float32 work computes in: ``conv`` and ``matmul``, each ``"tf32"`` or
+        ``"fp32"``.
     """
     import torch
 
@@ -147,12 +177,16 @@ def float32_math(device: str | torch.device = "cpu") -> dict[str, Any]:
     dev = as_device(device)
     on_cuda = dev.type == "cuda" and torch.cuda.is_available()
     capable = on_cuda and torch.cuda.get_device_capability(dev)[0] >= 8
-    conv_tf32 = torch.backends.cudnn.allow_tf32 if on_cuda else None
-    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32 if on_cuda else None
+    conv_precision = _fp32_precision(torch.backends.cudnn, "conv") if on_cuda else None
+    matmul_precision = _fp32_precision(torch.backends.cuda, "matmul") if on_cuda else None
+    conv_tf32 = _allows_tf32(conv_precision, lambda: torch.backends.cudnn.allow_tf32) if on_cuda else None
+    matmul_tf32 = _allows_tf32(matmul_precision, lambda: torch.backends.cuda.matmul.allow_tf32) if on_cuda else None
     return {
         "cudnn_allow_tf32": conv_tf32,
         "cuda_matmul_allow_tf32": matmul_tf32,
-        "matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_conv_fp32_precision": conv_precision,
+        "cuda_matmul_fp32_precision": matmul_precision,
+        "matmul_precision": _switch(torch.get_float32_matmul_precision),
         "tf32_capable": capable,
         "conv": "tf32" if capable and conv_tf32 else "fp32",
         "matmul": "tf32" if capable and matmul_tf32 else "fp32",

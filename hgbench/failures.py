@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import torch
 
 from hgbench.config import RunConfig
-from hgbench.errors import RunFailed, one_line
+from hgbench.errors import RunFailed, missing_dependency, one_line
 
 
 @contextmanager
@@ -69,5 +69,8 @@ def unexpected_failure(
     failure = out_of_memory(exc, device=device, config=config)
     if failure is not None:
         return failure, None
+    missing = missing_dependency(exc)
+    if missing is not None:  # raised here or in a DataLoader worker (re-raised as its traceback's text)
+        return RunFailed(f"stopped in epoch {epoch}: {missing}"), exc
     # anything else (a library's error on odd input, a bug): the run failed too, and says why
     return RunFailed(f"stopped in epoch {epoch} by {type(exc).__name__}: {one_line(exc)[:300]}"), exc

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from hgbench import compile_probe
 from hgbench.atomic_io import write_json_atomic
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
@@ -133,10 +134,16 @@ def probe_cpu(measure: Measure) -> tuple[str, ModeSettings, dict[str, Any]]:
 
 def _from_rule(device: torch.device, why: str, *, compile_ok: bool = True) -> FastChoice:
     rule = best_mode(device)
+    evidence: dict[str, Any] = {"reason": why}
     if not compile_ok:
         rule = {**rule, "compile": False}
+    elif device.type == "cuda" and torch.cuda.is_available():
+        probe = compile_probe.probe_compile(device)  # best_mode asked it already: the answer kept for this process
+        evidence["compile_probe"] = probe.to_dict()
+        if not probe.ok:
+            evidence["reason"] = f"CUDA: the fast path without torch.compile, which fails here: {probe.reason}"
     mode = "compile" if rule["compile"] else "bf16" if rule["amp"] else "channels_last"
-    return FastChoice(mode, rule, "rule", {"reason": why})
+    return FastChoice(mode, rule, "rule", evidence)
 
 
 def choose_fast_mode(
@@ -152,7 +159,8 @@ def choose_fast_mode(
     """The mode `hgbench run --fast` uses on `device` for this case, batch and input size.
 
     CUDA: the rule (`best_mode`: channels_last, native bf16, torch.compile, GPU decoding; no compile under DDP,
-    `hgbench.distributed.COMPILE_UNDER_DDP`). CPU: the fastest
+    `hgbench.distributed.COMPILE_UNDER_DDP`, nor where a tiny function does not compile: `hgbench.compile_probe`, its
+    reason in the choice's ``probe``). CPU: the fastest
     measured mode (`probe_cpu`), read from the cache when this machine, torch and workload were probed before;
     the rule where the probe is off (``HGBENCH_FAST_PROBE=0``) or the run is distributed. Decoding stays in the
     DataLoader workers on a CPU (main-process decoding would serialise what they do in parallel).

@@ -249,6 +249,7 @@ def _epoch(
         "compute_s": stats.compute_s,
         "data_wait_s": stats.data_wait_s,
         "device_idle_s": stats.device_idle_s,
+        "decode_host_s": stats.decode_host_s,
         "steps": stats.steps,
         "images": int(images),
         "images_per_s": images / stats.wall_s if stats.wall_s > 0 else None,

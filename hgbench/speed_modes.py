@@ -5,7 +5,8 @@ measure (`hgbench.mode_probe` measures them on the CPU).
 
 Each rung adds one setting to the one below where the device supports it; a rung that does not apply is skipped with
 its reason (no native bf16, no C++ compiler for inductor on the CPU, no CUDA for graphs). Pure decisions about the
-device: nothing here runs a model.
+device: nothing here runs a model (on a GPU, whether torch.compile works is found by compiling a tiny function:
+`hgbench.compile_probe`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from hgbench import compile_probe
 from hgbench.environment import cpu_has_native_bf16
 from hgbench.errors import HGBenchError
 
@@ -85,9 +87,14 @@ def _bf16_reason(device: torch.device) -> str | None:
 
 
 def _compile_reason(device: torch.device) -> str | None:
-    """None if torch.compile can run here, else why not (inductor on the CPU needs a C++ compiler)."""
+    """None if torch.compile can run here, else why not: inductor on the CPU needs a C++ compiler; on a GPU, Triton
+    needs a C compiler and Python.h, which `hgbench.compile_probe` finds out by compiling a tiny function (seconds,
+    once per process). Where the GPU is absent (a sweep's driver planning for its workers) compile is assumed to work.
+    """
     if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         return "torch.compile on the CPU needs a C++ compiler (none found on PATH)"
+    if device.type == "cuda" and torch.cuda.is_available():
+        return compile_probe.probe_compile(device).reason
     return None
 
 
@@ -100,11 +107,13 @@ def plan_modes(modes: Sequence[str], device: str | torch.device) -> list[ModePla
     """
     dev = torch.device(device)
     bf16_why = _bf16_reason(dev)
-    compile_why = _compile_reason(dev)
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise HGBenchError(f"unknown mode {bad[0]!r}; valid modes: {', '.join(MODES)}")
+    # Probed only where a compiled mode is asked for (on a GPU the probe compiles a function).
+    compile_why = _compile_reason(dev) if {"compile", "cudagraphs"} & set(modes) else None
     plans = []
     for mode in modes:
-        if mode not in MODES:
-            raise HGBenchError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
         rung = MODES.index(mode)
         amp = rung >= 2 and bf16_why is None
         why = None

@@ -81,6 +81,7 @@ class EpochStats:
     compute_s: float  # device time inside forward/backward/step (CUDA events; perf_counter on CPU)
     data_wait_s: float  # host time blocked waiting for the next batch
     device_idle_s: float | None = None  # CUDA: device-clock gaps between steps (GPU-side batch preparation included)
+    decode_host_s: float | None = None  # --decode device: host seconds held by the batched decode (in data_wait_s)
 
 
 def train_one_epoch(
@@ -137,4 +138,8 @@ def train_one_epoch(
     mean_loss = float(loss_sum) / max(steps, 1)
     if stop_on_nan and not math.isfinite(mean_loss):
         raise RunFailed(f"loss became {mean_loss} in epoch {epoch}; stopping")
-    return EpochStats(mean_loss, steps, images, t["wall_s"], t["compute_s"], t["data_wait_s"], t["device_idle_s"])
+    # A loader that decodes on the device (`DeviceDecodeLoader`) says how long its decoder held the host.
+    decode_host_s = getattr(loader, "decode_host_s", None)
+    return EpochStats(
+        mean_loss, steps, images, t["wall_s"], t["compute_s"], t["data_wait_s"], t["device_idle_s"], decode_host_s
+    )

@@ -165,6 +165,7 @@ def test_a_default_gpu_run_reaches_a_finished_record(
     assert record["machine_info"]["gpu_state"]["power_limit_w"] == 300.0  # NVML found the GPU by its PCI bus id
     epoch = record["results"]["epochs"][0]
     assert epoch["device_idle_s"] is not None  # CUDA events timed the steps
+    assert epoch["decode_host_s"] is None  # decoded by the workers
     assert record["results"]["inference"]["plain"]["device_min"] is not None
     assert record["results"]["peak_memory_mib"] > 0
     assert epoch["energy_j"] is not None
@@ -262,6 +263,11 @@ def test_a_fast_run_decodes_on_the_gpu(small: RunConfig, tmp_path: Path, cuda_st
     assert (config["decode"], config["amp"], config["channels_last"], config["compile"]) == ("device", True, True, True)
     assert cuda_standin.decodes >= 3  # training, validation and the inference passes all decoded on the "GPU"
     assert cuda_standin.autocast_ops > 0
+    # torchvision's decode synchronised its stream every batch (the host blocked), and the record says for how long:
+    # part of the epoch's data wait.
+    assert cuda_standin.decoder_syncs == cuda_standin.decodes
+    (epoch,) = record["results"]["epochs"]
+    assert 0 < epoch["decode_host_s"] <= epoch["data_wait_s"]
 
 
 def test_a_two_process_nccl_run(

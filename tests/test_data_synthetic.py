@@ -16,9 +16,10 @@ from helpers.damage import garble_jpeg, truncate_jpeg
 
 from hgbench.cli import main
 from hgbench.data.annotations import load_annotations
+from hgbench.data.jpeg import decode_jpeg_file
 from hgbench.data.loader import make_loader
 from hgbench.data.mpii import MPIIDataset
-from hgbench.data.synthetic import GENERATOR_VERSION, default_dataset, generate
+from hgbench.data.synthetic import DEFAULT_IMAGE_SIZE, GENERATOR_VERSION, default_dataset, generate
 from hgbench.errors import DataError
 
 MPII_FIELDS = [
@@ -174,6 +175,24 @@ def test_synth_command_writes_a_readable_dataset(tmp_path: Path, capsys: pytest.
     train, val = MPIIDataset(out, "train"), MPIIDataset(out, "val")
     assert len(train) + len(val) == 20
     assert train[0]["image"].shape == (3, 256, 256)
+
+
+def test_synth_writes_frames_of_mpiis_size_to_judge_a_decode_path_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--image-size mpii`: 1280x720 JPEGs, about as many bytes as MPII's (tens of KB at 320x240 would flatter a
+    decoder), which both decode paths read; the default stays small."""
+    out = tmp_path / "hd"
+    assert main(["synth", "--out", str(out), "--people", "3", "--image-size", "mpii"]) == 0
+    assert "of 1280x720" in capsys.readouterr().out
+    jpegs = sorted((out / "images").glob("*.jpg"))
+    for path in jpegs:
+        assert decode_jpeg_file(path).shape == (720, 1280, 3)
+    assert sum(p.stat().st_size for p in jpegs) / len(jpegs) > 100_000  # MPII's frames average some 150-250 KB
+    assert MPIIDataset(out, "train")[0]["image"].shape == (3, 256, 256)  # the worker path crops it
+    assert MPIIDataset(out, "train", decode="device")[0]["jpeg"].numel() > 100_000  # the device path gets the bytes
+    assert json.loads((out / "dataset.json").read_text())["image_size"] == [1280, 720]
+    assert DEFAULT_IMAGE_SIZE == (320, 240)
 
 
 def test_synth_command_fails_in_one_line_on_an_unwritable_directory(

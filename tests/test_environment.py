@@ -3,16 +3,24 @@ machine_info (`machine_id` is also tested through the committed records in test_
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import types
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 
 from hgbench import environment
+from hgbench.config import RunConfig
 from hgbench.environment import collect_commit_info, collect_environment, device_label, machine_id
+
+if TYPE_CHECKING:
+    from helpers.cuda_standin import CudaStandin
 
 
 # ------------------------------------------------------------------------------------------------------ environment
@@ -120,6 +128,69 @@ def test_float32_math_says_tf32_where_a_gpu_runs_fp32_convolutions_as_tf32(
     assert math["conv"] == conv
     assert math["tf32_capable"] is (capability >= (8, 0))
     assert environment.float32_label(math) == conv
+
+
+@pytest.fixture
+def newer_fp32_api() -> Iterator[None]:
+    """torch 2.9+'s ``fp32_precision`` switches, put back as they were after the test (through the same API: once it
+    is used, torch refuses to read the legacy TF32 switches until their parts agree again)."""
+    parts = [(torch.backends.cudnn, "conv"), (torch.backends.cudnn, "rnn"), (torch.backends.cuda, "matmul")]
+    if not all(hasattr(getattr(b, p, None), "fp32_precision") for b, p in parts):
+        pytest.skip("this torch has no fp32_precision switches")
+    saved = [(getattr(b, p), getattr(b, p).fp32_precision) for b, p in parts]
+    yield
+    for part, value in saved:
+        part.fp32_precision = value
+
+
+def test_the_environment_is_collected_after_the_newer_fp32_api_was_used(newer_fp32_api: None) -> None:
+    """A script that asked for TF32 matrix products the new way: torch then refuses to say its matmul precision the
+    old way, which every run and bench record reads, on a CPU too."""
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    math = collect_environment("cpu")["float32_math"]
+    assert math["matmul_precision"] is None  # torch would not say
+    assert (math["conv"], math["matmul"]) == ("fp32", "fp32")  # no GPU: whatever the switches say
+
+
+def test_tf32_on_a_gpu_is_read_through_the_newer_api_where_it_was_set(
+    newer_fp32_api: None, cuda_standin: CudaStandin
+) -> None:
+    torch.backends.cudnn.conv.fp32_precision = "ieee"  # torch now raises on reading cudnn.allow_tf32
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
+    math = collect_environment("cuda:0")["float32_math"]
+    assert math["cudnn_conv_fp32_precision"] == "ieee"
+    assert (math["cudnn_allow_tf32"], math["conv"]) == (False, "fp32")
+    assert (math["cuda_matmul_fp32_precision"], math["cuda_matmul_allow_tf32"], math["matmul"]) == (
+        "tf32",
+        True,
+        "tf32",
+    )
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    assert environment.float32_math("cuda:0")["conv"] == "tf32"
+
+
+def test_run_and_bench_on_a_gpu_survive_the_newer_fp32_api(
+    newer_fp32_api: None, cuda_standin: CudaStandin, tiny: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from hgbench import bench, runner
+    from hgbench.cases import get_spec
+
+    small_peak = functools.partial(bench.measure_peak_conv_tflops, batch=1, channels=8, size=8, iters=2)
+    monkeypatch.setattr(bench, "measure_peak_conv_tflops", small_peak)  # the real one: minutes on a CPU
+
+    torch.backends.cudnn.conv.fp32_precision = "ieee"
+    outcome = runner.run(
+        replace(tiny, device="cuda", limit_train=4, limit_val=2, test_batch_size=2), quiet=True, progress=False
+    )
+    assert outcome.status == "finished"
+    record = json.loads(outcome.record_path.read_text())
+    assert record["machine_info"]["float32_math"]["conv"] == "fp32"
+    config = bench.BenchConfig("hg1", False, 1, 1, 0, 64, "cuda", ("eager",))
+    result = bench.run_bench(get_spec("hg1"), config)
+    assert result["results"]["eager"]["label"] == "fp32"  # computed as IEEE float32, as asked, not "tf32"
+    assert result["config"]["cudnn_allow_tf32"] is False
 
 
 def test_a_record_with_a_malformed_float32_math_is_invalid() -> None:

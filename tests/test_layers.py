@@ -46,6 +46,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "workload",
         "mode_probe",
         "compile_watch",
+        "compile_probe",
         "sampling",
         "distributed",
         "training",

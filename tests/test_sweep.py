@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from hgbench import cli
+from hgbench import cli, compile_probe
 from hgbench.config import RunConfig
 from hgbench.errors import HGBenchError
 from hgbench.sweep import driver
@@ -363,6 +363,8 @@ def test_a_driver_plans_gpu_workers_identity_without_probing_its_own_cpu(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    # ... where torch.compile works (its tiny compile, `hgbench.compile_probe`, needs a real GPU to run).
+    monkeypatch.setattr(compile_probe, "probe_compile", lambda device: compile_probe.CompileProbe(True, 0.1))
     assert run.identity == planned_identity(cfg)
     assert probe_calls == []
 

@@ -6,19 +6,22 @@ import argparse
 import time
 
 from hgbench.commands._args import at_least
-from hgbench.data.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_PEOPLE, DEFAULT_VAL_FRACTION
+from hgbench.data.synthetic import DEFAULT_IMAGE_SIZE, DEFAULT_PEOPLE, DEFAULT_VAL_FRACTION, MPII_IMAGE_SIZE
 
 EXAMPLES = """examples:
   hgbench synth --out data/synth --people 2000 --seed 1
+  hgbench synth --out data/synth-hd --image-size mpii    MPII-sized frames, to time --decode device on
   hgbench run --case 2 --data-dir data/synth
 """
 
 
 def _image_size(text: str) -> tuple[int, int]:
+    if text.strip().lower() == "mpii":
+        return MPII_IMAGE_SIZE
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, or mpii, got {text!r}") from None
     if w < 32 or h < 32:
         raise argparse.ArgumentTypeError(f"image size {w}x{h} is too small (32x32 at least)")
     return w, h
@@ -45,13 +48,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="directory to create (must not exist or be empty)")
     p.add_argument("--people", type=at_least(2), default=DEFAULT_PEOPLE, help=f"people (default {DEFAULT_PEOPLE})")
     p.add_argument("--seed", type=at_least(0), default=0, help="the dataset is a function of the seed (default 0)")
-    w, h = DEFAULT_IMAGE_SIZE
+    (w, h), (mw, mh) = DEFAULT_IMAGE_SIZE, MPII_IMAGE_SIZE
     p.add_argument(
         "--image-size",
         type=_image_size,
         default=DEFAULT_IMAGE_SIZE,
         metavar="WxH",
-        help=f"image width x height (default {w}x{h})",
+        help=f"image width x height, or mpii for MPII's {mw}x{mh} frames, JPEGs as costly to decode as real ones "
+        f"(default {w}x{h})",
     )
     p.add_argument(
         "--val-fraction",

@@ -15,9 +15,18 @@ then
 The geometry, the random draws and the targets are the worker path's own (same (seed, epoch, position) generator,
 same matrix), so both forms train on the same samples; tests pin the crops to within a few grey levels.
 
-On CUDA, `DeviceDecodeLoader` prepares the next batch on a side stream while the current step runs. Its host time
-(waiting for the workers, launching the decode) counts as data wait in `StepTimer`; its device time lies between
-step events, so it shows in ``device_idle_s``, never in compute.
+On CUDA, `DeviceDecodeLoader` prepares the next batch on a side stream, one batch ahead of the step. Where its time
+goes:
+
+- the host: torchvision's batched decode synchronises its decoder's stream before and after decoding
+  (``cudaStreamSynchronize`` in torchvision's ``decode_jpegs_cuda.cpp``), so each call holds the host until the
+  batch is decoded. That time is data wait in `StepTimer`, and `decode_host_s` keeps it apart (the record's
+  ``decode_host_s`` per epoch). Meanwhile the GPU runs only the step queued before, so the prefetch overlaps one step
+  at most;
+- the device: the side stream's decode, crop and copies run beside the step's kernels and share the GPU with them,
+  so they lengthen the step's event-timed compute (``compute_s``); only where the GPU waits for a batch does the
+  wait show as ``device_idle_s``. No clock here tells the two apart: judge this path by images/s and data wait
+  against the worker path's on frames of MPII's size (``hgbench synth --image-size mpii``).
 
 On the CPU this path works (and is tested) but is slower than workers: the decode then runs serially in the main
 process. ``benchmarks/test_data_pipeline.py`` measures both forms on whatever device is at hand.
@@ -26,6 +35,7 @@ process. ``benchmarks/test_data_pipeline.py`` measures both forms on whatever de
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -147,6 +157,9 @@ class DeviceDecodeLoader:
         self.dataset = dataset
         self.device = torch.device(device)
         self.prefetch = prefetch and self.device.type == "cuda"
+        # Host seconds spent in the decoder's calls during the current (or last) pass: torchvision's CUDA decode
+        # synchronises its stream, so these are seconds the host could launch nothing else.
+        self.decode_host_s = 0.0
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -198,11 +211,15 @@ class DeviceDecodeLoader:
         that only decodes has no such blocks: its images are read on the cropping stream alone, which waits for
         them, and `record_stream` keeps each image's block from being reused until that stream's reads are done.
         """
+        start = time.perf_counter()
         if stream is None:
-            return decode_jpegs(jpegs, self.device)
+            decoded = decode_jpegs(jpegs, self.device)
+            self.decode_host_s += time.perf_counter() - start
+            return decoded
         here = torch.cuda.current_stream(self.device)
         with torch.cuda.stream(stream):
             decoded = decode_jpegs(jpegs, self.device)
+        self.decode_host_s += time.perf_counter() - start
         here.wait_stream(stream)
         for im in decoded:
             if isinstance(im, torch.Tensor):
@@ -210,6 +227,7 @@ class DeviceDecodeLoader:
         return decoded
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        self.decode_host_s = 0.0
         try:
             if not self.prefetch:
                 for batch in self.loader:

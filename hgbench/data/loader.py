@@ -11,6 +11,7 @@ process 0 ... Original Traceback" message; `HGDataLoader` re-raises them as the 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import multiprocessing.context
@@ -59,15 +60,17 @@ def _mix(seed: int, epoch: int) -> int:
 def _worker_init(worker_id: int, *, owner: int | None = None) -> None:
     """Seed a worker's global RNGs from the per-worker seed PyTorch derives from the loader's generator, and end the
     worker with `owner`, the process that iterates the loader."""
-    import cv2
-
     if owner is not None:
         exit_with(owner)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)  # for third-party code that uses the legacy global RNG
-    # One thread per worker: the workers are the parallelism, and OpenCV's pool would oversubscribe the cores.
-    cv2.setNumThreads(1)
+    # One thread per worker: the workers are the parallelism, and OpenCV's pool would oversubscribe the cores. The
+    # device path's workers never use OpenCV and run without it (the worker path's crop names it when it is missing).
+    with contextlib.suppress(ImportError):
+        import cv2
+
+        cv2.setNumThreads(1)
     del worker_id
 
 

@@ -28,13 +28,14 @@ import numpy as np
 
 from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
-from hgbench.data.figures import render_image
 from hgbench.errors import DataError
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
 
 GENERATOR_VERSION = 1  # bump whenever the output for a given seed changes (it names the cache directory)
 DEFAULT_PEOPLE = DEFAULT_SYNTHETIC_PEOPLE
-DEFAULT_IMAGE_SIZE: tuple[int, int] = (320, 240)  # (width, height)
+DEFAULT_IMAGE_SIZE: tuple[int, int] = (320, 240)  # (width, height): small, so a run's first epoch starts at once
+# MPII's most common frame (1280x720): JPEGs as costly to decode as the real ones, to judge a decode path on.
+MPII_IMAGE_SIZE: tuple[int, int] = (1280, 720)
 DEFAULT_VAL_FRACTION = 0.15  # MPII: 2,958 / 25,204 = 0.117; a little more keeps small datasets' val meaningful
 ANNOTATION_FILENAME = ANNOTATION_FILENAMES[0]  # written plain, not gzipped
 
@@ -187,6 +188,8 @@ def _publish(tmp: Path, out_dir: Path, *, overwrite: bool) -> None:
 
 
 def _write(root: Path, *, people: int, seed: int, size: tuple[int, int], val_fraction: float) -> None:
+    from hgbench.data.figures import render_image  # OpenCV draws: needed to generate a dataset, not to find one
+
     rng = np.random.default_rng([seed, GENERATOR_VERSION])
     sizes = _layout(rng, people)
     val = _val_images(rng, sizes, val_fraction)

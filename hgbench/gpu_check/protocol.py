@@ -2,7 +2,7 @@
 
 A check writes its figures as it measures them (`StepContext.update`) and its verdict at the end (`finish`) into the
 JSON file named in ``$HGBENCH_GPU_CHECK_RESULT``, atomically each time: a step stopped for its budget still leaves
-what it had measured. Standard library only.
+what it had measured. Standard library only (`hgbench.atomic_io` and `hgbench.errors` are too).
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from hgbench.atomic_io import write_json_atomic
+from hgbench.errors import PIP_NAMES, missing_package, missing_package_in
 
 RESULT_ENV = "HGBENCH_GPU_CHECK_RESULT"  # where the step writes its result (JSON)
 WORK_ENV = "HGBENCH_GPU_CHECK_WORK"  # a folder it may write into (run records); kept beside the report
 
-# The import name of a package hgbench uses, and what pip calls it.
-PIP_NAMES = {"cv2": "opencv-python-headless", "pynvml": "nvidia-ml-py", "yaml": "pyyaml", "PIL": "pillow"}
+__all__ = ["PIP_NAMES", "RESULT_ENV", "WORK_ENV", "Outcome", "StepContext", "missing_package", "missing_package_in"]
 
 
 @dataclass
@@ -49,9 +49,3 @@ class StepContext:
     def _write(self, data: dict[str, Any]) -> None:
         if self.result_path is not None:
             write_json_atomic(self.result_path, data)
-
-
-def missing_package(exc: ModuleNotFoundError) -> str:
-    """``missing package: cv2 (pip install opencv-python-headless)`` from an import that failed."""
-    name = (exc.name or str(exc)).split(".")[0]
-    return f"missing package: {name} (pip install {PIP_NAMES.get(name, name)})"

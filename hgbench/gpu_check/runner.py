@@ -6,8 +6,8 @@ past its budget is stopped (its whole process group: torchrun's workers and Data
 ends in time however the steps behave. A step reports through a JSON file named in ``$HGBENCH_GPU_CHECK_RESULT``
 (`hgbench.gpu_check.step`); its output goes to ``logs/<step>.log`` beside the report.
 
-Standard library only (and `hgbench.atomic_io`, itself stdlib): the report is written even where torch or another of
-hgbench's packages does not import.
+Standard library only (and `hgbench.atomic_io` and `hgbench.errors`, stdlib too): the report is written even where
+torch or another of hgbench's packages does not import.
 """
 
 from __future__ import annotations
@@ -32,13 +32,15 @@ from typing import Any
 from hgbench._version import __version__
 from hgbench.atomic_io import write_bytes_atomic, write_json_atomic
 from hgbench.gpu_check.catalogue import TOTAL_BUDGET_S, Step
-from hgbench.gpu_check.protocol import RESULT_ENV, WORK_ENV
+from hgbench.gpu_check.protocol import RESULT_ENV, WORK_ENV, missing_package_in
 
 SCHEMA = "hgbench.gpu-check/1"
 STATUSES = ("pass", "fail", "timeout", "skipped")
 KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL of a step that ran out of time
 TAIL_LINES = 40
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: on PYTHONPATH for every step
+# Where torch.compile keeps what it compiled (inductor's graphs, Triton's kernels): a sub-folder of the check's cache.
+COMPILE_CACHES = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
 
 @dataclass
@@ -57,12 +59,15 @@ class StepResult:
     output_tail: str | None = None  # last lines of output, on fail and timeout
 
 
-def _step_env(result: Path, work: Path) -> dict[str, str]:
+def _step_env(result: Path, work: Path, cache: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
     env[RESULT_ENV] = str(result)
     env[WORK_ENV] = str(work)
     env["PYTHONUNBUFFERED"] = "1"  # the log shows how far a step got when it is stopped
+    if cache is not None:  # one compile cache for every step, and the check's own: compile seconds start cold
+        for variable, folder in COMPILE_CACHES.items():
+            env[variable] = str(cache / folder)
     return env
 
 
@@ -105,8 +110,11 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def run_step(step: Step, *, logs: Path, work: Path, budget_s: float | None = None) -> StepResult:
-    """Run one step in a subprocess of its own session, stopped after `budget_s` (default: the step's budget)."""
+def run_step(
+    step: Step, *, logs: Path, work: Path, budget_s: float | None = None, cache: Path | None = None
+) -> StepResult:
+    """Run one step in a subprocess of its own session, stopped after `budget_s` (default: the step's budget);
+    `cache`: the compile cache every step of the check shares (`COMPILE_CACHES`)."""
     budget = step.budget_s if budget_s is None else budget_s
     logs.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -124,7 +132,7 @@ def run_step(step: Step, *, logs: Path, work: Path, budget_s: float | None = Non
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env=_step_env(result_path, work),
+                env=_step_env(result_path, work, cache),
                 cwd=REPO_ROOT,
                 start_new_session=True,  # its own process group: stopping it stops everything it started
             )
@@ -153,7 +161,19 @@ def run_step(step: Step, *, logs: Path, work: Path, budget_s: float | None = Non
         base.reason = f"exited with code {rc} without a result; last output: {_last_line(_tail(log, 5))}"
     if base.status in ("fail", "timeout"):
         base.output_tail = _tail(log)
+        _name_missing_package(base, log)
     return base
+
+
+def _name_missing_package(result: StepResult, log: Path) -> None:
+    """Add to a failed step's reason the package its output says did not import (a process the step started, such
+    as torchrun's workers, fails on its own and the step sees only its exit code)."""
+    try:
+        missing = missing_package_in(log.read_text(errors="replace"))
+    except OSError:
+        return
+    if missing is not None and missing not in (result.reason or ""):
+        result.reason = f"{result.reason}; {missing}" if result.reason else missing
 
 
 def _slug(text: str) -> str:
@@ -208,6 +228,8 @@ def run_check(
 
     A step that needs CUDA is skipped once an earlier step reported ``cuda_available: false`` (the environment
     step); the machine's folder name comes from an earlier step's ``machine_id`` figure, else `fallback_machine`.
+    Every step gets its own budget; a compile-heavy one (`Step.compiles`) also its share of what the steps before
+    it left unspent (`_share_of_spare`). All steps share one compile cache in the staging folder, removed at the end.
 
     Args:
         steps: the checks, in order.
@@ -225,15 +247,18 @@ def run_check(
     t0 = time.monotonic()
     deadline = t0 + total_budget_s
     # The machine's name is known only once the environment step ran: logs and work go to a staging folder first.
+    # The compile cache stays there and goes with it (hundreds of MB that no report should carry).
     staging = Path(tempfile.mkdtemp(prefix=".gpu-check-", dir=out_root))
-    logs, work = staging / "logs", staging / "work"
+    logs, work, cache = staging / "logs", staging / "work", staging / "compile-cache"
     results: list[StepResult] = []
     cuda: bool | None = None
     cuda_reason = "no CUDA device"
     machine: str | None = None
+    own = {s.name: (budgets or {}).get(s.name, s.budget_s) for s in steps}
+    spare = 0.0  # seconds earlier steps left of their own budgets: the compile-heavy steps' to share
     try:
         for i, step in enumerate(steps, 1):
-            budget = (budgets or {}).get(step.name, step.budget_s)
+            budget = own[step.name] + _share_of_spare(step, steps[i - 1 :], own, spare)
             left = deadline - time.monotonic() - KILL_GRACE_S
             echo(f"[{i}/{len(steps)}] {step.name} (budget {min(budget, max(left, 0)):.0f} s) ...")
             if step.needs_cuda and cuda is False:
@@ -242,7 +267,8 @@ def run_check(
                 reason = f"not started: the check's {total_budget_s:g} s were spent"
                 result = StepResult(step.name, step.claim, "timeout", reason=reason, budget_s=0.0)
             else:
-                result = run_step(step, logs=logs, work=work, budget_s=min(budget, left))
+                result = run_step(step, logs=logs, work=work, budget_s=min(budget, left), cache=cache)
+            spare = max(0.0, spare + own[step.name] - result.seconds)
             if "cuda_available" in result.figures:
                 cuda = bool(result.figures["cuda_available"])
                 cuda_reason = result.figures.get("cuda_reason") or cuda_reason
@@ -257,6 +283,16 @@ def run_check(
     write_json_atomic(target / "report.json", report)
     write_bytes_atomic(target / "report.md", render_markdown(report).encode())
     return report, target
+
+
+def _share_of_spare(step: Step, rest: Sequence[Step], own: dict[str, float], spare: float) -> float:
+    """What a compile-heavy step may add to its own budget: the unspent seconds so far, split among it and the
+    compile-heavy steps after it in proportion to their own budgets (what it leaves unused passes on). Other steps
+    add nothing, and every step keeps its own budget: the budgets never add up to more than the catalogue's."""
+    if not step.compiles:
+        return 0.0
+    weights = sum(own[s.name] for s in rest if s.compiles)
+    return spare * own[step.name] / weights if weights > 0 else 0.0
 
 
 def _cell(text: Any) -> str:

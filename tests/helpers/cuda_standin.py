@@ -28,7 +28,11 @@ moment it is written. `CudaStandin.install` makes the process look like one with
   event's ``query`` is False until the host synchronised): the most adversarial legal schedule. torchvision's CUDA
   JPEG decoder is modelled as it is (pytorch/vision PR 9606): it allocates its outputs on the current stream and
   writes them from a stream of its own that does not wait for the current one, so decoding while the current stream
-  has freed blocks that its queued work may still read is an error.
+  has freed blocks that its queued work may still read is an error. Like torchvision, it synchronises its own stream
+  before and after decoding: the host is blocked for the decode (recorded, not an error: hgbench cannot avoid it).
+- ``torch.compile`` runs the model eagerly, but its first call with a GPU tensor builds a C extension through
+  Triton's own build code, as Triton builds its launcher on a GPU: a host without a C compiler or ``Python.h`` fails
+  there as it would with a GPU.
 - NVML answers through `helpers.fake_nvml` with the device's PCI bus id; the device's name says it is a stand-in, so
   its records (machine id ``...-cuda-stand-in...``) can never be pooled with a measurement.
 
@@ -39,6 +43,7 @@ the fixture fails the test on any violation at teardown.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 import types
@@ -98,6 +103,7 @@ class CudaStandin:
         self.waits: list[tuple[str, str, str]] = []  # (waiter, what, on): what waits on what, in order
         self.host_syncs: list[str] = []  # every host synchronisation with the device, in order
         self.decodes = 0  # batches the nvjpeg stand-in decoded
+        self.decoder_syncs = 0  # decodes after which the host waited for the decoder's stream (torchvision's own sync)
         self.loop_depth = 0
         self.capability = (9, 0)  # an H100's; (7, 0), a V100's, has no native bf16
         self.autocast_ops = 0  # ops run under torch.autocast("cuda") (as the CPU's autocast of the same dtype)
@@ -290,10 +296,12 @@ class CudaStandin:
         on = ",".join(sorted(o.label for o in snap if o is not waiter))
         self.waits.append((waiter.label, what, on))
 
-    def host_waited(self, snap: dict, what: str) -> None:
-        """The host saw the work in `snap` complete: every stream's later work is ordered after it."""
+    def host_waited(self, snap: dict, what: str, *, by_library: bool = False) -> None:
+        """The host saw the work in `snap` complete: every stream's later work is ordered after it. `by_library`: a
+        synchronisation inside a library's call that hgbench cannot avoid (torchvision's nvjpeg decode), recorded but
+        not an error in a batch loop."""
         self.host_syncs.append(what)
-        if self.loop_depth and not what.startswith("query"):
+        if self.loop_depth and not what.startswith("query") and not by_library:
             self.violation(f"{what} inside a batch loop: the host waits for the GPU every batch")
         for s in self._streams.values():
             for other, seq in snap.items():
@@ -353,13 +361,32 @@ class CudaStandin:
 
     def _compile(self, model: Any = None, *args: Any, **kwargs: Any) -> Any:
         """torch.compile's signature, checked; the model runs eagerly (inductor would emit Triton kernels for a GPU
-        that is not there, and compilation is not what the stand-in tests)."""
+        that is not there, and compilation is not what the stand-in tests). What compiling for a GPU asks of the host
+        is kept: the first call with a GPU tensor builds Triton's launcher (`build_triton_launcher`), so a machine
+        without a C compiler or Python.h fails there, as it would with a GPU."""
         import inspect
 
         inspect.signature(_REAL_COMPILE).bind(model, *args, **kwargs)
         if model is None:
             return lambda m: self._compile(m, *args, **kwargs)
-        return model
+        built = False
+
+        def first_call(inputs: Any) -> None:
+            nonlocal built
+            if not built and any(dev_of(t) is not None for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)):
+                build_triton_launcher()
+                built = True
+
+        if isinstance(model, torch.nn.Module):  # the module itself, as before; a pre-hook stands for the first call
+            model.register_forward_pre_hook(lambda module, inputs: first_call(inputs))
+            return model
+
+        @functools.wraps(model)
+        def compiled(*a: Any, **k: Any) -> Any:
+            first_call((a, k))
+            return model(*a, **k)
+
+        return compiled
 
     # ------------------------------------------------------------------------------------------------------------
     # Tensors
@@ -465,15 +492,36 @@ class CudaStandin:
 
 _REAL_COMPILE = torch.compile
 
+# A C extension module with nothing in it: what Triton's launcher needs of the host (a C compiler, Python.h), without
+# what a CPU machine lacks (the real launcher also includes CUDA's headers and links libcuda).
+_LAUNCHER_SOURCE = """#include <Python.h>
+static struct PyModuleDef launcher = {PyModuleDef_HEAD_INIT, "hgbench_standin_launcher", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit_hgbench_standin_launcher(void) { return PyModule_Create(&launcher); }
+"""
+
+
+def build_triton_launcher() -> None:
+    """What Triton does before a process's first kernel on a GPU: build its launcher as a C extension, through
+    Triton's own build code (``$CC``, else gcc or clang on PATH, against Python.h; cached in ``TRITON_CACHE_DIR``),
+    and load it. Without a compiler or the headers this raises what it raises on a GPU machine."""
+    try:
+        from triton.runtime.build import compile_module_from_src
+    except ImportError as exc:  # inductor's own words when Triton is missing
+        raise RuntimeError(
+            "Cannot find a working triton installation. Either the package is not installed or it is too old."
+        ) from exc
+    compile_module_from_src(_LAUNCHER_SOURCE, "hgbench_standin_launcher")
+
 
 def _clear_device_caches() -> None:
     """hgbench's per-device caches of tensors: one made on a stand-in GPU must not outlive it (nor one made without
     the stand-in be taken for a GPU tensor)."""
-    from hgbench import decoding
+    from hgbench import compile_probe, decoding
     from hgbench.data import device_decode
 
     decoding._flip_index_on.cache_clear()
     device_decode._mean_on.cache_clear()
+    compile_probe.forget_probes()  # probed on a stand-in GPU: says nothing of the next stand-in's host
 
 
 def dev_of(t: torch.Tensor) -> torch.device | None:
@@ -762,8 +810,9 @@ class _Mode(TorchFunctionMode):
 
     def _decode_jpegs(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
         """torchvision's nvjpeg batch decode (torchvision 0.29): outputs allocated on the current stream, written
-        from the decoder's own stream, which does not wait for the current one; then the current stream waits for
-        the decoder's."""
+        from the decoder's own stream, which does not wait for the current one; the host synchronises the decoder's
+        stream before and after decoding (it is blocked for the decode: ``decoder_syncs`` counts them); then the
+        current stream waits for the decoder's."""
         from torchvision.io import ImageReadMode, decode_jpeg
 
         gpu = self.gpu
@@ -778,11 +827,14 @@ class _Mode(TorchFunctionMode):
                 "are read; decode on a stream of its own"
             )
         private = gpu._decoder.setdefault(dev.index, gpu.new_stream(dev.index))
+        gpu.host_waited(gpu.snapshot(private), "nvjpeg's cudaStreamSynchronize (before)", by_library=True)
         images = [decode_jpeg(d, mode=ImageReadMode(mode)) for d in data]
         gpu.decodes += 1
         for im in images:
             gpu.tag(im, dev, private)
             im._hg_block.alloc = current  # the block is from the current stream's pool
+        gpu.host_waited(gpu.snapshot(private), "nvjpeg's cudaStreamSynchronize (after)", by_library=True)
+        gpu.decoder_syncs += 1
         gpu.wait(current, gpu.snapshot(private), "nvjpeg's event")
         return images
 

@@ -30,9 +30,9 @@ CHECKS: dict[str, Callable[[StepContext], Outcome]] = {
     "event_timer": event_timer,
     "nvml_energy": nvml_energy,
     "fast_vs_eager": fast_vs_eager,
-    "conv_peak": conv_peak,
     "decode_crops": decode_crops,
     "data_wait": data_wait,
+    "conv_peak": conv_peak,
     "torchrun_nccl": torchrun_nccl,
     "cuda_tests": cuda_tests,
 }
