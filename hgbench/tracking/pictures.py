@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from hgbench.errors import HGBenchError
-from hgbench.visualize import read_rgb, render_pose
 
 PEOPLE = 4  # validation people drawn each epoch
 MIN_SIDE = 192  # the drawn crop's shorter side, in pixels (render_pose's default of 480 is for a person to study)
@@ -41,6 +39,8 @@ class Picture:
 
 
 def encode_jpeg(rgb: np.ndarray) -> bytes:
+    import cv2  # here, not at import: a run without OpenCV loses its pictures (one warning), never its figures
+
     ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise HGBenchError(f"cannot encode a {rgb.shape} picture as JPEG")
@@ -69,6 +69,8 @@ class PictureSource:
         self._images: dict[int, np.ndarray] = {}
 
     def _image(self, i: int) -> np.ndarray:
+        from hgbench.visualize import read_rgb  # OpenCV: see encode_jpeg
+
         if i not in self._images:  # the same reader as --visualize (a missing file: DataError)
             self._images[i] = read_rgb(self.val_ds.image_path(i))
         return self._images[i]
@@ -78,6 +80,8 @@ class PictureSource:
 
         A chosen person the pass left out (an undecodable image under --skip-bad-images) is not drawn.
         """
+        from hgbench.visualize import render_pose  # OpenCV: see encode_jpeg
+
         rows = {int(pos): r for r, pos in enumerate(np.asarray(index).tolist())}
         pictures = []
         for slot, i in enumerate(self.people):
