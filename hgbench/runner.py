@@ -13,6 +13,7 @@ model, optimizer, scheduler and RNG states.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -269,6 +270,7 @@ def run(
     progress: bool = True,
     stop_after_epoch: int | None = None,
     keep_checkpoint: bool = True,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> RunOutcome:
     """Train and evaluate one case as `config` says; returns where the record and checkpoint went.
 
@@ -282,6 +284,8 @@ def run(
         stop_after_epoch: end the process's work right after this epoch's checkpoint, as a kill would (tests).
         keep_checkpoint: keep the last checkpoint once the run finished (False: delete it, e.g. smoke runs, whose
             checkpoints only serve a resume).
+        after_epoch: called with the epoch's number once its checkpoint and record are written, the claim still held
+            (the sweep worker's test seam holds a run there until a scheduler signals it).
 
     Raises:
         HGBenchError: bad configuration or data (before training starts where it can be checked).
@@ -301,6 +305,7 @@ def run(
             progress=progress,
             stop_after_epoch=stop_after_epoch,
             keep_checkpoint=keep_checkpoint,
+            after_epoch=after_epoch,
         )
     finally:
         shutdown(ctx)
@@ -367,6 +372,7 @@ def _claimed_run(
     stop_after_epoch: int | None,
     keep_checkpoint: bool = True,
     must_resume: bool = False,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> RunOutcome:
     """The run, its claim held by `held`: the set-up, the epoch loop, and the record marked failed or interrupted
     however the loop ends early."""
@@ -394,6 +400,8 @@ def _claimed_run(
                 bar.end_epoch(entry)
                 recorder.checkpoint(epoch, state.checkpoint_state())
                 barrier(ctx)
+                if after_epoch is not None:
+                    after_epoch(epoch)
                 if stop_after_epoch is not None and stop_after_epoch <= epoch < config.epochs:
                     return RunOutcome(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None
