@@ -256,61 +256,48 @@ def test_a_preemptions_sigterm_then_usr2_checkpoints_requeues_and_the_run_resume
     assert f"Requeued job {job}" in submitit_log
 
 
+def seconds(runtime: str) -> int:
+    """Slurm's ``[D-]HH:MM:SS`` (or ``MM:SS``) in seconds."""
+    days, _, clock = runtime.rpartition("-")
+    total = 0
+    for part in clock.split(":"):
+        total = total * 60 + int(part)
+    return total + int(days or 0) * 86400
+
+
 @pytest.mark.slow
 def test_a_job_out_of_time_is_signalled_checkpoints_is_requeued_and_finishes(
     slurm, reference, tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 2-minute limit on a run that holds until signalled: Slurm's own time-limit warning (USR2, 90 s before the
-    limit; Slurm checks limits every 30 s or so, so 30-60 s into the job) makes submitit checkpoint and requeue the
-    job, which resumes the run after epoch 1 and finishes it. The record counts the requeues as Slurm does.
-
-    Once the job was requeued, the test gives it 5 minutes (`scontrol update`, as an admin may), so that a loaded
-    machine cannot keep the requeued job from finishing before its next warning (submitit gives up after three).
-    A 1-minute limit would be shorter but is not reliable: its warning may come at once, and after every requeue."""
+    """Once the run holds after epoch 1, its job's time limit is cut to a minute or two past what it has run
+    (`scontrol update`, as an admin may): it now has less time than the run needs. Slurm's own warning (USR2, 90 s
+    before the limit: submitit's --signal) comes at its next limit check, submitit checkpoints and requeues the job,
+    and the same job, given its 10 minutes back, resumes the run after epoch 1 and finishes it. The record counts
+    the requeue as Slurm does. Cutting the limit of a job already holding, rather than submitting it with a short
+    one, keeps the warning from landing before the run has an epoch to resume from, however loaded the machine."""
     monkeypatch.setenv(HOLD_ONCE_ENV, str(tmp_path / "hold"))
     (tmp_path / "hold").mkdir()
-    extended: list[str] = []
-    stop = threading.Event()
-
-    def extend_once_requeued() -> None:
-        while not stop.is_set() and not extended:
-            try:
-                for line in slurm.queue():
-                    job = line.split()[0]
-                    if int(slurm.job(job)["Restarts"]) >= 1:
-                        slurm.command("scontrol", "update", f"JobId={job}", "TimeLimit=5")
-                        extended.append(job)
-            except (AssertionError, KeyError, IndexError, ValueError):  # the job ended or changed meanwhile
-                pass
-            time.sleep(0.3)
-
-    watcher = threading.Thread(target=extend_once_requeued, daemon=True)
-    watcher.start()
+    driver = start_sweep(tmp_path, slurm_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "2"))
     try:
-        argv = slurm_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "2", "--slurm-time", "2")
-        assert cli.main(argv) == 0
+        (pid,) = held(tmp_path / "hold", 1)
+        job = job_of(pid)
+        limit = seconds(slurm.job(job)["RunTime"]) // 60 + 2  # 60-120 s left: warned at the next check
+        slurm.command("scontrol", "update", f"JobId={job}", f"TimeLimit={limit}")
+        wait_for(lambda: int(slurm.job(job)["Restarts"]) >= 1, "the job to be requeued")
+        slurm.command("scontrol", "update", f"JobId={job}", "TimeLimit=10")
     finally:
-        stop.set()
-        watcher.join()
-    finished = [r for r in records(tmp_path) if r["status"] == "finished"]
-    assert len(finished) == 1
-    # A start cut before its first checkpoint leaves a record with no epoch (the next start cannot know it).
-    assert all(not r["results"]["epochs"] for r in records(tmp_path) if r["status"] != "finished")
-    record, log = finished[0], log_of(tmp_path)
-    assert epochs(record) == epochs(reference[2])
-    assert record["results"]["pckh"]["per_person"] == reference[2]["results"]["pckh"]["per_person"]
-    assert [log.count(f"hg1 epoch {n}: loss") for n in (1, 2, 3)] == [1, 1, 1]  # no epoch trained twice
-    assert log.count("hgbench: resuming hg1 after epoch 1 from") == 1  # from its checkpoint, not from epoch 1
-    assert log.count("hgbench: resuming") == 1
-    ((job,),) = [record["slurm"]["jobs"]]  # one job: requeued by Slurm, never resubmitted by the driver
-    assert extended == [job["job_id"]]
-    assert record["slurm"]["requeues"] == job["restarts"] == int(slurm.job(job["job_id"])["Restarts"]) >= 1
-    submitit_log = submitit_logs(tmp_path, job["job_id"])
+        status, out = finish(driver, tmp_path)
+    assert status == 0, out
+    assert "retry" not in out
+    (record,) = records(tmp_path)
+    assert_resumed_once_to_the_reference(record, reference[2], log_of(tmp_path))
+    assert record["slurm"] == {"jobs": [{"job_id": job, "restarts": 1}], "requeues": 1}
+    assert slurm.job(job)["Restarts"] == "1"
+    submitit_log = submitit_logs(tmp_path, job)
+    assert "Caught signal SIGUSR2" in submitit_log
     assert "this job is timed-out" in submitit_log
-    assert f"Requeued job {job['job_id']}" in submitit_log
-    script = slurm.batch_script(job["job_id"])
-    assert "#SBATCH --time=2\n" in script
-    assert "#SBATCH --signal=USR2@90\n" in script
+    assert f"Requeued job {job}" in submitit_log
+    assert "#SBATCH --signal=USR2@90\n" in slurm.batch_script(job)
 
 
 def test_sigterm_to_the_sweep_cancels_its_jobs_leaving_none_queued_and_every_record_interrupted(
