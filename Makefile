@@ -9,7 +9,7 @@ OLDEST_TORCH       := 2.11.0
 OLDEST_TORCHVISION := 0.26.0
 OLDEST             := .venv-oldest
 
-.PHONY: install run test test-loaded test-oldest coverage table bench gpu-check lint clean
+.PHONY: install run test test-cluster test-loaded test-oldest coverage table bench gpu-check lint clean
 
 # The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
 # every test works; a Makefile change reinstalls once, and so does a new version (the editable install's metadata,
@@ -36,6 +36,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q && HGBENCH_BENCH_SMOKE=1 $(BIN)/python -m pytest -q benchmarks -m smoke --benchmark-columns=min,median,rounds
+
+# The tests under tests/cluster/ (make test never collects them) against a one-node Slurm that .ci/slurm-up starts and
+# .ci/slurm-down stops (root installs slurm-wlm and munge where missing; without root the Slurm tests skip).
+test-cluster: $(STAMP)
+	.ci/test-cluster
 
 # The same tests with every CPU kept busy by loops beside them (.ci/loaded): no test may depend on timing or load.
 test-loaded: $(STAMP)

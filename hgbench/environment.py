@@ -284,4 +284,25 @@ def collect_commit_info(repo_dir: str | os.PathLike | None = None) -> dict:
     }
 
 
-__all__ = ["collect_commit_info", "collect_environment", "cpu_has_native_bf16", "device_label", "machine_id"]
+def slurm_job() -> dict[str, Any] | None:
+    """The Slurm job this process runs in, as sacct names it (``4242``, or ``4240_3`` for an array's task), with the
+    times Slurm requeued it so far (``SLURM_RESTART_COUNT``: a preemption, a time limit, `scontrol requeue`); None
+    outside Slurm."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return None
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        job = f"{array}_{task}"
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    return {"job_id": job, "restarts": int(restarts) if restarts.isdigit() else 0}
+
+
+__all__ = [
+    "collect_commit_info",
+    "collect_environment",
+    "cpu_has_native_bf16",
+    "device_label",
+    "machine_id",
+    "slurm_job",
+]

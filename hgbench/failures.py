@@ -3,6 +3,7 @@ scheduler's SIGTERM taken as Ctrl-C, so the runner records each as a failed or i
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,17 @@ from hgbench.errors import RunFailed, missing_dependency, one_line
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (a scheduler's kill) like Ctrl-C, so the record is marked interrupted before exit."""
+    """Treat SIGTERM (a scheduler's kill) like Ctrl-C, so the record is marked interrupted before exit.
+
+    Except in a job submitit runs on Slurm: there SIGTERM comes before a requeue (preemption, `scontrol requeue`) as
+    before a cancel, and submitit ignores it, acting on USR2 instead (a time limit's or a preemption's warning: it
+    checkpoints and requeues the job). Stopping the run at the SIGTERM would end the job before the USR2 that requeues
+    it. Nothing is lost: the record on disk already says interrupted after the last checkpointed epoch, and the
+    sweep's own cancel sends SIGINT.
+    """
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # set by submitit's job script on Slurm
+        yield
+        return
 
     def handler(signum: int, frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")

@@ -17,7 +17,7 @@ from typing import Any
 from hgbench.atomic_io import next_record_path, write_json_atomic
 from hgbench.checkpoint import Checkpoint, save_checkpoint
 from hgbench.distributed import broadcast_object
-from hgbench.environment import collect_commit_info, machine_id
+from hgbench.environment import collect_commit_info, machine_id, slurm_job
 from hgbench.errors import HGBenchError
 from hgbench.plan import RunPlan
 from hgbench.record import contention_summary, new_record, train_summary, utc_now
@@ -65,6 +65,25 @@ def check_continuable(plan: RunPlan, ckpt: Checkpoint) -> None:
         )
 
 
+def slurm_history(earlier: Any, job: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The record's ``slurm`` section: every Slurm job that ran the run so far with the times Slurm requeued it, this
+    process's job (`hgbench.environment.slurm_job`) added or brought up to date, and ``requeues``, their sum; None
+    when no Slurm job ever ran it. A sweep's retry is another job, so it adds an entry rather than a requeue."""
+    jobs = []
+    for entry in earlier.get("jobs", []) if isinstance(earlier, dict) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("job_id"), str) and isinstance(entry.get("restarts"), int):
+            jobs.append({"job_id": entry["job_id"], "restarts": entry["restarts"]})
+    if job is not None:
+        same = next((entry for entry in jobs if entry["job_id"] == job["job_id"]), None)
+        if same is None:
+            jobs.append(dict(job))
+        else:
+            same["restarts"] = max(same["restarts"], job["restarts"])
+    if not jobs:
+        return None
+    return {"jobs": jobs, "requeues": sum(entry["restarts"] for entry in jobs)}
+
+
 class Recorder:
     """The record of one run, from its first write to its final status.
 
@@ -84,6 +103,7 @@ class Recorder:
             previous = Path(resumed.state["record_path"]) if resumed is not None else None
             if previous is not None and previous.is_file():
                 self.path, record = previous, resumed.state["record"]
+                record["slurm"] = slurm_history(record.get("slurm"), slurm_job())
                 write_json_atomic(self.path, record)
             else:
                 commit_info = collect_commit_info()  # before the record file is claimed: it runs git
@@ -102,8 +122,10 @@ class Recorder:
                         fast_mode=plan.fast_mode,
                         setting_notes=plan.setting_notes,
                     )
+                    earlier = resumed.state["record"] if resumed is not None else {}
                     if resumed is not None:
-                        record["results"]["epochs"] = resumed.state["record"]["results"]["epochs"]
+                        record["results"]["epochs"] = earlier["results"]["epochs"]
+                    record["slurm"] = slurm_history(earlier.get("slurm"), slurm_job())
                     write_json_atomic(self.path, record)
                 except BaseException:  # Ctrl-C or SIGTERM this moment: no empty record file is left behind
                     self.path.unlink(missing_ok=True)

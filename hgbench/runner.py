@@ -13,6 +13,7 @@ model, optimizer, scheduler and RNG states.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,6 +275,7 @@ def run(
     stop_after_epoch: int | None = None,
     keep_checkpoint: bool = True,
     tracking: TrackingOptions | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> RunOutcome:
     """Train and evaluate one case as `config` says; returns where the record and checkpoint went.
 
@@ -288,6 +290,8 @@ def run(
         keep_checkpoint: keep the last checkpoint once the run finished (False: delete it, e.g. smoke runs, whose
             checkpoints only serve a resume).
         tracking: where the figures go beside the record (None: TensorBoard under the checkpoint folder).
+        after_epoch: called with the epoch's number once its checkpoint and record are written, the claim still held
+            (the sweep worker's test seam holds a run there until a scheduler signals it).
 
     Raises:
         HGBenchError: bad configuration or data (before training starts where it can be checked).
@@ -308,6 +312,7 @@ def run(
             stop_after_epoch=stop_after_epoch,
             keep_checkpoint=keep_checkpoint,
             tracking=tracking,
+            after_epoch=after_epoch,
         )
     finally:
         shutdown(ctx)
@@ -377,6 +382,7 @@ def _claimed_run(
     keep_checkpoint: bool = True,
     must_resume: bool = False,
     tracking: TrackingOptions | None = None,
+    after_epoch: Callable[[int], None] | None = None,
 ) -> RunOutcome:
     """The run, its claim held by `held`: the set-up, the epoch loop, and the record marked failed or interrupted
     however the loop ends early."""
@@ -407,6 +413,8 @@ def _claimed_run(
                 recorder.checkpoint(epoch, state.checkpoint_state())
                 trackers.log_epoch(entry, val.predictions, val.index)  # what the record now holds
                 barrier(ctx)
+                if after_epoch is not None:
+                    after_epoch(epoch)
                 if stop_after_epoch is not None and stop_after_epoch <= epoch < config.epochs:
                     return RunOutcome(
                         "interrupted", recorder.path, plan.last_path, recorder.record if ctx.is_main else None

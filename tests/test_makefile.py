@@ -131,3 +131,20 @@ def test_test_loaded_stops_its_busy_loops_on_ctrl_c() -> None:
     os.killpg(proc.pid, signal.SIGINT)  # as the terminal's Ctrl-C: the whole foreground group
     assert proc.wait(timeout=60) != 0
     assert all(_gone(pid) for pid in loops)
+
+
+def test_make_test_never_collects_the_cluster_tests_and_test_cluster_runs_them_after_it_on_ci() -> None:
+    """tests/cluster/ needs a cluster (`make test-cluster` brings one up): `make test`'s pytest never enters the
+    folder, pytest given the folder collects it, and CI runs `make test` then `make test-cluster`."""
+    import sys
+
+    assert recipe("test-cluster") == [".ci/test-cluster"]
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line.startswith("make ")]
+    assert ci == ["make test", "make test-cluster"]
+
+    def collected(*args: str) -> str:
+        argv = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *args]
+        return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300).stdout
+
+    assert "tests/cluster/" not in collected("--ignore-glob=tests/test_*.py")  # the default run, less the top level
+    assert "tests/cluster/test_slurm.py::" in collected("tests/cluster")

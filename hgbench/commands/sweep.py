@@ -46,12 +46,23 @@ EPILOG = """examples:
       on a running Ray cluster
   hgbench sweep --plan study.toml --engine slurm --slurm-partition gpu
       one Slurm job per run (a job array)
+  hgbench sweep --plan study.toml --engine slurm --slurm-time 240 --slurm-mem 32G --slurm-extra account=lab
+      the same, with the time, memory and account the cluster wants
 """
 
 # Flags that belong to one engine: given with another engine they would be silently ignored, so they are an error.
 ENGINE_FLAGS: dict[str, tuple[str, ...]] = {
     "ray": ("address", "gpus_per_run"),
-    "slurm": ("slurm_partition", "slurm_time", "slurm_gpus_per_run", "slurm_array_parallelism", "slurm_local"),
+    "slurm": (
+        "slurm_partition",
+        "slurm_time",
+        "slurm_gpus_per_run",
+        "slurm_gpus_as",
+        "slurm_mem",
+        "slurm_extra",
+        "slurm_array_parallelism",
+        "slurm_local",
+    ),
 }
 
 
@@ -114,6 +125,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     engine.add_argument(
         "--slurm-gpus-per-run", type=at_least(0), default=None, metavar="G", help="slurm: GPUs per job (default 1)"
+    )
+    engine.add_argument(
+        "--slurm-gpus-as",
+        choices=("gpus-per-node", "gres"),
+        default=None,
+        help="slurm: ask for the GPUs as --gpus-per-node=G (default) or --gres=gpu:G (clusters without the former)",
+    )
+    engine.add_argument(
+        "--slurm-mem", default=None, metavar="SIZE", help="slurm: memory per job, as sbatch's --mem (16G, 500M)"
+    )
+    engine.add_argument(
+        "--slurm-extra",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="slurm: another sbatch option for every job (account=lab, qos=high, constraint=a100); repeatable",
     )
     engine.add_argument(
         "--slurm-array-parallelism",
@@ -224,6 +251,8 @@ def make_engine(args: argparse.Namespace) -> Engine:
         gpus = 0.0 if args.gpus_per_run is None and args.device == "cpu" else args.gpus_per_run
         return RayEngine(address=args.address, gpus=gpus, cpus=args.cpus_per_run or 1)
     if args.engine == "slurm":
+        from hgbench.sweep.slurm import parse_extra, parse_memory
+
         gpus = args.slurm_gpus_per_run
         if gpus is None:
             gpus = 0 if args.device == "cpu" else 1
@@ -235,6 +264,9 @@ def make_engine(args: argparse.Namespace) -> Engine:
             gpus=gpus,
             cpus=args.cpus_per_run or 1,
             array_parallelism=args.slurm_array_parallelism or 16,
+            memory=parse_memory(args.slurm_mem),
+            gpus_as=args.slurm_gpus_as or "gpus-per-node",
+            extra=parse_extra(args.slurm_extra),
         )
     return LocalEngine(threads=args.cpus_per_run)
 

@@ -13,13 +13,17 @@ import contextlib
 import ctypes
 import ctypes.util
 import importlib
+import io
 import json
 import logging
 import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import Any, Protocol
 
 from hgbench.atomic_io import write_json_atomic
 from hgbench.errors import HGBenchError
+from hgbench.sweep.slurm import RUNS_AGAIN, SlurmRequest, sbatch_error
 from hgbench.sweep.worker import run_one
 
 ENGINES: tuple[str, ...] = ("local", "ray", "slurm")
@@ -260,8 +265,11 @@ class RayEngine:
 class SubmititEngine:
     """Each run a Slurm job through submitit (`local`: submitit's local executor, the same path without a cluster).
 
-    The first submission goes out as one Slurm job array, so `array_parallelism` caps how many run at once. A job that
-    times out or is preempted is requeued by submitit itself (`RequeuedRun`) and resumes from its checkpoint.
+    The first submission goes out as one Slurm job array, so `array_parallelism` caps how many run at once. A job
+    Slurm requeues (a time limit's or a preemption's USR2, on which submitit checkpoints and requeues it through
+    `RequeuedRun`; `scontrol requeue`; a preemption in requeue mode) runs the run again in the same job, which resumes
+    it from its checkpoint: the driver follows the job on, rather than taking its last attempt's "interrupted" for
+    the end and submitting a second job that would race it for the run.
     """
 
     name = "slurm"
@@ -276,12 +284,18 @@ class SubmititEngine:
         gpus: int,
         cpus: int,
         array_parallelism: int,
+        memory: str | None = None,
+        gpus_as: str = "gpus-per-node",
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self._submitit = require("submitit", "slurm", "slurm")
         self.folder, self.local = folder, local
-        self.partition, self.time_min, self.gpus, self.cpus = partition, time_min, gpus, cpus
-        self.array_parallelism = array_parallelism
+        self.request = SlurmRequest(partition, time_min, gpus, gpus_as, cpus, memory, tuple(extra), array_parallelism)
+        self.cpus = cpus
         self.executor = None
+        self._cancelled: set[str] = set()  # job ids cancelled by the driver
+        self._requeued: dict[str, int] = {}  # job id: mtime of the interrupted result its requeued attempt follows
+        self._asked_at = float("-inf")  # when sacct was last asked about the jobs (monotonic)
 
     def start(self) -> None:
         if not self.local and shutil.which("sbatch") is None:  # else submitit would quietly run the jobs here
@@ -290,25 +304,25 @@ class SubmititEngine:
                 "node, or add --slurm-local to run the jobs here"
             )
         self.executor = self._submitit.AutoExecutor(folder=self.folder, cluster="local" if self.local else "slurm")
-        params: dict[str, Any] = {
-            "name": "hgbench-sweep",
-            "timeout_min": self.time_min,
-            "gpus_per_node": self.gpus,
-            "cpus_per_task": self.cpus,
-        }
-        if not self.local:
-            params["slurm_array_parallelism"] = self.array_parallelism
-            if self.partition:
-                params["slurm_partition"] = self.partition
-        self.executor.update_parameters(**params)
+        if self.local:
+            request = self.request
+            params = {"timeout_min": request.time_min, "gpus_per_node": request.gpus, "cpus_per_task": request.cpus}
+            self.executor.update_parameters(name="hgbench-sweep", **params)
+        else:
+            self.executor.update_parameters(**self.request.parameters())
 
     def describe(self) -> str:
-        where = "submitit's local executor on this machine" if self.local else "Slurm"
-        partition = f" on partition {self.partition}" if self.partition and not self.local else ""
-        return (
-            f"slurm: one job per run through {where}{partition}, each asking for {self.gpus} GPU, {self.cpus} CPU "
-            f"and {self.time_min} min; submitit's files in {self.folder}"
-        )
+        request = self.request
+        if self.local:
+            what = (
+                f"submitit's local executor on this machine, each asking for {request.gpus} GPU, {request.cpus} CPU "
+                f"and {request.time_min} min"
+            )
+        else:
+            partition = f" on partition {request.partition}" if request.partition else ""
+            at_once = f", at most {request.array_parallelism} at once"
+            what = f"Slurm{partition}, {request.describe()}{at_once}"
+        return f"slurm: one job per run through {what}; submitit's files in {self.folder}"
 
     def submit(self, jobs: Sequence[Job]) -> list[Any]:
         def one(job: Job) -> Any:
@@ -316,11 +330,18 @@ class SubmititEngine:
                 RequeuedRun(), job.config, keep_checkpoint=job.keep_checkpoint, log_path=job.log_path, threads=self.cpus
             )
 
-        with self._own_sessions():
-            if len(jobs) < 2:
-                return [one(job) for job in jobs]
-            with self.executor.batch():  # one job array
-                delayed = [one(job) for job in jobs]
+        said = io.StringIO()  # submitit prints a refusing sbatch's errors: they go into the one line below instead
+        try:
+            with self._own_sessions(), contextlib.redirect_stderr(said):
+                if len(jobs) < 2:
+                    return [one(job) for job in jobs]
+                with self.executor.batch():  # one job array
+                    delayed = [one(job) for job in jobs]
+        except self._submitit.core.utils.FailedJobError as exc:  # sbatch refused the jobs (a bad partition, ...)
+            raise HGBenchError(f"--engine slurm: sbatch refused the jobs: {sbatch_error(exc)}") from None
+        finally:
+            if said.getvalue() and not said.getvalue().startswith("sbatch: error"):
+                sys.stderr.write(said.getvalue())  # anything else submitit had to say
         return delayed
 
     @contextlib.contextmanager
@@ -343,15 +364,51 @@ class SubmititEngine:
             local_module.subprocess = plain
 
     def poll(self, handle: Any) -> Ended | None:
-        if not handle.done():
+        cancelled = handle.job_id in self._cancelled
+        if not handle.done(force_check=cancelled and self._may_ask()):
             return None
+        if cancelled and not self.local and not handle.paths.result_pickle.exists():
+            return Ended(None, f"Slurm job {handle.job_id} cancelled before it wrote a result")
         try:
-            return Ended(handle.result())
+            ended = Ended(handle.result())
         except self._submitit.core.utils.UncompletedJobError as exc:  # killed, timed out, preempted, crashed
             return Ended(None, f"{type(exc).__name__}: {_last_line(exc)}")
+        if self.local or ended.result.get("status") != "interrupted" or not self._runs_again(handle):
+            return ended
+        return None
+
+    def _runs_again(self, handle: Any) -> bool:
+        """Whether Slurm runs the job again after the attempt whose interrupted result is on disk (requeued), or may
+        yet (the job still completing): then the run is still the job's, whatever that attempt said."""
+        stamp = handle.paths.result_pickle.stat().st_mtime_ns
+        followed = self._requeued.get(handle.job_id) == stamp and handle.job_id not in self._cancelled
+        if followed and not handle.watcher.is_done(handle.job_id, mode="standard"):
+            return True  # the requeued attempt runs on; Slurm is asked again on submitit's own schedule
+        state = handle.watcher.get_state(handle.job_id, mode="force" if self._may_ask() else "cache")
+        state = state.split()[0].upper() if state.strip() else "UNKNOWN"  # sacct says "CANCELLED by 0"
+        if state in RUNS_AGAIN:
+            self._requeued[handle.job_id] = stamp
+            return True
+        return state == "COMPLETING"  # requeued or ended: known once it completed
+
+    def _may_ask(self) -> bool:
+        """At most one sacct call a second (one call answers for every job of the sweep)."""
+        now = time.monotonic()
+        if now - self._asked_at < 1.0:
+            return False
+        self._asked_at = now
+        return True
 
     def cancel(self, handle: Any) -> None:
-        handle.cancel(check=False)  # scancel (SIGINT locally): the runner marks its record interrupted
+        """--slurm-local: SIGINT to the job. On Slurm: SIGINT to the job's steps (the runner marks its record
+        interrupted and the worker returns; Slurm's SIGTERM alone is submitit's, `hgbench.failures`), then scancel,
+        which takes a pending job off the queue and ends a running one after the cluster's KillWait."""
+        if self.local:
+            handle.cancel(check=False)
+            return
+        self._cancelled.add(handle.job_id)
+        for signal_first in (["--signal=INT"], []):  # quietly: a job that ended since makes scancel complain
+            subprocess.run(["scancel", *signal_first, handle.job_id], capture_output=True, timeout=60, check=False)
 
     def close(self) -> None:
         pass

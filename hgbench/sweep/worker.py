@@ -13,13 +13,21 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 # Test seam: when set to a path that does not exist yet, the worker creates it, stops after its first epoch's
 # checkpoint and exits the process at once (os._exit), as a killed worker would; a retry finds the marker and runs on.
 DIE_ONCE_ENV = "HGBENCH_SWEEP_TEST_DIE_ONCE"
+# Test seam: when set to a folder, the worker holds each run once, after its first epoch's checkpoint and with its
+# claim held, until a signal stops it (a Slurm time limit, a preemption, a cancel), leaving a file named after the
+# run's identity there (holding: the worker's pid); the run's next start finds the file and runs on. The cluster
+# tests interrupt runs mid-way so, whatever the machine's speed. A hold no signal ends runs on after HOLD_LIMIT_S.
+HOLD_ONCE_ENV = "HGBENCH_SWEEP_TEST_HOLD_ONCE"
+HOLD_LIMIT_S = 600.0
 
 
 def run_one(
@@ -67,10 +75,11 @@ def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
     try:
         cfg = RunConfig(**config)
         machine = machine_id(collect_environment(resolve_device(cfg.device)))
-        done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
+        identity = planned_identity(cfg)
+        done = store.find_finished(cfg.out, identity, machine_id=machine)
         if done is not None and not force:
             return {"status": "skipped", "record": str(done), "reason": "already finished with this config"}
-        stop = _die_once_epoch()
+        stop, hold = _die_once_epoch(), _hold_once(identity)
         # A forced run starts anew: resuming would complete the finished run's own record, not keep it.
         outcome = run(
             cfg,
@@ -79,6 +88,7 @@ def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
             keep_checkpoint=keep_checkpoint,
             stop_after_epoch=stop,
             tracking=tracking,
+            after_epoch=hold,
         )
         if stop is not None and outcome.status == "interrupted":
             sys.stdout.flush()
@@ -104,3 +114,20 @@ def _die_once_epoch() -> int | None:
         return None
     Path(marker).touch()
     return 1
+
+
+def _hold_once(identity: str) -> Callable[[int], None] | None:
+    folder = os.environ.get(HOLD_ONCE_ENV)
+    marker = Path(folder) / identity if folder else None
+    if marker is None or marker.exists():
+        return None
+
+    def hold(epoch: int) -> None:
+        if epoch != 1:
+            return
+        marker.write_text(f"{os.getpid()}\n", encoding="utf-8")
+        deadline = time.monotonic() + HOLD_LIMIT_S
+        while time.monotonic() < deadline:  # a signal's handler raising (or SIGKILL) ends it
+            time.sleep(0.2)
+
+    return hold
