@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from hgbench.cases import STUDY_CASES, case_label
 from hgbench.claim import RunBusy
 from hgbench.commands import _stops as stops
+from hgbench.commands._args import positive
 from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
+from hgbench.distributed import GROUP_TIMEOUT
 from hgbench.errors import HGBenchError
 from hgbench.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
 
@@ -66,6 +69,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(.json) or checkpoint (last.pt) path",
     )
     p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
+    p.add_argument(
+        "--dist-timeout",
+        type=positive,
+        default=None,
+        metavar="MIN",
+        help=f"under torchrun: minutes a process waits for the others at a collective before it takes them for lost "
+        f"and stops, its run interrupted (default {GROUP_TIMEOUT.total_seconds() / 60:g}: rank 0 alone runs the final "
+        "inference pass while the others wait)",
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -350,6 +362,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 must_resume=bool(args.resume) and len(cases) == 1,  # --case all --resume also starts the others
                 quiet=args.quiet,
                 keep_checkpoint=keep,
+                dist_timeout=timedelta(minutes=args.dist_timeout) if args.dist_timeout else None,
             )
         except AlreadyFinished as exc:
             if len(cases) == 1:
