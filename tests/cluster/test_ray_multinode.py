@@ -4,7 +4,7 @@ killed (its raylet, by PID) or frozen (every process of it stopped, as a node cu
 
 The sweep is the `hgbench sweep` command, a process of its own, as a user starts it. What is asserted comes from the
 records, the runs' logs (each attempt's first line names its Ray node) and the processes, never from timing: the
-second node holds its run still after the first epoch's checkpoint (`helpers.ray_nodes.HOLD`), so the node is always
+second node holds its run still after the first epoch's checkpoint (`helpers.hold`), so the node is always
 lost mid-run.
 """
 
@@ -28,7 +28,9 @@ pytestmark = [
 ]
 pytest.importorskip("ray")
 
-from helpers.ray_nodes import KEEPALIVE, WAIT_S, RayCluster, alive, held, ray_cluster  # noqa: E402
+from helpers.hold import held  # noqa: E402
+from helpers.processes import alive  # noqa: E402
+from helpers.ray_nodes import KEEPALIVE, WAIT_S, RayCluster, ray_cluster  # noqa: E402
 
 from hgbench.config import RunConfig  # noqa: E402
 

@@ -23,6 +23,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from helpers.hold import hold_env
+from helpers.processes import alive, all_pids, cmdline, descendants
+
 RAY = Path(sys.executable).with_name("ray")  # the venv's own `ray` command, so the nodes run this venv's Python
 WAIT_S = 300.0  # how long a node may take to start or a process to end on a loaded machine (a bound, not a measure)
 # Ports `ray start` would otherwise take at fixed defaults (6379, 8265, 52365, ...): each node gets free ones.
@@ -72,45 +75,6 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, start time) of a process, None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[1]), int(fields[19])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _all_pids() -> list[int]:
-    return [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-
-
-def alive(pids: dict[int, int]) -> list[int]:
-    """The processes of `pids` (pid: start time) still running; a zombie or a reused pid has ended."""
-    return [pid for pid, start in pids.items() if (s := _stat(pid)) is not None and s[2] == start and s[0] != "Z"]
-
-
-def _descendants(roots: list[int]) -> dict[int, int]:
-    """`roots` and every live process below them (pid: start time); zombies have ended."""
-    stats = {pid: s for pid in _all_pids() if (s := _stat(pid)) is not None}
-    found, todo = {r for r in roots if r in stats}, [r for r in roots if r in stats]
-    while todo:
-        parent = todo.pop()
-        for pid, (_, ppid, _) in stats.items():
-            if ppid == parent and pid not in found:
-                found.add(pid)
-                todo.append(pid)
-    return {pid: stats[pid][2] for pid in found if stats[pid][0] != "Z"}
-
-
 @dataclass
 class RayNode:
     """One Ray node of the cluster: its temp folder, its custom resource and, once started, its Ray node id."""
@@ -125,19 +89,19 @@ class RayNode:
     def processes(self) -> dict[int, int]:
         """The node's live processes now (pid: start time), remembered for `stop`."""
         mine = str(self.temp_dir)
-        roots = [pid for pid in _all_pids() if pid != os.getpid() and mine in _cmdline(pid)]
-        now = _descendants(roots)
+        roots = [pid for pid in all_pids() if pid != os.getpid() and mine in cmdline(pid)]
+        now = descendants(roots)
         self.known.update(now)
         return now
 
     def started_by(self, pid: int) -> dict[int, int]:
         """The live processes the node's process `pid` started (its raylet's workers and agents), pid: start time."""
-        return {p: start for p, start in _descendants([pid]).items() if p != pid}
+        return {p: start for p, start in descendants([pid]).items() if p != pid}
 
     def raylet(self) -> int:
         """The PID of the node's raylet (its process whose command line starts with the raylet binary)."""
         for pid in self.processes():
-            if _cmdline(pid).split(" ", 1)[0].endswith("/raylet"):
+            if cmdline(pid).split(" ", 1)[0].endswith("/raylet"):
                 return pid
         raise AssertionError(f"the {self.name} node has no raylet")
 
@@ -225,61 +189,13 @@ def node_ids(cluster: RayCluster) -> dict[str, str]:
     }
 
 
-# Python runs a `sitecustomize` module it finds on its path at start-up: on the second node (PYTHONPATH set for its
-# processes only) this one makes a run hold still once its first epoch's checkpoint and record are written, with its
-# claim held, and say so with a file (`held-<seed>`, holding the PID), until the node is lost. So the node is lost
-# mid-run however fast or slow the machine is, never after its run finished; the head runs everything as it is.
-HOLD = """
-import importlib.abc, importlib.util, os, sys, time
-from pathlib import Path
-
-class _HoldAfterFirstCheckpoint(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name != "hgbench.recorder":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        plain_exec = spec.loader.exec_module
-
-        def exec_module(module):
-            plain_exec(module)
-            plain = module.Recorder.checkpoint
-
-            def checkpoint(self, epoch, state):
-                plain(self, epoch, state)
-                marker = Path(os.environ["HGBENCH_TEST_HOLD_MARKERS"]) / f"held-{self.plan.config.seed}"
-                marker.write_text(str(os.getpid()))
-                while True:
-                    time.sleep(1.0)
-
-            module.Recorder.checkpoint = checkpoint
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, _HoldAfterFirstCheckpoint())
-"""
-
-
-def held(markers: Path) -> tuple[int, int] | None:
-    """(seed, PID) of the run the second node holds still, once it does."""
-    for marker in markers.glob("held-*"):
-        if pid := marker.read_text():
-            return int(marker.name.removeprefix("held-")), int(pid)
-    return None
-
-
 @contextmanager
 def ray_cluster(markers: Path) -> Iterator[RayCluster]:
-    """A head and a second node, each with 1 CPU, the second holding its runs still after their first checkpoint (see
-    `HOLD`; `held` reads `markers`); every process of both stopped by PID afterwards, whatever happened."""
+    """A head and a second node, each with 1 CPU, the second holding its runs still after their first checkpoint
+    (`helpers.hold`, which says so in `markers`); every process of both stopped by PID afterwards, whatever happened."""
     root = Path(tempfile.mkdtemp(prefix="hgb-ray-", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    (root / "hold").mkdir()
-    (root / "hold" / "sitecustomize.py").write_text(HOLD)
-    markers.mkdir(parents=True, exist_ok=True)
     head = RayNode("head", root / "head", "hgbench_head")
-    hold = {"PYTHONPATH": str(root / "hold"), "HGBENCH_TEST_HOLD_MARKERS": str(markers)}
-    second = RayNode("second", root / "second", "hgbench_second", env=hold)
+    second = RayNode("second", root / "second", "hgbench_second", env=hold_env(root / "hold", markers))
     log = root / "ray-start.log"
     try:
         gcs, dashboard = free_ports(2)
