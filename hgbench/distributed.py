@@ -31,6 +31,7 @@ class DistContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))  # where collectives' tensors must be
+    timeout: timedelta | None = None  # how long a collective waits for the other processes (None: no group)
 
     @property
     def is_main(self) -> bool:
@@ -41,10 +42,16 @@ class DistContext:
         return self.world_size > 1
 
 
-# How long a rank waits at a collective before the job is declared hung. Longer than torch's 10 minutes: at the end
-# of a run rank 0 alone runs the timed inference passes (plain and flip, on the whole validation split, after a
-# recompile with --compile) while the others wait at a barrier, which on a slow host can pass 10 minutes.
+# How long a rank waits at a collective (or for the others to join the group) before it takes them for lost: a peer
+# whose process died closes its connections and is noticed at once, but one whose machine froze or was cut off by the
+# network is noticed only then (`hgbench run --dist-timeout`). Longer than torch's 10 minutes: at the end of a run
+# rank 0 alone runs the timed inference passes (plain and flip, on the whole validation split, after a recompile
+# with --compile) while the others wait at a barrier, which on a slow host can pass 10 minutes.
 GROUP_TIMEOUT = timedelta(minutes=60)
+
+# What gloo says (in a RuntimeError) when a peer is gone, its connection closed or reset, or silent past the timeout.
+_GLOO_GONE = ("Connection closed by peer", "Connection reset by peer")
+_GLOO_SILENT = ("Timed out waiting", "Application timeout caused pair closure", "Socket Timeout")
 
 
 # Why a run under torchrun never compiles (`--compile` is dropped, `--fast` leaves it off), in one line.
@@ -58,21 +65,27 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def init_distributed(device_type: str) -> DistContext:
-    """Join the process group torchrun set up (no-op for a plain single process)."""
+def init_distributed(device_type: str, *, timeout: timedelta | None = None) -> DistContext:
+    """Join the process group torchrun set up (no-op for a plain single process).
+
+    Args:
+        device_type: ``cuda`` (NCCL) or ``cpu`` (gloo).
+        timeout: how long a collective waits for the other processes before it fails (default `GROUP_TIMEOUT`).
+    """
     if not launched_by_torchrun():
         return DistContext()
     world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local) if device_type == "cuda" else torch.device("cpu")
-    ctx = DistContext(rank=rank, world_size=world, local_rank=local, device=device)
+    timeout = timeout or GROUP_TIMEOUT
+    ctx = DistContext(rank=rank, world_size=world, local_rank=local, device=device, timeout=timeout)
     # Under torchrun even a job of one process joins its group: what it was launched to exercise is the backend.
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(local)
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=GROUP_TIMEOUT)
+        dist.init_process_group(backend=backend, timeout=timeout)
         _first_collective(ctx, backend)
     return ctx
 
@@ -91,6 +104,36 @@ def _first_collective(ctx: DistContext, backend: str) -> None:
         raise HGBenchError(f"the {backend} process group's first all-reduce gave {total}, not {ctx.world_size}")
 
 
+def peer_lost(ctx: DistContext, exc: BaseException) -> str | None:
+    """What `exc` says, in a few words, when it is a collective failing because another process of the job is gone
+    (its process or node died) or did not answer within the group's timeout; None for any other error.
+
+    gloo raises a plain RuntimeError whose text names the transport's failure; torch's own types (`DistNetworkError`,
+    `DistStoreError`, `DistBackendError`: the store, NCCL) say it by their type.
+    """
+    if not ctx.enabled:
+        return None
+    text = " ".join(str(exc).split())
+    if isinstance(exc, RuntimeError):  # not an OSError: a reset pipe of this process's own (a loader worker's)
+        for phrase in (*_GLOO_GONE, *_GLOO_SILENT):
+            at = text.find(phrase)
+            if at < 0:
+                continue
+            said = text[at:].split(". ")[0].rstrip(".")  # gloo's own words, without its source location and advice
+            if phrase in _GLOO_SILENT:
+                return f"no answer from another process within the collective timeout of {_timeout_text(ctx)} ({said})"
+            return f"another process stopped ({said})"
+    kinds = tuple(getattr(dist, name) for name in ("DistNetworkError", "DistStoreError", "DistBackendError"))
+    if isinstance(exc, kinds):
+        return f"another process stopped or did not answer ({type(exc).__name__}: {text.split('. ')[0][:200]})"
+    return None
+
+
+def _timeout_text(ctx: DistContext) -> str:
+    seconds = (ctx.timeout or GROUP_TIMEOUT).total_seconds()
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min"
+
+
 def shutdown(ctx: DistContext) -> None:
     """Leave the group `init_distributed` joined (one under torchrun, of any size)."""
     if launched_by_torchrun() and dist.is_initialized():
@@ -104,6 +147,17 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier(device_ids=[ctx.device.index])
     else:
         dist.barrier()
+
+
+def wait_for_rank_0(ctx: DistContext) -> None:
+    """The job's last barrier: every process waits while rank 0 alone ends the run (the timed inference passes, the
+    finished record), so the job ends together. A process lost now leaves rank 0's finished run as it is: rank 0 goes
+    on; any other rank raises the collective's error."""
+    try:
+        barrier(ctx)
+    except RuntimeError as exc:
+        if not (ctx.is_main and peer_lost(ctx, exc) is not None):
+            raise
 
 
 def all_reduce_sum(ctx: DistContext, tensor: torch.Tensor) -> torch.Tensor:

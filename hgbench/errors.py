@@ -67,3 +67,10 @@ class CaseError(HGBenchError, ValueError):
 
     A `ValueError` too, as the registry's own lookup (`hgbench.cases.get_spec`) raises for an unknown id.
     """
+
+
+class PeerLost(HGBenchError):
+    """Another process of a torchrun job stopped (its node lost, killed) or did not answer within the collective
+    timeout: this process's run is interrupted, not failed, and its record (rank 0's) says how to continue it."""
+
+    exit_code = 5

@@ -213,8 +213,8 @@ class Recorder:
         else:
             self.record["tracking"] = state
 
-    def interrupted(self, epoch: int) -> None:
-        """Ctrl-C or SIGTERM during `epoch`: the record says what is safe to resume from.
+    def interrupted(self, epoch: int, *, cause: str = "interrupted") -> None:
+        """Ctrl-C or SIGTERM (or a lost peer: `cause`) during `epoch`: the record says what is safe to resume from.
 
         An epoch whose checkpoint was not written (the signal came while it was being saved) is dropped from the
         record: a resumed run trains it again, and the record never claims more than the checkpoint holds.
@@ -223,9 +223,9 @@ class Recorder:
         done = self.epochs_done
         self.finish(
             "interrupted",
-            f"interrupted during epoch {epoch}; epochs 1-{done} are checkpointed; continue with --resume"
+            f"{cause} during epoch {epoch}; epochs 1-{done} are checkpointed; continue with --resume"
             if done
-            else f"interrupted during epoch {epoch}",
+            else f"{cause} during epoch {epoch}",
         )
 
     def _mark(self, status: str, reason: str | None) -> None:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +36,13 @@ from hgbench.distributed import (
     barrier,
     broadcast_object,
     init_distributed,
+    peer_lost,
     shutdown,
     sum_over_ranks,
+    wait_for_rank_0,
 )
 from hgbench.environment import collect_environment
-from hgbench.errors import HGBenchError, RunFailed
+from hgbench.errors import HGBenchError, PeerLost, RunFailed
 from hgbench.failures import sigterm_as_interrupt, unexpected_failure
 from hgbench.final_pass import finish_run
 from hgbench.inference import PassResult, predict
@@ -276,6 +279,7 @@ def run(
     keep_checkpoint: bool = True,
     tracking: TrackingOptions | None = None,
     after_epoch: Callable[[int], None] | None = None,
+    dist_timeout: timedelta | None = None,
 ) -> RunOutcome:
     """Train and evaluate one case as `config` says; returns where the record and checkpoint went.
 
@@ -292,14 +296,17 @@ def run(
         tracking: where the figures go beside the record (None: TensorBoard under the checkpoint folder).
         after_epoch: called with the epoch's number once its checkpoint and record are written, the claim still held
             (the sweep worker's test seam holds a run there until a scheduler signals it).
+        dist_timeout: under torchrun, how long a collective waits for the other processes (default
+            `hgbench.distributed.GROUP_TIMEOUT`): a process silent that long is taken for lost.
 
     Raises:
         HGBenchError: bad configuration or data (before training starts where it can be checked).
         RunFailed: NaN / infinite loss; the record is written with status "failed".
+        PeerLost: under torchrun, another process stopped or did not answer; the record says "interrupted".
         KeyboardInterrupt: Ctrl-C or SIGTERM; the record is written with status "interrupted".
     """
     spec = spec_of_config(config)  # a registry case, or the variant spec the config carries
-    ctx = init_distributed(resolve_device(config.device).type)
+    ctx = init_distributed(resolve_device(config.device).type, timeout=dist_timeout)
     try:
         return _run(
             config,
@@ -314,6 +321,11 @@ def run(
             tracking=tracking,
             after_epoch=after_epoch,
         )
+    except RuntimeError as exc:  # a collective before the epochs began (the claim, the record) or after them
+        lost = peer_lost(ctx, exc)
+        if lost is None:
+            raise
+        raise PeerLost(f"{lost}; the run is interrupted") from None
     finally:
         shutdown(ctx)
 
@@ -425,7 +437,6 @@ def _claimed_run(
             if ctx.is_main:
                 trackers.log_final(recorder.record)
                 recorder.rewrite()  # with what the trackers could not take
-            barrier(ctx)
         except RunFailed as exc:
             bar.abort()
             recorder.finish("failed", str(exc))
@@ -437,12 +448,16 @@ def _claimed_run(
         except HGBenchError:
             raise  # already one line; a checkpoint that could not be written leaves the run resumable, as it says
         except Exception as exc:  # noqa: BLE001 - a worker re-raises its own type (cv2.error), so OOM is any type
-            failure, cause = unexpected_failure(exc, epoch=epoch, device=device, config=config)
             bar.abort()
+            if (lost := peer_lost(ctx, exc)) is not None:  # the job lost a process: this run stopped, it did not fail
+                recorder.interrupted(epoch, cause=lost)
+                raise PeerLost(f"{lost} during epoch {epoch}; the run is interrupted") from None
+            failure, cause = unexpected_failure(exc, epoch=epoch, device=device, config=config)
             recorder.finish("failed", str(failure))
             raise failure from cause
         finally:
             bar.abort()  # however the run ends, no bar or heartbeat outlives it (--case all goes on to the next)
+    wait_for_rank_0(ctx)  # outside the loop's handlers: nothing here may rewrite the finished record
     kept = plan.last_path if keep_checkpoint else None
     if say:
         _say_finished(spec.label, recorder.path, kept)

@@ -11,7 +11,7 @@ import pytest
 from test_sweep import records, sweep_argv
 
 from hgbench import cli
-from hgbench.sweep import engines, worker
+from hgbench.sweep import engines
 
 pytestmark = pytest.mark.slow
 
@@ -25,10 +25,13 @@ def local_ray():
     ray.shutdown()
 
 
-def _side_by_side(folder: Path, runs: int, patience_s: float = 600.0) -> Callable[..., dict[str, Any]]:
-    """`run_one` behind a meeting point: each call leaves a file in `folder` and waits until `runs` calls have, then
-    runs. So the runs all finish only if they all ran at once, however slowly the machine runs them; a call left alone
-    for `patience_s` (minutes: liveness only, never a measure of speed) fails its run instead of hanging the test.
+def _side_by_side(
+    folder: Path, runs: int, inner: Callable[..., dict[str, Any]], patience_s: float = 600.0
+) -> Callable[..., dict[str, Any]]:
+    """`inner` (the engine's task) behind a meeting point: each call leaves a file in `folder` and waits until `runs`
+    calls have, then runs. So the runs all finish only if they all ran at once, however slowly the machine runs them;
+    a call left alone for `patience_s` (minutes: liveness only, never a measure of speed) fails its run instead of
+    hanging the test.
 
     A nested function, so that Ray pickles it by value into its worker processes."""
 
@@ -41,7 +44,7 @@ def _side_by_side(folder: Path, runs: int, patience_s: float = 600.0) -> Callabl
             if time.monotonic() > deadline:
                 raise RuntimeError(f"seed {config['seed']} waited {patience_s:g} s alone: the runs did not run at once")
             time.sleep(0.05)
-        return worker.run_one(config, keep_checkpoint=keep_checkpoint, log_path=log_path, threads=threads)
+        return inner(config, keep_checkpoint=keep_checkpoint, log_path=log_path, threads=threads)
 
     return run_one
 
@@ -58,7 +61,7 @@ def test_ray_runs_two_runs_at_once_and_the_same_call_again_launches_nothing(
     assert local_ray.cluster_resources()["CPU"] == 2
     met = tmp_path / "met"
     met.mkdir()
-    monkeypatch.setattr(engines, "run_one", _side_by_side(met, runs=2))
+    monkeypatch.setattr(engines, "ray_run_one", _side_by_side(met, runs=2, inner=engines.ray_run_one))
     argv = sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "0,1", "--engine", "ray", "--retries", "0")
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
@@ -71,6 +74,9 @@ def test_ray_runs_two_runs_at_once_and_the_same_call_again_launches_nothing(
     assert all(r["status"] == "finished" for r in done)  # so each task met the other before it ran its run
     assert sorted(p.name for p in met.iterdir()) == ["seed-0", "seed-1"]
     assert "| hg1 |" in out  # the comparison table of the sweep's records
+    [node] = [n["NodeID"] for n in local_ray.nodes()]
+    for log in (tmp_path / "runs" / "sweep-logs").glob("*.log"):  # each attempt's log says where it ran
+        assert log.read_text().startswith(f"hgbench: attempt on Ray node {node} ("), log
 
     assert cli.main(argv) == 0
     out = capsys.readouterr().out

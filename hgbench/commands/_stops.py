@@ -61,10 +61,23 @@ def stop_line(cfg: RunConfig, since: float) -> str | None:
     line = f"hgbench: {label} {status}: {reason}; record {path}"
     checkpoint = record.get("checkpoint")
     if status == "interrupted" and record["results"]["epochs"] and checkpoint and Path(checkpoint).is_file():
-        line += f"; continue with: hgbench run --case {cfg.case} --resume {path}"
+        line += f"; continue with: {resume_command(cfg.case, path, record['config'].get('world_size', 1))}"
     elif status == "interrupted":
         line += "; no epoch was checkpointed: run it again to start over"
     return line
+
+
+def resume_command(case: str, path: Path, world_size: int) -> str:
+    """The command that continues an interrupted run: under torchrun, a torchrun job of as many processes (the run's
+    identity counts them; one process alone would refuse the checkpoint)."""
+    run = f"hgbench run --case {case} --resume {path}"
+    if world_size <= 1:
+        return run
+    nodes, per_node = os.environ.get("GROUP_WORLD_SIZE", "1"), os.environ.get("LOCAL_WORLD_SIZE", str(world_size))
+    if nodes == "1":
+        return f"torchrun --standalone --nproc_per_node {per_node} -m hgbench.cli {run.removeprefix('hgbench ')}"
+    each = f"{per_node} process{'es' if per_node != '1' else ''} each"
+    return f"torchrun <this job's own flags: {nodes} nodes, {each}> -m hgbench.cli {run.removeprefix('hgbench ')}"
 
 
 def say_stop(cfg: RunConfig, since: float) -> None:

@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hgbench.cases import STUDY_CASES, case_label
 from hgbench.claim import RunBusy
 from hgbench.commands import _stops as stops
+from hgbench.commands._args import positive
 from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
+from hgbench.distributed import GROUP_TIMEOUT
 from hgbench.errors import HGBenchError
 from hgbench.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
 
@@ -71,6 +74,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="one log line per epoch, no progress bar")
     add_tracking_options(p)
+    p.add_argument(
+        "--dist-timeout",
+        type=positive,
+        default=None,
+        metavar="MIN",
+        help=f"under torchrun: minutes a process waits for the others at a collective before it takes them for lost "
+        f"and stops, its run interrupted (default {GROUP_TIMEOUT.total_seconds() / 60:g}: rank 0 alone runs the final "
+        "inference pass while the others wait)",
+    )
     p.add_argument(
         "--force",
         action="store_true",
@@ -401,6 +413,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 quiet=args.quiet,
                 keep_checkpoint=keep,
                 tracking=tracking,
+                dist_timeout=timedelta(minutes=args.dist_timeout) if args.dist_timeout else None,
             )
         except AlreadyFinished as exc:
             if len(cases) == 1:

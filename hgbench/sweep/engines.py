@@ -234,7 +234,7 @@ class RayEngine:
                 "use --gpus-per-run 0 with --device cpu"
             )
         # max_retries=0: retries are the sweep's (--retries), counted and resumed from the checkpoint.
-        self._remote = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=0)(run_one)
+        self._remote = ray.remote(num_gpus=self.gpus, num_cpus=self.cpus, max_retries=0)(ray_run_one)
 
     def submit(self, jobs: Sequence[Job]) -> list[Any]:
         return [
@@ -260,6 +260,24 @@ class RayEngine:
     def close(self) -> None:
         if self._started:
             self._ray.shutdown()
+
+
+def ray_run_one(
+    config: dict[str, Any], *, keep_checkpoint: bool, log_path: str | None = None, threads: int | None = None
+) -> dict[str, Any]:
+    """`run_one` as a Ray task: the run's log first says which Ray node and process this attempt runs on.
+
+    On a cluster that lost a node, the log then tells each attempt apart: where the run was when the node went, and
+    where its retry resumed it.
+    """
+    import ray
+
+    if log_path is not None:
+        node = ray.get_runtime_context().get_node_id()
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a", encoding="utf-8") as log:  # noqa: PTH123
+            log.write(f"hgbench: attempt on Ray node {node} ({ray.util.get_node_ip_address()}), pid {os.getpid()}\n")
+    return run_one(config, keep_checkpoint=keep_checkpoint, log_path=log_path, threads=threads)
 
 
 class SubmititEngine:
