@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from hgbench.atomic_io import atomic_output, jsonable
+from hgbench.atomic_io import atomic_file, jsonable
 from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError, one_line
 from hgbench.models.weights import load_torch_file
@@ -59,8 +59,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         # full unpickle to load again.
         document[key] = json.loads(json.dumps(jsonable(document[key])))
     try:
-        with atomic_output(path) as tmp:
-            torch.save(document, tmp)
+        with atomic_file(path) as fh:  # a new temp file written through its own descriptor: never a planted link
+            torch.save(document, fh)
     except (RuntimeError, OSError) as exc:
         # Anything the write itself raises is a failed write (ENOSPC, EIO), whatever its wording: torch's zip writer
         # reports one as a RuntimeError ("enforce fail at inline_container.cc ... unexpected pos"), the fsync and the
