@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from hgbench.atomic_io import write_json_atomic
+from hgbench.bounded_read import read_json
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
 from hgbench.environment import cpu_has_native_bf16, cpu_model
@@ -191,7 +192,7 @@ def choose_fast_mode(
 def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """A cached answer for exactly this key, or None (missing, unreadable or another key: probe again)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)  # a cache is never trusted: a FIFO or a huge file is a miss
     except (OSError, ValueError):
         return None
     ok = isinstance(data, dict) and data.get("key") == key and isinstance(data.get("settings"), dict)
