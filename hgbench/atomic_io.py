@@ -1,7 +1,7 @@
 """Files a reader never sees half of: atomic replacement (temp file, fsync, rename) and numbered, claimed-once names.
 
-A leaf that imports nothing of hgbench: the results store (run records), checkpoints, the bench records and the model
-cost cache all write through it.
+A leaf (of hgbench it imports only `bounded_read`, for the words that name a kind of file): the results store (run
+records), checkpoints, the bench records and the model cost cache all write through it.
 
 Results, checkpoint and data folders may be shared, so whoever else can write there may plant a link (or a FIFO)
 under a name hgbench is about to write. Nothing here writes through a link at the last component: a temp file is
@@ -30,6 +30,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from hgbench.bounded_read import file_kind
+
 __all__ = [
     "NUMBERED_NAME",
     "NotAPlainFile",
@@ -38,6 +40,7 @@ __all__ = [
     "jsonable",
     "next_record_path",
     "open_append",
+    "open_plain",
     "remove_stale_temps",
     "write_bytes_atomic",
     "write_json_atomic",
@@ -51,7 +54,12 @@ _TEMP_TRIES = 100  # fresh random temp names tried before giving up (each is 32 
 
 class NotAPlainFile(OSError):
     """A name hgbench was about to write is a link, a FIFO, a device or a second name of another file: nothing was
-    written through it. ``strerror`` is one line naming the file."""
+    written through it. ``strerror`` is one line naming the file; ``problem`` says what it is (``is a FIFO, not a
+    regular file``)."""
+
+    def __init__(self, code: int, path: str | Path, problem: str) -> None:
+        super().__init__(code, f"{path} {problem}; nothing was written through it: remove it")
+        self.problem = problem
 
 
 def jsonable(obj: Any) -> Any:
@@ -115,49 +123,52 @@ def _replace_own_temp(fd: int, tmp: Path, path: Path) -> None:
     under us in a shared folder is never put in place)."""
     mine, now = os.fstat(fd), os.lstat(tmp)
     if (mine.st_dev, mine.st_ino) != (now.st_dev, now.st_ino):
-        message = f"the temp file {tmp} was replaced while {path} was written; {path} is unchanged"
-        raise NotAPlainFile(errno.EBUSY, message)
+        raise NotAPlainFile(errno.EBUSY, tmp, f"was replaced while {path} was written, which is unchanged")
     tmp.replace(path)
 
 
-def _kind(mode: int) -> str:
-    """What a file that is not a regular one is, in words."""
-    kinds = ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "folder"))
-    kinds += ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
-    return next((name for test, name in kinds if test(mode)), "special file")
+def open_plain(path: str | Path, flags: int) -> int:
+    """Open `path` with `flags` (``os.O_CREAT`` included where wanted: 0o666 minus the umask) in a folder others may
+    write: never through a link at its name, never waiting on a FIFO, and only a regular file of one name (a second
+    name of another file, which a truncation or an append would change, is refused too).
+
+    Returns:
+        The descriptor, in blocking mode.
+
+    Raises:
+        NotAPlainFile: the name is a link, or not a regular file of one name; nothing was written.
+        OSError: any other failure to open it.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer to a link
+            raise NotAPlainFile(exc.errno, path, "is a symbolic link") from None
+        if exc.errno == errno.ENXIO:  # O_NONBLOCK's answer to opening a FIFO nobody reads for writing
+            raise NotAPlainFile(exc.errno, path, "is a FIFO, not a regular file") from None
+        raise
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"is a {file_kind(info.st_mode)}, not a regular file"
+    elif info.st_nlink > 1:
+        problem = f"has other names ({info.st_nlink} links to one file)"
+    if problem is not None:
+        os.close(fd)
+        raise NotAPlainFile(errno.EINVAL, path, problem)
+    os.set_blocking(fd, True)
+    return fd
 
 
 def open_append(path: str | Path) -> IO[bytes]:
-    """Open `path` for appending in binary (created if missing, 0o666 minus the umask), for a log in a folder others
-    may write: never through a link at its name, never a FIFO or device, never a second name of another file.
+    """Open `path` for appending in binary (created if missing), for a log in a folder others may write (`open_plain`).
 
     Raises:
         NotAPlainFile: the name is a link or not a regular file of one name (one line naming it); nothing written.
         OSError: any other failure to open it.
     """
-    path = Path(path)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # O_NOFOLLOW's answer to a link
-            message = f"{path} is a symbolic link; nothing was written through it: remove it"
-        elif exc.errno == errno.ENXIO:  # O_NONBLOCK's answer to a FIFO nobody reads
-            message = f"{path} is a FIFO, not a regular file; nothing was written to it: remove it"
-        else:
-            raise
-        raise NotAPlainFile(exc.errno, message) from None
-    info = os.fstat(fd)
-    problem = None
-    if not stat.S_ISREG(info.st_mode):
-        problem = f"is a {_kind(info.st_mode)}, not a regular file"
-    elif info.st_nlink > 1:
-        problem = f"has other names ({info.st_nlink} links to one file)"
-    if problem is not None:
-        os.close(fd)
-        raise NotAPlainFile(errno.EINVAL, f"{path} {problem}; nothing was written to it: remove it")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "ab")
+    return os.fdopen(open_plain(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab")
 
 
 def remove_stale_temps(path: str | Path) -> list[Path]:
@@ -269,7 +280,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # the writer may not have fsynced
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise NotAPlainFile(errno.EINVAL, f"the temp file {tmp} is not a regular file; {path} is unchanged")
+                raise NotAPlainFile(errno.EINVAL, tmp, f"is no longer a regular file; {path} is unchanged")
             os.fsync(fd)
             _replace_own_temp(fd, tmp, path)
         finally:

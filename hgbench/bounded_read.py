@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JSON_BYTES", "MAX_JSON_DEPTH", "UnreadableFile", "parse_json", "read_json", "read_limited"]
+__all__ = ["JSON_BYTES", "MAX_JSON_DEPTH", "UnreadableFile", "file_kind", "parse_json", "read_json", "read_limited"]
 
 # The most a JSON file hgbench reads back may hold (run records, bench records, caches): its own are kilobytes (a long
 # run's record tens of them); a larger file is not one of ours and is never read into memory.
@@ -35,8 +35,8 @@ class UnreadableFile(OSError):
     """A file that is not read: not a regular file, or larger than the bound. ``strerror`` says which, in words."""
 
 
-def _kind(mode: int) -> str:
-    """What a file that is not a regular one is, in words."""
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words (``FIFO``, ``character device``...), from its `st_mode`."""
     kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"))
     kinds += ((stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "symbolic link"))
     return next((name for test, name in kinds if test(mode)), "special file")
@@ -44,7 +44,7 @@ def _kind(mode: int) -> str:
 
 def _check(info: os.stat_result, path: Path, limit: int) -> None:
     if not stat.S_ISREG(info.st_mode):
-        raise UnreadableFile(errno.EINVAL, f"a {_kind(info.st_mode)}, not a regular file", os.fspath(path))
+        raise UnreadableFile(errno.EINVAL, f"a {file_kind(info.st_mode)}, not a regular file", os.fspath(path))
     if info.st_size > limit:
         raise UnreadableFile(errno.EFBIG, f"{_size(info.st_size)}, more than the {_size(limit)} read", os.fspath(path))
 

@@ -16,7 +16,7 @@ POSIX locks belong to a process, not to a file descriptor: a second claim from t
 closing any other descriptor of the lock file would silently drop the claim. So this process's own claims are kept
 in `_HELD`, and neither `claim_run` nor `holder` opens a lock file this process holds.
 
-A leaf: it imports nothing of hgbench but the error type.
+A leaf: it imports nothing of hgbench but the error type and the leaf that opens files others may write.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from hgbench.atomic_io import NotAPlainFile, open_plain
 from hgbench.errors import HGBenchError
 
 LOCK_NAME = "claim.lock"
@@ -164,35 +165,16 @@ def holder(folder: str | Path) -> Owner | None:
 
 
 def _open_lock_file(path: Path, label: str, folder: Path) -> int:
-    """Open (creating) the lock file for reading and writing, refusing a link, a non-regular file and a file with
-    other names (a hard link to a file of the user's, which the claim's truncation would empty).
+    """Open (creating) the lock file for reading and writing (`hgbench.atomic_io.open_plain`: never a link, a FIFO or
+    a second name of another file, which the claim's truncation would empty).
 
     Raises:
         UnsafeClaimFile: one line naming the file and what it is; nothing was written.
     """
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o666)
-    except OSError as exc:
-        if exc.errno != errno.ELOOP:
-            raise
-        raise UnsafeClaimFile(_unsafe(label, folder, path, "is a symbolic link")) from None
-    info = os.fstat(fd)
-    problem = None
-    if not stat.S_ISREG(info.st_mode):
-        problem = f"is a {_kind(info.st_mode)}, not a regular file"
-    elif info.st_nlink > 1:
-        problem = f"has other names ({info.st_nlink} links to one file)"
-    if problem is not None:
-        os.close(fd)
-        raise UnsafeClaimFile(_unsafe(label, folder, path, problem))
-    return fd
-
-
-def _kind(mode: int) -> str:
-    """What a non-regular file is, in words."""
-    kinds = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISDIR, "folder"), (stat.S_ISCHR, "character device"))
-    kinds += ((stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"))
-    return next((name for test, name in kinds if test(mode)), "special file")
+        return open_plain(path, os.O_RDWR | os.O_CREAT)
+    except NotAPlainFile as exc:
+        raise UnsafeClaimFile(_unsafe(label, folder, path, exc.problem)) from None
 
 
 def _unsafe(label: str, folder: Path, path: Path, problem: str) -> str:
