@@ -100,6 +100,15 @@ def test_a_malicious_pickle_is_refused_naming_the_global_it_asks_for(
     assert not marker.exists()
 
 
+def test_a_fifo_in_a_weights_files_place_is_refused_at_once(tmp_path: Path) -> None:
+    """Named directly to the loader (the commands check the name first, but it may change in between)."""
+    from hgbench.models.torch_file import load_torch_file
+
+    os.mkfifo(tmp_path / "last.pt")
+    with pytest.raises(HGBenchError, match=r"last\.pt: a FIFO, not a regular file$"):
+        load_torch_file(tmp_path / "last.pt", what="checkpoint")
+
+
 def test_a_torchscript_archive_is_refused_without_torchs_advice(tmp_path: Path) -> None:
     path = tmp_path / "scripted.pt"
     with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; a stranger's file may still be one

@@ -30,6 +30,7 @@ from typing import IO, Any
 
 import torch
 
+from hgbench.bounded_read import file_kind
 from hgbench.errors import HGBenchError, one_line
 from hgbench.models.zip_directory import is_zip, zip_records
 
@@ -65,21 +66,22 @@ def load_torch_file(
             full unpickle (naming the object it asks for), or damaged / not a torch file.
     """
     path = Path(path)
-    try:
-        f = path.open("rb")
+    try:  # without blocking: a FIFO put in the file's place would make a plain open wait for a writer for ever
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise HGBenchError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    with f:
-        _check_sizes(f.fileno(), path, what, max_bytes)
+    with os.fdopen(fd, "rb") as f:
+        _check_sizes(fd, path, what, max_bytes)
+        os.set_blocking(fd, True)
         obj = _load(f, path, what, map_location)
-        return obj, (_sha256(f.fileno()) if sha256 else None)
+        return obj, (_sha256(fd) if sha256 else None)
 
 
 def _check_sizes(fd: int, path: Path, what: str, max_bytes: int | None) -> None:
     """Refuse a file that is not regular, larger than `max_bytes`, or whose zip records declare more than it holds."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
-        raise HGBenchError(f"cannot read {what} {path}: not a regular file")
+        raise HGBenchError(f"cannot read {what} {path}: a {file_kind(info.st_mode)}, not a regular file")
     if max_bytes is not None and info.st_size > max_bytes:
         raise HGBenchError(
             f"refusing {what} {path}: {_mib(info.st_size)}, more than the network's weights and training state can "
