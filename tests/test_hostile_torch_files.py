@@ -29,6 +29,7 @@ from hgbench.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from hgbench.cli import main
 from hgbench.config import RunConfig
 from hgbench.errors import HGBenchError
+from hgbench.models import build_model
 from hgbench.models.weights import file_bound, read_weights
 
 
@@ -100,6 +101,37 @@ def test_a_malicious_pickle_is_refused_naming_the_global_it_asks_for(
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_torchs_own_refusal_is_named_the_same_way_without_its_advice(form: str, tmp_path: Path) -> None:
+    """Past hgbench's own reading of the pickle (should torch refuse a file all the same): torch's wording, whichever
+    of its versions, gives the name, and its advice to load with weights_only=False is dropped."""
+    from hgbench.models.torch_file import _load
+
+    write, name = FORMS[form]
+    path, marker = tmp_path / "evil.pt", tmp_path / "pwned"
+    write(path, marker)
+    with path.open("rb") as f, pytest.raises(HGBenchError) as caught:
+        _load(f, path, "weights file", "cpu")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "weights_only" not in message
+    assert "False" not in message
+    if "protocol 4" not in form and form != "bare pickle":  # torch says only "Unsupported operand 149" for those
+        _assert_refusal_names(message, name)
+    assert not marker.exists()
+
+
+def test_weights_in_torchs_legacy_format_still_load(tmp_path: Path) -> None:
+    """Files saved before torch 1.6 (the released weights of the study's time): five pickles, then the storages."""
+    spec = get_spec("hg1")
+    model = build_model(spec)
+    path = tmp_path / "legacy.pth"
+    torch.save({"epoch": 3, "state_dict": model.state_dict()}, path, _use_new_zipfile_serialization=False)
+    weights = read_weights(path, spec)
+    assert weights.container == "training checkpoint (epoch 3)"
+    assert torch.equal(weights.state_dict["conv1.weight"], model.state_dict()["conv1.weight"])
+
+
 def test_a_fifo_in_a_weights_files_place_is_refused_at_once(tmp_path: Path) -> None:
     """Named directly to the loader (the commands check the name first, but it may change in between)."""
     from hgbench.models.torch_file import load_torch_file
@@ -144,6 +176,11 @@ def _inflating(path: Path, record: str, inflated_mib: int = 512) -> Path:
     return path
 
 
+def _bare_pickle(path: Path, body: bytes) -> Path:
+    path.write_bytes(b"\x80\x02" + body + b".")
+    return path
+
+
 def _oversized(path: Path) -> Path:
     """A sparse file larger than any hg1 weights file or checkpoint could be (`file_bound`): no disk used."""
     with path.open("wb") as f:
@@ -172,13 +209,18 @@ for path in sys.argv[1:]:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="ru_maxrss is in KiB on Linux only")
 def test_a_small_file_cannot_make_hgbench_allocate_what_it_declares(tmp_path: Path, tiny: RunConfig, capsys) -> None:
-    """A 0.5 MB file whose tensor record (or pickle) inflates to 512 MiB, and a file larger than the case's weights
-    can be: each refused in one line, the process's peak memory growing by far less than 512 MiB (torch allocates a
-    record's declared size before anything can check it, so the check is on the zip's directory, before torch)."""
+    """A 0.5 MB file whose tensor record (or pickle) inflates to 512 MiB, a file larger than the case's weights can
+    be, and pickles that make torch's weights-only loader itself build ~500 MiB: each refused in one line, the
+    process's peak memory growing by far less (torch allocates a record's declared size, and runs a pickle, before
+    anything can check them: the checks read the zip's directory and walk the pickle before torch)."""
     files = [
         _inflating(tmp_path / "tensor-bomb.pt", "data/0"),
         _inflating(tmp_path / "pickle-bomb.pt", "data.pkl"),
         _oversized(tmp_path / "huge.pt"),
+        # 30 bytes: bytearray(512 MiB), which torch's weights-only loader builds (zero-filled: all of it resident)
+        _bare_pickle(tmp_path / "bytearray.pt", b"cbuiltins\nbytearray\nJ\x00\x00\x00\x20\x85R"),
+        # 4 MiB of (empty set, append): ~475 MiB of Python sets, everything torch's loader allows
+        _bare_pickle(tmp_path / "sets.pt", b"]" + b"\x8fa" * 2**21),
     ]
     done = subprocess.run(
         [sys.executable, "-c", PEAK_RSS, *map(str, files)], capture_output=True, text=True, timeout=600, check=True
@@ -188,7 +230,16 @@ def test_a_small_file_cannot_make_hgbench_allocate_what_it_declares(tmp_path: Pa
     assert lines[2].startswith(f"REFUSED refusing weights file {files[1]}: it declares a 512.0 MiB pickle in a ")
     assert lines[4].startswith(f"REFUSED refusing weights file {files[2]}: ")
     assert "more than the network's weights and training state can take" in lines[4]
-    assert int(lines[5].split()[1]) < 64, done.stdout  # peak growth in MiB over all three, against 512 inflated
+    assert lines[6] == (
+        f"REFUSED refusing weights file {files[3]}: it asks for builtins.bytearray, which weights and checkpoints "
+        "never hold (torch's weights-only loader would build it, and from a few bytes it can fill memory); hgbench "
+        "loads tensors and plain values only"
+    )
+    assert lines[8] == (
+        f"REFUSED refusing weights file {files[4]}: its pickle would build over 51.2 MiB of Python objects, more than "
+        "a 4.0 MiB file of weights can need; nothing was loaded"
+    )
+    assert int(lines[9].split()[1]) < 64, done.stdout  # peak growth in MiB over all five, against ~500 each
 
     common = ["--device", "cpu", "--workers", "0", "--data-dir", tiny.data_dir, "--input-res", "64", "--limit", "4"]
     assert main(["evaluate", "--checkpoint", str(files[0]), "--case", "hg1", *common]) == 2

@@ -1,27 +1,30 @@
-"""Reading a torch file from a stranger: weights only, its declared sizes bounded first, and one line when refused.
+"""Reading a torch file from a stranger: weights only, what it can make torch allocate bounded first, one line if not.
 
-Every weights file and checkpoint goes through `load_torch_file`:
+Every weights file and checkpoint goes through `load_torch_file`, which checks, before torch reads a byte:
 
-- **Weights only.** ``torch.load(weights_only=True)``: tensors, containers and plain values, never arbitrary objects,
-  so a malicious pickle runs nothing, and there is no fallback. When torch refuses a file, the line names the Python
-  object the file asked for, in any of the wordings torch 2.11 to 2.14 use ("Unsupported global: GLOBAL x was not an
-  allowed global", "Trying to load unsupported GLOBAL x whose module m is blocked", or only "Unsupported operand N"
-  for a pickle written with a newer protocol, whose globals are then read from the pickle without running it), and
-  never relays torch's advice to load it with ``weights_only=False``: that is the unpickle that runs code.
-- **Bounded before it is read.** The file must be a regular file, no larger than the caller's bound (a case's
-  weights and training state: `hgbench.models.weights.file_bound`), and, for torch's zip format, the records its
-  directory declares must fit in the file itself (`torch.save` stores them uncompressed; `torch.load` allocates the
-  declared size of each and inflates a compressed one, so a 0.5 MB file could make it allocate 512 MB) with a pickle
-  of at most `PICKLE_BYTES`. Only then is it loaded, from the same open file, and hashed from it in chunks.
+- **the file**: a regular file (opened without blocking: never a FIFO's wait), no larger than the caller's bound (a
+  case's weights and training state: `hgbench.models.weights.file_bound`);
+- **its records** (torch's zip format, `hgbench.models.zip_directory`): the sizes its directory declares must fit in
+  the file itself (`torch.save` stores them uncompressed, and `torch.load` allocates each declared size and inflates a
+  compressed record, so a 0.5 MB file could make it allocate 512 MB), with a pickle of at most `PICKLE_BYTES`; a
+  TorchScript archive is named as such;
+- **its pickle** (`hgbench.models.pickle_scan`, walked without running it): only the globals weights and checkpoints
+  hold (a malicious pickle is refused naming the object it asks for, whether torch's weights-only loader would refuse
+  it, as ``posix.system``, or build it, as ``builtins.bytearray`` of gigabytes), no opcode torch's loader does not
+  run (a protocol-4 pickle's), and no more Python objects than a file of its size can need.
+
+Then ``torch.load(weights_only=True)`` reads it from the same open file (tensors, containers and plain values; no
+fallback), and it is hashed from that file in chunks. Should torch refuse it all the same, the line names the global in
+any of the wordings torch 2.11 to 2.14 use ("Unsupported global: GLOBAL x was not an allowed global", "Trying to load
+unsupported GLOBAL x whose module m is blocked"), and torch's advice to load the file with ``weights_only=False``,
+which is the unpickle that runs code, is never relayed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import pickle
-import pickletools
 import re
 import stat
 import warnings
@@ -32,18 +35,21 @@ import torch
 
 from hgbench.bounded_read import file_kind
 from hgbench.errors import HGBenchError, one_line
-from hgbench.models.zip_directory import is_zip, zip_records
+from hgbench.models.pickle_scan import scan
+from hgbench.models.zip_directory import is_zip, read_record, zip_records
 
 # A checkpoint's pickle holds the names, shapes and plain values (the record so far): ~2 MB for the largest registry
-# case with Adam's state. The unpickler builds Python objects from it (a few times its size at worst), so it is bounded.
+# case with Adam's state; the unpickler's objects are a few times that (`pickle_scan` bounds them).
 PICKLE_BYTES = 16 * 2**20
+_LEGACY_PICKLES = 5  # torch's legacy format: magic number, protocol, system info, the object, its storages' keys
+# The Python objects a pickle may build: as much as the file holds, or this much for a small file (an hg1 checkpoint's
+# pickle builds ~4 MiB; the estimate is taken with a quarter's margin).
+_OBJECTS_FLOOR = 64 * 2**20
 # How torch names a global it refuses, in the wordings of torch 2.11 to 2.14 (the blocked-module form since 2.5).
 _NAMED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)")
 OLD_CHECKPOINT_GLOBAL = re.compile(r"^numpy\.")  # hgbench 0.2.0's checkpoints kept numpy's RNG state as an ndarray
 # Sentences of torch's messages that give advice, never relayed: loading with weights_only=False runs the pickle.
 _ADVICE = re.compile(r"weights_only|safe_globals|trust|file an issue|documentation|Weights only load failed", re.I)
-# Globals that torch's weights-only loader builds itself: not what a refused file "asked for".
-_TORCHS_OWN = ("torch.", "collections.OrderedDict", "_codecs.encode")
 
 
 def load_torch_file(
@@ -54,7 +60,7 @@ def load_torch_file(
     Args:
         path: the file (a link to one is followed: the user named it).
         what: the file in words for messages ("weights file", "checkpoint").
-        max_bytes: the largest file accepted (None: any size; the declared records must still fit in the file).
+        max_bytes: the largest file accepted (None: any size; what it declares must still fit in it).
         map_location: as for `torch.load`.
         sha256: also hash the file's bytes (read from the same open file, in chunks).
 
@@ -62,8 +68,8 @@ def load_torch_file(
         The loaded object, and the SHA-256 (hex) when asked for, else None.
 
     Raises:
-        HGBenchError: one line: not a regular file, too large, records that do not fit in it, a file that needs a
-            full unpickle (naming the object it asks for), or damaged / not a torch file.
+        HGBenchError: one line: not a regular file, too large, records or objects that do not fit it, a global that
+            weights do not hold (named), or damaged / not a torch file.
     """
     path = Path(path)
     try:  # without blocking: a FIFO put in the file's place would make a plain open wait for a writer for ever
@@ -71,14 +77,15 @@ def load_torch_file(
     except OSError as exc:
         raise HGBenchError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as f:
-        _check_sizes(fd, path, what, max_bytes)
+        size = _check_file(fd, path, what, max_bytes)
         os.set_blocking(fd, True)
+        _check_pickle(_pickles(fd, size, path, what), size, path, what)
         obj = _load(f, path, what, map_location)
         return obj, (_sha256(fd) if sha256 else None)
 
 
-def _check_sizes(fd: int, path: Path, what: str, max_bytes: int | None) -> None:
-    """Refuse a file that is not regular, larger than `max_bytes`, or whose zip records declare more than it holds."""
+def _check_file(fd: int, path: Path, what: str, max_bytes: int | None) -> int:
+    """The file's size, once it is known to be a regular file within `max_bytes`."""
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode):
         raise HGBenchError(f"cannot read {what} {path}: a {file_kind(info.st_mode)}, not a regular file")
@@ -87,20 +94,90 @@ def _check_sizes(fd: int, path: Path, what: str, max_bytes: int | None) -> None:
             f"refusing {what} {path}: {_mib(info.st_size)}, more than the network's weights and training state can "
             f"take ({_mib(max_bytes)}); nothing was loaded"
         )
-    if not is_zip(fd):
-        return  # torch's legacy format: a storage's declared size is reserved, never touched, and filled from the file
+    return info.st_size
+
+
+def _pickles(fd: int, size: int, path: Path, what: str) -> tuple[bytes, int]:
+    """The bytes holding the file's pickles and how many there are: the zip format's ``data.pkl`` once its directory
+    is checked, else the start of the legacy format."""
+    if not is_zip(fd):  # (the tar format of torch before 0.4 holds no pickle at its start: refused as unparsable)
+        return os.pread(fd, PICKLE_BYTES + 1, 0), _LEGACY_PICKLES
     try:
-        records = zip_records(fd, info.st_size)
+        records = zip_records(fd, size)
     except ValueError as exc:
         raise HGBenchError(f"cannot read {what} {path}: {exc}") from None
+    if any(r.name.endswith(("/constants.pkl", "/code/")) or "/code/" in r.name for r in records):
+        raise HGBenchError(f"cannot read {what} {path}: it is a TorchScript archive (a compiled program), not weights")
     declared = sum(r.size for r in records)
-    pickled = max((r.size for r in records if r.name.endswith("data.pkl")), default=0)
-    if declared > info.st_size or pickled > PICKLE_BYTES:
+    pickle_record = next((r for r in records if r.name.endswith("data.pkl")), None)
+    pickled = pickle_record.size if pickle_record is not None else 0
+    if declared > size or pickled > PICKLE_BYTES:
         big = f"a {_mib(pickled)} pickle" if pickled > PICKLE_BYTES else f"{_mib(declared)} of records"
         raise HGBenchError(
-            f"refusing {what} {path}: it declares {big} in a {_mib(info.st_size)} file (torch.save stores records "
+            f"refusing {what} {path}: it declares {big} in a {_mib(size)} file (torch.save stores records "
             "uncompressed, and a pickle of weights is a few MB); nothing was loaded"
         )
+    if pickle_record is None:
+        raise HGBenchError(f"cannot read {what} {path}: a zip file without data.pkl, not a torch file")
+    try:
+        return read_record(fd, pickle_record), 1
+    except (ValueError, OSError) as exc:  # zlib.error is an Exception of its own
+        raise HGBenchError(f"cannot read {what} {path}: {exc}") from None
+
+
+def _check_pickle(pickles: tuple[bytes, int], size: int, path: Path, what: str) -> None:
+    """Refuse a pickle that names a global weights do not hold, that torch's loader cannot run, or that would build
+    more objects than a file of `size` bytes can need."""
+    data, count = pickles
+    limit = max(_OBJECTS_FLOOR, size) * 4 // 5  # the estimate with a quarter's margin stays within the bound
+    found = scan(data, pickles=count, limit=limit)
+    if found.refused:
+        raise HGBenchError(_refused_global(found.refused[0], path, what))
+    if found.stops_at is not None:
+        raise HGBenchError(
+            f"cannot read {what} {path}: its pickle uses the opcode {found.stops_at}, which torch's weights-only "
+            "loader does not read (a pickle protocol above 2?)"
+        )
+    if found.problem is not None:
+        longer = len(data) > PICKLE_BYTES and found.problem == "its pickle ends early"
+        problem = f"its pickles run past the first {_mib(PICKLE_BYTES)}" if longer else found.problem
+        raise HGBenchError(f"cannot read {what} {path}: {problem}")
+    if found.estimate > limit:
+        raise HGBenchError(
+            f"refusing {what} {path}: its pickle would build over {_mib(limit)} of Python objects, more than a "
+            f"{_mib(size)} file of weights can need; nothing was loaded"
+        )
+
+
+def _refused_global(name: str, path: Path, what: str) -> str:
+    """The line for a pickle that names a global weights and checkpoints do not hold."""
+    name = _printable(name)
+    if _torch_builds(name):
+        return (
+            f"refusing {what} {path}: it asks for {name}, which weights and checkpoints never hold (torch's "
+            "weights-only loader would build it, and from a few bytes it can fill memory); hgbench loads tensors and "
+            "plain values only"
+        )
+    older = (
+        " (a checkpoint written by an older hgbench, 0.2.0 or earlier, holds numpy RNG states: start a fresh run)"
+        if OLD_CHECKPOINT_GLOBAL.match(name)
+        else ""
+    )
+    return (
+        f"refusing {what} {path}: it holds a Python object ({name}) that only a full unpickle can build, and "
+        f"unpickling can run arbitrary code; hgbench loads tensors and plain values only{older}"
+    )
+
+
+def _torch_builds(name: str) -> bool:
+    """Whether torch's weights-only unpickler would build this global (its allowlist; the known few if torch's
+    private list moved)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return name in _get_allowed_globals()
+    except (ImportError, AttributeError):
+        return name in ("builtins.bytearray", "builtins.set", "builtins.complex", "_codecs.encode")
 
 
 def _mib(n: int) -> str:
@@ -123,33 +200,20 @@ def _load(f: IO[bytes], path: Path, what: str, map_location: Any) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise HGBenchError(_refusal(exc, f, path, what)) from None
+        raise HGBenchError(_refusal(exc, path, what)) from None
     except Exception as exc:  # torch raises many types for damaged or foreign files
         reason = _without_advice(one_line(exc)) or _no_reason(exc)
         raise HGBenchError(f"cannot read {what} {path}: {type(exc).__name__}: {reason[:300]}") from None
 
 
-def _refusal(exc: pickle.UnpicklingError, f: IO[bytes], path: Path, what: str) -> str:
-    """The line for a file torch's weights-only unpickler refused: the object it asks for, else torch's own reason."""
+def _refusal(exc: pickle.UnpicklingError, path: Path, what: str) -> str:
+    """The line for a file torch's weights-only unpickler refused after all: the global it names, else its reason."""
     raw = exc.__context__ if isinstance(exc.__context__, pickle.UnpicklingError) else exc  # before torch's advice
     found = _NAMED_GLOBAL.search(one_line(raw))
-    if found:  # torch drops the module of a builtin ("GLOBAL open"): put it back, so the name says what it is
-        asked = [found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}"]
-    else:
-        asked = [g for g in _globals_in(f) if not g.startswith(_TORCHS_OWN)]
-    if not asked:
-        reason = _without_advice(one_line(raw)) or "its pickle uses what torch's weights-only loader does not read"
-        return f"cannot read {what} {path}: {reason[:300]}"
-    name = _printable(asked[0])
-    older = (
-        " (a checkpoint written by an older hgbench, 0.2.0 or earlier, holds numpy RNG states: start a fresh run)"
-        if OLD_CHECKPOINT_GLOBAL.match(name)
-        else ""
-    )
-    return (
-        f"refusing {what} {path}: it holds a Python object ({name}) that only a full unpickle can build, and "
-        f"unpickling can run arbitrary code; hgbench loads tensors and plain values only{older}"
-    )
+    if found:  # torch drops the module of a builtin ("GLOBAL exec"): put it back, so the name says what it is
+        return _refused_global(found.group(1) if "." in found.group(1) else f"builtins.{found.group(1)}", path, what)
+    reason = _without_advice(one_line(raw)) or "its pickle uses what torch's weights-only loader does not read"
+    return f"cannot read {what} {path}: {reason[:300]}"
 
 
 def _without_advice(text: str) -> str:
@@ -168,45 +232,3 @@ def _printable(name: str) -> str:
     """A name from the file, safe to print on one line: control characters escaped, at most 120 characters."""
     shown = "".join(c if c.isprintable() and not c.isspace() else f"\\x{ord(c):02x}" for c in name)
     return shown if len(shown) <= 120 else shown[:117] + "..."
-
-
-def _globals_in(f: IO[bytes]) -> list[str]:
-    """The globals a refused file's pickle names, read with `pickletools` (which parses, never runs): the zip
-    format's ``data.pkl``, or the first pickles of the legacy format. Nothing on any doubt."""
-    f.seek(0)
-    try:
-        if is_zip(f.fileno()):
-            import zipfile
-
-            with zipfile.ZipFile(f) as archive:  # sizes checked already: the pickle is at most PICKLE_BYTES
-                name = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-                data = archive.read(name) if name else b""
-        else:
-            data = f.read(PICKLE_BYTES)
-    except (OSError, ValueError, RuntimeError, EOFError, KeyError):
-        return []
-    return _scan(io.BytesIO(data))
-
-
-def _scan(stream: io.BytesIO, pickles: int = 4) -> list[str]:
-    """GLOBAL and STACK_GLOBAL names in up to `pickles` consecutive pickles (the legacy format starts with three small
-    ones). STACK_GLOBAL takes its two names from the stack: the strings pushed (or fetched from the memo) last."""
-    found: list[str] = []
-    for _ in range(pickles):
-        strings: list[str] = []
-        memo: dict[Any, str | None] = {}
-        try:
-            for op, arg, _ in pickletools.genops(stream):
-                if op.name == "GLOBAL":
-                    found.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
-                    found.append(f"{strings[-2]}.{strings[-1]}")
-                elif op.name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[len(memo) if op.name == "MEMOIZE" else arg] = strings[-1] if strings else None
-                elif op.name in ("GET", "BINGET", "LONG_BINGET") and isinstance(memo.get(arg), str):
-                    strings.append(memo[arg])
-                elif isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
-                    strings.append(arg)
-        except Exception:  # a pickle that does not parse: what was found so far
-            break
-    return found

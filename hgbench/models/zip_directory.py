@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from dataclasses import dataclass
 
 MAX_RECORDS = 1 << 17  # a registry case's checkpoint with Adam holds at most ~20,000 records (one per tensor)
@@ -33,6 +34,7 @@ class ZipRecord:
     size: int  # uncompressed: what a reader allocates for it
     compressed: int  # the bytes it takes in the file
     method: int  # 0 stored, 8 deflated
+    offset: int  # of its local header in the file
 
 
 def is_zip(fd: int) -> bool:
@@ -70,9 +72,9 @@ def _records(fd: int, size: int) -> list[ZipRecord]:
         method, compressed, declared, name_len, extra_len, comment_len = fields[4], *fields[8:10], *fields[10:13]
         name_at = at + _HEADER.size
         extra = directory[name_at + name_len : name_at + name_len + extra_len]
-        declared, compressed = _zip64_sizes(extra, declared, compressed)
+        declared, compressed, offset = _zip64_sizes(extra, declared, compressed, fields[-1])
         name = directory[name_at : name_at + name_len].decode("utf-8", "replace")
-        records.append(ZipRecord(name, declared, compressed, method))
+        records.append(ZipRecord(name, declared, compressed, method, offset))
         at = name_at + name_len + extra_len + comment_len
     return records
 
@@ -99,17 +101,38 @@ def _end_record(fd: int, size: int) -> tuple[int, int, int, int]:
     return end64[7], end64[8], end64[9], end64_at
 
 
-def _zip64_sizes(extra: bytes, declared: int, compressed: int) -> tuple[int, int]:
-    """The 64-bit sizes a ZIP64 extra field holds for those its header marks 0xFFFFFFFF (in that order)."""
-    if _FULL32 not in (declared, compressed):
-        return declared, compressed
+def _zip64_sizes(extra: bytes, declared: int, compressed: int, offset: int) -> tuple[int, int, int]:
+    """The 64-bit sizes and offset a ZIP64 extra field holds for those its header marks 0xFFFFFFFF (in that order)."""
+    if _FULL32 not in (declared, compressed, offset):
+        return declared, compressed, offset
     at = 0
     while at + 4 <= len(extra):
         kind, length = struct.unpack_from("<2H", extra, at)
         if kind == 1:
-            values = iter(struct.unpack_from(f"<{min(length, 16) // 8}Q", extra, at + 4))
-            declared = next(values, declared) if declared == _FULL32 else declared
-            compressed = next(values, compressed) if compressed == _FULL32 else compressed
-            return declared, compressed
+            values = list(struct.unpack_from(f"<{min(length, 24) // 8}Q", extra, at + 4))
+            fields = [values.pop(0) if v == _FULL32 and values else v for v in (declared, compressed, offset)]
+            if _FULL32 in fields:
+                break
+            return fields[0], fields[1], fields[2]
         at += 4 + length
     raise ValueError("a record's ZIP64 sizes are announced but missing")
+
+
+def read_record(fd: int, record: ZipRecord) -> bytes:
+    """A record's bytes (at most its declared size, inflated if it is compressed), through its local header.
+
+    Raises:
+        ValueError: the local header is not there, the method is neither stored nor deflated, or the data is short.
+    """
+    header = os.pread(fd, 30, record.offset)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        raise ValueError(f"the record {record.name} is not where the zip directory says")
+    name_len, extra_len = struct.unpack_from("<2H", header, 26)
+    data = os.pread(fd, record.compressed, record.offset + 30 + name_len + extra_len)
+    if record.method == 8:
+        data = zlib.decompressobj(-zlib.MAX_WBITS).decompress(data, record.size)
+    elif record.method != 0:
+        raise ValueError(f"the record {record.name} is compressed with method {record.method}")
+    if len(data) != record.size:
+        raise ValueError(f"the record {record.name} is shorter than the zip directory says")
+    return data
