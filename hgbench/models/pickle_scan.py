@@ -1,7 +1,7 @@
 """What a torch file's pickle would make the unpickler build, read before it runs: the globals it names and the memory.
 
 torch's weights-only unpickler runs none of a file's code, but what it allows can still be made to allocate far more
-than the file holds: ``builtins.bytearray(2**31)`` is 30 bytes of pickle and 2 GiB of zeros, a call such as
+than the file holds: ``builtins.bytearray(2**29)`` is 30 bytes of pickle and 512 MiB of zeros, a call such as
 ``_codecs.encode`` or ``OrderedDict`` applied again and again to one memoised object copies it each time, and plain
 opcodes build objects a hundred times their size (an empty set and an append: two bytes, some 240 built). So every
 pickle is walked first with `pickletools` (which parses, never builds), opcode by opcode as torch's unpickler would
