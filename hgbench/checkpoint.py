@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
-from hgbench.atomic_io import atomic_output, jsonable
+from hgbench.atomic_io import atomic_file, jsonable
 from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError, one_line
-from hgbench.models.weights import load_torch_file
+from hgbench.models.torch_file import load_torch_file
+from hgbench.models.weights import file_bound
 
 CHECKPOINT_FORMAT = "hgbench.checkpoint/1"
 
@@ -59,8 +60,8 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         # full unpickle to load again.
         document[key] = json.loads(json.dumps(jsonable(document[key])))
     try:
-        with atomic_output(path) as tmp:
-            torch.save(document, tmp)
+        with atomic_file(path) as fh:  # a new temp file written through its own descriptor: never a planted link
+            torch.save(document, fh)
     except (RuntimeError, OSError) as exc:
         # Anything the write itself raises is a failed write (ENOSPC, EIO), whatever its wording: torch's zip writer
         # reports one as a RuntimeError ("enforce fail at inline_container.cc ... unexpected pos"), the fsync and the
@@ -80,17 +81,25 @@ def _free_mib(folder: Path) -> str:
         return "? MiB"
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by `hgbench run`, weights-only (`hgbench.models.weights.load_torch_file`): a file
-    that would need a full unpickle, which can run arbitrary code, is refused.
+def load_checkpoint(
+    path: str | Path, *, map_location: str | torch.device = "cpu", spec: CaseSpec | None = None
+) -> Checkpoint:
+    """Read a checkpoint written by `hgbench run`, weights-only (`hgbench.models.torch_file.load_torch_file`): a file
+    that would need a full unpickle, which can run arbitrary code, is refused, and so is one whose zip records declare
+    more than the file holds.
+
+    Args:
+        spec: the network the checkpoint should be of, where known (a resumed run's): a file larger than its weights
+            and training state can be (`hgbench.models.weights.file_bound`) is refused before it is read.
 
     Raises:
-        HGBenchError: missing file, unreadable or foreign file (one line naming it).
+        HGBenchError: missing file, unreadable, oversized or foreign file (one line naming it).
     """
     path = Path(path)
     if not path.is_file():
         raise HGBenchError(f"checkpoint not found: {path}")
-    state = load_torch_file(path, path, what="checkpoint", map_location=map_location)  # weights only: no pickle runs
+    bound = file_bound(spec) if spec is not None else None
+    state, _ = load_torch_file(path, what="checkpoint", max_bytes=bound, map_location=map_location)  # no pickle runs
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise NotAnHGBenchCheckpoint(f"{path} is not an hgbench checkpoint (no {CHECKPOINT_FORMAT!r} marker)")
     try:

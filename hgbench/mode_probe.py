@@ -31,6 +31,7 @@ import torch
 
 from hgbench import compile_probe
 from hgbench.atomic_io import write_json_atomic
+from hgbench.bounded_read import read_json
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
 from hgbench.distributed import COMPILE_UNDER_DDP
@@ -198,7 +199,7 @@ def choose_fast_mode(
 def _read_cache(path: Path, key: dict[str, Any]) -> dict[str, Any] | None:
     """A cached answer for exactly this key, or None (missing, unreadable or another key: probe again)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path)  # a cache is never trusted: a FIFO or a huge file is a miss
     except (OSError, ValueError):
         return None
     ok = isinstance(data, dict) and data.get("key") == key and isinstance(data.get("settings"), dict)

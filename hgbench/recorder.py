@@ -8,13 +8,13 @@ record (broadcast at the start) so a resumed or failed run can say how far it go
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hgbench.atomic_io import next_record_path, write_json_atomic
+from hgbench.bounded_read import read_json
 from hgbench.checkpoint import Checkpoint, save_checkpoint
 from hgbench.distributed import broadcast_object
 from hgbench.environment import collect_commit_info, machine_id, slurm_job
@@ -47,7 +47,7 @@ def check_continuable(plan: RunPlan, ckpt: Checkpoint) -> None:
     if not previous.name or not previous.is_file():
         return  # no record to continue: the run's record starts afresh here, with the checkpoint's epochs
     try:
-        status = json.loads(previous.read_text(encoding="utf-8")).get("status")
+        status = read_json(previous).get("status")
     except (OSError, ValueError, AttributeError):
         status = None
     label = f"{plan.spec.label} seed {plan.config.seed}"

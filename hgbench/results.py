@@ -7,14 +7,14 @@ Records are written by the runner's recorder through `hgbench.atomic_io` (number
 committed example records live in ``results/published/``; readers take them only where a source names that folder, so
 they are never mistaken for this machine's runs.
 
-Readers never crash on a bad file: a corrupt, truncated or foreign JSON is skipped with a one-line warning that names
-the file.
+Readers never crash or hang on a bad file: a corrupt, truncated or foreign JSON, a file that is not a regular one (a
+FIFO, a link to a device), one over 64 MiB or nested over 64 levels deep is skipped with a one-line warning that names
+the file (`hgbench.bounded_read`: checked before and after it is opened, never waited on, never read past the bound).
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,6 +23,7 @@ from typing import Any
 
 from hgbench.atomic_io import NUMBERED_NAME as _NUMBERED
 from hgbench.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
+from hgbench.bounded_read import JSON_BYTES, parse_json, read_json, read_limited
 from hgbench.cases import CaseSpec
 from hgbench.claim import Owner, holder
 from hgbench.config import ADDED_KEYS, run_identity
@@ -89,14 +90,14 @@ def expand_sources(sources: Iterable[str | Path]) -> tuple[list[Path], list[str]
         if path.is_dir():
             for found in _walk(path):
                 add(found)
-        elif path.is_file():
+        elif path.exists():  # a FIFO or a device too: reading it names why it is skipped
             add(path)
         elif _GLOB_CHARS.search(text) and (matches := _glob(text)):
             for match in (Path(m) for m in matches if not _reaches_unnamed_published(Path(m), text)):
                 if match.is_dir():
                     for found in _walk(match):
                         add(found)
-                elif match.is_file():
+                elif match.exists():
                     add(match)
         else:
             missing.append(text)
@@ -148,13 +149,15 @@ def read_record(path: str | Path) -> tuple[dict | None, str | None]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, f"unreadable ({getattr(exc, 'strerror', None) or exc})"
-    if not text.strip():
+        data = read_limited(path, limit=JSON_BYTES)
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    if not data.strip():
         return None, "empty file (a run that never wrote its record?)"
     try:
-        document = json.loads(text)
+        document = parse_json(data)
+    except UnicodeDecodeError as exc:
+        return None, f"unreadable ({exc})"
     except ValueError as exc:
         return None, f"not valid JSON ({exc})"
     problems = validate_record(document)
@@ -200,7 +203,7 @@ def load_records(sources: Iterable[str | Path]) -> tuple[list[RunSummary], list[
 
 def _try_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except (OSError, ValueError):
         return None
 

@@ -144,7 +144,7 @@ def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = Fal
         if resume and say:
             print(f"hgbench: no checkpoint at {plan.last_path}; starting {plan.spec.label} from scratch", flush=True)
         return None
-    ckpt = load_checkpoint(plan.last_path, map_location="cpu")
+    ckpt = load_checkpoint(plan.last_path, map_location="cpu", spec=plan.spec)
     check_compatible(ckpt, plan.spec, plan.config.input_res)
     if ckpt.identity != plan.identity:
         raise HGBenchError(

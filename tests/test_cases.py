@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -181,3 +184,37 @@ def test_list_at_an_input_size_a_case_cannot_run_is_one_line(
     assert err.startswith("hgbench: error: ")
     assert says in err
     assert len(err.splitlines()) == 1
+
+
+def _hg1_key(input_res: int) -> str:
+    """The cost cache's key of hg1 at `input_res` (hgbench.models.cost.measure_cost's)."""
+    from hgbench._version import __version__
+
+    return f"{get_spec('hg1').fingerprint()}@{input_res}@torch{torch.__version__}@hgbench{__version__}"
+
+
+@pytest.mark.parametrize(
+    "cache",
+    [[], "hg1 wrong types", "hg1 wrong count"],
+    ids=["a list", "wrong types", "a count that is not hg1's"],
+)
+def test_a_corrupt_cost_cache_is_rebuilt_never_trusted(
+    cache: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """`hgbench list` with a damaged model_costs.json: the right figures, and a cache that holds them again."""
+    from hgbench.models.cost import COST_CACHE_FILENAME
+
+    monkeypatch.setenv("HGBENCH_CACHE_DIR", str(tmp_path))
+    if cache == "hg1 wrong types":
+        cache = {_hg1_key(64): {"params": "many", "params_used": None, "gflops": "fast", "input_res": 64}}
+    elif cache == "hg1 wrong count":
+        cache = {_hg1_key(64): {"params": 5, "params_used": 5, "gflops": 0.5, "input_res": 64}}
+    path = tmp_path / COST_CACHE_FILENAME
+    path.write_text(json.dumps(cache))
+    for _ in range(2):  # rebuilt, then read from the rebuilt cache
+        assert main(["list", "--case", "hg1", "--input-res", "64", "--format", "csv"]) == 0
+        out, err = capsys.readouterr()
+        assert err == ""
+        assert out.splitlines()[1].split(",")[:4] == ["hg1", "false", "3586960", "3586960"]
+    stored = json.loads(path.read_text())
+    assert stored[_hg1_key(64)]["params"] == 3586960

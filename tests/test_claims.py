@@ -184,3 +184,56 @@ def test_a_claim_is_one_process_s_and_is_free_again_once_released(tmp_path: Path
         assert seen.stdout.strip() == str(os.getpid())  # another process sees it
     assert holder(folder) is None
     claim_run(folder, label="hg1 seed 0").release()
+
+
+def test_a_claim_file_that_is_a_link_is_refused_and_its_target_left_untouched(tmp_path: Path) -> None:
+    """Run folders have predictable names: whoever can write to a shared --checkpoint-dir can plant ``claim.lock`` as a
+    link to a file of the user's. The claim neither truncates nor writes that file, and says so in one line."""
+    from hgbench.claim import UnsafeClaimFile, claim_run, holder
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's own file\n")
+    folder = tmp_path / "runs" / "hg1_seed0-0123456789ab"
+    folder.mkdir(parents=True)
+    (folder / "claim.lock").symlink_to(victim)
+    with pytest.raises(UnsafeClaimFile) as caught:
+        claim_run(folder, label="hg1 seed 0")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"hg1 seed 0 ({folder}): its claim file {folder / 'claim.lock'} is a symbolic link")
+    assert "nothing was started" in message
+    assert victim.read_text() == "the user's own file\n"
+    assert holder(folder) is None  # a reader (--resume's check) does not follow it either
+
+    (folder / "claim.lock").unlink()
+    os.mkfifo(folder / "claim.lock")  # nor a FIFO (opened without O_NONBLOCK, a reader would wait for ever)
+    with pytest.raises(UnsafeClaimFile, match="is a FIFO, not a regular file"):
+        claim_run(folder, label="hg1 seed 0")
+    assert holder(folder) is None
+
+    (folder / "claim.lock").unlink()
+    os.link(victim, folder / "claim.lock")  # nor a second name of another file (truncating it would empty that file)
+    with pytest.raises(UnsafeClaimFile, match="has other names"):
+        claim_run(folder, label="hg1 seed 0")
+    assert victim.read_text() == "the user's own file\n"
+
+
+def test_hgbench_run_refuses_a_planted_claim_link_in_one_line(
+    tiny: RunConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hgbench.cases import get_spec
+    from hgbench.plan import planned_identity, record_stem
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's own file\n")
+    folder = Path(tiny.checkpoint_dir) / f"{record_stem(tiny, get_spec('hg1'))}-{planned_identity(tiny)}"
+    folder.mkdir(parents=True)
+    (folder / "claim.lock").symlink_to(victim)
+    settings = ("--epochs", "1", "--batch", "4", "--test-batch", "4", "--input-res", "64")
+    assert main(_argv(tiny, "--case", "hg1", *settings, "--limit-train", "8", "--limit-val", "6")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"its claim file {folder / 'claim.lock'} is a symbolic link" in err
+    assert "Traceback" not in err
+    assert victim.read_text() == "the user's own file\n"
+    assert (folder / "claim.lock").is_symlink()

@@ -23,7 +23,7 @@ import pytest
 LAYERS: dict[str, tuple[str, ...]] = {
     # Import nothing of hgbench but each other: the version, errors, the skeleton, config, file IO, the output stride,
     # statistics.
-    "leaves": ("_version", "errors", "skeleton", "config", "atomic_io", "claim", "geometry", "stats"),
+    "leaves": ("_version", "errors", "skeleton", "config", "atomic_io", "bounded_read", "claim", "geometry", "stats"),
     # The registry: plain data. The registry itself reads only the leaves below it (in practice HEATMAP_STRIDE);
     # variant files and the case a run's config names are read beside it.
     "cases": ("cases", "variants", "footprint"),

@@ -163,7 +163,7 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_whatever_torch_says(
     path.write_bytes(b"previous")
 
     def full_disk(obj, f) -> None:  # what torch's zip writer raises on ENOSPC: no "write" in it
-        Path(f).write_bytes(b"PK")
+        f.write(b"PK")
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 1536 vs 1472")
 
     monkeypatch.setattr(torch, "save", full_disk)

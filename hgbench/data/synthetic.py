@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hgbench.atomic_io import NotAPlainFile, open_append
 from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
 from hgbench.errors import DataError
@@ -294,7 +295,11 @@ def _lock(path: Path) -> Iterator[None]:
     except ImportError:  # Windows
         yield
         return
-    with path.open("a") as f:
+    try:  # a cache folder may be shared: never opened through a link planted at the lock's name
+        f = open_append(path)
+    except NotAPlainFile as exc:
+        raise DataError(f"cannot lock the synthetic dataset's cache: {exc.strerror}") from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield

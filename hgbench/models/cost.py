@@ -7,19 +7,24 @@ FLOPs come from one forward pass under `torch.utils.flop_counter.FlopCounterMode
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from hgbench._version import __version__
 from hgbench.atomic_io import write_bytes_atomic
+from hgbench.bounded_read import read_json
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
+from hgbench.footprint import spec_params
 from hgbench.models.hourglass import build_model
 
 COST_CACHE_FILENAME = "model_costs.json"
+_CACHE_BYTES = 4 * 2**20  # an entry is ~150 bytes: tens of thousands of specs and versions
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,11 @@ def measure_cost(spec: CaseSpec, *, input_res: int = 256, use_cache: bool = True
     key = f"{spec.fingerprint()}@{input_res}@torch{torch.__version__}@hgbench{__version__}"
     cache = cache_root() / COST_CACHE_FILENAME
     if use_cache:
-        try:
-            cached = json.loads(cache.read_text())[key]
-            return ModelCost(**cached)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        cached = _read_cache(cache).get(key)
+        # The parameter count is known exactly from the spec (hgbench.footprint): an entry that disagrees is not this
+        # network's, whoever wrote it.
+        if cached is not None and cached.input_res == input_res and cached.params == spec_params(spec):
+            return cached
 
     with torch.device("meta"):
         meta_model = build_model(spec).eval()
@@ -85,12 +90,37 @@ def measure_cost(spec: CaseSpec, *, input_res: int = 256, use_cache: bool = True
     return cost
 
 
-def _store_cost(cache: Path, key: str, cost: ModelCost) -> None:
-    """Best-effort cache write (atomic replace); a read-only home just means no cache."""
+def _read_cache(cache: Path) -> dict[str, ModelCost]:
+    """The cache's well-formed entries. A cache is rebuilt, never trusted: an unreadable file (a FIFO, a link to a
+    device, over `_CACHE_BYTES`), one that is not a JSON object, and every entry that is not a cost of the right
+    types are dropped, to be measured again."""
     try:
-        data = json.loads(cache.read_text())
+        data = read_json(cache, limit=_CACHE_BYTES)
     except (OSError, ValueError):
-        data = {}
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {key: cost for key, entry in data.items() if (cost := _cost_of(entry)) is not None}
+
+
+def _cost_of(entry: Any) -> ModelCost | None:
+    """A cache entry as a `ModelCost`, or None when it is not one (missing or extra fields, wrong types, negative
+    or non-finite figures, more used parameters than parameters)."""
+    if not isinstance(entry, dict) or set(entry) != {f.name for f in fields(ModelCost)}:
+        return None
+    counts = [entry[name] for name in ("params", "params_used", "input_res")]
+    if not all(type(n) is int and n >= 0 for n in counts) or entry["params_used"] > entry["params"]:
+        return None
+    gflops = entry["gflops"]
+    if type(gflops) not in (int, float) or not math.isfinite(gflops) or gflops < 0:
+        return None
+    return ModelCost(**{**entry, "gflops": float(gflops)})
+
+
+def _store_cost(cache: Path, key: str, cost: ModelCost) -> None:
+    """Best-effort cache write (atomic replace); a read-only home just means no cache. What was there is kept only
+    where it reads as costs (`_read_cache`): a damaged cache is rebuilt, entry by entry."""
+    data = {k: asdict(v) for k, v in _read_cache(cache).items()}
     data[key] = asdict(cost)
     try:
         write_bytes_atomic(cache, json.dumps(data, indent=1, sort_keys=True).encode())

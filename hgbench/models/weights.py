@@ -12,8 +12,11 @@ Two module trees are known, told apart by their keys (never by the file's name):
   quirks (stacks built but not run, hourglass units built but not called, GroupNorm, the re-applied 3x3 step) are
   `CaseSpec` fields of ours with the same module tree.
 
-Every file is read weights-only (`load_torch_file`): a file that needs a full unpickle, which can run arbitrary code,
-is refused, never read another way. Containers: a plain ``state_dict`` (anibali's released hg1/hg2/hg8), a training
+Every file is read weights-only (`hgbench.models.torch_file.load_torch_file`): a file that needs a full unpickle,
+which can run arbitrary code, is refused, never read another way; a file larger than the case's weights and training
+state could be (`file_bound`), or whose zip records declare more than it holds, is refused before torch reads it.
+
+Containers: a plain ``state_dict`` (anibali's released hg1/hg2/hg8), a training
 checkpoint with a ``state_dict`` entry (pytorch-pose: ``{'epoch', 'arch', 'state_dict', 'optimizer', ...}``), an
 hgbench checkpoint (its ``model`` entry); keys may carry DataParallel's ``module.`` prefix. A file that does not fit
 the case is one line with the counts of missing and unexpected keys and the first shape that differs.
@@ -22,8 +25,6 @@ the case is one line with the counts of missing and unexpected keys and the firs
 from __future__ import annotations
 
 import hashlib
-import io
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,8 +34,10 @@ from typing import Any
 import torch
 
 from hgbench.cases import CaseSpec
-from hgbench.errors import HGBenchError, one_line
+from hgbench.errors import HGBenchError
+from hgbench.footprint import spec_params
 from hgbench.models.hourglass import build_model
+from hgbench.models.torch_file import PICKLE_BYTES, load_torch_file
 
 HGBENCH = "hgbench"
 PYTORCH_POSE = "pytorch-pose"
@@ -81,18 +84,25 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def file_bound(spec: CaseSpec) -> int:
+    """The largest weights file or checkpoint `spec`'s network can have: its parameters in float64 five times over
+    (weights, gradients' moments and a margin: Adam's checkpoint takes 12 bytes a parameter in float32), plus the
+    pickle. A larger file is not this network's weights, and is refused before it is read."""
+    return spec_params(spec) * 8 * 5 + PICKLE_BYTES
+
+
 def read_weights(path: str | Path, spec: CaseSpec) -> Weights:
     """Read a weights file of any known layout and map it onto `spec`'s network (see the module docstring).
 
     Raises:
-        HGBenchError: missing or unreadable file, no weights in it, or weights that do not fit the case (one line:
-            the counts of missing and unexpected keys and the first shape that differs).
+        HGBenchError: missing, unreadable or oversized file (checked before it is read: `file_bound`), no weights in
+            it, or weights that do not fit the case (one line: the counts of missing and unexpected keys and the
+            first shape that differs).
     """
     path = Path(path)
     if not path.is_file():
         raise HGBenchError(f"weights file not found: {path}")
-    data = path.read_bytes()
-    raw = load_torch_file(io.BytesIO(data), path, what="weights file")
+    raw, sha256 = load_torch_file(path, what="weights file", max_bytes=file_bound(spec), sha256=True)
     state, container = _unwrap(raw, path)
     if not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise HGBenchError(f"{path}: its {container} holds entries that are not named tensors")
@@ -102,41 +112,7 @@ def read_weights(path: str | Path, spec: CaseSpec) -> Weights:
     layout = detect_layout(state)
     mapped = to_hgbench_keys(state, layout)
     fitted = fit_to(mapped, spec, source=f"{path} ({layout} layout)")
-    return Weights(path, fitted, layout, container, hashlib.sha256(data).hexdigest())
-
-
-# What torch's weights-only unpickler names when a file asks for a global it does not allow.
-_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
-OLD_CHECKPOINT_GLOBAL = re.compile(r"^numpy\.")  # hgbench 0.2.0's checkpoints kept numpy's RNG state as an ndarray
-
-
-def load_torch_file(source: str | Path | io.BytesIO, path: Path, *, what: str, map_location: Any = "cpu") -> Any:
-    """Read a torch file with ``weights_only=True`` only: tensors, containers and plain values, never arbitrary
-    objects, so a malicious pickle cannot run code. There is no fallback to a full unpickle.
-
-    Raises:
-        HGBenchError: one line: the file needs a full unpickle (naming the object it asks for; a checkpoint written
-            by an older hgbench, whose numpy RNG states need one, is named as such), or it is damaged or not
-            a torch file.
-    """
-    try:
-        return torch.load(source, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = _UNSUPPORTED_GLOBAL.search(str(exc))
-        if found is None:
-            raise HGBenchError(f"cannot read {what} {path}: {one_line(exc)[:300]}") from None
-        name = found.group(1)
-        older = (
-            " (a checkpoint written by an older hgbench, 0.2.0 or earlier, holds numpy RNG states: start a fresh run)"
-            if OLD_CHECKPOINT_GLOBAL.match(name)
-            else ""
-        )
-        raise HGBenchError(
-            f"refusing {what} {path}: it holds a Python object ({name}) that only a full unpickle can build, and "
-            f"unpickling can run arbitrary code; hgbench loads tensors and plain values only{older}"
-        ) from None
-    except Exception as exc:  # torch raises many types for damaged or foreign files
-        raise HGBenchError(f"cannot read {what} {path}: {type(exc).__name__}: {one_line(exc)[:300]}") from None
+    return Weights(path, fitted, layout, container, str(sha256))
 
 
 def _unwrap(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], str]:

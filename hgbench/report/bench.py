@@ -5,7 +5,6 @@ what the mode costs, and not in its ms/step."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from hgbench.bounded_read import read_json
 from hgbench.cases import case_label
 from hgbench.report.render import _md_cell
 from hgbench.results import expand_sources
@@ -46,9 +46,12 @@ def load_bench_records(sources: Iterable[str | Path]) -> tuple[list[tuple[Path, 
     warnings = [f"{m}: no such file, folder or matching pattern" for m in missing]
     found = []
     for path in sorted(files):
-        try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
+        try:  # a regular file, bounded in size and depth: never a hang, never a RecursionError
+            doc = read_json(path)
+        except OSError as exc:
+            warnings.append(f"{path}: skipped, unreadable ({exc.strerror or exc})")
+            continue
+        except ValueError as exc:
             warnings.append(f"{path}: skipped, not readable JSON ({exc})")
             continue
         if isinstance(doc, dict) and doc.get("schema") == BENCH_SCHEMA:

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hgbench.atomic_io import write_json_atomic
+from hgbench.atomic_io import open_append, write_json_atomic
 from hgbench.errors import HGBenchError
 from hgbench.sweep.slurm import RUNS_AGAIN, SlurmRequest, sbatch_error
 from hgbench.sweep.worker import run_one
@@ -443,7 +443,7 @@ class _NewSessions:
 
     def Popen(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - subprocess's name
         self._log.parent.mkdir(parents=True, exist_ok=True)
-        with self._log.open("ab") as log:  # the child keeps its own copy of the descriptor
+        with open_append(self._log) as log:  # the child keeps its own copy of the descriptor; never through a link
             kwargs.setdefault("stdout", log)
             kwargs.setdefault("stderr", self._module.STDOUT)
             return self._module.Popen(*args, start_new_session=True, **kwargs)

@@ -11,6 +11,7 @@ while a worker that dies returns nothing at all (a retry).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import time
@@ -52,8 +53,14 @@ def run_one(
         torch.set_num_threads(threads)  # side by side, runs that each take every core only fight over them
     if log_path is None:
         return _run(config, keep_checkpoint=keep_checkpoint)
+    from hgbench.atomic_io import open_append
+
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", buffering=1, encoding="utf-8") as log:  # noqa: PTH123
+    try:  # the logs lie in the (perhaps shared) checkpoint folder: never appended to through a planted link
+        raw = open_append(log_path)
+    except OSError as exc:
+        return {"status": "failed", "record": None, "reason": f"cannot write the run's log: {exc.strerror or exc}"}
+    with io.TextIOWrapper(raw, encoding="utf-8", line_buffering=True) as log:
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             return _run(config, keep_checkpoint=keep_checkpoint)
 
