@@ -3,7 +3,8 @@
 A shared data folder (``/shared/mpii``) is writable by whoever shares it, so a name hgbench uses there may be a
 symbolic link planted to make hgbench write somewhere else, or a FIFO that hangs a reader. Every file hgbench
 writes there is opened with ``O_NOFOLLOW`` (a new one with ``O_EXCL`` as well), every file it reads is opened
-without blocking and checked to be a regular file first, and a small one is read with a bound on its size.
+without blocking and checked to be a regular file first; a small one (a marker, a note) is read with
+`hgbench.bounded_read.read_json` and ``follow_links=False``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import stat
 from pathlib import Path
 
+from hgbench.bounded_read import file_kind
 from hgbench.errors import HGBenchError
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -24,18 +26,8 @@ class NotARegularFile(HGBenchError):
 
 
 def kind_of(mode: int) -> str:
-    """A file type in words, for the one-line message."""
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a folder"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
+    """A file type in words, for the one-line message (``a FIFO``, ``a symbolic link``)."""
+    return "not a regular file" if stat.S_ISREG(mode) else f"a {file_kind(mode)}"
 
 
 def not_regular(path: Path, mode: int, doing: str) -> NotARegularFile:
@@ -125,19 +117,3 @@ def open_regular_for_reading(path: Path, *, follow: bool = True) -> int:
         raise not_regular(path, st.st_mode, "read")
     os.set_blocking(fd, True)
     return fd
-
-
-def read_small_file(path: Path, limit: int) -> bytes:
-    """The bytes of hgbench's own small file (a marker, a note), never through a link, at most `limit` of them.
-
-    Raises:
-        NotARegularFile: see `open_regular_for_reading`.
-        OSError: missing or unreadable.
-        ValueError: larger than `limit` (so it is not one hgbench wrote).
-    """
-    fd = open_regular_for_reading(path, follow=False)
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise ValueError(f"{path} is over {limit} bytes")
-    return data

@@ -13,13 +13,12 @@ ranges are parsed whole or not at all, and a validator is sent back only when it
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hgbench.atomic_io import write_json_atomic
-from hgbench.data.dir_files import read_small_file
+from hgbench.bounded_read import read_json
 
 _NOTE_LIMIT = 64 << 10  # a note is a few hundred bytes; anything larger is not one hgbench wrote
 _DIGITS = re.compile(r"[0-9]{1,20}")
@@ -97,7 +96,7 @@ def unsatisfied_total(value: str | None) -> int | None:
 def read_note(dest: Path, url: str) -> FirstReply | None:
     """The note of the first reply for `dest`, when there is one hgbench wrote for this very URL."""
     try:
-        data = json.loads(read_small_file(note_path(dest), _NOTE_LIMIT))
+        data = read_json(note_path(dest), limit=_NOTE_LIMIT, follow_links=False)
     except (OSError, ValueError):  # missing, a link or FIFO, too large, not JSON
         return None
     if not isinstance(data, dict) or data.get("url") != url:

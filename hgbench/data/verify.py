@@ -12,7 +12,6 @@ without following a link or blocking on a FIFO, and bounded in size (`hgbench.da
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -21,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hgbench.atomic_io import write_json_atomic
+from hgbench.bounded_read import read_json
 from hgbench.data.annotations import IMAGES_DIRNAME, find_annotation_file, load_annotations
-from hgbench.data.dir_files import NotARegularFile, read_small_file
 from hgbench.data.jpeg import check_jpeg, decode_jpeg_file
 from hgbench.errors import DataError
 
@@ -117,8 +116,8 @@ def read_marker(data_dir: Path, annotation_file: Path, names: list[str]) -> int 
     """The image count of a marker that still describes this folder (the same annotation file, image count and image
     names, sizes and times); None without one."""
     try:
-        marker = json.loads(read_small_file(data_dir / MARKER_NAME, _MARKER_LIMIT))
-    except (OSError, ValueError, NotARegularFile):  # missing, a link or FIFO, too large, not JSON
+        marker = read_json(data_dir / MARKER_NAME, limit=_MARKER_LIMIT, follow_links=False)
+    except (OSError, ValueError):  # missing, a link or FIFO, too large, not JSON
         return None
     if not isinstance(marker, dict) or marker.get("annotation_sha256") != file_sha256(annotation_file):
         return None

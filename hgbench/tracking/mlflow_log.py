@@ -195,4 +195,3 @@ class MlflowTracker:
     def close(self, status: str) -> None:
         if self.run_id is not None:
             self.client.set_terminated(self.run_id, END_STATUS.get(status, "KILLED"))
-
