@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.tracked_figures import EPOCH_TAGS, FINAL_TAGS, GROUPS
 from PIL import Image
 
 from hgbench import cli
@@ -22,33 +23,6 @@ from hgbench.config import RunConfig
 from hgbench.runner import run
 from hgbench.tracking import TrackingOptions
 from hgbench.tracking.pictures import chosen_people
-
-GROUPS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
-# Scalar tag -> how the record holds it (an epoch entry); written out here, not taken from hgbench.tracking.figures.
-EPOCH_TAGS = {
-    "loss/train": lambda e: e["train_loss"],
-    "loss/val": lambda e: e["val_loss"],
-    "accuracy/heatmap": lambda e: e["heatmap_acc"],
-    "pckh_no_flip/Mean": lambda e: e["pckh"],
-    **{f"pckh_no_flip/{g}": (lambda e, g=g: e["pckh_parts"][g]) for g in GROUPS},
-    "time/min_per_epoch": lambda e: e["wall_s"] / 60,
-    "time/compute_min": lambda e: e["compute_s"] / 60,
-    "time/data_wait_min": lambda e: e["data_wait_s"] / 60,
-    "time/validation_min": lambda e: e["val_wall_s"] / 60,
-    "speed/images_per_s": lambda e: e["images_per_s"],
-    "contention/others_cpu_share": lambda e: e["load"]["other_cpu_frac"],
-    "train/lr": lambda e: e["lr"],
-}
-FINAL_TAGS = {
-    "final/pckh_Mean": lambda r: r["results"]["pckh"]["Mean"],
-    **{f"final/pckh_{g}": (lambda r, g=g: r["results"]["pckh"][g]) for g in GROUPS},
-    "final/pckh_flip_Mean": lambda r: r["results"]["inference"]["flip"]["pckh_mean"],
-    "final/pckh_no_flip_Mean": lambda r: r["results"]["inference"]["plain"]["pckh_mean"],
-    "final/inference_min": lambda r: r["results"]["inference"]["plain"]["wall_min"],
-    "final/min_per_epoch": lambda r: r["results"]["train"]["min_per_epoch"]["mean"],
-    "final/images_per_s": lambda r: r["results"]["train"]["images_per_s"],
-    "final/heatmap_acc": lambda r: r["results"]["heatmap_acc"],
-}
 
 
 def events(folder: Path):

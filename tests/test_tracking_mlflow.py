@@ -13,36 +13,12 @@ import pytest
 pytest.importorskip("mlflow", reason="make install installs the mlflow extra")
 
 from helpers.mlflow_server import MlflowServer  # noqa: E402
+from helpers.tracked_figures import EPOCH_TAGS, FINAL_TAGS  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from hgbench import cli  # noqa: E402
 from hgbench.config import RunConfig  # noqa: E402
 from hgbench.tracking import fanout  # noqa: E402
-
-GROUPS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
-# Metric -> how the record holds it, written out here (not taken from hgbench.tracking.figures).
-EPOCH_METRICS = {
-    "loss/train": lambda e: e["train_loss"],
-    "loss/val": lambda e: e["val_loss"],
-    "accuracy/heatmap": lambda e: e["heatmap_acc"],
-    "pckh_no_flip/Mean": lambda e: e["pckh"],
-    **{f"pckh_no_flip/{g}": (lambda e, g=g: e["pckh_parts"][g]) for g in GROUPS},
-    "time/min_per_epoch": lambda e: e["wall_s"] / 60,
-    "time/compute_min": lambda e: e["compute_s"] / 60,
-    "time/data_wait_min": lambda e: e["data_wait_s"] / 60,
-    "speed/images_per_s": lambda e: e["images_per_s"],
-    "contention/others_cpu_share": lambda e: e["load"]["other_cpu_frac"],
-    "train/lr": lambda e: e["lr"],
-}
-FINAL_METRICS = {
-    "final/pckh_Mean": lambda r: r["results"]["pckh"]["Mean"],
-    **{f"final/pckh_{g}": (lambda r, g=g: r["results"]["pckh"][g]) for g in GROUPS},
-    "final/pckh_flip_Mean": lambda r: r["results"]["inference"]["flip"]["pckh_mean"],
-    "final/pckh_no_flip_Mean": lambda r: r["results"]["inference"]["plain"]["pckh_mean"],
-    "final/inference_min": lambda r: r["results"]["inference"]["plain"]["wall_min"],
-    "final/min_per_epoch": lambda r: r["results"]["train"]["min_per_epoch"]["mean"],
-    "final/heatmap_acc": lambda r: r["results"]["heatmap_acc"],
-}
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +66,11 @@ def the_run(uri: str, record: dict, experiment: str = "hgbench"):
 
 def check_run_matches_the_record(client: MlflowClient, mlrun, record: dict) -> None:
     run_id, last = mlrun.info.run_id, len(record["results"]["epochs"])
-    for name, read in EPOCH_METRICS.items():
+    for name, read in EPOCH_TAGS.items():
         history = sorted((m.step, m.value) for m in client.get_metric_history(run_id, name))
         assert history == [(e["epoch"], pytest.approx(read(e), rel=1e-12)) for e in record["results"]["epochs"]], name
     assert not any(name.startswith("gpu/") for name in mlrun.data.metrics)  # null on a CPU: never sent as 0
-    for name, read in FINAL_METRICS.items():
+    for name, read in FINAL_TAGS.items():
         assert [(m.step, m.value) for m in client.get_metric_history(run_id, name)] == [(last, read(record))], name
     params = mlrun.data.params
     assert params["config.lr"] == str(record["config"]["lr"])
@@ -183,8 +159,8 @@ def test_a_server_killed_mid_run_costs_the_run_nothing_and_export_sends_the_rest
     unsent = [(u["kind"], u["step"]) for u in state["unsent"]]
     assert unsent == [("epoch", 2), ("pictures", 2), ("epoch", 3), ("pictures", 3), ("final", 3), ("record", None)]
     assert state["unsent"][3]["names"] == ["val_0", "val_1", "val_2", "val_3"]
-    assert set(state["unsent"][0]["names"]) >= set(EPOCH_METRICS)
-    assert set(state["unsent"][4]["names"]) >= set(FINAL_METRICS)
+    assert set(state["unsent"][0]["names"]) >= set(EPOCH_TAGS)
+    assert set(state["unsent"][4]["names"]) >= set(FINAL_TAGS)
     # What the server holds is exactly what the record says was sent: epoch 1 alone.
     server.start()
     client, mlrun = the_run(server.uri, record)
