@@ -166,8 +166,14 @@ def test_a_cancelled_job_that_never_started_ends_without_waiting_for_its_result(
     scancels: list[list[str]] = []
     monkeypatch.setattr(subprocess, "run", lambda argv, **kw: scancels.append(argv))
     job = _Job(tmp_path, "PENDING")
-    engine.cancel(job)
-    assert scancels == [["scancel", "--signal=INT", "4242_1"], ["scancel", "4242_1"]]  # SIGINT first: a clean stop
+    engine.cancel([job])
+    # Off the queue if pending; SIGINT if running (scancel asked to signal a pending job waits while it is queued);
+    # then whatever is left.
+    assert scancels == [
+        ["scancel", "--state=PENDING", "4242_1"],
+        ["scancel", "--state=RUNNING", "--signal=INT", "4242_1"],
+        ["scancel", "4242_1"],
+    ]
     assert engine.poll(job) is None
     job.watcher.state = "CANCELLED by 0"
     engine._asked_at = float("-inf")  # a second later
@@ -176,6 +182,28 @@ def test_a_cancelled_job_that_never_started_ends_without_waiting_for_its_result(
     assert ended.result is None
     assert "cancelled before it wrote a result" in ended.reason
     assert job.results_read == 0
+
+
+def test_a_scancel_that_hangs_is_one_warning_and_the_plain_scancel_still_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A controller that does not answer costs the sweep's cancel one line, never a TimeoutExpired traceback."""
+    import subprocess
+
+    engine = _engine(tmp_path)
+    calls: list[list[str]] = []
+
+    def run(argv: list[str], **kwargs: object) -> None:
+        calls.append(argv)
+        if "--signal=INT" in argv:
+            raise subprocess.TimeoutExpired(argv, kwargs["timeout"])
+
+    monkeypatch.setattr(subprocess, "run", run)
+    engine.cancel([_Job(tmp_path, "RUNNING")])
+    assert calls[-1] == ["scancel", "4242_1"]
+    assert capsys.readouterr().err == (
+        "hgbench: warning: scancel --state=RUNNING --signal=INT 4242_1 had no answer in 60 s\n"
+    )
 
 
 @pytest.mark.parametrize("in_slurm_job", [True, False])

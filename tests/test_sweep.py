@@ -203,8 +203,8 @@ class FakeEngine:
             raise step
         return step
 
-    def cancel(self, handle: str) -> None:
-        self.cancelled.append(handle)
+    def cancel(self, handles: list[str]) -> None:
+        self.cancelled += handles
 
 
 class Notes:
@@ -258,6 +258,19 @@ def test_ctrl_c_cancels_every_run_not_ended_and_keeps_the_ended() -> None:
     assert [r.status for r in runs] == ["finished", "finished", "cancelled"]
     assert runs[1].record == "b.json"
     assert runs[2].reason == "cancelled by Ctrl-C; the same sweep again resumes it"
+
+
+def test_ctrl_c_cancels_the_queued_runs_before_the_running_ones() -> None:
+    """A running job that stops frees its slot; were the queued jobs still there, the scheduler (a Slurm array two at
+    a time) would start one of them before its own cancel arrived."""
+    runs = fake_runs(0, 1, 2, 3)
+    interrupted = Ended({"status": "interrupted", "record": None, "reason": "Ctrl-C"})
+    engine = FakeEngine({f"hg1-seed-{seed}": [interrupted] for seed in range(4)})
+    for run, status in zip(runs, ("running", "queued", "running", "queued"), strict=True):
+        run.status, run.handle = status, f"hg1-seed-{run.config.seed}"
+    driver._cancel(runs, engine, Notes())
+    assert engine.cancelled == ["hg1-seed-1", "hg1-seed-3", "hg1-seed-0", "hg1-seed-2"]
+    assert {run.status for run in runs} == {"cancelled"}
 
 
 # --- the local engine end to end ----------------------------------------------------------------------------------

@@ -241,8 +241,9 @@ def _cancel(runs: Sequence[SweepRun], engine: Engine, view: View, *, cause: str 
     """Ctrl-C (or SIGTERM, the `cause`): cancel every active job, then wait (a while) for the workers to write their
     interrupted records."""
     active = [run for run in runs if run.status in ACTIVE]
-    for run in active:
-        engine.cancel(run.handle)
+    # All at once and queued first: a running job that stops frees its slot, which the scheduler (Slurm's array
+    # throttle, Ray) would otherwise give at once to a queued job of this very sweep that is about to be cancelled.
+    engine.cancel([run.handle for run in sorted(active, key=lambda run: run.status != "queued")])
     deadline = time.monotonic() + CANCEL_GRACE_S
     try:
         while active and time.monotonic() < deadline:

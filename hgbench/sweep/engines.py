@@ -35,6 +35,7 @@ from hgbench.sweep.slurm import RUNS_AGAIN, SlurmRequest, sbatch_error
 from hgbench.sweep.worker import run_one
 
 ENGINES: tuple[str, ...] = ("local", "ray", "slurm")
+SCANCEL_TIMEOUT_S = 60.0  # a controller that does not answer scancel in this long is said to, not waited on
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ class Engine(Protocol):
     def poll(self, handle: Any) -> Ended | None:
         """None while the job is queued or running."""
 
-    def cancel(self, handle: Any) -> None:
-        """Stop the job as Ctrl-C would (its record says interrupted); a no-op once it ended."""
+    def cancel(self, handles: Sequence[Any]) -> None:
+        """Stop these jobs as Ctrl-C would (their records say interrupted), queued ones first: a running job that
+        stops frees its slot, which the scheduler would otherwise give to one of them. A no-op for a job that ended."""
 
     def close(self) -> None:
         """Release what the engine started (a local Ray, temporary files)."""
@@ -129,13 +131,14 @@ class LocalEngine:
         self._start_next()
         return handle.ended
 
-    def cancel(self, handle: _LocalJob) -> None:
-        if handle.process is None:
-            handle.ended = handle.ended or Ended(None, "cancelled before it started")
-            if handle in self._queue:
-                self._queue.remove(handle)
-        elif handle.process.is_alive():
-            os.kill(handle.process.pid, signal.SIGINT)
+    def cancel(self, handles: Sequence[_LocalJob]) -> None:
+        for handle in sorted(handles, key=lambda handle: handle.process is not None):
+            if handle.process is None:
+                handle.ended = handle.ended or Ended(None, "cancelled before it started")
+                if handle in self._queue:
+                    self._queue.remove(handle)
+            elif handle.process.is_alive():
+                os.kill(handle.process.pid, signal.SIGINT)
 
     def close(self) -> None:
         for handle in [self._running, *self._queue]:
@@ -254,8 +257,9 @@ class RayEngine:
         except ray.exceptions.RayError as exc:  # the worker or its node died, the task was cancelled, ...
             return Ended(None, f"{type(exc).__name__}: {_last_line(exc)}")
 
-    def cancel(self, handle: Any) -> None:
-        self._ray.cancel(handle)  # KeyboardInterrupt in the task: the runner marks its record interrupted
+    def cancel(self, handles: Sequence[Any]) -> None:
+        for handle in handles:  # Ray tells no queued task from a running one: the driver's order, queued first
+            self._ray.cancel(handle)  # KeyboardInterrupt in the task: the runner marks its record interrupted
 
     def close(self) -> None:
         if self._started:
@@ -417,16 +421,26 @@ class SubmititEngine:
         self._asked_at = now
         return True
 
-    def cancel(self, handle: Any) -> None:
-        """--slurm-local: SIGINT to the job. On Slurm: SIGINT to the job's steps (the runner marks its record
-        interrupted and the worker returns; Slurm's SIGTERM alone is submitit's, `hgbench.failures`), then scancel,
-        which takes a pending job off the queue and ends a running one after the cluster's KillWait."""
+    def cancel(self, handles: Sequence[Any]) -> None:
+        """--slurm-local: SIGINT to each job. On Slurm, three scancel calls for all the jobs at once: the pending ones
+        off the queue (which Slurm knows better than the driver, whose view of a job that just started lags), SIGINT
+        to the steps of the running ones (the runner marks its record interrupted and the worker returns; Slurm's
+        SIGTERM alone is submitit's, `hgbench.failures`), then scancel of what is left, which ends a running job after
+        the cluster's KillWait."""
         if self.local:
-            handle.cancel(check=False)
+            for handle in handles:
+                handle.cancel(check=False)
             return
-        self._cancelled.add(handle.job_id)
-        for signal_first in (["--signal=INT"], []):  # quietly: a job that ended since makes scancel complain
-            subprocess.run(["scancel", *signal_first, handle.job_id], capture_output=True, timeout=60, check=False)
+        ids = [handle.job_id for handle in handles]
+        self._cancelled.update(ids)
+        # `--state=RUNNING` because scancel asked to signal a pending job waits until it leaves the queue (Slurm 22.05:
+        # for ever, with the array throttled); quietly, since a job that ended since makes scancel complain.
+        for first in (["--state=PENDING"], ["--state=RUNNING", "--signal=INT"], []):
+            argv = ["scancel", *first, *ids]
+            try:
+                subprocess.run(argv, capture_output=True, timeout=SCANCEL_TIMEOUT_S, check=False)
+            except subprocess.TimeoutExpired:
+                print(f"hgbench: warning: {' '.join(argv)} had no answer in {SCANCEL_TIMEOUT_S:g} s", file=sys.stderr)
 
     def close(self) -> None:
         pass

@@ -315,9 +315,9 @@ def test_sigterm_to_the_sweep_cancels_its_jobs_leaving_none_queued_and_every_rec
         driver.send_signal(signal.SIGTERM)
     finally:
         status, out = finish(driver, tmp_path)
-    assert status == 128 + signal.SIGTERM
+    assert status == 128 + signal.SIGTERM, out
     assert "hgbench: stopped by SIGTERM; the same sweep again resumes its runs" in out
-    assert "hgbench: sweep of 4 runs: 4 cancelled" in out
+    assert "hgbench: sweep of 4 runs: 4 cancelled" in out, out
     assert slurm.queue("PENDING", "RUNNING") == []
     wait_for(lambda: not any(alive(pid) for pid in pids), "the held workers to end")
     done = records(tmp_path)
