@@ -76,10 +76,7 @@ def parse_modes(text: str | Sequence[str]) -> list[str]:
 def _bf16_reason(device: torch.device) -> str | None:
     """None if bf16 autocast runs natively on the device, else why the bf16 rung does not apply."""
     if device.type == "cuda":
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older signature without the keyword
-            native = torch.cuda.is_bf16_supported()
+        native = torch.cuda.is_bf16_supported(including_emulation=False)  # the keyword since torch 2.3
         return None if native else "this GPU has no native bf16 (needs compute capability 8.0+)"
     if cpu_has_native_bf16():
         return None
