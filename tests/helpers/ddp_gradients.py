@@ -9,6 +9,7 @@ over the real gloo group, so the BatchNorm hgbench chooses for CUDA runs, and DD
 them (`hgbench.state.build_state`: BatchNorm converted, DDP, Adam) and of a real `train_one_epoch`, on every rank.
 """
 
+import gc
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -28,6 +29,7 @@ from hgbench.config import RunConfig  # noqa: E402
 from hgbench.distributed import (  # noqa: E402
     DistContext,
     all_gather_objects,
+    barrier,
     convert_sync_batchnorm,
     init_distributed,
     shutdown,
@@ -109,7 +111,7 @@ def main(out: str, standin: bool) -> None:
         result = gradients(ctx)
         if ctx.is_main:
             torch.save(result, out)
-        shutdown(ctx)
+        leave(ctx)
         return
     with pytest.MonkeyPatch.context() as mp, cuda_standin(mp, device_count=2) as gpu:
         torch.cuda.set_device(ctx.local_rank)
@@ -122,6 +124,15 @@ def main(out: str, standin: bool) -> None:
         result["violations"] = all_gather_objects(ctx, list(gpu.violations))
     if ctx.is_main:
         torch.save(result, out)
+    leave(ctx)
+
+
+def leave(ctx: DistContext) -> None:
+    """Leave the group together, once the DDP wrappers (and their reducers' hooks and threads) are gone: a rank that
+    tore its group down while the other still used it, or before its own reducer was freed, once died of a C++
+    ``terminate`` (SIGABRT) on the shared CI machine."""
+    gc.collect()
+    barrier(ctx)
     shutdown(ctx)
 
 
