@@ -237,7 +237,11 @@ def test_run_flags_choose_the_folder_or_none_and_contradictions_are_one_line(
     assert not (Path(tiny.checkpoint_dir) / "tensorboard").exists()
     [record] = [json.loads(p.read_text()) for p in Path(tiny.out).rglob("*.json")]
     assert "tracking" not in record
-    capsys.readouterr()
+    assert "tensorboard --logdir" not in capsys.readouterr().out  # the next step names no folder that was not written
+    board = tmp_path / "board"
+    assert cli.main(_tiny_argv(tiny, "--case", "hg1", "--tensorboard", str(board), "--no-flip-test", "--force")) == 0
+    assert f", `tensorboard --logdir {board}` shows their curves and pictures\n" in capsys.readouterr().out
+    assert run_folders(board)
     assert cli.main(_tiny_argv(tiny, "--case", "hg1", "--tensorboard", str(tmp_path / "x"), "--no-tensorboard")) == 2
     assert capsys.readouterr().err.strip() == (
         "hgbench: error: --tensorboard DIR and --no-tensorboard contradict each other; give one"

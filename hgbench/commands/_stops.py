@@ -85,12 +85,13 @@ def say_stop(cfg: RunConfig, since: float) -> None:
         print(line, flush=True)
 
 
-def next_step(out: str) -> str:
-    """What to do after runs finished: see them beside the others."""
+def next_step(out: str, tensorboard: Path | None = None) -> str:
+    """What to do after runs finished: see them beside the others (and in TensorBoard, where they were written)."""
     results = "" if out == "results" else f" --results {out}"
-    return (
-        f"hgbench: next: `hgbench table{results}` shows them beside your other runs, `hgbench plot{results}` draws them"
-    )
+    steps = [f"`hgbench table{results}` shows them beside your other runs", f"`hgbench plot{results}` draws them"]
+    if tensorboard is not None:
+        steps.append(f"`tensorboard --logdir {tensorboard}` shows their curves and pictures")
+    return "hgbench: next: " + ", ".join(steps)
 
 
 def now() -> float:

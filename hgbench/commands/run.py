@@ -435,7 +435,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             finished_any = True
     if finished_any and stops.is_main_process():
-        print(stops.next_step(args.out), flush=True)
+        board = tracking.tensorboard_root(args.checkpoint_dir) if tracking.tensorboard else None
+        print(stops.next_step(args.out, board if board is not None and board.is_dir() else None), flush=True)
     if failed:
         print(f"hgbench: {len(failed)} of {len(cases)} runs did not finish: cases {', '.join(failed)}", flush=True)
         return 1
