@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 from helpers.fake_nvml import make_fake_nvml
+from helpers.mpii_archive import ARCHIVE_NAME, make_archive
 
 from hgbench.config import RunConfig
 
@@ -164,3 +165,12 @@ def cuda_standin(monkeypatch: pytest.MonkeyPatch, fake_nvml: types.ModuleType) -
         monkeypatch.setattr(fake_nvml, "nvmlDeviceGetCount", lambda: gpu.count)
         yield gpu
     assert not gpu.violations, "CUDA rules broken:\n" + "\n".join(gpu.violations)
+
+
+@pytest.fixture
+def served(tmp_path: Path, synthetic_root: Path) -> Path:
+    """A folder to serve, holding the archive of the synthetic dataset's images."""
+    root = tmp_path / "www"
+    root.mkdir()
+    make_archive(synthetic_root, root / ARCHIVE_NAME)
+    return root

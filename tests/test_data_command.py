@@ -7,7 +7,6 @@ download until the second has answered, so the overlap is certain without any ti
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,24 +17,12 @@ from pathlib import Path
 import pytest
 from helpers.damage import truncate_jpeg
 from helpers.local_http import serve
-from helpers.mpii_archive import ARCHIVE_NAME, data_folder, make_archive
+from helpers.mpii_archive import ARCHIVE_NAME, data_folder, sha
 
 from hgbench.cli import main
 from hgbench.data.verify import MARKER_NAME, verify_images
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def served(tmp_path: Path, synthetic_root: Path) -> Path:
-    root = tmp_path / "www"
-    root.mkdir()
-    make_archive(synthetic_root, root / ARCHIVE_NAME)
-    return root
 
 
 @pytest.fixture

@@ -8,33 +8,19 @@ or silent server is given up by a rate and window the test sets, far from what t
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 from helpers.local_http import serve
-from helpers.mpii_archive import ARCHIVE_NAME, data_folder, make_archive
+from helpers.mpii_archive import ARCHIVE_NAME, data_folder, sha
 
 from hgbench.cli import main
 from hgbench.data import disk_room
 from hgbench.data.download import DownloadError, Patience, download, partial_path
 from hgbench.data.partial_download import FirstReply, note_path, write_note
 from hgbench.errors import HGBenchError
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def served(tmp_path: Path, synthetic_root: Path) -> Path:
-    """A folder to serve, holding the archive of the synthetic dataset's images."""
-    root = tmp_path / "www"
-    root.mkdir()
-    make_archive(synthetic_root, root / ARCHIVE_NAME)
-    return root
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import processes
 
 from hgbench.config import RunConfig
 from hgbench.runner import run
@@ -23,35 +24,20 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 WAIT_S = 600.0  # how long a condition may take to come true on a loaded machine (a bound, not an expectation)
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
-    """(state, parent pid, start time) of a process, None once it is gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()  # after the command name, which may hold spaces
-    return fields[0], int(fields[1]), int(fields[19])
-
-
 def _family(root: int) -> dict[int, int]:
     """Every live descendant of `root`, each with its start time (so a reused pid is not taken for it)."""
     parents = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None:
+        if entry.name.isdigit() and (stat := processes.stat(int(entry.name))) is not None:
             parents[int(entry.name)] = stat[1]
     found, todo = {}, [root]
     while todo:
         parent = todo.pop()
         for pid, ppid in parents.items():
-            if ppid == parent and pid not in found and (stat := _stat(pid)) is not None:
+            if ppid == parent and pid not in found and (stat := processes.stat(pid)) is not None:
                 found[pid] = stat[2]
                 todo.append(pid)
     return found
-
-
-def _alive(family: dict[int, int]) -> list[int]:
-    """The processes of `family` still running (a zombie has ended)."""
-    return [pid for pid, start in family.items() if (s := _stat(pid)) is not None and s[2] == start and s[0] != "Z"]
 
 
 def _wait_for(condition: Callable[[], bool], process: subprocess.Popen, what: str) -> None:
@@ -67,7 +53,7 @@ def _end(process: subprocess.Popen, family: dict[int, int]) -> None:
     if process.poll() is None:
         process.kill()
         process.wait()
-    for pid in _alive(family):
+    for pid in processes.alive(family):
         os.kill(pid, signal.SIGKILL)
 
 
@@ -97,7 +83,7 @@ def test_kill_9_of_a_run_leaves_no_process_of_it_behind(tiny: RunConfig) -> None
         def workers_up() -> bool:
             nonlocal family
             family = _family(process.pid)
-            return sum(_stat(pid) is not None and _stat(pid)[1] != process.pid for pid in family) >= 2
+            return sum(processes.stat(pid) is not None and processes.stat(pid)[1] != process.pid for pid in family) >= 2
 
         _wait_for(workers_up, process, "DataLoader workers")
         family = _family(process.pid)
@@ -105,9 +91,9 @@ def test_kill_9_of_a_run_leaves_no_process_of_it_behind(tiny: RunConfig) -> None
         process.kill()
         process.wait()
         deadline = time.monotonic() + 10.0
-        while _alive(family) and time.monotonic() < deadline:
+        while processes.alive(family) and time.monotonic() < deadline:
             time.sleep(0.1)
-        left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in _alive(family)}
+        left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes()[:80] for pid in processes.alive(family)}
         assert not left, f"processes of the killed run still running 10 s later: {left}"
     finally:
         _end(process, family)
@@ -158,8 +144,8 @@ def test_sigterm_stops_a_sweep_as_ctrl_c_does_in_one_line_leaving_no_temp_folder
         [record] = Path(tiny.out).rglob("*.json")
         assert json.loads(record.read_text())["status"] == "interrupted"
         deadline = time.monotonic() + 10.0
-        while _alive(family) and time.monotonic() < deadline:
+        while processes.alive(family) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not _alive(family)  # the run's process (and anything it started) ended with the sweep
+        assert not processes.alive(family)  # the run's process (and anything it started) ended with the sweep
     finally:
         _end(process, family)

@@ -6,12 +6,18 @@ a few megabytes compress to a few kilobytes), which is what extraction must add 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import shutil
 import tarfile
 from pathlib import Path
 
 ARCHIVE_NAME = "mpii_human_pose_v1.tar.gz"
+
+
+def sha(path: Path) -> str:
+    """A file's SHA-256, hex: what a download or an extraction must leave unchanged."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def make_archive(images_from: Path, out: Path) -> Path:
