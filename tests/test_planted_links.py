@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -129,6 +130,52 @@ def test_a_sweep_run_whose_log_is_a_planted_link_fails_in_one_line_and_writes_no
     )
     assert victim.read_bytes() == USERS_OWN
     assert not list(Path(tiny.out).rglob("*.json"))  # nothing ran
+
+
+def test_a_ray_attempt_never_writes_its_first_line_through_a_planted_log_link(
+    tiny: RunConfig, victim: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ray task's log says first where the attempt runs (`ray_run_one`); through a link, never: the run fails in
+    the same one line as any sweep run whose log is a link."""
+    import ray
+
+    from hgbench.sweep.engines import ray_run_one
+
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-b"))
+    monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.2")
+    log = Path(tiny.checkpoint_dir) / "sweep-logs" / "hg1_seed0.log"
+    log.parent.mkdir(parents=True)
+    log.symlink_to(victim)
+    result = ray_run_one(replace(tiny, epochs=1).to_dict(), keep_checkpoint=False, log_path=str(log))
+    assert result["status"] == "failed"
+    assert result["reason"] == (
+        f"cannot write the run's log: {log} is a symbolic link; nothing was written through it: remove it"
+    )
+    assert victim.read_bytes() == USERS_OWN
+
+
+def test_a_tensorboard_folder_whose_marker_is_a_fifo_or_a_link_is_not_the_runs(tmp_path: Path, victim: Path) -> None:
+    """A shared TensorBoard folder: a FIFO named as a run folder's marker would hang the run at its start, a link to a
+    device read it until memory ran out; neither names a run, so the run takes the next free folder."""
+    from hgbench.tracking.figures import run_key
+    from hgbench.tracking.tensorboard_log import MARKER, event_dir
+
+    record = {"run_id": "0001_case1_seed0", "started": "2026-12-05T12:00:00+00:00", "machine_info": {"machine_id": "m"}}
+    first = event_dir(tmp_path, record)
+    first.mkdir(parents=True)
+    os.mkfifo(first / MARKER)
+    assert event_dir(tmp_path, record) == first.with_name(f"{first.name}-2")
+    (first / MARKER).unlink()
+    (first / MARKER).symlink_to("/dev/zero")
+    assert event_dir(tmp_path, record) == first.with_name(f"{first.name}-2")
+    (first / MARKER).unlink()
+    elsewhere = tmp_path / "elsewhere.json"  # a marker naming this very run, linked in: not followed either
+    elsewhere.write_text(json.dumps({"run": run_key(record)}))
+    (first / MARKER).symlink_to(elsewhere)
+    assert event_dir(tmp_path, record) == first.with_name(f"{first.name}-2")
+    (first / MARKER).unlink()
+    (first / MARKER).write_text(json.dumps({"run": run_key(record)}))  # the run's own marker: its folder
+    assert event_dir(tmp_path, record) == first
 
 
 def test_the_synthetic_cache_lock_is_never_opened_through_a_link(tmp_path: Path, victim: Path) -> None:

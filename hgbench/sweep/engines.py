@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hgbench.atomic_io import open_append, write_json_atomic
+from hgbench.atomic_io import NotAPlainFile, open_append, write_json_atomic
 from hgbench.errors import HGBenchError
 from hgbench.sweep.slurm import RUNS_AGAIN, SlurmRequest, sbatch_error
 from hgbench.sweep.worker import run_one
@@ -279,8 +279,9 @@ def ray_run_one(
     if log_path is not None:
         node = ray.get_runtime_context().get_node_id()
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a", encoding="utf-8") as log:  # noqa: PTH123
-            log.write(f"hgbench: attempt on Ray node {node} ({ray.util.get_node_ip_address()}), pid {os.getpid()}\n")
+        where = f"hgbench: attempt on Ray node {node} ({ray.util.get_node_ip_address()}), pid {os.getpid()}\n"
+        with contextlib.suppress(NotAPlainFile), open_append(log_path) as log:  # a link: run_one says so, one line
+            log.write(where.encode())
     return run_one(config, keep_checkpoint=keep_checkpoint, log_path=log_path, threads=threads)
 
 

@@ -13,12 +13,12 @@ figures as their metrics, so a sweep's runs compare in one table) are written on
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from hgbench.atomic_io import write_json_atomic
+from hgbench.bounded_read import read_json
 from hgbench.tracking.figures import (
     EPOCH_FIGURES,
     FINAL_FIGURES,
@@ -35,6 +35,7 @@ from hgbench.tracking.figures import (
 from hgbench.tracking.pictures import Picture
 
 MARKER = "hgbench-run.json"  # beside the event files: which run the folder belongs to
+MARKER_BYTES = 64 << 10  # a marker is a hundred bytes; a larger file is not one hgbench wrote
 HPARAMS_TAG = "_hparams_/session_start_info"  # written by the HParams summary: present once it was logged
 LAST_EPOCH_TAG = list(EPOCH_FIGURES)[-1]  # written last of an epoch's scalars (train/lr): present, the epoch is whole
 
@@ -50,8 +51,10 @@ def available() -> str | None:
 
 
 def _owner(folder: Path) -> str | None:
+    """The run a folder's marker names; None without a marker hgbench could have written (the folder may be shared:
+    a link, a FIFO or a huge file there is no marker)."""
     try:
-        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("run")
+        return read_json(folder / MARKER, limit=MARKER_BYTES, follow_links=False).get("run")
     except (OSError, ValueError, AttributeError):
         return None
 
