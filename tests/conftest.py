@@ -151,18 +151,10 @@ def cuda_standin(monkeypatch: pytest.MonkeyPatch, fake_nvml: types.ModuleType) -
     """Two stand-in GPUs for one test (`helpers.cuda_standin`): CUDA's rules enforced on the CPU; the test fails on any
     rule broken, even where the code under test caught the error. NVML answers for the GPUs by their PCI bus ids."""
     from helpers.cuda_standin import cuda_standin as standin
-    from helpers.fake_nvml import FakeNVMLError
+    from helpers.fake_nvml import answer_for_standin
 
     with standin(monkeypatch, device_count=2) as gpu:
-        buses = {gpu.pci_bus_id(i): f"gpu{i}" for i in range(gpu.count)}
-
-        def by_bus(bus: bytes) -> str:
-            if bus.decode() not in buses:
-                raise FakeNVMLError("Not Found")
-            return buses[bus.decode()]
-
-        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetHandleByPciBusId", by_bus)
-        monkeypatch.setattr(fake_nvml, "nvmlDeviceGetCount", lambda: gpu.count)
+        answer_for_standin(monkeypatch, fake_nvml, gpu)
         yield gpu
     assert not gpu.violations, "CUDA rules broken:\n" + "\n".join(gpu.violations)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import types
+from typing import Any
+
+import pytest
 
 
 class FakeNVMLError(Exception):
@@ -81,3 +84,17 @@ def make_fake_nvml(*, energy: bool = True) -> types.ModuleType:
     m.nvmlDeviceGetMigMode = mig_mode
     m.nvmlDeviceIsMigDeviceHandle = lambda h: str(h).startswith("mig")  # the board's handles are "gpuN"
     return m
+
+
+def answer_for_standin(monkeypatch: pytest.MonkeyPatch, fake: types.ModuleType, gpu: Any) -> None:
+    """Wire `fake` to the CUDA stand-in's GPUs (`gpu`, a helpers.cuda_standin.CudaStandin): it counts them and finds
+    each by its PCI bus id, as NVML finds a real GPU by the bus id CUDA reports."""
+    buses = {gpu.pci_bus_id(i): f"gpu{i}" for i in range(gpu.count)}
+
+    def by_bus(bus: bytes) -> str:
+        if bus.decode() not in buses:
+            raise FakeNVMLError("Not Found")
+        return buses[bus.decode()]
+
+    monkeypatch.setattr(fake, "nvmlDeviceGetHandleByPciBusId", by_bus)
+    monkeypatch.setattr(fake, "nvmlDeviceGetCount", lambda: gpu.count)

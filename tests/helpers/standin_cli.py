@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `helpers` import
 import pytest  # noqa: E402 - after the path above
 
 from helpers.cuda_standin import cuda_standin  # noqa: E402
-from helpers.fake_nvml import FakeNVMLError, make_fake_nvml  # noqa: E402
+from helpers.fake_nvml import answer_for_standin, make_fake_nvml  # noqa: E402
 from hgbench.cli import main  # noqa: E402
 
 
@@ -26,15 +26,7 @@ def run(argv: list[str]) -> int:
     patch.setitem(sys.modules, "pynvml", fake)
     try:
         with cuda_standin(patch, device_count=2) as gpu:
-            buses = {gpu.pci_bus_id(i): f"gpu{i}" for i in range(gpu.count)}
-
-            def by_bus(bus: bytes) -> str:
-                if bus.decode() not in buses:
-                    raise FakeNVMLError("Not Found")
-                return buses[bus.decode()]
-
-            patch.setattr(fake, "nvmlDeviceGetHandleByPciBusId", by_bus)
-            patch.setattr(fake, "nvmlDeviceGetCount", lambda: gpu.count)
+            answer_for_standin(patch, fake, gpu)
             code = main(argv)
     finally:
         patch.undo()

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 from helpers.cuda_standin import CudaStandin, cuda_standin
-from helpers.fake_nvml import FakeNVMLError, make_fake_nvml
+from helpers.fake_nvml import answer_for_standin, make_fake_nvml
 from hgbench.cli import main
 
 NCCL_STANDIN_VERSION = "2.99.0+hgbench-stand-in-on-gloo"
@@ -75,15 +75,7 @@ class NcclOnGloo:
 def _nvml(monkeypatch: pytest.MonkeyPatch, gpu: CudaStandin) -> None:
     """The fake NVML, answering for the stand-in GPUs by their PCI bus ids (as tests/conftest.py's fixture does)."""
     fake = make_fake_nvml()
-    buses = {gpu.pci_bus_id(i): f"gpu{i}" for i in range(gpu.count)}
-
-    def by_bus(bus: bytes) -> str:
-        if bus.decode() not in buses:
-            raise FakeNVMLError("Not Found")
-        return buses[bus.decode()]
-
-    fake.nvmlDeviceGetHandleByPciBusId = by_bus
-    fake.nvmlDeviceGetCount = lambda: gpu.count
+    answer_for_standin(monkeypatch, fake, gpu)
     monkeypatch.setitem(sys.modules, "pynvml", fake)
 
 
