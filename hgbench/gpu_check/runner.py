@@ -37,6 +37,7 @@ from hgbench.gpu_check.protocol import RESULT_ENV, WORK_ENV, missing_package_in
 SCHEMA = "hgbench.gpu-check/1"
 STATUSES = ("pass", "fail", "timeout", "skipped")
 KILL_GRACE_S = 2.0  # between SIGTERM and SIGKILL of a step that ran out of time
+KILL_WAIT_S = 10.0  # the most a step's SIGKILLed processes are waited for
 TAIL_LINES = 40
 REPO_ROOT = Path(__file__).resolve().parents[2]  # the checkout: on PYTHONPATH for every step
 # Where torch.compile keeps what it compiled (inductor's graphs, Triton's kernels): a sub-folder of the check's cache.
@@ -76,6 +77,34 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group_running(pgid: int) -> bool:
+    """Whether a process of group `pgid` is still running (Linux's /proc; a zombie has ended, and an orphan's zombie may
+    wait for a parent that never reaps it). False where there is no /proc to ask."""
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return False
+    for entry in entries:
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the step's process group and wait (a bounded while) until none of it runs: a SIGKILL is delivered when
+    its target next runs, and a step's workers still computing would skew the next step's figures."""
+    _signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + KILL_WAIT_S
+    while _group_running(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -145,7 +174,7 @@ def run_step(
             timed_out = True
             _stop(proc)
             rc = proc.returncode
-        _signal_group(proc.pid, signal.SIGKILL)  # workers it left behind would skew the next step's figures
+        _kill_group(proc.pid)  # workers it left behind would skew the next step's figures
     base.seconds = round(time.monotonic() - t0, 2)
     data = _read_result(result_path)
     base.figures = data.get("figures") or {}
