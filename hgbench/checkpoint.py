@@ -16,9 +16,9 @@ from typing import Any
 
 import torch
 
-from hgbench.atomic_io import atomic_file, jsonable
 from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError, one_line
+from hgbench.files.atomic_io import atomic_file, jsonable
 from hgbench.models.torch_file import load_torch_file
 from hgbench.models.weights import file_bound
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hgbench.atomic_io import jsonable
 from hgbench.errors import DataError, HGBenchError
+from hgbench.files.atomic_io import jsonable
 from hgbench.metrics import PCKH_LOW_THRESHOLD, PCKH_THRESHOLD, PCKhResult, describe_non_finite
 from hgbench.skeleton import JOINT_NAMES, MAX_PEOPLE, NUM_JOINTS, PCKH_PARTS
 

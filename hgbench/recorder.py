@@ -13,12 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hgbench.atomic_io import next_record_path, write_json_atomic
-from hgbench.bounded_read import read_json
 from hgbench.checkpoint import Checkpoint, save_checkpoint
 from hgbench.distributed import broadcast_object
 from hgbench.environment import collect_commit_info, machine_id, slurm_job
 from hgbench.errors import HGBenchError
+from hgbench.files.atomic_io import next_record_path, write_json_atomic
+from hgbench.files.bounded_read import read_json
 from hgbench.plan import RunPlan
 from hgbench.record import contention_summary, new_record, train_summary, utc_now
 from hgbench.tracking import Tracking, TrackingOptions, open_tracking

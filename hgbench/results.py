@@ -1,6 +1,6 @@
 """The results store: finding and reading the run records under ``results/`` (the record's schema is hgbench.record).
 
-Records are written by the runner's recorder through `hgbench.atomic_io` (numbered, never overwritten, atomic) to
+Records are written by the runner's recorder through `hgbench.files.atomic_io` (numbered, never overwritten, atomic) to
 ``results/<machine_id>/NNNN_<stem>.json``, pytest-benchmark's ``storage/file.py`` layout. Readers (the reporter,
 `hgbench table/compare/plot`, the sweep's skip check, `--resume`) use `load_records`, `read_record`, `find_finished`,
 `interrupted_runs` and `runs_in_training`; each record read is validated and summarised by hgbench.record. The
@@ -9,7 +9,8 @@ they are never mistaken for this machine's runs.
 
 Readers never crash or hang on a bad file: a corrupt, truncated or foreign JSON, a file that is not a regular one (a
 FIFO, a link to a device), one over 64 MiB or nested over 64 levels deep is skipped with a one-line warning that names
-the file (`hgbench.bounded_read`: checked before and after it is opened, never waited on, never read past the bound).
+the file (`hgbench.files.bounded_read`: checked before and after it is opened, never waited on, never read past the
+bound).
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hgbench.atomic_io import NUMBERED_NAME as _NUMBERED
-from hgbench.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
-from hgbench.bounded_read import JSON_BYTES, parse_json, read_json, read_limited
 from hgbench.cases import CaseSpec
-from hgbench.claim import Owner, holder
 from hgbench.config import ADDED_KEYS, run_identity
+from hgbench.files.atomic_io import NUMBERED_NAME as _NUMBERED
+from hgbench.files.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
+from hgbench.files.bounded_read import JSON_BYTES, parse_json, read_json, read_limited
+from hgbench.files.claim import Owner, holder
 from hgbench.record import (  # noqa: F401  (the store's readers hand out the schema's own types)
     SCHEMA,
     RunSummary,
@@ -247,7 +248,7 @@ def interrupted_runs(
 ) -> list[tuple[Path, dict]]:
     """Records of `case` (in that form) that stopped before finishing and whose checkpoint is still there, newest
     first: the runs `hgbench run --resume` can continue. A record that says interrupted while a live process holds
-    its run's claim (`hgbench.claim`) is of a run being trained now, not stopped: see `runs_in_training`."""
+    its run's claim (`hgbench.files.claim`) is of a run being trained now, not stopped: see `runs_in_training`."""
     return [
         (path, record)
         for path, record, owner in _unfinished(results_dir, case, as_built, machine_id)

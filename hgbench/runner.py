@@ -22,10 +22,8 @@ from typing import Any
 
 import torch
 
-from hgbench.atomic_io import remove_stale_temps
 from hgbench.cases import CaseSpec
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
-from hgbench.claim import Claim, RunBusy, claim_run
 from hgbench.compile_watch import CompileWatch
 from hgbench.config import RunConfig
 from hgbench.contention import LoadMeter, combine_loads, window_entry
@@ -44,6 +42,8 @@ from hgbench.distributed import (
 from hgbench.environment import collect_environment
 from hgbench.errors import HGBenchError, PeerLost, RunFailed
 from hgbench.failures import sigterm_as_interrupt, unexpected_failure
+from hgbench.files.atomic_io import remove_stale_temps
+from hgbench.files.claim import Claim, RunBusy, claim_run
 from hgbench.final_pass import finish_run
 from hgbench.inference import PassResult, predict
 from hgbench.metrics import evaluate_pckh

@@ -1,6 +1,6 @@
-"""One run, one trainer: a live run's claim (hgbench.claim) turns away `--resume`, a fresh start and a second sweep's
-worker, naming the process that holds it, and is taken over once that process is gone; a finished checkpoint is never
-continued, nor a run whose record lies in another results folder.
+"""One run, one trainer: a live run's claim (hgbench.files.claim) turns away `--resume`, a fresh start and a second
+sweep's worker, naming the process that holds it, and is taken over once that process is gone; a finished checkpoint is
+never continued, nor a run whose record lies in another results folder.
 
 The live run is a real second process: `hgbench.runner.run` stopped (asleep) right after its first epoch's checkpoint.
 """
@@ -84,7 +84,7 @@ def test_resume_of_a_run_still_training_is_refused_naming_its_process_then_taken
         assert len(err.splitlines()) == 1
         assert f"being trained by host {socket.gethostname()} pid {process.pid} since " in err
         assert "nothing was started" in err
-    from hgbench.claim import RunBusy
+    from hgbench.files.claim import RunBusy
 
     with pytest.raises(RunBusy, match=f"pid {process.pid} since"):  # starting the same run afresh, too
         run(config, progress=False)
@@ -165,7 +165,7 @@ def test_a_finished_checkpoint_is_never_continued_and_a_record_never_written_out
 
 
 def test_a_claim_is_one_process_s_and_is_free_again_once_released(tmp_path: Path) -> None:
-    from hgbench.claim import RunBusy, claim_run, holder
+    from hgbench.files.claim import RunBusy, claim_run, holder
 
     folder = tmp_path / "run"
     assert holder(folder) is None
@@ -176,7 +176,7 @@ def test_a_claim_is_one_process_s_and_is_free_again_once_released(tmp_path: Path
             claim_run(folder, label="hg1 seed 0")  # a second claim from this process too
         assert holder(folder) == claim.owner  # and the refused attempt did not drop the lock
         seen = subprocess.run(
-            [sys.executable, "-c", f"from hgbench.claim import holder; print(holder({str(folder)!r}).pid)"],
+            [sys.executable, "-c", f"from hgbench.files.claim import holder; print(holder({str(folder)!r}).pid)"],
             capture_output=True,
             text=True,
             check=True,
@@ -189,7 +189,7 @@ def test_a_claim_is_one_process_s_and_is_free_again_once_released(tmp_path: Path
 def test_a_claim_file_that_is_a_link_is_refused_and_its_target_left_untouched(tmp_path: Path) -> None:
     """Run folders have predictable names: whoever can write to a shared --checkpoint-dir can plant ``claim.lock`` as a
     link to a file of the user's. The claim neither truncates nor writes that file, and says so in one line."""
-    from hgbench.claim import UnsafeClaimFile, claim_run, holder
+    from hgbench.files.claim import UnsafeClaimFile, claim_run, holder
 
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's own file\n")

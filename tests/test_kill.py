@@ -105,7 +105,7 @@ def test_the_next_run_in_a_folder_removes_the_temp_checkpoint_a_killed_write_lef
 
     run_dir = Path(tiny.checkpoint_dir) / f"{record_stem(tiny, spec_of_config(tiny))}-{planned_identity(tiny)}"
     run_dir.mkdir(parents=True)
-    torn = run_dir / ".last.pt.0123abcd.tmp"  # `hgbench.atomic_io`'s temp name, as a kill mid-write leaves it
+    torn = run_dir / ".last.pt.0123abcd.tmp"  # `hgbench.files.atomic_io`'s temp name, as a kill mid-write leaves it
     torn.write_bytes(b"the first half of a checkpoint")
     notes = run_dir / "notes.tmp"  # not a temp file of hgbench's
     notes.write_text("kept")

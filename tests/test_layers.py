@@ -23,7 +23,7 @@ import pytest
 LAYERS: dict[str, tuple[str, ...]] = {
     # Import nothing of hgbench but each other: the version, errors, the skeleton, config, file IO, the output stride,
     # statistics.
-    "leaves": ("_version", "errors", "skeleton", "config", "atomic_io", "bounded_read", "claim", "geometry", "stats"),
+    "leaves": ("_version", "errors", "skeleton", "config", "files", "geometry", "stats"),
     # The registry: plain data. The registry itself reads only the leaves below it (in practice HEATMAP_STRIDE);
     # variant files and the case a run's config names are read beside it.
     "cases": ("cases", "variants", "footprint"),
@@ -183,7 +183,7 @@ def test_the_walker_sees_function_level_and_dynamic_imports() -> None:
     assert ("hgbench.cli", "hgbench.commands") in EDGES  # importlib.import_module(f"hgbench.commands.{name}")
     assert ("hgbench.plan", "hgbench.data.synthetic") in EDGES  # inside open_datasets
     assert ("hgbench.models.hourglass", "hgbench.cases") in EDGES  # under TYPE_CHECKING
-    assert ("hgbench.results", "hgbench.atomic_io") in EDGES
+    assert ("hgbench.results", "hgbench.files.atomic_io") in EDGES
 
 
 def test_imports_follow_the_layers() -> None:

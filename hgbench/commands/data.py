@@ -108,7 +108,7 @@ def _claim(data_dir: Path, *, check_only: bool) -> contextlib.AbstractContextMan
     Raises:
         DataDirBusy: another process holds the claim (the message names it).
     """
-    from hgbench.claim import RunBusy, claim_run, holder
+    from hgbench.files.claim import RunBusy, claim_run, holder
 
     try:
         return claim_run(data_dir, label=f"data folder {data_dir}")

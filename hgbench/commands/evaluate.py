@@ -399,7 +399,7 @@ def _reproduce(args: argparse.Namespace, name: str | None) -> int:
         input_res=args.input_res or 256,
     )
     if args.format == "json":
-        from hgbench.atomic_io import jsonable
+        from hgbench.files.atomic_io import jsonable
 
         sys.stdout.write(json.dumps(jsonable(rep.to_dict()), indent=2) + "\n")
     else:

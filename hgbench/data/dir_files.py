@@ -4,7 +4,7 @@ A shared data folder (``/shared/mpii``) is writable by whoever shares it, so a n
 symbolic link planted to make hgbench write somewhere else, or a FIFO that hangs a reader. Every file hgbench
 writes there is opened with ``O_NOFOLLOW`` (a new one with ``O_EXCL`` as well), every file it reads is opened
 without blocking and checked to be a regular file first; a small one (a marker, a note) is read with
-`hgbench.bounded_read.read_json` and ``follow_links=False``.
+`hgbench.files.bounded_read.read_json` and ``follow_links=False``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 import stat
 from pathlib import Path
 
-from hgbench.bounded_read import file_kind
 from hgbench.errors import HGBenchError
+from hgbench.files.bounded_read import file_kind
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)

@@ -17,8 +17,8 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from hgbench.atomic_io import write_json_atomic
-from hgbench.bounded_read import read_json
+from hgbench.files.atomic_io import write_json_atomic
+from hgbench.files.bounded_read import read_json
 
 _NOTE_LIMIT = 64 << 10  # a note is a few hundred bytes; anything larger is not one hgbench wrote
 _DIGITS = re.compile(r"[0-9]{1,20}")

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hgbench.atomic_io import NotAPlainFile, open_append
 from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
 from hgbench.errors import DataError
+from hgbench.files.atomic_io import NotAPlainFile, open_append
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
 
 GENERATOR_VERSION = 1  # bump whenever the output for a given seed changes (it names the cache directory)

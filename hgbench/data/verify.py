@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hgbench.atomic_io import write_json_atomic
-from hgbench.bounded_read import read_json
 from hgbench.data.annotations import IMAGES_DIRNAME, find_annotation_file, load_annotations
 from hgbench.data.jpeg import check_jpeg, decode_jpeg_file
 from hgbench.errors import DataError
+from hgbench.files.atomic_io import write_json_atomic
+from hgbench.files.bounded_read import read_json
 
 MARKER_NAME = ".hgbench-verified.json"
 _MARKER_LIMIT = 64 << 10  # the marker is a few hundred bytes; a larger file is not one hgbench wrote

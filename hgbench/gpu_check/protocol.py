@@ -2,7 +2,7 @@
 
 A check writes its figures as it measures them (`StepContext.update`) and its verdict at the end (`finish`) into the
 JSON file named in ``$HGBENCH_GPU_CHECK_RESULT``, atomically each time: a step stopped for its budget still leaves
-what it had measured. Standard library only (`hgbench.atomic_io` and `hgbench.errors` are too).
+what it had measured. Standard library only (`hgbench.files.atomic_io` and `hgbench.errors` are too).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hgbench.atomic_io import write_json_atomic
 from hgbench.errors import PIP_NAMES, missing_package, missing_package_in
+from hgbench.files.atomic_io import write_json_atomic
 
 RESULT_ENV = "HGBENCH_GPU_CHECK_RESULT"  # where the step writes its result (JSON)
 WORK_ENV = "HGBENCH_GPU_CHECK_WORK"  # a folder it may write into (run records); kept beside the report

@@ -6,7 +6,7 @@ past its budget is stopped (its whole process group: torchrun's workers and Data
 ends in time however the steps behave. A step reports through a JSON file named in ``$HGBENCH_GPU_CHECK_RESULT``
 (`hgbench.gpu_check.step`); its output goes to ``logs/<step>.log`` beside the report.
 
-Standard library only (and `hgbench.atomic_io` and `hgbench.errors`, stdlib too): the report is written even where
+Standard library only (and `hgbench.files.atomic_io` and `hgbench.errors`, stdlib too): the report is written even where
 torch or another of hgbench's packages does not import.
 """
 
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from hgbench._version import __version__
-from hgbench.atomic_io import write_bytes_atomic, write_json_atomic
+from hgbench.files.atomic_io import write_bytes_atomic, write_json_atomic
 from hgbench.gpu_check.catalogue import TOTAL_BUDGET_S, Step
 from hgbench.gpu_check.protocol import RESULT_ENV, WORK_ENV, missing_package_in
 

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from hgbench._version import __version__
-from hgbench.atomic_io import write_bytes_atomic
-from hgbench.bounded_read import read_json
 from hgbench.cases import CaseSpec
 from hgbench.config import cache_root
+from hgbench.files.atomic_io import write_bytes_atomic
+from hgbench.files.bounded_read import read_json
 from hgbench.footprint import spec_params
 from hgbench.models.hourglass import build_model
 

@@ -33,8 +33,8 @@ from typing import IO, Any
 
 import torch
 
-from hgbench.bounded_read import file_kind
 from hgbench.errors import HGBenchError, one_line
+from hgbench.files.bounded_read import file_kind
 from hgbench.models.pickle_scan import scan
 from hgbench.models.zip_directory import is_zip, read_record, zip_records
 

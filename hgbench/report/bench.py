@@ -12,8 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.bounded_read import read_json
 from hgbench.cases import case_label
+from hgbench.files.bounded_read import read_json
 from hgbench.report.render import _md_cell
 from hgbench.results import expand_sources
 

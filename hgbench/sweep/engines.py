@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from hgbench.atomic_io import NotAPlainFile, open_append, write_json_atomic
 from hgbench.errors import HGBenchError
+from hgbench.files.atomic_io import NotAPlainFile, open_append, write_json_atomic
 from hgbench.sweep.slurm import RUNS_AGAIN, SlurmRequest, sbatch_error
 from hgbench.sweep.worker import run_one
 

@@ -2,7 +2,7 @@
 
 It is `hgbench run` for one config: it skips a run this machine already finished, continues an interrupted one from
 its checkpoint, and writes the record atomically into the config's results folder, exactly as `hgbench run` does. A
-run another process is training (another sweep's worker, an `hgbench run`) holds its claim (`hgbench.claim`): the
+run another process is training (another sweep's worker, an `hgbench run`) holds its claim (`hgbench.files.claim`): the
 worker leaves it alone and says "busy", naming that process. It returns a small summary (a dict of plain values)
 rather than raising, so that a run failing on its own terms (NaN loss, bad data) reads as "failed" on every engine,
 while a worker that dies returns nothing at all (a retry).
@@ -53,7 +53,7 @@ def run_one(
         torch.set_num_threads(threads)  # side by side, runs that each take every core only fight over them
     if log_path is None:
         return _run(config, keep_checkpoint=keep_checkpoint)
-    from hgbench.atomic_io import open_append
+    from hgbench.files.atomic_io import open_append
 
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     try:  # the logs lie in the (perhaps shared) checkpoint folder: never appended to through a planted link
@@ -67,10 +67,10 @@ def run_one(
 
 def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
     from hgbench import results as store
-    from hgbench.claim import RunBusy
     from hgbench.config import RunConfig
     from hgbench.environment import collect_environment, machine_id
     from hgbench.errors import HGBenchError, one_line
+    from hgbench.files.claim import RunBusy
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.recorder import AlreadyFinished
     from hgbench.runner import run

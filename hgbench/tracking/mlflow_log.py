@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from hgbench.atomic_io import write_json_atomic
+from hgbench.files.atomic_io import write_json_atomic
 from hgbench.tracking.figures import (
     FINAL_SENTINEL,
     SENTINEL,

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hgbench.atomic_io import write_json_atomic
-from hgbench.bounded_read import read_json
+from hgbench.files.atomic_io import write_json_atomic
+from hgbench.files.bounded_read import read_json
 from hgbench.tracking.figures import (
     EPOCH_FIGURES,
     FINAL_FIGURES,

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from hgbench.bounded_read import file_kind
+from hgbench.files.bounded_read import file_kind
 
 __all__ = [
     "NUMBERED_NAME",

@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from hgbench.atomic_io import NotAPlainFile, open_plain
 from hgbench.errors import HGBenchError
+from hgbench.files.atomic_io import NotAPlainFile, open_plain
 
 LOCK_NAME = "claim.lock"
 # A process that only looks (`holder`) holds the lock for microseconds; a claim that finds it taken tries again for
@@ -165,8 +165,8 @@ def holder(folder: str | Path) -> Owner | None:
 
 
 def _open_lock_file(path: Path, label: str, folder: Path) -> int:
-    """Open (creating) the lock file for reading and writing (`hgbench.atomic_io.open_plain`: never a link, a FIFO or
-    a second name of another file, which the claim's truncation would empty).
+    """Open (creating) the lock file for reading and writing (`hgbench.files.atomic_io.open_plain`: never a link, a FIFO
+    or a second name of another file, which the claim's truncation would empty).
 
     Raises:
         UnsafeClaimFile: one line naming the file and what it is; nothing was written.
