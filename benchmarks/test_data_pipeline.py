@@ -35,7 +35,7 @@ from hgbench.data.transforms import (
     heatmap_matrix,
     sample_augmentation,
 )
-from hgbench.skeleton import FLIP_INDEX
+from hgbench.spec.skeleton import FLIP_INDEX
 
 from .conftest import SMOKE, rounds
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from hgbench.bench import ModeSettings, make_workload
-from hgbench.cases import STUDY_CASES, get_spec
+from hgbench.spec.cases import STUDY_CASES, get_spec
 
 from .conftest import rounds
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hgbench.cases import PUBLISHED
 from hgbench.data.mpii import MPIIDataset
 from hgbench.data.synthetic import generate
+from hgbench.spec.cases import PUBLISHED
 from hgbench.tracking import Tracking
 from hgbench.tracking.pictures import PictureSource
 from hgbench.tracking.tensorboard_log import TensorBoardTracker

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 from hgbench._version import __version__
-from hgbench.cases import CaseSpec
 from hgbench.environment import collect_commit_info, collect_environment, float32_label, machine_id
 from hgbench.files.atomic_io import next_record_path, write_json_atomic
 from hgbench.models import ModelCost, measure_cost
+from hgbench.spec.cases import CaseSpec
 from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
     MIN_WARMUP,
     MODES,

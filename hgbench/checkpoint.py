@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError, one_line
 from hgbench.files.atomic_io import atomic_file, jsonable
 from hgbench.models.torch_file import load_torch_file
 from hgbench.models.weights import file_bound
+from hgbench.spec.cases import CaseSpec
 
 CHECKPOINT_FORMAT = "hgbench.checkpoint/1"
 

@@ -31,7 +31,7 @@ from hgbench.metrics import (
     heatmap_acc_from_counts,
     heatmap_acc_per_joint,
 )
-from hgbench.skeleton import FLIP_INDEX, HEATMAP_ACC_JOINTS, NUM_JOINTS
+from hgbench.spec.skeleton import FLIP_INDEX, HEATMAP_ACC_JOINTS, NUM_JOINTS
 
 if TYPE_CHECKING:
     import torch

@@ -65,7 +65,7 @@ class RunFailed(HGBenchError):
 class CaseError(HGBenchError, ValueError):
     """An unknown case id, or a variant file that does not declare a network hgbench can build.
 
-    A `ValueError` too, as the registry's own lookup (`hgbench.cases.get_spec`) raises for an unknown id.
+    A `ValueError` too, as the registry's own lookup (`hgbench.spec.cases.get_spec`) raises for an unknown id.
     """
 
 

@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import torch
 
-from hgbench.config import RunConfig
 from hgbench.errors import RunFailed, missing_dependency, one_line
+from hgbench.spec.config import RunConfig
 
 
 @contextmanager

@@ -12,7 +12,6 @@ from typing import TypeVar
 from torch import nn
 
 from hgbench.compile_watch import CompileWatch, describe_fallback
-from hgbench.config import RunConfig
 from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
 from hgbench.distributed import DistContext, all_gather_objects, barrier
@@ -23,6 +22,7 @@ from hgbench.nvml import NvmlSampler
 from hgbench.plan import RunPlan
 from hgbench.record import inference_entry
 from hgbench.recorder import Recorder
+from hgbench.spec.config import RunConfig
 from hgbench.state import TrainingState
 from hgbench.timing import peak_memory_mib
 from hgbench.training import StepOptions

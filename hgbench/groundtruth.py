@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from hgbench.errors import DataError
-from hgbench.skeleton import MAX_PEOPLE, NUM_JOINTS
+from hgbench.spec.skeleton import MAX_PEOPLE, NUM_JOINTS
 
 HEAD_SIZE_FACTOR = 0.6  # MPII: head size = 0.6 x head-box diagonal
 
@@ -98,7 +98,7 @@ def save_ground_truth(path: str | Path, gt: GroundTruth, *, joint_names: tuple[s
     """Write `gt` in the `detections_our_format.mat` layout (readable by the common MPII evaluators)."""
     from scipy.io import savemat
 
-    from hgbench.skeleton import JOINT_NAMES
+    from hgbench.spec.skeleton import JOINT_NAMES
 
     names = joint_names or JOINT_NAMES
     savemat(

@@ -36,7 +36,7 @@ import numpy as np
 
 from hgbench.errors import HGBenchError
 from hgbench.groundtruth import GroundTruth
-from hgbench.skeleton import HEATMAP_ACC_JOINTS, JOINT_NAMES, NUM_JOINTS, PCKH_MEAN_JOINTS, PCKH_PARTS
+from hgbench.spec.skeleton import HEATMAP_ACC_JOINTS, JOINT_NAMES, NUM_JOINTS, PCKH_MEAN_JOINTS, PCKH_PARTS
 from hgbench.stats import (
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING
 import torch
 
 from hgbench._version import __version__
-from hgbench.cases import CaseSpec
-from hgbench.config import RunConfig, check_settings, run_identity
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import COMPILE_UNDER_DDP, DistContext, barrier
 from hgbench.errors import HGBenchError
-from hgbench.footprint import gib, host_available_bytes, training_bytes
 from hgbench.groundtruth import GroundTruth
 from hgbench.models.weights import Weights, file_sha256, read_weights
-from hgbench.variants import NAME_PATTERN, spec_of_config
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import RunConfig, check_settings, run_identity
+from hgbench.spec.footprint import gib, host_available_bytes, training_bytes
+from hgbench.spec.variants import NAME_PATTERN, spec_of_config
 
 if TYPE_CHECKING:
     from hgbench.mode_probe import FastChoice
@@ -47,7 +47,7 @@ class RunPlan:
     train_ds: object  # MPIIDataset, training split
     val_ds: object  # MPIIDataset, validation split
     dataset: dict  # the record's ``dataset`` section
-    identity: str  # `hgbench.config.run_identity`: resume and the sweep's skip agree on it
+    identity: str  # `hgbench.spec.config.run_identity`: resume and the sweep's skip agree on it
     fast_mode: dict | None = None  # with --fast: the mode chosen and how (`hgbench.mode_probe.FastChoice`)
     setting_notes: list[str] = field(default_factory=list)  # settings asked for and not used, each with why
 
@@ -322,7 +322,7 @@ def device_free_bytes(device: torch.device) -> int | None:
 
 def check_fits(config: RunConfig, spec: CaseSpec, device: torch.device) -> None:
     """Refuse, before anything is built or written, a run whose network and training batch cannot fit in the memory
-    free on its device (`hgbench.footprint`'s estimate), saying what would fit.
+    free on its device (`hgbench.spec.footprint`'s estimate), saying what would fit.
 
     Raises:
         HGBenchError: one line: what the run needs, what is free, and the largest batch or input that fits.

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from hgbench._version import __version__
-from hgbench.cases import CaseSpec, case_label
 from hgbench.contention import run_contention
 from hgbench.environment import device_label, machine_id
 from hgbench.errors import HGBenchError
 from hgbench.metrics import person_masks_from_dict
+from hgbench.spec.cases import CaseSpec, case_label
 from hgbench.stats import describe
 
 SCHEMA = "hgbench.run/1"

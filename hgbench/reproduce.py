@@ -27,8 +27,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hgbench.cases import CaseSpec
-from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE
 from hgbench.data.anibali import AnibaliValSet
 from hgbench.data.annotations import bundled_annotations_path
 from hgbench.decoding import anibali_decode, flip_back
@@ -37,7 +35,9 @@ from hgbench.groundtruth import GroundTruth, bundled_ground_truth_path, load_gro
 from hgbench.metrics import PCKhResult, evaluate_pckh, pckh_mean_of_sums
 from hgbench.models import build_model, read_weights
 from hgbench.plan import open_datasets, resolve_device
-from hgbench.skeleton import PCKH_PARTS
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE
+from hgbench.spec.skeleton import PCKH_PARTS
 from hgbench.stats import bootstrap_weights, percentile_interval
 
 ROWS = (*PCKH_PARTS, "Mean")

@@ -22,8 +22,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hgbench.cases import CaseSpec
-from hgbench.config import ADDED_KEYS, run_identity
 from hgbench.files.atomic_io import NUMBERED_NAME as _NUMBERED
 from hgbench.files.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
 from hgbench.files.bounded_read import JSON_BYTES, parse_json, read_json, read_limited
@@ -35,6 +33,8 @@ from hgbench.record import (  # noqa: F401  (the store's readers hand out the sc
     summarize,
     validate_record,
 )
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import ADDED_KEYS, run_identity
 
 # Sub-folders of results/ that hold other JSON by design (pytest-benchmark saves, micro-benchmarks): a directory
 # walk skips them silently; naming one of their files explicitly still gets a warning.
@@ -210,8 +210,8 @@ def _try_json(path: Path) -> Any:
 
 
 def record_identity(record: Mapping[str, Any]) -> str | None:
-    """The run identity (`hgbench.config.run_identity`) of a record, recomputed from what it stores; None if it cannot
-    be (a record without spec, config or dataset fingerprint)."""
+    """The run identity (`hgbench.spec.config.run_identity`) of a record, recomputed from what it stores; None if it
+    cannot be (a record without spec, config or dataset fingerprint)."""
     try:
         spec = CaseSpec.from_dict(record["spec"])
         dataset = record["dataset"]["fingerprint"]
@@ -230,7 +230,7 @@ def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | N
 
     Args:
         results_dir: the results root to search (recursively; its ``published/`` folder is not this machine's).
-        identity: the planned run's `hgbench.config.run_identity` (see `hgbench.plan.planned_identity`): the same
+        identity: the planned run's `hgbench.spec.config.run_identity` (see `hgbench.plan.planned_identity`): the same
             function resume uses, so "already finished" and "can be resumed" never disagree.
         machine_id: only look in this machine's sub-folder (timings from another machine are not a finished run here).
 

@@ -22,10 +22,8 @@ from typing import Any
 
 import torch
 
-from hgbench.cases import CaseSpec
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.compile_watch import CompileWatch
-from hgbench.config import RunConfig
 from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
 from hgbench.distributed import (
@@ -54,11 +52,13 @@ from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_dev
 from hgbench.progress import ProgressBar, say_once
 from hgbench.recorder import Recorder, check_continuable
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import RunConfig
+from hgbench.spec.variants import spec_of_config
 from hgbench.state import TrainingState, build_state
 from hgbench.timing import reset_peak_memory
 from hgbench.tracking import TrackingOptions
 from hgbench.training import EpochStats, train_one_epoch
-from hgbench.variants import spec_of_config
 
 
 @dataclass

@@ -17,15 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hgbench.cases import CaseSpec
 from hgbench.checkpoint import NotAnHGBenchCheckpoint, load_checkpoint
-from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE, RunConfig
 from hgbench.data.loader import make_loader
 from hgbench.errors import HGBenchError
 from hgbench.groundtruth import GroundTruth
 from hgbench.inference import predict
 from hgbench.models import build_model, read_weights
 from hgbench.plan import open_datasets, resolve_device
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE, RunConfig
 from hgbench.training import StepOptions
 
 

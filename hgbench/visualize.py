@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from hgbench.errors import DataError, HGBenchError
-from hgbench.skeleton import JOINT_NAMES, LIMBS, NUM_JOINTS
+from hgbench.spec.skeleton import JOINT_NAMES, LIMBS, NUM_JOINTS
 
 # RGB colours of the predicted limbs by side of the person (skeleton.LIMBS).
 SIDE_COLOURS: dict[str, tuple[int, int, int]] = {

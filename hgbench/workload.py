@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hgbench.cases import CaseSpec
 from hgbench.compile_watch import compile_model
-from hgbench.config import DEFAULT_LR
-from hgbench.geometry import heatmap_res
 from hgbench.loss import heatmap_loss
 from hgbench.models import build_model
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import DEFAULT_LR
+from hgbench.spec.geometry import heatmap_res
 from hgbench.speed_modes import ModeSettings
 
 LR = DEFAULT_LR["adam"]  # the study's Adam learning rate: the optimiser step costs the same as in a real run

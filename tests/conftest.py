@@ -14,7 +14,7 @@ import torch
 from helpers.fake_nvml import make_fake_nvml
 from helpers.mpii_archive import ARCHIVE_NAME, make_archive
 
-from hgbench.config import RunConfig
+from hgbench.spec.config import RunConfig
 
 if TYPE_CHECKING:
     from helpers.cuda_standin import CudaStandin

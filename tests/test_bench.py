@@ -20,9 +20,9 @@ import torch
 
 from hgbench import bench, progress, speed_modes
 from hgbench.bench import BenchConfig, run_bench
-from hgbench.cases import get_spec
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
+from hgbench.spec.cases import get_spec
 from hgbench.speed_modes import MODES, ModeSettings, best_mode, parse_modes, plan_modes
 from hgbench.timing import time_fn
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench.cases import PUBLISHED, STUDY_CASES, CaseSpec, case_label, get_spec, list_cases
 from hgbench.cli import main
 from hgbench.models import build_model, count_params, count_used_params, create_model, measure_cost
+from hgbench.spec.cases import PUBLISHED, STUDY_CASES, CaseSpec, case_label, get_spec, list_cases
 
 ALL_FORMS = [(c, False) for c in list_cases()] + [(c, True) for c in STUDY_CASES]
 

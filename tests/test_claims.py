@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from hgbench.cli import main
-from hgbench.config import RunConfig
 from hgbench.runner import run
+from hgbench.spec.config import RunConfig
 
 # A run that sleeps after its first checkpoint, so it holds its claim as a run in the middle of training does.
 LIVE_RUN = """
 import json, sys, time
 from hgbench import recorder
-from hgbench.config import RunConfig
+from hgbench.spec.config import RunConfig
 from hgbench.runner import run
 
 checkpoint = recorder.Recorder.checkpoint
@@ -221,8 +221,8 @@ def test_a_claim_file_that_is_a_link_is_refused_and_its_target_left_untouched(tm
 def test_hgbench_run_refuses_a_planted_claim_link_in_one_line(
     tiny: RunConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hgbench.cases import get_spec
     from hgbench.plan import planned_identity, record_stem
+    from hgbench.spec.cases import get_spec
 
     victim = tmp_path / "victim.txt"
     victim.write_text("the user's own file\n")

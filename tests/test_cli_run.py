@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from hgbench import __version__, cli, runner
-from hgbench.cases import STUDY_CASES
-from hgbench.config import RunConfig
 from hgbench.environment import collect_environment, machine_id
+from hgbench.spec.cases import STUDY_CASES
+from hgbench.spec.config import RunConfig
 
 REPO = Path(__file__).resolve().parents[1]
 # The committed smoke sweep: one machine's folder, whatever machine made it.

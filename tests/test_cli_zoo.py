@@ -18,10 +18,10 @@ from scipy.io import loadmat
 
 from hgbench.checkpoint import save_checkpoint
 from hgbench.cli import main
-from hgbench.config import run_identity
 from hgbench.models import read_weights
 from hgbench.runner import run
-from hgbench.variants import read_variant, run_case_fields
+from hgbench.spec.config import run_identity
+from hgbench.spec.variants import read_variant, run_case_fields
 
 TINY_VARIANT = 'name = "tiny"\nnum_stacks = 1\nnum_feats = 8\ndepths = [4]\n'
 

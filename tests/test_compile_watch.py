@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hgbench.compile_watch import RECOMPILE_LIMIT_MESSAGE, CompileWatch, describe_fallback
-from hgbench.config import RunConfig
+from hgbench.spec.config import RunConfig
 
 
 class Repeat(nn.Module):

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from hgbench import contention
-from hgbench.config import RunConfig
 from hgbench.contention import (
     OTHER_CPU_THRESHOLD,
     CpuReading,
@@ -20,6 +19,7 @@ from hgbench.contention import (
     run_contention,
     window_entry,
 )
+from hgbench.spec.config import RunConfig
 
 PROC_STAT = """cpu  1000 0 500 8000 100 0 0 400 0 0
 cpu0 500 0 250 4000 50 0 0 200 0 0

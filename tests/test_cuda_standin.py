@@ -16,10 +16,10 @@ from helpers.cuda_standin import STANDIN_GPU_NAME, CudaStandin, StandinViolation
 
 from hgbench import plan as plan_module
 from hgbench import runner
-from hgbench.config import RunConfig
 from hgbench.distributed import COMPILE_UNDER_DDP, DistContext
 from hgbench.errors import HGBenchError
 from hgbench.record import validate_record
+from hgbench.spec.config import RunConfig
 
 
 def _run(config: RunConfig, **kw: object) -> runner.RunOutcome:
@@ -244,9 +244,9 @@ def test_validation_on_device_decoded_batches_uploads_only_from_pinned_memory(
     synthetic_root: Path, cuda_standin: CudaStandin
 ) -> None:
     """Every upload in the validation loop is asynchronous, so from pinned memory: the ``bad`` flags too."""
-    from hgbench.cases import get_spec
     from hgbench.inference import predict
     from hgbench.models import build_model
+    from hgbench.spec.cases import get_spec
     from hgbench.training import StepOptions
 
     cuda = torch.device("cuda", 0)
@@ -346,7 +346,7 @@ def test_bench_on_cuda_times_modes_with_cuda_events(cuda_standin: CudaStandin, m
 
 
 def _spec(case: str) -> object:
-    from hgbench.cases import get_spec
+    from hgbench.spec.cases import get_spec
 
     return get_spec(case)
 

@@ -19,9 +19,9 @@ from hgbench.data.loader import EpochShuffleSampler, make_loader, unwrap_worker_
 from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import adjust_center_scale, apply_affine, heatmap_matrix, invert
 from hgbench.errors import DataError
-from hgbench.geometry import heatmap_res
 from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
-from hgbench.skeleton import FLIP_INDEX, HEAD_TOP
+from hgbench.spec.geometry import heatmap_res
+from hgbench.spec.skeleton import FLIP_INDEX, HEAD_TOP
 
 # --- the full annotation file -----------------------------------------------------------------------------------
 

@@ -348,8 +348,8 @@ def test_a_tiny_hourglass_learns_the_synthetic_data(tmp_path: Path) -> None:
     The masked MSE must fall well below its start, and on held-out people the network must beat predicting all
     zeros and put several times more joints near their true place than before training (chance is ~4%).
     """
-    from hgbench.cases import get_spec
     from hgbench.models import build_model
+    from hgbench.spec.cases import get_spec
 
     torch.manual_seed(0)
     root = generate(tmp_path / "learn", people=120, seed=3, val_fraction=0.2)

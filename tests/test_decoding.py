@@ -18,7 +18,7 @@ from hgbench.decoding import (
 )
 from hgbench.errors import HGBenchError
 from hgbench.metrics import heatmap_acc_from_counts
-from hgbench.skeleton import FLIP_INDEX, NUM_JOINTS
+from hgbench.spec.skeleton import FLIP_INDEX, NUM_JOINTS
 
 
 def gaussian_heatmaps(points: np.ndarray, res: int = 64, sigma: float = 1.0) -> np.ndarray:

@@ -13,7 +13,6 @@ import torch
 from helpers.damage import garble_jpeg
 
 from hgbench.cli import main
-from hgbench.config import RunConfig
 from hgbench.data.device_decode import DeviceDecodeLoader, collate, normalise_batch, warp_batch
 from hgbench.data.jpeg import decode_jpegs, read_image_bytes
 from hgbench.data.loader import make_loader
@@ -23,6 +22,7 @@ from hgbench.errors import DataError
 from hgbench.plan import resolve_config
 from hgbench.results import read_record
 from hgbench.runner import run
+from hgbench.spec.config import RunConfig
 
 
 def _picture(h: int, w: int, seed: int) -> np.ndarray:

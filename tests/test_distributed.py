@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from hgbench import distributed
-from hgbench.cases import get_spec
-from hgbench.config import RunConfig
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
 from hgbench.errors import HGBenchError
 from hgbench.sampling import GlobalBatchSampler, ShardSampler
+from hgbench.spec.cases import get_spec
+from hgbench.spec.config import RunConfig
 
 SCRIPT = Path(__file__).parent / "helpers" / "ddp_gradients.py"
 
@@ -228,9 +228,9 @@ def test_a_group_whose_first_all_reduce_is_wrong_is_one_line(monkeypatch: pytest
 def test_the_cpu_conversion_keeps_the_parameters_and_buffers() -> None:
     """As `nn.SyncBatchNorm.convert_sync_batchnorm` does: an optimiser or a reference made before the conversion
     still points at what the network trains and updates."""
-    from hgbench.cases import get_spec
     from hgbench.distributed import convert_sync_batchnorm
     from hgbench.models import build_model
+    from hgbench.spec.cases import get_spec
 
     model = build_model(get_spec("hg1"))
     params = {n: p for n, p in model.named_parameters()}

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from hgbench import environment
-from hgbench.config import RunConfig
 from hgbench.environment import collect_commit_info, collect_environment, device_label, machine_id
+from hgbench.spec.config import RunConfig
 
 if TYPE_CHECKING:
     from helpers.cuda_standin import CudaStandin
@@ -175,7 +175,7 @@ def test_run_and_bench_on_a_gpu_survive_the_newer_fp32_api(
     import functools
 
     from hgbench import bench, runner
-    from hgbench.cases import get_spec
+    from hgbench.spec.cases import get_spec
 
     small_peak = functools.partial(bench.measure_peak_conv_tflops, batch=1, channels=8, size=8, iters=2)
     monkeypatch.setattr(bench, "measure_peak_conv_tflops", small_peak)  # the real one: minutes on a CPU

@@ -23,8 +23,6 @@ from torch import nn
 
 from hgbench import nvml, runner
 from hgbench import state as state_module
-from hgbench.cases import get_spec
-from hgbench.config import RunConfig
 from hgbench.data.device_decode import DeviceDecodeLoader
 from hgbench.data.loader import make_loader
 from hgbench.data.mpii import MPIIDataset
@@ -32,6 +30,8 @@ from hgbench.distributed import DistContext
 from hgbench.inference import predict
 from hgbench.models import build_model
 from hgbench.plan import make_plan
+from hgbench.spec.cases import get_spec
+from hgbench.spec.config import RunConfig
 from hgbench.timing import StepTimer
 from hgbench.training import AsyncScalar, StepOptions, train_one_epoch
 

@@ -24,13 +24,13 @@ import pytest
 import torch
 from torch import nn
 
-from hgbench.cases import get_spec
 from hgbench.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from hgbench.cli import main
-from hgbench.config import RunConfig
 from hgbench.errors import HGBenchError
 from hgbench.models import build_model
 from hgbench.models.weights import file_bound, read_weights
+from hgbench.spec.cases import get_spec
+from hgbench.spec.config import RunConfig
 
 
 class _RunsACommand:
@@ -190,7 +190,7 @@ def _oversized(path: Path) -> Path:
 
 PEAK_RSS = """
 import resource, sys
-from hgbench.cases import get_spec
+from hgbench.spec.cases import get_spec
 from hgbench.errors import HGBenchError
 from hgbench.models.weights import read_weights
 

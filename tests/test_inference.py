@@ -11,12 +11,12 @@ import torch
 from helpers.host_sync import fake_batches
 from torch import nn
 
-from hgbench.cases import get_spec
-from hgbench.config import RunConfig
 from hgbench.inference import predict, timed_passes
 from hgbench.loss import heatmap_loss
 from hgbench.models import build_model
 from hgbench.runner import run
+from hgbench.spec.cases import get_spec
+from hgbench.spec.config import RunConfig
 from hgbench.training import StepOptions
 
 CPU = StepOptions(torch.device("cpu"))

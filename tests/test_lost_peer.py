@@ -18,8 +18,8 @@ import torch.distributed as dist
 
 from hgbench import distributed
 from hgbench.cli import main
-from hgbench.config import RunConfig
 from hgbench.distributed import DistContext, peer_lost
+from hgbench.spec.config import RunConfig
 
 TWO = DistContext(rank=0, world_size=2, timeout=timedelta(minutes=1))
 # gloo's words in torch 2.14 (tcp/pair.cc, unbound_buffer.cc), as a collective raises them.

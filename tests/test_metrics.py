@@ -8,7 +8,7 @@ import pytest
 from hgbench.errors import HGBenchError
 from hgbench.groundtruth import GroundTruth, load_ground_truth
 from hgbench.metrics import PCKhResult, evaluate_pckh, pckh
-from hgbench.skeleton import NUM_JOINTS, PCKH_MEAN_JOINTS
+from hgbench.spec.skeleton import NUM_JOINTS, PCKH_MEAN_JOINTS
 
 HEAD = 6.0  # head size of `make_gt`: 0.6 x the diagonal of a 6 x 8 box (10 px)
 

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from hgbench import mode_probe, speed_modes
-from hgbench.cases import get_spec
-from hgbench.config import RunConfig
 from hgbench.distributed import DistContext
 from hgbench.mode_probe import MIN_GAIN, choose_fast_mode, describe_fast_mode, pick_fastest
 from hgbench.plan import make_plan
 from hgbench.record import new_record
+from hgbench.spec.cases import get_spec
+from hgbench.spec.config import RunConfig
 from hgbench.speed_modes import ModeSettings
 
 SPEC = get_spec("hg1")

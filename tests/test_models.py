@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from hgbench.cases import STUDY_CASES, get_spec, list_cases
-from hgbench.geometry import heatmap_res
 from hgbench.models import Bottleneck, build_model
+from hgbench.spec.cases import STUDY_CASES, get_spec, list_cases
+from hgbench.spec.geometry import heatmap_res
 
 
 def _bottlenecks(model: nn.Module) -> list[Bottleneck]:

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from hgbench.checkpoint import save_checkpoint
-from hgbench.config import RunConfig
 from hgbench.files import atomic_io
 from hgbench.files.atomic_io import atomic_output, next_record_path, open_append, write_bytes_atomic, write_json_atomic
+from hgbench.spec.config import RunConfig
 
 USERS_OWN = b"the user's own file\n"
 
@@ -195,8 +195,8 @@ def test_the_synthetic_cache_lock_is_never_opened_through_a_link(tmp_path: Path,
 def test_a_cost_cache_that_is_a_link_is_replaced_not_written_through(
     tmp_path: Path, victim: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hgbench.cases import get_spec
     from hgbench.models.cost import COST_CACHE_FILENAME, measure_cost
+    from hgbench.spec.cases import get_spec
 
     monkeypatch.setenv("HGBENCH_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "cache").mkdir()

@@ -19,7 +19,7 @@ from hgbench.cli import main
 from hgbench.errors import HGBenchError
 from hgbench.models import published
 from hgbench.models.published import PUBLISHED, PublishedWeights, cache_dir, is_published_name, resolve
-from hgbench.variants import read_variant
+from hgbench.spec.variants import read_variant
 
 TINY_VARIANT = 'name = "tiny"\nnum_stacks = 1\nnum_feats = 8\ndepths = [4]\n'
 

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from hgbench.cases import PUBLISHED, PUBLISHED_HARDWARE
 from hgbench.errors import HGBenchError
 from hgbench.report import (
     COMPARE_COLUMNS,
@@ -32,6 +31,7 @@ from hgbench.report import (
     to_markdown,
 )
 from hgbench.results import RunSummary, load_records, summarize
+from hgbench.spec.cases import PUBLISHED, PUBLISHED_HARDWARE
 
 RECORDS = Path(__file__).parent / "data" / "records"
 CPU_DIR = RECORDS / "cpu-pt2.14.1"

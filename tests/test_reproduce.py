@@ -34,7 +34,7 @@ from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.metrics import evaluate_pckh
 from hgbench.models.published import PUBLISHED, PUBLISHED_PCKH, PublishedWeights, cache_dir
 from hgbench.reproduce import format_reproduction, judge, row_intervals
-from hgbench.variants import read_variant
+from hgbench.spec.variants import read_variant
 
 TINY_VARIANT = 'name = "tiny"\nnum_stacks = 1\nnum_feats = 8\ndepths = [4]\n'
 ANIBALI_HG2 = PUBLISHED_PCKH["anibali:hg2"]

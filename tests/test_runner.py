@@ -18,10 +18,10 @@ from helpers.damage import garble_jpeg, truncate_jpeg
 from hgbench import results as store
 from hgbench.checkpoint import load_checkpoint
 from hgbench.cli import main
-from hgbench.config import RunConfig
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.metrics import pckh_mean_interval, pckh_mean_of_sums, person_masks_from_dict
 from hgbench.runner import run
+from hgbench.spec.config import RunConfig
 
 DETERMINISTIC_KEYS = ("train_loss", "val_loss", "heatmap_acc", "pckh", "lr", "steps", "images")
 
@@ -170,8 +170,8 @@ def test_resume_and_the_sweeps_skip_share_one_identity(tiny: RunConfig, syntheti
 
 def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: Path) -> None:
     outcome = run(tiny, progress=False)
-    from hgbench.cases import get_spec
     from hgbench.checkpoint import check_compatible
+    from hgbench.spec.cases import get_spec
 
     with pytest.raises(HGBenchError, match=r"belongs to hg1 .* not case 2"):
         check_compatible(load_checkpoint(outcome.checkpoint_path), get_spec("2"), 64)

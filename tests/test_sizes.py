@@ -11,9 +11,9 @@ import scipy.io
 from scipy.io import savemat
 
 from hgbench.cli import main
-from hgbench.config import RunConfig
 from hgbench.errors import DataError
 from hgbench.evaluation import load_predictions
+from hgbench.spec.config import RunConfig
 
 
 def _never_read(*args: object, **kwargs: object) -> None:
@@ -113,8 +113,8 @@ def test_the_largest_batch_that_fits_is_named(
     import re
 
     import hgbench.plan as plan
-    from hgbench.cases import get_spec
-    from hgbench.footprint import training_bytes
+    from hgbench.spec.cases import get_spec
+    from hgbench.spec.footprint import training_bytes
 
     monkeypatch.setattr(plan, "host_available_bytes", lambda: 2 * 2**30)
     err = _refused(capsys, _run_argv(tiny, "--case", "hg1", "--input-res", "256", "--batch", "100000"), tiny)
@@ -154,7 +154,7 @@ def test_the_people_per_image_layout_is_linear_and_unchanged() -> None:
 def _every_spec() -> list:
     from dataclasses import replace
 
-    from hgbench.cases import get_spec, list_cases
+    from hgbench.spec.cases import get_spec, list_cases
 
     specs = [get_spec(n) for n in list_cases()]
     specs += [get_spec(n, as_built=True) for n in list_cases() if n.isdigit()]
@@ -170,8 +170,8 @@ def _every_spec() -> list:
 def test_the_parameter_count_from_the_spec_is_exact(spec) -> None:
     import torch
 
-    from hgbench.footprint import spec_params
     from hgbench.models import build_model
+    from hgbench.spec.footprint import spec_params
 
     with torch.device("meta"):
         model = build_model(spec)

@@ -17,9 +17,9 @@ import pytest
 from test_sweep import _fake_slurm, sweep_argv
 
 from hgbench import cli
-from hgbench.config import RunConfig
 from hgbench.failures import sigterm_as_interrupt
 from hgbench.runner import run
+from hgbench.spec.config import RunConfig
 from hgbench.sweep.engines import Job, SubmititEngine
 
 

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from hgbench import cli, compile_probe
-from hgbench.config import RunConfig
 from hgbench.errors import HGBenchError
+from hgbench.spec.config import RunConfig
 from hgbench.sweep import driver
 from hgbench.sweep.engines import Ended, Job, SubmititEngine
 from hgbench.sweep.worker import DIE_ONCE_ENV

@@ -17,7 +17,7 @@ from helpers.tracked_figures import EPOCH_TAGS, FINAL_TAGS  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from hgbench import cli  # noqa: E402
-from hgbench.config import RunConfig  # noqa: E402
+from hgbench.spec.config import RunConfig  # noqa: E402
 from hgbench.tracking import fanout  # noqa: E402
 
 

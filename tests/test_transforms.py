@@ -19,7 +19,7 @@ from hgbench.data.transforms import (
     to_input_tensor,
     warp_image,
 )
-from hgbench.skeleton import FLIP_INDEX, JOINT_NAMES
+from hgbench.spec.skeleton import FLIP_INDEX, JOINT_NAMES
 
 
 def test_flip_index_swaps_left_and_right_and_is_an_involution() -> None:

@@ -29,7 +29,7 @@ from hgbench.report import compare_rich_table, compare_runs, comparison_table, t
 from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC, SEED_PAIRED_METRIC
 from hgbench.report.table import ranking_is_noise
 from hgbench.results import RunSummary, load_records
-from hgbench.skeleton import NUM_JOINTS
+from hgbench.spec.skeleton import NUM_JOINTS
 from hgbench.stats import bootstrap_p_value, bootstrap_weights, percentile_interval
 
 RECORDS = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1"

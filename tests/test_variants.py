@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench.cases import BASELINE, CaseSpec, get_spec
 from hgbench.cli import main
-from hgbench.config import RunConfig
 from hgbench.errors import CaseError
 from hgbench.models import build_model, count_params
 from hgbench.report import comparison_table
 from hgbench.results import summarize
-from hgbench.variants import _KINDS, read_variant, resolve_case, run_case_fields, spec_of_config, variant_spec
+from hgbench.spec.cases import BASELINE, CaseSpec, get_spec
+from hgbench.spec.config import RunConfig
+from hgbench.spec.variants import _KINDS, read_variant, resolve_case, run_case_fields, spec_of_config, variant_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "variants").glob("*.toml"))

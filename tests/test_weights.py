@@ -15,11 +15,11 @@ from helpers.pose_hourglass import PoseNet, pose_net, pytorch_pose_checkpoint, r
 from torch import nn
 
 import hgbench
-from hgbench.cases import get_spec
 from hgbench.checkpoint import save_checkpoint
 from hgbench.errors import HGBenchError
 from hgbench.models import build_model, create_model, read_weights
 from hgbench.models.weights import PYTORCH_POSE
+from hgbench.spec.cases import get_spec
 from hgbench.state import _rng_state
 
 FEATS = 8  # bottleneck planes of the tiny networks (the stem keeps its 64/128/256 channels)

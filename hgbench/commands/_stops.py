@@ -12,8 +12,8 @@ import os
 import time
 from pathlib import Path
 
-from hgbench.cases import case_label
-from hgbench.config import RunConfig
+from hgbench.spec.cases import case_label
+from hgbench.spec.config import RunConfig
 
 CLOCK_SLACK_S = 2.0  # a record's mtime may round below the start time on coarse filesystems
 

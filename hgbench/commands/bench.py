@@ -11,11 +11,11 @@ from typing import Any
 import torch
 
 from hgbench.bench import MODES, BenchConfig, parse_modes, run_bench, write_record
-from hgbench.cases import case_label
 from hgbench.environment import device_label
 from hgbench.errors import HGBenchError
 from hgbench.progress import slow_work
-from hgbench.variants import check_input_res, resolve_case
+from hgbench.spec.cases import case_label
+from hgbench.spec.variants import check_input_res, resolve_case
 
 EPILOG = """modes (each adds to the previous where the device supports it):
   eager          fp32, contiguous: the study's setting (its convolutions are TF32 on an

@@ -268,7 +268,7 @@ def _from_predictions(args: argparse.Namespace) -> _Scored:
 def _from_checkpoint(args: argparse.Namespace, published_name: str | None) -> _Scored:
     """``--checkpoint``/``--weights``: the model run over the val split, by hgbench's evaluation or the publisher's."""
     from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
-    from hgbench.variants import resolve_case
+    from hgbench.spec.variants import resolve_case
 
     if args.convention == "anibali" and args.case is None:
         raise HGBenchError("--convention anibali needs --case (or published weights, which name their case)")
@@ -378,7 +378,7 @@ def _reproduce(args: argparse.Namespace, name: str | None) -> int:
     """``--reproduce``: both conventions beside the published table; exit 1 when not reproduced."""
     from hgbench.models.published import PUBLISHED_PCKH
     from hgbench.reproduce import format_reproduction, reproduce
-    from hgbench.variants import resolve_case
+    from hgbench.spec.variants import resolve_case
 
     if name is None or name not in PUBLISHED_PCKH:
         raise HGBenchError(

@@ -11,9 +11,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from hgbench.cases import CaseSpec, get_spec, list_cases
 from hgbench.models import measure_cost
-from hgbench.variants import check_input_res, is_variant_file, resolve_case
+from hgbench.spec.cases import CaseSpec, get_spec, list_cases
+from hgbench.spec.variants import check_input_res, is_variant_file, resolve_case
 
 CSV_LEAD = ("case", "as_built", "params", "params_used", "gflops")
 

@@ -9,15 +9,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hgbench.cases import STUDY_CASES, case_label
 from hgbench.commands import _stops as stops
 from hgbench.commands._args import positive
-from hgbench.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.distributed import GROUP_TIMEOUT
 from hgbench.errors import HGBenchError
 from hgbench.files.claim import RunBusy
-from hgbench.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
+from hgbench.spec.cases import STUDY_CASES, case_label
+from hgbench.spec.config import DEFAULT_LR, RunConfig, check_settings
+from hgbench.spec.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
 
 if TYPE_CHECKING:
     from hgbench.tracking import TrackingOptions

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 from hgbench.commands._args import at_least
 from hgbench.commands.run import add_run_options, add_tracking_options, case_ids, config_from_args, tracking_from_args
-from hgbench.config import RunConfig, check_settings
 from hgbench.errors import HGBenchError
+from hgbench.spec.config import RunConfig, check_settings
 
 if TYPE_CHECKING:
     from hgbench.sweep.driver import SweepRun, Workers
@@ -203,7 +203,7 @@ def sweep_configs(args: argparse.Namespace) -> list[tuple[RunConfig, bool]]:
 def same_networks(configs: list[tuple[RunConfig, bool]]) -> tuple[list[tuple[RunConfig, bool]], list[str]]:
     """The runs less the as-built forms that build the same network as their described form in the same sweep (cases
     1, 2, 6 and 7: the study's code matches its description), and a line saying which were dropped."""
-    from hgbench.variants import spec_of_config
+    from hgbench.spec.variants import spec_of_config
 
     def network(cfg: RunConfig) -> str:
         spec = spec_of_config(cfg).to_dict()

@@ -22,7 +22,7 @@ import numpy as np
 
 from hgbench.errors import DataError, one_line
 from hgbench.groundtruth import GroundTruth
-from hgbench.skeleton import NUM_JOINTS
+from hgbench.spec.skeleton import NUM_JOINTS
 
 ANNOTATION_FILENAMES: tuple[str, ...] = ("mpii_annotations.json", "mpii_annotations.json.gz")
 IMAGES_DIRNAME = "images"

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hgbench.skeleton import LIMBS, NUM_JOINTS
+from hgbench.spec.skeleton import LIMBS, NUM_JOINTS
 
 # Joint indices (MPII order).
 R_ANK, R_KNE, R_HIP, L_HIP, L_KNE, L_ANK, PELV, THOR, NECK, HEAD = range(10)

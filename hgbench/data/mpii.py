@@ -49,9 +49,9 @@ from hgbench.data.transforms import (
     warp_image,
 )
 from hgbench.errors import DataError
-from hgbench.geometry import HEATMAP_STRIDE, heatmap_res
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, bundled_ground_truth_path, load_ground_truth
-from hgbench.skeleton import FLIP_INDEX
+from hgbench.spec.geometry import HEATMAP_STRIDE, heatmap_res
+from hgbench.spec.skeleton import FLIP_INDEX
 
 _FLIP = np.array(FLIP_INDEX, dtype=np.int64)
 

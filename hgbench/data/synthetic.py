@@ -3,8 +3,9 @@
 `generate` writes exactly what a real data directory holds (`images/*.jpg`, `mpii_annotations.json` with an
 `isValidation` split, and the val people's `detections_our_format.mat` with head boxes) plus a `dataset.json` marker,
 so the same loader, augmentation, metrics and runner run on it unchanged; `default_dataset` caches one under
-`hgbench.config.cache_root`. The pictures themselves (articulated figures, clutter, occluders, and their annotation)
-are drawn by `hgbench.data.figures`; this module lays them out in images and splits, writes and publishes them.
+`hgbench.spec.config.cache_root`. The pictures themselves (articulated figures, clutter, occluders, and their
+annotation) are drawn by `hgbench.data.figures`; this module lays them out in images and splits, writes and publishes
+them.
 
 1-3 figures per image (each an annotated person, the others recorded in `*_other` / `numOtherPeople` like the real
 file); MPII splits by image, and so does `generate`.
@@ -26,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from hgbench.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
 from hgbench.errors import DataError
 from hgbench.files.atomic_io import NotAPlainFile, open_append
 from hgbench.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
+from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 
 GENERATOR_VERSION = 1  # bump whenever the output for a given seed changes (it names the cache directory)
 DEFAULT_PEOPLE = DEFAULT_SYNTHETIC_PEOPLE

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from hgbench.cases import NORMS
+from hgbench.spec.cases import NORMS
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

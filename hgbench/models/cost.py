@@ -16,12 +16,12 @@ import torch
 from torch import nn
 
 from hgbench._version import __version__
-from hgbench.cases import CaseSpec
-from hgbench.config import cache_root
 from hgbench.files.atomic_io import write_bytes_atomic
 from hgbench.files.bounded_read import read_json
-from hgbench.footprint import spec_params
 from hgbench.models.hourglass import build_model
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import cache_root
+from hgbench.spec.footprint import spec_params
 
 COST_CACHE_FILENAME = "model_costs.json"
 _CACHE_BYTES = 4 * 2**20  # an entry is ~150 bytes: tens of thousands of specs and versions
@@ -70,8 +70,8 @@ def measure_cost(spec: CaseSpec, *, input_res: int = 256, use_cache: bool = True
     cache = cache_root() / COST_CACHE_FILENAME
     if use_cache:
         cached = _read_cache(cache).get(key)
-        # The parameter count is known exactly from the spec (hgbench.footprint): an entry that disagrees is not this
-        # network's, whoever wrote it.
+        # The parameter count is known exactly from the spec (hgbench.spec.footprint): an entry that disagrees is not
+        # this network's, whoever wrote it.
         if cached is not None and cached.input_res == input_res and cached.params == spec_params(spec):
             return cached
 

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hgbench.cases import CaseSpec
 from hgbench.models.hourglass import StackedHourglass, build_model
 from hgbench.models.published import resolve
 from hgbench.models.weights import read_weights
-from hgbench.variants import resolve_case
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.variants import resolve_case
 
 
 def create_model(

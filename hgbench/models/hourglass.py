@@ -1,7 +1,7 @@
 """One configurable Stacked Hourglass network (Newell et al., 2016) that every case of the study is built from.
 
 Structure and parameter counts match the public PyTorch reference (hg1 3,586,960; hg2 6,730,912; hg8 25,594,624
-parameters). The knobs are the fields of `hgbench.cases.CaseSpec`; a case never needs its own class.
+parameters). The knobs are the fields of `hgbench.spec.cases.CaseSpec`; a case never needs its own class.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import nn
 from hgbench.models.blocks import Bottleneck, residual_stack
 
 if TYPE_CHECKING:
-    from hgbench.cases import CaseSpec
+    from hgbench.spec.cases import CaseSpec
 
 
 class Hourglass(nn.Module):
@@ -113,5 +113,5 @@ class StackedHourglass(nn.Module):
 
 
 def build_model(spec: CaseSpec) -> StackedHourglass:
-    """Build the network a case spec describes (see `hgbench.cases.create_model` for building by case name)."""
+    """Build the network a case spec describes (see `hgbench.spec.cases.create_model` for building by case name)."""
     return StackedHourglass(spec)

@@ -33,11 +33,11 @@ from typing import Any
 
 import torch
 
-from hgbench.cases import CaseSpec
 from hgbench.errors import HGBenchError
-from hgbench.footprint import spec_params
 from hgbench.models.hourglass import build_model
 from hgbench.models.torch_file import PICKLE_BYTES, load_torch_file
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.footprint import spec_params
 
 HGBENCH = "hgbench"
 PYTORCH_POSE = "pytorch-pose"

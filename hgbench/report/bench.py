@@ -12,10 +12,10 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.cases import case_label
 from hgbench.files.bounded_read import read_json
 from hgbench.report.render import _md_cell
 from hgbench.results import expand_sources
+from hgbench.spec.cases import case_label
 
 # ---------------------------------------------------------------------------------------------- speed-mode records
 BENCH_SCHEMA = "hgbench.bench/1"

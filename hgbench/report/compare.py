@@ -26,11 +26,11 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
 from hgbench.metrics import PairedBootstrap, paired_pckh_bootstrap
 from hgbench.report.table import _case_order, _mean_std, _values
 from hgbench.results import RunSummary
+from hgbench.spec.cases import case_label
 
 COMPARE_COLUMNS: tuple[str, ...] = (
     "group",

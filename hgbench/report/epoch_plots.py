@@ -16,7 +16,6 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.cases import case_label
 from hgbench.errors import HGBenchError
 from hgbench.report.figures import (
     CAPTION_PT,
@@ -30,6 +29,7 @@ from hgbench.report.figures import (
 )
 from hgbench.report.table import _case_order, group_runs
 from hgbench.results import RunSummary
+from hgbench.spec.cases import case_label
 
 # (record key, axis title) of the curves, one panel each. An epoch's validation is scored without the flip test,
 # while the table and the frontier show the final pass (with it by default), so the panel says which it is: a case

@@ -1,7 +1,7 @@
 """The comparison table's rows: which finished runs pool into one row, and the shared helpers of the reporter.
 
 A row pools only runs identical in case, form, machine, dataset (name, sizes, fingerprint), hgbench version, every
-config key of `hgbench.config.RUN_IDENTITY_KEYS` except the seed, and how the machine was shared while they ran
+config key of `hgbench.spec.config.RUN_IDENTITY_KEYS` except the seed, and how the machine was shared while they ran
 (a contended run, or one on a shared GPU or a MIG slice, never pools with exclusive ones, `hgbench.report.time_trust`).
 The columns, the smoke and ratio rules and the case order live here too, so the table, its notes and the plots agree.
 """
@@ -17,10 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.cases import list_cases
-from hgbench.config import RUN_IDENTITY_KEYS
 from hgbench.report.time_trust import TIME_INTERVALS, load_label
 from hgbench.results import RunSummary
+from hgbench.spec.cases import list_cases
+from hgbench.spec.config import RUN_IDENTITY_KEYS
 
 # (summary attribute, CSV column): the measured metrics averaged over runs, each also given a `<column>_std`.
 METRICS: tuple[str, ...] = (

@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.cases import PUBLISHED, list_cases
 from hgbench.errors import HGBenchError
 from hgbench.report.figures import CAPTION_PT, caption_height, caption_text, pyplot, save_png, setting_keys
 from hgbench.report.render import _fmt_case
 from hgbench.report.table import SMOKE_MARK, _case_order, comparison_table, group_runs, smoke_reasons
 from hgbench.results import RunSummary
+from hgbench.spec.cases import PUBLISHED, list_cases
 
 
 # -------------------------------------------------------------------------------------------------------- plot

@@ -6,7 +6,7 @@ pool into a row is `hgbench.report.grouping`'s; the warnings and notes are `hgbe
 
 Comparison table (`comparison_table`), one row per (case, as_built, device, setting) in case order. A row pools only
 runs identical in case, form, machine, dataset (name, sizes, fingerprint), hgbench version and every config key of
-`hgbench.config.RUN_IDENTITY_KEYS` except the seed, measured alike (alone, or on a contended machine or a shared
+`hgbench.spec.config.RUN_IDENTITY_KEYS` except the seed, measured alike (alone, or on a contended machine or a shared
 GPU); *setting* names whatever of these differs between rows (usually
 nothing: one row per case and form), and a warning above the table says so. CSV columns (`to_csv` writes them), in
 order:
@@ -29,7 +29,7 @@ order:
   empty with fewer than 2) and ``inference_min`` by ``inference_min_low`` and ``_high`` (the fastest and slowest
   run's pass; empty for one run)
 - with ``reference=True`` also ``published_min_per_epoch``, ``published_val_acc``, ``published_inference_min``
-  (the study's figures, `hgbench.cases.PUBLISHED_HARDWARE`), ``min_per_epoch_ratio``, ``inference_min_ratio``
+  (the study's figures, `hgbench.spec.cases.PUBLISHED_HARDWARE`), ``min_per_epoch_ratio``, ``inference_min_ratio``
   (ours / published, only where our runs are the study's setting: full MPII epochs at 256 px, `ratio_blockers`;
   the hardware still differs, so a ratio measures the gap between two set-ups, not a code difference) and
   ``ratio_note`` (why the ratios are empty, e.g. ``not the study's setting: synthetic data, 128 px input``)
@@ -44,7 +44,6 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.cases import PUBLISHED, get_spec
 from hgbench.errors import HGBenchError
 from hgbench.metrics import pckh_mean_interval
 from hgbench.report.grouping import (
@@ -68,13 +67,14 @@ from hgbench.report.grouping import (
 from hgbench.report.table_notes import _ranking_warnings, _table_notes, _table_warnings, ranking_is_noise
 from hgbench.report.time_trust import time_spread, time_warnings
 from hgbench.results import RunSummary
+from hgbench.spec.cases import PUBLISHED, get_spec
 
 
 def comparison_table(summaries: Iterable[RunSummary], *, reference: bool = False) -> pd.DataFrame:
     """One row per (case, as_built, device, setting) of the finished runs, in case order; mean and std over runs.
 
     A row pools only runs identical in case, form, machine, dataset, hgbench version and every experiment-defining
-    config key (`hgbench.config.RUN_IDENTITY_KEYS`) but the seed; runs differing otherwise are separate rows whose
+    config key (`hgbench.spec.config.RUN_IDENTITY_KEYS`) but the seed; runs differing otherwise are separate rows whose
     setting column names the difference, with a warning above the table.
 
     Args:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from hgbench.cases import PUBLISHED_HARDWARE
 from hgbench.report.grouping import (
     _SETTING_WORDS,
     ACCURACY_MIN_EPOCHS,
@@ -23,6 +22,7 @@ from hgbench.report.grouping import (
 )
 from hgbench.report.time_trust import time_note
 from hgbench.results import RunSummary
+from hgbench.spec.cases import PUBLISHED_HARDWARE
 from hgbench.stats import BOOTSTRAP_RESAMPLES
 
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.cases import case_label
 from hgbench.contention import OTHER_CPU_THRESHOLD, STEAL_THRESHOLD
 from hgbench.results import RunSummary
+from hgbench.spec.cases import case_label
 
 CONTENDED_MARK = "‡"  # after a time measured on a contended machine, a shared GPU or a MIG slice
 TIME_INTERVALS: dict[str, tuple[str, str]] = {

@@ -16,9 +16,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from hgbench.cases import case_label
-from hgbench.config import RunConfig
 from hgbench.errors import HGBenchError
+from hgbench.spec.cases import case_label
+from hgbench.spec.config import RunConfig
 from hgbench.sweep.engines import Engine, Job
 from hgbench.sweep.watch import RecordWatch
 
@@ -118,7 +118,7 @@ def driver_identity(cfg: RunConfig, workers: Workers) -> str | None:
     import torch
 
     from hgbench.plan import planned_identity, resolve_device
-    from hgbench.variants import spec_of_config
+    from hgbench.spec.variants import spec_of_config
 
     spec_of_config(cfg)  # a CaseError line, e.g. for an as-built form of a case that has none
     explicit = cfg.device != "auto"

@@ -67,13 +67,13 @@ def run_one(
 
 def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
     from hgbench import results as store
-    from hgbench.config import RunConfig
     from hgbench.environment import collect_environment, machine_id
     from hgbench.errors import HGBenchError, one_line
     from hgbench.files.claim import RunBusy
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.recorder import AlreadyFinished
     from hgbench.runner import run
+    from hgbench.spec.config import RunConfig
     from hgbench.tracking import TrackingOptions
 
     config = dict(config)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from hgbench.skeleton import PCKH_PARTS
+from hgbench.spec.skeleton import PCKH_PARTS
 
 # The seven joint groups of the PCKh table, in its order (Head ... Ankle).
 GROUPS: tuple[str, ...] = tuple(PCKH_PARTS)

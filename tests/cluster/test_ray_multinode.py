@@ -32,7 +32,7 @@ from helpers.hold import held  # noqa: E402
 from helpers.processes import alive  # noqa: E402
 from helpers.ray_nodes import KEEPALIVE, WAIT_S, RayCluster, ray_cluster  # noqa: E402
 
-from hgbench.config import RunConfig  # noqa: E402
+from hgbench.spec.config import RunConfig  # noqa: E402
 
 EPOCHS = 3
 ATTEMPT = re.compile(r"^hgbench: attempt on Ray node (\w+) \(.*\), pid (\d+)$", re.MULTILINE)

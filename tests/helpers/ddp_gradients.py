@@ -24,8 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers.
 
 from helpers.cuda_standin import CudaStandin, StandinViolation, cuda_standin  # noqa: E402
 from helpers.host_sync import fake_batches  # noqa: E402
-from hgbench.cases import get_spec  # noqa: E402
-from hgbench.config import RunConfig  # noqa: E402
 from hgbench.distributed import (  # noqa: E402
     DistContext,
     all_gather_objects,
@@ -36,6 +34,8 @@ from hgbench.distributed import (  # noqa: E402
 )
 from hgbench.loss import heatmap_loss  # noqa: E402
 from hgbench.models import build_model  # noqa: E402
+from hgbench.spec.cases import get_spec  # noqa: E402
+from hgbench.spec.config import RunConfig  # noqa: E402
 
 
 def gradients(

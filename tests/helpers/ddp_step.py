@@ -10,10 +10,10 @@ from types import SimpleNamespace
 
 import torch
 
-from hgbench.cases import get_spec
-from hgbench.config import RunConfig
 from hgbench.distributed import init_distributed, shutdown
 from hgbench.loss import heatmap_loss
+from hgbench.spec.cases import get_spec
+from hgbench.spec.config import RunConfig
 from hgbench.state import build_state
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 if TYPE_CHECKING:
-    from hgbench.cases import CaseSpec
+    from hgbench.spec.cases import CaseSpec
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

@@ -50,8 +50,8 @@ def fast_vs_eager(ctx: StepContext) -> Outcome:
     import torch
 
     from hgbench.bench import bench_mode
-    from hgbench.cases import get_spec
     from hgbench.models import measure_cost
+    from hgbench.spec.cases import get_spec
     from hgbench.speed_modes import MIN_WARMUP, ModeSettings
 
     dev = torch.device("cuda", torch.cuda.current_device())
@@ -91,8 +91,8 @@ def conv_peak(ctx: StepContext) -> Outcome:
     import torch
 
     from hgbench.bench import bench_mode, measure_peak_conv_tflops
-    from hgbench.cases import get_spec
     from hgbench.models import measure_cost
+    from hgbench.spec.cases import get_spec
     from hgbench.speed_modes import MIN_WARMUP
 
     dev = torch.device("cuda", torch.cuda.current_device())

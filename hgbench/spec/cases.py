@@ -16,7 +16,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
 
-from hgbench.geometry import HEATMAP_STRIDE
+from hgbench.spec.geometry import HEATMAP_STRIDE
 
 # Normalisation layers a spec may name (built by `hgbench.models.blocks.make_norm`): BatchNorm2d, InstanceNorm2d with
 # affine parameters (case 5 as described) and GroupNorm with one group (case 5 as the study's code built it).

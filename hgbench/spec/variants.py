@@ -21,12 +21,12 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hgbench.cases import BASELINE, CaseSpec, get_spec, list_cases
 from hgbench.errors import CaseError
-from hgbench.footprint import FLOAT_BYTES, gib, host_memory_bytes, param_count, spec_params
+from hgbench.spec.cases import BASELINE, CaseSpec, get_spec, list_cases
+from hgbench.spec.footprint import FLOAT_BYTES, gib, host_memory_bytes, param_count, spec_params
 
 if TYPE_CHECKING:
-    from hgbench.config import RunConfig
+    from hgbench.spec.config import RunConfig
 
 VARIANT_SUFFIX = ".toml"
 

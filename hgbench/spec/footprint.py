@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from hgbench.geometry import HEATMAP_STRIDE
+from hgbench.spec.geometry import HEATMAP_STRIDE
 
 if TYPE_CHECKING:
-    from hgbench.cases import CaseSpec
+    from hgbench.spec.cases import CaseSpec
 
 FLOAT_BYTES = 4  # parameters, gradients, moments and activations are fp32 (bf16 activations under --amp)
 _STEM = ((64, 64), (128, 128))  # layer1 and layer2 of the stem: (in channels, planes)
