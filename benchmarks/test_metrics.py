@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from hgbench.data.groundtruth import GroundTruth
 from hgbench.decoding import get_heatmap_maxima, heatmap_acc_counts, heatmap_to_image
-from hgbench.groundtruth import GroundTruth
 from hgbench.metrics import evaluate_pckh, pckh
 
 from .conftest import rounds

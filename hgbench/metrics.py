@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import HGBenchError
-from hgbench.groundtruth import GroundTruth
 from hgbench.spec.skeleton import HEATMAP_ACC_JOINTS, JOINT_NAMES, NUM_JOINTS, PCKH_MEAN_JOINTS, PCKH_PARTS
 from hgbench.stats import (
     BOOTSTRAP_LEVEL,

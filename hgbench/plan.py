@@ -21,9 +21,9 @@ import torch
 
 from hgbench._version import __version__
 from hgbench.data.device_decode import DECODE_MODES
+from hgbench.data.groundtruth import GroundTruth
 from hgbench.distributed import COMPILE_UNDER_DDP, DistContext, barrier
 from hgbench.errors import HGBenchError
-from hgbench.groundtruth import GroundTruth
 from hgbench.models.weights import Weights, file_sha256, read_weights
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import RunConfig, check_settings, run_identity

@@ -29,9 +29,9 @@ import torch
 
 from hgbench.data.anibali import AnibaliValSet
 from hgbench.data.annotations import bundled_annotations_path
+from hgbench.data.groundtruth import GroundTruth, bundled_ground_truth_path, load_ground_truth
 from hgbench.decoding import anibali_decode, flip_back
 from hgbench.errors import HGBenchError
-from hgbench.groundtruth import GroundTruth, bundled_ground_truth_path, load_ground_truth
 from hgbench.metrics import PCKhResult, evaluate_pckh, pckh_mean_of_sums
 from hgbench.models import build_model, read_weights
 from hgbench.plan import open_datasets, resolve_device

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from hgbench.checkpoint import NotAnHGBenchCheckpoint, load_checkpoint
+from hgbench.data.groundtruth import GroundTruth
 from hgbench.data.loader import make_loader
 from hgbench.errors import HGBenchError
-from hgbench.groundtruth import GroundTruth
 from hgbench.inference import predict
 from hgbench.models import build_model, read_weights
 from hgbench.plan import open_datasets, resolve_device

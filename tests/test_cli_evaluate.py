@@ -10,7 +10,7 @@ import pytest
 from scipy.io import savemat
 
 from hgbench.cli import main
-from hgbench.groundtruth import GroundTruth, save_ground_truth
+from hgbench.data.groundtruth import GroundTruth, save_ground_truth
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_checkpoint_branch_wiring(tiny, capsys, monkeypatch, tmp_path: Path) -> 
     from types import SimpleNamespace
 
     inference = pytest.importorskip("hgbench.scoring")
-    from hgbench.groundtruth import load_ground_truth
+    from hgbench.data.groundtruth import load_ground_truth
 
     _, gt_path, preds = tiny
     real = inspect.signature(inference.evaluate_checkpoint)

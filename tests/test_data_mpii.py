@@ -15,11 +15,11 @@ from hgbench.data.annotations import (
     load_annotations,
     match_ground_truth,
 )
+from hgbench.data.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.data.loader import EpochShuffleSampler, make_loader, unwrap_worker_message
 from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import adjust_center_scale, apply_affine, heatmap_matrix, invert
 from hgbench.errors import DataError
-from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.spec.geometry import heatmap_res
 from hgbench.spec.skeleton import FLIP_INDEX, HEAD_TOP
 

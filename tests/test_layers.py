@@ -29,7 +29,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # The network, building it by case name, reading weights in other tools' layouts, counting its cost.
     "models": ("models",),
     # MPII's format and the datasets; the ground-truth file belongs to the format (the datasets read and write it).
-    "data": ("data", "groundtruth"),
+    "data": ("data",),
     # What runs over the data: metrics and decoding, loss, clocks, environment, NVML, speed modes, sampling, DDP,
     # the training and inference loops, the evaluation output, pictures of poses.
     "loops": (

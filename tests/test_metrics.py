@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hgbench.data.groundtruth import GroundTruth, load_ground_truth
 from hgbench.errors import HGBenchError
-from hgbench.groundtruth import GroundTruth, load_ground_truth
 from hgbench.metrics import PCKhResult, evaluate_pckh, pckh
 from hgbench.spec.skeleton import NUM_JOINTS, PCKH_MEAN_JOINTS
 

@@ -22,6 +22,7 @@ from helpers.pose_hourglass import pose_net
 
 from hgbench.cli import main
 from hgbench.data.anibali import anibali_crop, crop_window, downscale_factor
+from hgbench.data.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.data.transforms import apply_affine, draw_gaussians, heatmap_matrix
 from hgbench.decoding import (
     anibali_decode,
@@ -30,7 +31,6 @@ from hgbench.decoding import (
     get_heatmap_maxima,
     heatmap_to_image,
 )
-from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.metrics import evaluate_pckh
 from hgbench.models.published import PUBLISHED, PUBLISHED_PCKH, PublishedWeights, cache_dir
 from hgbench.reproduce import format_reproduction, judge, row_intervals

@@ -17,8 +17,8 @@ from hgbench import checkpoint, plan, recorder
 from hgbench import runner as runner_module
 from hgbench.checkpoint import load_checkpoint
 from hgbench.cli import main
+from hgbench.data.groundtruth import GT_FILENAME
 from hgbench.errors import HGBenchError
-from hgbench.groundtruth import GT_FILENAME
 from hgbench.runner import run
 from hgbench.spec.config import RunConfig
 

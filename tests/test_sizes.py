@@ -180,7 +180,7 @@ def test_the_parameter_count_from_the_spec_is_exact(spec) -> None:
 
 def test_a_ground_truth_mat_bomb_is_refused_from_its_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--ground-truth` is a file from elsewhere too: its declared shapes are checked before any data is read."""
-    from hgbench.groundtruth import load_ground_truth
+    from hgbench.data.groundtruth import load_ground_truth
 
     n = 2000
     bomb = tmp_path / "gt.mat"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import HGBenchError
-from hgbench.groundtruth import GroundTruth
 from hgbench.host_memory import peak_host_memory_mib
 from hgbench.metrics import (
     evaluate_pckh,

@@ -94,7 +94,7 @@ def test_real_sample_images(mpii_sample: Path, shared_mpii: Path, tmp_path: Path
     """The published predictions and ground truth of val #0, #1 on their real images."""
     from scipy.io import loadmat
 
-    from hgbench.groundtruth import load_ground_truth
+    from hgbench.data.groundtruth import load_ground_truth
 
     mat = loadmat(str(shared_mpii / "detections_our_format.mat"))
     pred = np.transpose(mat["pos_pred_src"], (2, 0, 1))

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from hgbench.commands._args import at_least
+from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import DataError, HGBenchError
-from hgbench.groundtruth import GroundTruth
 
 if TYPE_CHECKING:
     from hgbench.metrics import PCKhResult
@@ -249,8 +249,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _from_predictions(args: argparse.Namespace) -> _Scored:
     """``--predictions``: the file's predictions against the ground truth (the bundled one unless named)."""
+    from hgbench.data.groundtruth import bundled_ground_truth_path, load_ground_truth
     from hgbench.evaluation import load_predictions
-    from hgbench.groundtruth import bundled_ground_truth_path, load_ground_truth
 
     preds = load_predictions(args.predictions)
     gt_path = args.ground_truth or bundled_ground_truth_path()

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import DataError, one_line
-from hgbench.groundtruth import GroundTruth
 from hgbench.spec.skeleton import NUM_JOINTS
 
 ANNOTATION_FILENAMES: tuple[str, ...] = ("mpii_annotations.json", "mpii_annotations.json.gz")

@@ -36,6 +36,7 @@ from hgbench.data.annotations import (
     match_ground_truth,
 )
 from hgbench.data.device_decode import DECODE_MODES
+from hgbench.data.groundtruth import GT_FILENAME, GroundTruth, bundled_ground_truth_path, load_ground_truth
 from hgbench.data.jpeg import check_jpeg, decode_jpeg_file, read_image_bytes
 from hgbench.data.transforms import (
     NO_AUGMENTATION,
@@ -49,7 +50,6 @@ from hgbench.data.transforms import (
     warp_image,
 )
 from hgbench.errors import DataError
-from hgbench.groundtruth import GT_FILENAME, GroundTruth, bundled_ground_truth_path, load_ground_truth
 from hgbench.spec.geometry import HEATMAP_STRIDE, heatmap_res
 from hgbench.spec.skeleton import FLIP_INDEX
 

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from hgbench.data.annotations import ANNOTATION_FILENAMES, IMAGES_DIRNAME, MARKER_FILENAME
+from hgbench.data.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
 from hgbench.errors import DataError
 from hgbench.files.atomic_io import NotAPlainFile, open_append
-from hgbench.groundtruth import GT_FILENAME, GroundTruth, save_ground_truth
 from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE, cache_root
 
 GENERATOR_VERSION = 1  # bump whenever the output for a given seed changes (it names the cache directory)

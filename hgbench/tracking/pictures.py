@@ -59,7 +59,7 @@ class PictureSource:
 
     Args:
         val_ds: the run's validation dataset (`hgbench.data.mpii.MPIIDataset`: ``image_path``, ``position``).
-        ground_truth: its ground truth, indexed as the dataset's people (`hgbench.groundtruth.GroundTruth`).
+        ground_truth: its ground truth, indexed as the dataset's people (`hgbench.data.groundtruth.GroundTruth`).
     """
 
     def __init__(self, val_ds, ground_truth) -> None:
