@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from hgbench.environment import collect_environment
+from hgbench.measure.environment import collect_environment
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))  # the project's CPU figures are for 2 threads (environment.md)
 

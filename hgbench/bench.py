@@ -8,7 +8,7 @@ form a ladder (`hgbench.speed_modes`), each adding one setting to the previous o
 
 A mode that does not apply on the device is reported as skipped with its reason; one that fails (a compiler error,
 out of memory) is reported as failed with its reason, and the other modes still run. Times are per-iteration device
-times from `hgbench.timing.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
+times from `hgbench.measure.timing.time_fn` (CUDA events, or `perf_counter` on the CPU) after warm-up; achieved TFLOP/s
 come from the counted forward FLOPs of `hgbench.models.measure_cost` (a training step counts as 3 x forward).
 
 References: timm `benchmark.py` (modes side by side, images/s), TorchBench `run.py` (event timing), nanoGPT
@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from hgbench._version import __version__
-from hgbench.environment import collect_commit_info, collect_environment, float32_label, machine_id
 from hgbench.files.atomic_io import next_record_path, write_json_atomic
+from hgbench.measure.environment import collect_commit_info, collect_environment, float32_label, machine_id
+from hgbench.measure.timing import peak_memory_mib, reset_peak_memory, time_fn
 from hgbench.models import ModelCost, measure_cost
 from hgbench.spec.cases import CaseSpec
 from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
@@ -43,7 +44,6 @@ from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes:
     parse_modes,
     plan_modes,
 )
-from hgbench.timing import peak_memory_mib, reset_peak_memory, time_fn
 from hgbench.workload import LR, Workload, make_workload  # noqa: F401 - Workload, make_workload: bench's interface
 
 SCHEMA = "hgbench.bench/1"

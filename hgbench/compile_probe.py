@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from hgbench.compile_watch import compile_model
 from hgbench.errors import one_line
+from hgbench.measure.compile_watch import compile_model
 
 # What to install when the failure is the toolchain's (Triton's own words name the compiler or the command only).
 TOOLCHAIN_HINT = (

@@ -11,20 +11,20 @@ from typing import TypeVar
 
 from torch import nn
 
-from hgbench.compile_watch import CompileWatch, describe_fallback
-from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
 from hgbench.distributed import DistContext, all_gather_objects, barrier
-from hgbench.host_memory import peak_host_memory_mib
 from hgbench.inference import timed_passes
+from hgbench.measure.compile_watch import CompileWatch, describe_fallback
+from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
+from hgbench.measure.host_memory import peak_host_memory_mib
+from hgbench.measure.nvml import NvmlSampler
+from hgbench.measure.timing import peak_memory_mib
 from hgbench.metrics import evaluate_pckh
-from hgbench.nvml import NvmlSampler
 from hgbench.plan import RunPlan
 from hgbench.record import inference_entry
 from hgbench.recorder import Recorder
 from hgbench.spec.config import RunConfig
 from hgbench.state import TrainingState
-from hgbench.timing import peak_memory_mib
 from hgbench.training import StepOptions
 
 T = TypeVar("T")

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader
 from hgbench import decoding, metrics
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
 from hgbench.loss import heatmap_loss
+from hgbench.measure.timing import StepTimer
 from hgbench.spec.geometry import heatmap_res
-from hgbench.timing import StepTimer
 from hgbench.training import StepOptions
 
 

@@ -36,8 +36,7 @@ import numpy as np
 
 from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import HGBenchError
-from hgbench.spec.skeleton import HEATMAP_ACC_JOINTS, JOINT_NAMES, NUM_JOINTS, PCKH_MEAN_JOINTS, PCKH_PARTS
-from hgbench.stats import (
+from hgbench.measure.stats import (
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -45,6 +44,7 @@ from hgbench.stats import (
     bootstrap_weights,
     percentile_interval,
 )
+from hgbench.spec.skeleton import HEATMAP_ACC_JOINTS, JOINT_NAMES, NUM_JOINTS, PCKH_MEAN_JOINTS, PCKH_PARTS
 
 if TYPE_CHECKING:
     import torch
@@ -347,7 +347,7 @@ class PairedBootstrap(NamedTuple):
 
     diff: float  # observed B - A, percentage points (each side's Mean averaged over its runs)
     ci95: tuple[float, float] | None  # percentile interval of the resampled differences
-    p_value: float | None  # two-sided (`hgbench.stats.bootstrap_p_value`)
+    p_value: float | None  # two-sided (`hgbench.measure.stats.bootstrap_p_value`)
     resamples: int
     people: int
 

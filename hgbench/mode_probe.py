@@ -31,13 +31,13 @@ import torch
 
 from hgbench import compile_probe
 from hgbench.distributed import COMPILE_UNDER_DDP
-from hgbench.environment import cpu_has_native_bf16, cpu_model
 from hgbench.files.atomic_io import write_json_atomic
 from hgbench.files.bounded_read import read_json
+from hgbench.measure.environment import cpu_has_native_bf16, cpu_model
+from hgbench.measure.timing import time_fn
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import cache_root
 from hgbench.speed_modes import ModeSettings, best_mode, plan_modes
-from hgbench.timing import time_fn
 from hgbench.workload import make_workload
 
 CANDIDATES: tuple[str, ...] = ("eager", "channels_last", "bf16")  # the CPU rungs worth a short run

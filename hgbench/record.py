@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 
 from hgbench._version import __version__
-from hgbench.contention import run_contention
-from hgbench.environment import device_label, machine_id
 from hgbench.errors import HGBenchError
+from hgbench.measure.contention import run_contention
+from hgbench.measure.environment import device_label, machine_id
+from hgbench.measure.stats import describe
 from hgbench.metrics import person_masks_from_dict
 from hgbench.spec.cases import CaseSpec, case_label
-from hgbench.stats import describe
 
 SCHEMA = "hgbench.run/1"
 STATUSES: tuple[str, ...] = ("finished", "interrupted", "failed", "running")
@@ -83,7 +83,7 @@ NUMERIC_PATHS: tuple[str, ...] = (
 )
 
 
-# What float32 convolutions compute in (`machine_info.float32_math.conv`, `hgbench.environment.float32_math`).
+# What float32 convolutions compute in (`machine_info.float32_math.conv`, `hgbench.measure.environment.float32_math`).
 FLOAT32_MATH: tuple[str, ...] = ("tf32", "fp32")
 
 
@@ -202,7 +202,7 @@ def new_record(
             "peak_memory_mib": None,
             "peak_host_memory_mib": None,
             "telemetry": None,
-            "compile": None,  # --compile only: what dynamo compiled (hgbench.compile_watch)
+            "compile": None,  # --compile only: what dynamo compiled (hgbench.measure.compile_watch)
             "contention": None,
         },
     }
@@ -321,7 +321,8 @@ class RunSummary:
     images_per_s: float | None  # training throughput
     energy_j_per_epoch: float | None  # None without an NVIDIA GPU
     peak_memory_mib: float | None  # torch.cuda.max_memory_allocated
-    peak_host_memory_mib: float | None  # the run process's peak resident memory (hgbench.host_memory); None if old
+    # The run process's peak resident memory (hgbench.measure.host_memory); None in an older record.
+    peak_host_memory_mib: float | None
     epochs_done: int  # epochs with an entry in results.epochs
     dataset: str | None  # dataset.name: synthetic | mpii
     config: dict = field(default_factory=dict)  # every hyperparameter of the run

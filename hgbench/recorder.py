@@ -15,10 +15,10 @@ from typing import Any
 
 from hgbench.checkpoint import Checkpoint, save_checkpoint
 from hgbench.distributed import broadcast_object
-from hgbench.environment import collect_commit_info, machine_id, slurm_job
 from hgbench.errors import HGBenchError
 from hgbench.files.atomic_io import next_record_path, write_json_atomic
 from hgbench.files.bounded_read import read_json
+from hgbench.measure.environment import collect_commit_info, machine_id, slurm_job
 from hgbench.plan import RunPlan
 from hgbench.record import contention_summary, new_record, train_summary, utc_now
 from hgbench.tracking import Tracking, TrackingOptions, open_tracking
@@ -67,8 +67,8 @@ def check_continuable(plan: RunPlan, ckpt: Checkpoint) -> None:
 
 def slurm_history(earlier: Any, job: dict[str, Any] | None) -> dict[str, Any] | None:
     """The record's ``slurm`` section: every Slurm job that ran the run so far with the times Slurm requeued it, this
-    process's job (`hgbench.environment.slurm_job`) added or brought up to date, and ``requeues``, their sum; None
-    when no Slurm job ever ran it. A sweep's retry is another job, so it adds an entry rather than a requeue."""
+    process's job (`hgbench.measure.environment.slurm_job`) added or brought up to date, and ``requeues``, their sum;
+    None when no Slurm job ever ran it. A sweep's retry is another job, so it adds an entry rather than a requeue."""
     jobs = []
     for entry in earlier.get("jobs", []) if isinstance(earlier, dict) else []:
         if isinstance(entry, dict) and isinstance(entry.get("job_id"), str) and isinstance(entry.get("restarts"), int):

@@ -32,13 +32,13 @@ from hgbench.data.annotations import bundled_annotations_path
 from hgbench.data.groundtruth import GroundTruth, bundled_ground_truth_path, load_ground_truth
 from hgbench.decoding import anibali_decode, flip_back
 from hgbench.errors import HGBenchError
+from hgbench.measure.stats import bootstrap_weights, percentile_interval
 from hgbench.metrics import PCKhResult, evaluate_pckh, pckh_mean_of_sums
 from hgbench.models import build_model, read_weights
 from hgbench.plan import open_datasets, resolve_device
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE
 from hgbench.spec.skeleton import PCKH_PARTS
-from hgbench.stats import bootstrap_weights, percentile_interval
 
 ROWS = (*PCKH_PARTS, "Mean")
 DIFFERENCE_NOTE = (
@@ -118,7 +118,7 @@ def evaluate_anibali_convention(
 
 
 def row_intervals(result: PCKhResult) -> dict[str, tuple[float, float] | None]:
-    """Bootstrap interval (people resampled, `hgbench.stats`' fixed seed) of every part and of the Mean."""
+    """Bootstrap interval (people resampled, `hgbench.measure.stats`' fixed seed) of every part and of the Mean."""
     if result.person_scored is None or result.person_correct is None or result.count == 0:
         return dict.fromkeys(ROWS)
     w = bootstrap_weights(result.count).astype(np.float64)

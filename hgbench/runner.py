@@ -23,8 +23,6 @@ from typing import Any
 import torch
 
 from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
-from hgbench.compile_watch import CompileWatch
-from hgbench.contention import LoadMeter, combine_loads, window_entry
 from hgbench.data.loader import make_loader
 from hgbench.distributed import (
     DistContext,
@@ -37,17 +35,20 @@ from hgbench.distributed import (
     sum_over_ranks,
     wait_for_rank_0,
 )
-from hgbench.environment import collect_environment
 from hgbench.errors import HGBenchError, PeerLost, RunFailed
 from hgbench.failures import sigterm_as_interrupt, unexpected_failure
 from hgbench.files.atomic_io import remove_stale_temps
 from hgbench.files.claim import Claim, RunBusy, claim_run
 from hgbench.final_pass import finish_run
 from hgbench.inference import PassResult, predict
+from hgbench.measure.compile_watch import CompileWatch
+from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
+from hgbench.measure.environment import collect_environment
+from hgbench.measure.nvml import NvmlSampler, combine_windows
+from hgbench.measure.timing import reset_peak_memory
 from hgbench.metrics import evaluate_pckh
 from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
-from hgbench.nvml import NvmlSampler, combine_windows
 from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
 from hgbench.progress import ProgressBar, say_once
 from hgbench.recorder import Recorder, check_continuable
@@ -56,7 +57,6 @@ from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import RunConfig
 from hgbench.spec.variants import spec_of_config
 from hgbench.state import TrainingState, build_state
-from hgbench.timing import reset_peak_memory
 from hgbench.tracking import TrackingOptions
 from hgbench.training import EpochStats, train_one_epoch
 

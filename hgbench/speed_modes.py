@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from hgbench import compile_probe
-from hgbench.environment import cpu_has_native_bf16
 from hgbench.errors import HGBenchError
+from hgbench.measure.environment import cpu_has_native_bf16
 
 MODES: tuple[str, ...] = ("eager", "channels_last", "bf16", "compile", "cudagraphs")
 # Warm-up calls a mode needs before its times mean anything: compile traces on the first call (and again for
@@ -38,7 +38,7 @@ class ModeSettings:
 
     def label(self, float32: str = "fp32") -> str:
         """E.g. ``fp32`` or ``channels_last+bf16+compile``; `float32` names what float32 convolutions compute in
-        (`hgbench.environment.float32_label`): on a TF32 GPU ``tf32`` or ``channels_last+tf32``."""
+        (`hgbench.measure.environment.float32_label`): on a TF32 GPU ``tf32`` or ``channels_last+tf32``."""
         on = [k if k != "amp" else "bf16" for k, v in asdict(self).items() if v]
         if self.cudagraphs and "compile" in on:
             on.remove("compile")  # "cudagraphs" already implies compile(mode="reduce-overhead")

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from hgbench.checkpoint import Checkpoint
-from hgbench.compile_watch import compile_model
 from hgbench.distributed import convert_sync_batchnorm
 from hgbench.errors import HGBenchError
+from hgbench.measure.compile_watch import compile_model
 from hgbench.models import build_model
 from hgbench.plan import RunPlan
 from hgbench.spec.config import RunConfig

@@ -17,7 +17,7 @@ from torch import nn
 
 from hgbench.errors import RunFailed
 from hgbench.loss import heatmap_loss
-from hgbench.timing import StepTimer
+from hgbench.measure.timing import StepTimer
 
 
 @dataclass

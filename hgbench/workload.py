@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hgbench.compile_watch import compile_model
 from hgbench.loss import heatmap_loss
+from hgbench.measure.compile_watch import compile_model
 from hgbench.models import build_model
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import DEFAULT_LR

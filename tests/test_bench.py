@@ -22,9 +22,9 @@ from hgbench import bench, progress, speed_modes
 from hgbench.bench import BenchConfig, run_bench
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
+from hgbench.measure.timing import time_fn
 from hgbench.spec.cases import get_spec
 from hgbench.speed_modes import MODES, ModeSettings, best_mode, parse_modes, plan_modes
-from hgbench.timing import time_fn
 
 STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
 TINY = ["--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hgbench import __version__, cli, runner
-from hgbench.environment import collect_environment, machine_id
+from hgbench.measure.environment import collect_environment, machine_id
 from hgbench.spec.cases import STUDY_CASES
 from hgbench.spec.config import RunConfig
 

@@ -1,5 +1,5 @@
-"""`hgbench.compile_watch`: dynamo's silent fallback to eager is seen and recorded, and every compiled run starts it
-afresh (tiny functions on dynamo's "eager" backend: tracing only, no code generation)."""
+"""`hgbench.measure.compile_watch`: dynamo's silent fallback to eager is seen and recorded, and every compiled run
+starts it afresh (tiny functions on dynamo's "eager" backend: tracing only, no code generation)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from hgbench.compile_watch import RECOMPILE_LIMIT_MESSAGE, CompileWatch, describe_fallback
+from hgbench.measure.compile_watch import RECOMPILE_LIMIT_MESSAGE, CompileWatch, describe_fallback
 from hgbench.spec.config import RunConfig
 
 
@@ -119,7 +119,7 @@ def test_compiling_keeps_torchs_cuda_home_notice_out_and_other_warnings_in(tmp_p
     if "No CUDA runtime is found" not in plain:
         pytest.skip("this torch does not log the CUDA_HOME notice here")
     compile_first = (
-        "import torch\nfrom hgbench.compile_watch import compile_model\ncompile_model(torch.nn.Linear(2, 2))\n"
+        "import torch\nfrom hgbench.measure.compile_watch import compile_model\ncompile_model(torch.nn.Linear(2, 2))\n"
     )
     compiled = _stderr_of(compile_first, tmp_path)
     assert "No CUDA runtime is found" not in compiled

@@ -1,4 +1,4 @@
-"""Tests for hgbench.contention: the machine's load from synthetic /proc readings (never the real load), the
+"""Tests for hgbench.measure.contention: the machine's load from synthetic /proc readings (never the real load), the
 contended mark's thresholds, DDP ranks combined by host, and the record's run-level contention section."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hgbench import contention
-from hgbench.contention import (
+from hgbench.measure import contention
+from hgbench.measure.contention import (
     OTHER_CPU_THRESHOLD,
     CpuReading,
     LoadMeter,

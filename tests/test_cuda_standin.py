@@ -52,7 +52,7 @@ def test_the_standin_enforces_torchs_own_argument_rules(cuda_standin: CudaStandi
 def test_the_standin_refuses_mixed_devices_host_reads_in_loops_and_pageable_async_uploads(
     cuda_standin: CudaStandin,
 ) -> None:
-    from hgbench.timing import StepTimer
+    from hgbench.measure.timing import StepTimer
 
     x = torch.ones(3, device="cuda:0")
     with pytest.raises(RuntimeError, match="cuda:0 and cpu"):
@@ -177,7 +177,7 @@ def test_a_run_on_a_mig_slice_says_its_telemetry_is_the_whole_boards(
 ) -> None:
     """With MIG on, the GPU CUDA runs on is a slice and NVML answers for its whole board: the record says so where
     the telemetry is and in its contention, and the table's reader keeps it apart from whole-GPU runs."""
-    from hgbench.nvml import MIG_BOARD_WIDE
+    from hgbench.measure.nvml import MIG_BOARD_WIDE
     from hgbench.record import summarize
 
     fake_nvml.state.mig = True
@@ -352,7 +352,7 @@ def _spec(case: str) -> object:
 
 
 def test_the_clocks_on_cuda(cuda_standin: CudaStandin) -> None:
-    from hgbench.timing import StepTimer, as_device
+    from hgbench.measure.timing import StepTimer, as_device
 
     assert as_device("cuda") == torch.device("cuda", 0)
     timer = StepTimer("cuda:1", capacity=1)
@@ -366,7 +366,7 @@ def test_the_clocks_on_cuda(cuda_standin: CudaStandin) -> None:
 
 
 def test_nvml_finds_the_gpu_by_index_when_its_pci_bus_id_is_unknown(cuda_standin: CudaStandin, fake_nvml) -> None:
-    from hgbench.nvml import _nvml_handle
+    from hgbench.measure.nvml import _nvml_handle
 
     assert _nvml_handle(fake_nvml, torch.device("cuda", 1)) == "gpu1"  # by its PCI bus id
     fake_nvml.nvmlDeviceGetHandleByPciBusId = lambda bus: (_ for _ in ()).throw(RuntimeError("Not Found"))
@@ -391,7 +391,7 @@ def test_nvml_trouble_on_a_gpu_leaves_telemetry_null_with_the_reason(
 
     from helpers.fake_nvml import FakeNVMLError
 
-    from hgbench.nvml import NvmlSampler
+    from hgbench.measure.nvml import NvmlSampler
 
     def fail(*args: object) -> None:
         raise FakeNVMLError("Unknown Error")

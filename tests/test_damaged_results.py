@@ -105,7 +105,7 @@ def hang_guard() -> Iterator[None]:
 def _this_machine() -> str:
     import torch
 
-    from hgbench.environment import collect_environment, machine_id
+    from hgbench.measure.environment import collect_environment, machine_id
 
     return machine_id(collect_environment(torch.device("cpu")))
 

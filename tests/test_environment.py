@@ -1,5 +1,5 @@
-"""Tests for hgbench.environment: environment and commit capture (with a fake NVML too), and the names derived from
-machine_info (`machine_id` is also tested through the committed records in test_results)."""
+"""Tests for hgbench.measure.environment: environment and commit capture (with a fake NVML too), and the names derived
+from machine_info (`machine_id` is also tested through the committed records in test_results)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import pytest
 import torch
 
-from hgbench import environment
-from hgbench.environment import collect_commit_info, collect_environment, device_label, machine_id
+from hgbench.measure import environment
+from hgbench.measure.environment import collect_commit_info, collect_environment, device_label, machine_id
 from hgbench.spec.config import RunConfig
 
 if TYPE_CHECKING:

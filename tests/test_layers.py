@@ -21,8 +21,8 @@ import pytest
 # Layers from the bottom up; a module may import modules of its own layer or of any earlier one. Names are relative
 # to the package ("" is hgbench/__init__.py); a package name covers every module under it.
 LAYERS: dict[str, tuple[str, ...]] = {
-    # Import nothing of hgbench but each other: the version, errors, file IO, statistics.
-    "leaves": ("_version", "errors", "files", "stats"),
+    # Import nothing of hgbench but each other: the version, errors, file IO.
+    "leaves": ("_version", "errors", "files"),
     # What a run is asked to be, as plain data: the registry, variant files, the settings, the skeleton, the output
     # stride. The registry itself reads only spec's leaves (in practice HEATMAP_STRIDE).
     "spec": ("spec",),
@@ -30,21 +30,17 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "models": ("models",),
     # MPII's format and the datasets; the ground-truth file belongs to the format (the datasets read and write it).
     "data": ("data",),
+    # How figures are measured: clocks, NVML, the machine's load, its environment, compile counters, statistics.
+    "measure": ("measure",),
     # What runs over the data: metrics and decoding, loss, clocks, environment, NVML, speed modes, sampling, DDP,
     # the training and inference loops, the evaluation output, pictures of poses.
     "loops": (
         "metrics",
         "decoding",
         "loss",
-        "timing",
-        "environment",
-        "host_memory",
-        "nvml",
-        "contention",
         "speed_modes",
         "workload",
         "mode_probe",
-        "compile_watch",
         "compile_probe",
         "sampling",
         "distributed",
@@ -267,7 +263,8 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["hgbench", "hgbench.spec.cases", "hgbench.spec.variants", "hgbench.results", "hgbench.environment"]
+    "module",
+    ["hgbench", "hgbench.spec.cases", "hgbench.spec.variants", "hgbench.results", "hgbench.measure.environment"],
 )
 def test_lower_layers_load_without_torch(module: str) -> None:
     # The registry is data and the store only reads JSON: neither may pull in torch (seconds of import time).

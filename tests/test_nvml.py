@@ -1,5 +1,5 @@
-"""Tests for hgbench.nvml: the sampler on the no-driver path, on a CPU device, and against a fake NVML (energy from
-the counter or the power integral, errors mid-run, init failures); the real-GPU test skips without one."""
+"""Tests for hgbench.measure.nvml: the sampler on the no-driver path, on a CPU device, and against a fake NVML (energy
+from the counter or the power integral, errors mid-run, init failures); the real-GPU test skips without one."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from helpers.fake_nvml import FakeNVMLError, make_fake_nvml
 
-from hgbench.contention import other_processes
-from hgbench.nvml import NO_DRIVER, NvmlSampler
+from hgbench.measure.contention import other_processes
+from hgbench.measure.nvml import NO_DRIVER, NvmlSampler
 
 
 # ------------------------------------------------------------------------------------------------------ NVML
@@ -228,7 +228,7 @@ def test_a_mig_slice_is_told_apart_from_its_whole_gpu(
     """A MIG slice shares its GPU's PCI bus id: NVML answers for the whole board, so its telemetry says so, and the
     board's other processes (other slices' tenants) are not counted as the run's competitors. A GPU without MIG
     (NotSupported) and one with MIG off are whole GPUs."""
-    from hgbench.nvml import MIG_BOARD_WIDE, gpu_state
+    from hgbench.measure.nvml import MIG_BOARD_WIDE, gpu_state
 
     st = fake_nvml.state
     st.mig = mode

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hgbench import results
-from hgbench.environment import machine_id
+from hgbench.measure.environment import machine_id
 from hgbench.results import (
     SCHEMA,
     atomic_output,

@@ -1,4 +1,4 @@
-"""Tests for hgbench.timing: the step timer, time_fn and its statistics, and peak memory. CUDA variants use the
+"""Tests for hgbench.measure.timing: the step timer, time_fn and its statistics, and peak memory. CUDA variants use the
 `cuda_device` fixture and skip without a GPU."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 
-from hgbench.timing import StepTimer, TimingStats, peak_memory_mib, reset_peak_memory, time_fn
+from hgbench.measure.timing import StepTimer, TimingStats, peak_memory_mib, reset_peak_memory, time_fn
 
 STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
 

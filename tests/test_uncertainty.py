@@ -1,4 +1,4 @@
-"""Every figure with its uncertainty: the bootstrap over validation people (hgbench.stats, hgbench.metrics), the
+"""Every figure with its uncertainty: the bootstrap over validation people (hgbench.measure.stats, hgbench.metrics), the
 record's per-person masks, the table's intervals and its ranking warning, compare's paired bootstrap, host memory."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 
 from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import HGBenchError
-from hgbench.host_memory import peak_host_memory_mib
+from hgbench.measure.host_memory import peak_host_memory_mib
+from hgbench.measure.stats import bootstrap_p_value, bootstrap_weights, percentile_interval
 from hgbench.metrics import (
     evaluate_pckh,
     pack_masks,
@@ -30,7 +31,6 @@ from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC, SEED_PAIRED_MET
 from hgbench.report.table import ranking_is_noise
 from hgbench.results import RunSummary, load_records
 from hgbench.spec.skeleton import NUM_JOINTS
-from hgbench.stats import bootstrap_p_value, bootstrap_weights, percentile_interval
 
 RECORDS = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1"
 OLD_CHECK = Path(__file__).parents[1] / "docs" / "checks" / "fast-vs-eager"

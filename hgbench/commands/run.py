@@ -395,7 +395,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     finished_any = False
     machine = None
     if len(cases) > 1 or args.resume:
-        from hgbench.environment import collect_environment, machine_id
+        from hgbench.measure.environment import collect_environment, machine_id
 
         # A run finished on another machine is not this machine's measurement, nor its run to resume.
         machine = machine_id(collect_environment(resolve_device(args.device)))

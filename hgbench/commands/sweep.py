@@ -329,7 +329,7 @@ def _plan_sweep(args: argparse.Namespace) -> tuple[list[SweepRun], list[str]]:
     configs, twins = same_networks(sweep_configs(args))
     machine = None
     if args.engine == "local":
-        from hgbench.environment import collect_environment, machine_id
+        from hgbench.measure.environment import collect_environment, machine_id
         from hgbench.plan import resolve_device
 
         # As `hgbench run --case all`: a run finished on another machine is not this machine's measurement.

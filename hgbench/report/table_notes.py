@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from hgbench.measure.stats import BOOTSTRAP_RESAMPLES
 from hgbench.report.grouping import (
     _SETTING_WORDS,
     ACCURACY_MIN_EPOCHS,
@@ -23,7 +24,6 @@ from hgbench.report.grouping import (
 from hgbench.report.time_trust import time_note
 from hgbench.results import RunSummary
 from hgbench.spec.cases import PUBLISHED_HARDWARE
-from hgbench.stats import BOOTSTRAP_RESAMPLES
 
 
 def ranking_is_noise(df: pd.DataFrame) -> bool:

@@ -5,8 +5,8 @@ its interval: ``min_per_epoch_low``/``_high`` are the fastest and slowest steady
 epoch excluded, as from the mean), ``inference_min_low``/``_high`` the fastest and slowest run's pass (a single pass
 per run: a row of one run has none). A warning says so when a row's training time rests on fewer than 2 steady
 epochs, when rows' time ranges overlap (those runs cannot order the cases by time), and when a row was measured on a
-contended machine, a shared GPU or a MIG slice (`hgbench.contention`; such runs are their own rows, never pooled with
-exclusive ones, `load_label`).
+contended machine, a shared GPU or a MIG slice (`hgbench.measure.contention`; such runs are their own rows, never pooled
+with exclusive ones, `load_label`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from hgbench.contention import OTHER_CPU_THRESHOLD, STEAL_THRESHOLD
+from hgbench.measure.contention import OTHER_CPU_THRESHOLD, STEAL_THRESHOLD
 from hgbench.results import RunSummary
 from hgbench.spec.cases import case_label
 

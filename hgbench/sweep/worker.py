@@ -67,9 +67,9 @@ def run_one(
 
 def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
     from hgbench import results as store
-    from hgbench.environment import collect_environment, machine_id
     from hgbench.errors import HGBenchError, one_line
     from hgbench.files.claim import RunBusy
+    from hgbench.measure.environment import collect_environment, machine_id
     from hgbench.plan import planned_identity, resolve_device
     from hgbench.recorder import AlreadyFinished
     from hgbench.runner import run

@@ -225,7 +225,7 @@ class CudaStandin:
 
     def _spy_batch_loops(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Every timed batch loop of hgbench goes through `StepTimer.iter_data`: the loop is inside it."""
-        from hgbench import timing
+        from hgbench.measure import timing
 
         original = timing.StepTimer.iter_data
         gpu = self

@@ -3,8 +3,8 @@
 Every `LoadMeter` of the run reads counters in which, between any two readings of a process, that process used one
 CPU second and the machine (two CPUs) was busy exactly two: both ranks busy, nothing else running. So in every
 window each rank's own CPU time is half the machine's, and "other processes" are only the run's other rank: a window
-is quiet once the ranks' windows are combined (`hgbench.contention.combine_loads`) and contended (50%) if a rank's
-sibling is taken for a competitor. The figures depend on no clock and no real load.
+is quiet once the ranks' windows are combined (`hgbench.measure.contention.combine_loads`) and contended (50%) if a
+rank's sibling is taken for a competitor. The figures depend on no clock and no real load.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 from hgbench import runner
 from hgbench.cli import main
-from hgbench.contention import CpuReading, LoadMeter
+from hgbench.measure.contention import CpuReading, LoadMeter
 
 
 class TwoRanksBusy:

@@ -34,7 +34,7 @@ def event_timer(ctx: StepContext) -> Outcome:
         return skip
     import torch
 
-    from hgbench.timing import StepTimer
+    from hgbench.measure.timing import StepTimer
 
     dev = torch.device("cuda", torch.cuda.current_device())
     _sleep_seconds(1_000_000, dev)  # context and clocks up
@@ -60,7 +60,7 @@ def event_timer(ctx: StepContext) -> Outcome:
         clock=s["clock"],
         implied_clock_mhz=cycles / reference_ms / 1000,  # the sleep counts SM cycles: near NVML's SM clock
     )
-    from hgbench.nvml import device_facts
+    from hgbench.measure.nvml import device_facts
 
     ctx.update(nvml_sm_clock_mhz=(device_facts(dev).get("gpu_state") or {}).get("sm_clock_mhz"))
     summary = f"sleep {reference_ms:.1f} ms (host), {event_ms:.1f} ms (events), {100 * error:+.1f}%"
@@ -75,7 +75,7 @@ def nvml_energy(ctx: StepContext) -> Outcome:
         return skip
     import torch
 
-    from hgbench.nvml import NvmlSampler
+    from hgbench.measure.nvml import NvmlSampler
 
     dev = torch.device("cuda", torch.cuda.current_device())
     a = torch.randn(8192, 8192, device=dev, dtype=torch.bfloat16)

@@ -84,7 +84,7 @@ def environment(ctx: StepContext) -> Outcome:
     ctx.update(python=platform.python_version(), packages=versions, cuda_available=cuda, torch=torch.__version__)
     if not cuda:
         ctx.update(cuda_reason="no CUDA device (torch.cuda.is_available() is False)")
-    from hgbench.environment import collect_environment, machine_id
+    from hgbench.measure.environment import collect_environment, machine_id
 
     info = collect_environment(torch.device("cuda" if cuda else "cpu"))
     ctx.update(

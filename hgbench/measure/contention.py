@@ -7,7 +7,7 @@ end, the inference pass's), the machine's CPU counters (``/proc/stat``), the 1-m
 processes and to the hypervisor (steal). `contention_reasons` applies the stated thresholds (docs/record.md,
 README "How time is measured"): a window is **contended** when other processes took more than
 `OTHER_CPU_THRESHOLD` of the machine's CPU time, the hypervisor stole more than `STEAL_THRESHOLD` of it, or another
-process used the run's GPU (`hgbench.nvml`).
+process used the run's GPU (`hgbench.measure.nvml`).
 
 Where ``/proc`` is absent (macOS, Windows) every figure is None and the window is never called contended: unknown,
 not quiet. The reader is injectable (`LoadMeter(read=...)`), so tests feed synthetic counters, never the real load.
@@ -236,7 +236,7 @@ def combine_loads(windows: Sequence[dict]) -> dict:
 
 def window_entry(load: dict, gpu: dict) -> dict:
     """A window's ``load`` entry as the record stores it: the CPU figures, the GPU's other processes and throttle
-    reasons (`hgbench.nvml`), and whether it was contended and why."""
+    reasons (`hgbench.measure.nvml`), and whether it was contended and why."""
     others = gpu.get("gpu_other_processes")
     reasons = contention_reasons(load, others)
     entry = {k: v for k, v in load.items() if k != "host"}

@@ -172,7 +172,7 @@ def float32_math(device: str | torch.device = "cpu") -> dict[str, Any]:
     """
     import torch
 
-    from hgbench.timing import as_device
+    from hgbench.measure.timing import as_device
 
     dev = as_device(device)
     on_cuda = dev.type == "cuda" and torch.cuda.is_available()
@@ -223,8 +223,8 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
     """
     import torch
 
-    from hgbench.nvml import device_facts
-    from hgbench.timing import as_device
+    from hgbench.measure.nvml import device_facts
+    from hgbench.measure.timing import as_device
 
     dev = as_device(device)
     try:

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from hgbench.contention import other_processes, throttle_names
+from hgbench.measure.contention import other_processes, throttle_names
 
 NO_DRIVER = "no NVIDIA driver (NVML library not found)"
 MIG_BOARD_WIDE = (

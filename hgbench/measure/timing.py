@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from hgbench.stats import describe, quartiles
+from hgbench.measure.stats import describe, quartiles
 
 # --------------------------------------------------------------------------------------------------------------------
 # Devices, timing statistics and time_fn
