@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from hgbench.data.groundtruth import GroundTruth
-from hgbench.decoding import get_heatmap_maxima, heatmap_acc_counts, heatmap_to_image
-from hgbench.metrics import evaluate_pckh, pckh
+from hgbench.eval.decoding import get_heatmap_maxima, heatmap_acc_counts, heatmap_to_image
+from hgbench.eval.metrics import evaluate_pckh, pckh
 
 from .conftest import rounds
 

@@ -13,13 +13,13 @@ from torch import nn
 
 from hgbench.data.loader import make_loader
 from hgbench.distributed import DistContext, all_gather_objects, barrier
+from hgbench.eval.metrics import evaluate_pckh
 from hgbench.inference import timed_passes
 from hgbench.measure.compile_watch import CompileWatch, describe_fallback
 from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
 from hgbench.measure.host_memory import peak_host_memory_mib
 from hgbench.measure.nvml import NvmlSampler
 from hgbench.measure.timing import peak_memory_mib
-from hgbench.metrics import evaluate_pckh
 from hgbench.plan import RunPlan
 from hgbench.record import inference_entry
 from hgbench.recorder import Recorder

@@ -2,7 +2,7 @@
 
 A pass runs the model on every batch, keeps the last stack's heatmaps, decodes their maxima on the device and moves
 coordinates to the host once at the end; they are then mapped back to original-image pixels through the exact inverse
-of each sample's crop transform (hgbench.decoding.heatmap_to_image). With `flip`, the mirrored input's heatmaps are
+of each sample's crop transform (hgbench.eval.decoding.heatmap_to_image). With `flip`, the mirrored input's heatmaps are
 flipped back (joints swapped) and averaged with the plain ones before decoding.
 """
 
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hgbench import decoding, metrics
 from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
+from hgbench.eval import decoding, metrics
 from hgbench.loss import heatmap_loss
 from hgbench.measure.timing import StepTimer
 from hgbench.spec.geometry import heatmap_res

@@ -19,10 +19,10 @@ import numpy as np
 
 from hgbench._version import __version__
 from hgbench.errors import HGBenchError
+from hgbench.eval.metrics import person_masks_from_dict
 from hgbench.measure.contention import run_contention
 from hgbench.measure.environment import device_label, machine_id
 from hgbench.measure.stats import describe
-from hgbench.metrics import person_masks_from_dict
 from hgbench.spec.cases import CaseSpec, case_label
 
 SCHEMA = "hgbench.run/1"

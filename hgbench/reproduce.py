@@ -5,14 +5,14 @@ the evaluation is wrong, and no number of one's own can be trusted yet. Two pass
 with the flip test (the publisher's protocol):
 
 - the **publisher's convention** (`evaluate_anibali_convention`): anibali's whole-pixel crop
-  (`hgbench.data.anibali`) and decoding (`hgbench.decoding.anibali_decode`). This is the figure that must match the
+  (`hgbench.data.anibali`) and decoding (`hgbench.eval.decoding.anibali_decode`). This is the figure that must match the
   published table: its decoding puts predictions about one heatmap pixel up and left of the truth (its ``coords -=
   1`` and whole-pixel truncation), and its figures were measured that way;
 - **hgbench's own protocol** (`hgbench.scoring.evaluate_checkpoint`): the exact crop and its exact inverse. On the same
   weights it differs, and the report says by how much and why.
 
 The verdict is "reproduced" when the published Mean lies inside the bootstrap interval of the publisher-convention
-Mean (1,000 resamples of the people, `hgbench.metrics`); otherwise the report lists the likely causes with the
+Mean (1,000 resamples of the people, `hgbench.eval.metrics`); otherwise the report lists the likely causes with the
 figures that point at each: fewer people than the split (missing or skipped images), another annotation file,
 another protocol.
 """
@@ -30,10 +30,10 @@ import torch
 from hgbench.data.anibali import AnibaliValSet
 from hgbench.data.annotations import bundled_annotations_path
 from hgbench.data.groundtruth import GroundTruth, bundled_ground_truth_path, load_ground_truth
-from hgbench.decoding import anibali_decode, flip_back
 from hgbench.errors import HGBenchError
+from hgbench.eval.decoding import anibali_decode, flip_back
+from hgbench.eval.metrics import PCKhResult, evaluate_pckh, pckh_mean_of_sums
 from hgbench.measure.stats import bootstrap_weights, percentile_interval
-from hgbench.metrics import PCKhResult, evaluate_pckh, pckh_mean_of_sums
 from hgbench.models import build_model, read_weights
 from hgbench.plan import open_datasets, resolve_device
 from hgbench.spec.cases import CaseSpec

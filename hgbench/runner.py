@@ -36,6 +36,7 @@ from hgbench.distributed import (
     wait_for_rank_0,
 )
 from hgbench.errors import HGBenchError, PeerLost, RunFailed
+from hgbench.eval.metrics import evaluate_pckh
 from hgbench.failures import sigterm_as_interrupt, unexpected_failure
 from hgbench.files.atomic_io import remove_stale_temps
 from hgbench.files.claim import Claim, RunBusy, claim_run
@@ -46,7 +47,6 @@ from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
 from hgbench.measure.environment import collect_environment
 from hgbench.measure.nvml import NvmlSampler, combine_windows
 from hgbench.measure.timing import reset_peak_memory
-from hgbench.metrics import evaluate_pckh
 from hgbench.mode_probe import describe_fast_mode
 from hgbench.models import measure_cost
 from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device

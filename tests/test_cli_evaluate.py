@@ -61,7 +61,7 @@ def test_json_and_save_predictions(tiny, capsys, tmp_path: Path) -> None:
     assert doc["pckh"]["count"] == 3
     assert doc["predictions"] == str(pred)
     assert "wrote predictions" in err
-    from hgbench.evaluation import load_predictions
+    from hgbench.eval.predictions import load_predictions
 
     np.testing.assert_array_equal(load_predictions(saved), preds)
 

@@ -1,4 +1,5 @@
-"""Known-answer tests of `hgbench.decoding`: heatmap accuracy counts, peak decoding, the flip test and its geometry."""
+"""Known-answer tests of `hgbench.eval.decoding`: heatmap accuracy counts, peak decoding, the flip test and its
+geometry."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from hgbench.data.transforms import apply_affine, heatmap_matrix
-from hgbench.decoding import (
+from hgbench.errors import HGBenchError
+from hgbench.eval.decoding import (
     HeatmapAccuracyMeter,
     average_flip,
     flip_back,
@@ -16,8 +18,7 @@ from hgbench.decoding import (
     heatmap_accuracy,
     heatmap_to_image,
 )
-from hgbench.errors import HGBenchError
-from hgbench.metrics import heatmap_acc_from_counts
+from hgbench.eval.metrics import heatmap_acc_from_counts
 from hgbench.spec.skeleton import FLIP_INDEX, NUM_JOINTS
 
 

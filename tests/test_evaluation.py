@@ -10,8 +10,8 @@ import pytest
 from scipy.io import savemat
 
 from hgbench.errors import DataError, HGBenchError
-from hgbench.evaluation import format_csv, format_json, format_table, load_predictions, save_predictions
-from hgbench.metrics import PCKhResult
+from hgbench.eval.metrics import PCKhResult
+from hgbench.eval.predictions import format_csv, format_json, format_table, load_predictions, save_predictions
 
 PARTS = ("Head", "Shoulder", "Elbow", "Wrist", "Hip", "Knee", "Ankle")
 

@@ -32,11 +32,11 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("data",),
     # How figures are measured: clocks, NVML, the machine's load, its environment, compile counters, statistics.
     "measure": ("measure",),
+    # Scoring poses: heatmaps to joints on the device, PCKh and heatmap accuracy, predictions files, pictures.
+    "eval": ("eval",),
     # What runs over the data: metrics and decoding, loss, clocks, environment, NVML, speed modes, sampling, DDP,
     # the training and inference loops, the evaluation output, pictures of poses.
     "loops": (
-        "metrics",
-        "decoding",
         "loss",
         "speed_modes",
         "workload",
@@ -46,8 +46,6 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "distributed",
         "training",
         "inference",
-        "evaluation",
-        "visualize",
     ),
     "checkpoint and record": ("checkpoint", "record"),
     # Sending a run's figures, pictures and settings to TensorBoard and MLflow, from the record's own entries.

@@ -1,4 +1,4 @@
-"""Known-answer tests of `hgbench.metrics`: PCKh conventions and the study's PCKh layout."""
+"""Known-answer tests of `hgbench.eval.metrics`: PCKh conventions and the study's PCKh layout."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from hgbench.data.groundtruth import GroundTruth, load_ground_truth
 from hgbench.errors import HGBenchError
-from hgbench.metrics import PCKhResult, evaluate_pckh, pckh
+from hgbench.eval.metrics import PCKhResult, evaluate_pckh, pckh
 from hgbench.spec.skeleton import NUM_JOINTS, PCKH_MEAN_JOINTS
 
 HEAD = 6.0  # head size of `make_gt`: 0.6 x the diagonal of a 6 x 8 box (10 px)

@@ -24,14 +24,14 @@ from hgbench.cli import main
 from hgbench.data.anibali import anibali_crop, crop_window, downscale_factor
 from hgbench.data.groundtruth import bundled_ground_truth_path, load_ground_truth
 from hgbench.data.transforms import apply_affine, draw_gaussians, heatmap_matrix
-from hgbench.decoding import (
+from hgbench.eval.decoding import (
     anibali_decode,
     anibali_heatmap_coords,
     anibali_to_image,
     get_heatmap_maxima,
     heatmap_to_image,
 )
-from hgbench.metrics import evaluate_pckh
+from hgbench.eval.metrics import evaluate_pckh
 from hgbench.models.published import PUBLISHED, PUBLISHED_PCKH, PublishedWeights, cache_dir
 from hgbench.reproduce import format_reproduction, judge, row_intervals
 from hgbench.spec.variants import read_variant

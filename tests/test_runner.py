@@ -19,7 +19,7 @@ from hgbench import results as store
 from hgbench.checkpoint import load_checkpoint
 from hgbench.cli import main
 from hgbench.errors import HGBenchError, RunFailed
-from hgbench.metrics import pckh_mean_interval, pckh_mean_of_sums, person_masks_from_dict
+from hgbench.eval.metrics import pckh_mean_interval, pckh_mean_of_sums, person_masks_from_dict
 from hgbench.runner import run
 from hgbench.spec.config import RunConfig
 

@@ -12,7 +12,7 @@ from scipy.io import savemat
 
 from hgbench.cli import main
 from hgbench.errors import DataError
-from hgbench.evaluation import load_predictions
+from hgbench.eval.predictions import load_predictions
 from hgbench.spec.config import RunConfig
 
 

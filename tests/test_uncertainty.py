@@ -1,5 +1,6 @@
-"""Every figure with its uncertainty: the bootstrap over validation people (hgbench.measure.stats, hgbench.metrics), the
-record's per-person masks, the table's intervals and its ranking warning, compare's paired bootstrap, host memory."""
+"""Every figure with its uncertainty: the bootstrap over validation people (hgbench.measure.stats,
+hgbench.eval.metrics), the record's per-person masks, the table's intervals and its ranking warning, compare's paired
+bootstrap, host memory."""
 
 from __future__ import annotations
 
@@ -13,9 +14,7 @@ import pytest
 
 from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import HGBenchError
-from hgbench.measure.host_memory import peak_host_memory_mib
-from hgbench.measure.stats import bootstrap_p_value, bootstrap_weights, percentile_interval
-from hgbench.metrics import (
+from hgbench.eval.metrics import (
     evaluate_pckh,
     pack_masks,
     paired_pckh_bootstrap,
@@ -25,6 +24,8 @@ from hgbench.metrics import (
     person_masks_to_dict,
     unpack_masks,
 )
+from hgbench.measure.host_memory import peak_host_memory_mib
+from hgbench.measure.stats import bootstrap_p_value, bootstrap_weights, percentile_interval
 from hgbench.record import summarize, validate_record
 from hgbench.report import compare_rich_table, compare_runs, comparison_table, to_csv, to_markdown
 from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC, SEED_PAIRED_METRIC

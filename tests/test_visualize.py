@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hgbench.errors import DataError
-from hgbench.visualize import GT_COLOUR, SIDE_COLOURS, draw_pose, render_pose, save_pose_pngs
+from hgbench.eval.visualize import GT_COLOUR, SIDE_COLOURS, draw_pose, render_pose, save_pose_pngs
 
 
 def standing_pose() -> np.ndarray:

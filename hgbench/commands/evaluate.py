@@ -35,7 +35,7 @@ from hgbench.data.groundtruth import GroundTruth
 from hgbench.errors import DataError, HGBenchError
 
 if TYPE_CHECKING:
-    from hgbench.metrics import PCKhResult
+    from hgbench.eval.metrics import PCKhResult
 
 EPILOG = """examples:
   hgbench evaluate --predictions preds_valid.mat                       the study's table, bundled ground truth
@@ -232,7 +232,7 @@ class _Scored:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _check_args(args)
-    from hgbench.metrics import evaluate_pckh
+    from hgbench.eval.metrics import evaluate_pckh
 
     if args.predictions is not None:
         scored = _from_predictions(args)
@@ -250,7 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _from_predictions(args: argparse.Namespace) -> _Scored:
     """``--predictions``: the file's predictions against the ground truth (the bundled one unless named)."""
     from hgbench.data.groundtruth import bundled_ground_truth_path, load_ground_truth
-    from hgbench.evaluation import load_predictions
+    from hgbench.eval.predictions import load_predictions
 
     preds = load_predictions(args.predictions)
     gt_path = args.ground_truth or bundled_ground_truth_path()
@@ -319,14 +319,14 @@ def _from_checkpoint(args: argparse.Namespace, published_name: str | None) -> _S
 
 def _save_outputs(args: argparse.Namespace, scored: _Scored) -> None:
     """``--save-predictions`` and ``--visualize``: write them, say so on stderr and name them in ``scored.extra``."""
-    from hgbench.evaluation import save_predictions
+    from hgbench.eval.predictions import save_predictions
 
     if args.save_predictions is not None:
         path = save_predictions(args.save_predictions, scored.preds)
         print(f"hgbench: wrote predictions of {len(scored.preds)} people to {path}", file=sys.stderr)
         scored.extra["saved_predictions"] = str(path)
     if args.visualize is not None:
-        from hgbench.visualize import save_pose_pngs
+        from hgbench.eval.visualize import save_pose_pngs
 
         if not scored.images:
             raise DataError("no val images to draw (the annotation file lists no val people)")
@@ -337,7 +337,7 @@ def _save_outputs(args: argparse.Namespace, scored: _Scored) -> None:
 
 def _write_result(args: argparse.Namespace, result: PCKhResult, scored: _Scored) -> None:
     """The result on stdout as ``--format`` says: the table (with what was scored and its timing), CSV or JSON."""
-    from hgbench.evaluation import format_csv, format_json, format_table
+    from hgbench.eval.predictions import format_csv, format_json, format_table
 
     extra, timing = scored.extra, scored.timing
     if args.format == "csv":

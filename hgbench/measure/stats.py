@@ -2,7 +2,7 @@
 
 The one home of these figures: the run record's per-epoch minutes and the bench record's per-step times both come
 from `describe`. The bootstrap's resampling (`bootstrap_weights`, percentile intervals, paired p-values) lives here
-too, so a record's PCKh interval (hgbench.metrics) and `hgbench compare`'s paired test resample the same way.
+too, so a record's PCKh interval (hgbench.eval.metrics) and `hgbench compare`'s paired test resample the same way.
 """
 
 from __future__ import annotations

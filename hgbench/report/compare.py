@@ -6,7 +6,7 @@ p_value from Welch's t-test, `scipy.stats.ttest_ind(equal_var=False)`, and p_not
 significant: p < 0.05 and, for a timing, a change of 5% or more, `TIMING_CAVEAT`; empty untested).
 
 Beside the Welch test over seeds, each group gets a ``PCKh@0.5 Mean, paired`` row: a paired bootstrap
-(`hgbench.metrics.paired_pckh_bootstrap`) that draws the same validation people for both sides, with the
+(`hgbench.eval.metrics.paired_pckh_bootstrap`) that draws the same validation people for both sides, with the
 difference's 95% interval (``delta_ci95_low/high``) and p-value; significant when the interval leaves out 0 ("no
 detectable difference" when it covers 0). It needs both sides to have scored the same people: the same dataset
 fingerprint and validation selection, and per-person PCKh in every record; otherwise its p_note says why not.
@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from hgbench.errors import HGBenchError
-from hgbench.metrics import PairedBootstrap, paired_pckh_bootstrap
+from hgbench.eval.metrics import PairedBootstrap, paired_pckh_bootstrap
 from hgbench.report.table import _case_order, _mean_std, _values
 from hgbench.results import RunSummary
 from hgbench.spec.cases import case_label

@@ -45,7 +45,7 @@ from typing import Any
 import pandas as pd
 
 from hgbench.errors import HGBenchError
-from hgbench.metrics import pckh_mean_interval
+from hgbench.eval.metrics import pckh_mean_interval
 from hgbench.report.grouping import (
     _INT_COLUMNS,
     _TEXT_COLUMNS,
@@ -174,9 +174,10 @@ def row_interval(runs: Sequence[RunSummary]) -> tuple[float, float] | None:
     """The 95% bootstrap interval of a row's PCKh Mean over validation people, or None where it cannot be had.
 
     One run: its record's interval (recomputed from its per-person masks where it kept them). Several seeds: the
-    interval of their average Mean with the same people drawn for every seed (`hgbench.metrics.pckh_mean_interval`),
-    so it shows how much the figure depends on which people were scored; the ± beside it is the seed spread. None
-    when a run lacks per-person data (records from before intervals) or the runs scored different people.
+    interval of their average Mean with the same people drawn for every seed
+    (`hgbench.eval.metrics.pckh_mean_interval`), so it shows how much the figure depends on which people were scored;
+    the ± beside it is the seed spread. None when a run lacks per-person data (records from before intervals) or the
+    runs scored different people.
     """
     people = [r.pckh_people for r in runs]
     if all(p is not None for p in people):

@@ -1,9 +1,9 @@
 """The pictures a run's trackers show each epoch: the predicted joints of four fixed validation people.
 
 The same people every epoch and in every run over the same validation split (spread evenly over it), drawn as
-`hgbench evaluate --visualize` draws them (`hgbench.visualize.render_pose`: prediction coloured by side, ground truth
-in white), small enough that drawing them costs the epoch next to nothing (benchmarks/test_tracking.py): each image
-is read once and kept, only four crops are drawn per epoch, and each is encoded once as a JPEG that every tracker
+`hgbench evaluate --visualize` draws them (`hgbench.eval.visualize.render_pose`: prediction coloured by side, ground
+truth in white), small enough that drawing them costs the epoch next to nothing (benchmarks/test_tracking.py): each
+image is read once and kept, only four crops are drawn per epoch, and each is encoded once as a JPEG that every tracker
 sends as it is (PNG took 60-240 ms a picture on the noisy textures of real and synthetic photos, JPEG about 1 ms).
 """
 
@@ -69,7 +69,7 @@ class PictureSource:
         self._images: dict[int, np.ndarray] = {}
 
     def _image(self, i: int) -> np.ndarray:
-        from hgbench.visualize import read_rgb  # OpenCV: see encode_jpeg
+        from hgbench.eval.visualize import read_rgb  # OpenCV: see encode_jpeg
 
         if i not in self._images:  # the same reader as --visualize (a missing file: DataError)
             self._images[i] = read_rgb(self.val_ds.image_path(i))
@@ -80,7 +80,7 @@ class PictureSource:
 
         A chosen person the pass left out (an undecodable image under --skip-bad-images) is not drawn.
         """
-        from hgbench.visualize import render_pose  # OpenCV: see encode_jpeg
+        from hgbench.eval.visualize import render_pose  # OpenCV: see encode_jpeg
 
         rows = {int(pos): r for r, pos in enumerate(np.asarray(index).tolist())}
         pictures = []

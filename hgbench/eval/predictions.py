@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from hgbench.errors import DataError, HGBenchError
+from hgbench.eval.metrics import PCKH_LOW_THRESHOLD, PCKH_THRESHOLD, PCKhResult, describe_non_finite
 from hgbench.files.atomic_io import jsonable
-from hgbench.metrics import PCKH_LOW_THRESHOLD, PCKH_THRESHOLD, PCKhResult, describe_non_finite
 from hgbench.spec.skeleton import JOINT_NAMES, MAX_PEOPLE, NUM_JOINTS, PCKH_PARTS
 
 # Column order of the study's table and of the CSV.

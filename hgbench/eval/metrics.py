@@ -3,19 +3,19 @@
 Pure numpy in mmpose's style (`mmpose/evaluation/functional/keypoint_eval.py`): every function documents its
 shapes, never mutates its inputs and sweeps thresholds by broadcasting. It works on the small results of a pass, on
 the host: predicted coordinates and per-joint counts. Getting those from heatmaps (peaks, the counts of one batch, the
-flip test, the mapping to image pixels) is `hgbench.decoding`, which runs on the heatmaps' device; per-joint counts
+flip test, the mapping to image pixels) is `hgbench.eval.decoding`, which runs on the heatmaps' device; per-joint counts
 may still arrive as CPU tensors, which `heatmap_acc_from_counts` accepts.
 
 1. Heatmap accuracy ("Val Acc" of the reference training loop, bearpaw/pytorch-pose `accuracy`): argmax of the
    predicted heatmap vs argmax of the target heatmap, distance / (heatmap width / 10) < 0.5, over
    `HEATMAP_ACC_JOINTS`; targets with an empty heatmap are left out; the mean is over joints of per-joint accuracy.
-   It is computed from per-joint (correct, count) sums (`hgbench.decoding.heatmap_acc_counts`, one batch) so the
+   It is computed from per-joint (correct, count) sums (`hgbench.eval.decoding.heatmap_acc_counts`, one batch) so the
    runner can add batches and DDP ranks before dividing. Two deliberate differences from the reference, both on edge
    cases: the reference also dropped targets whose peak lies on the first heatmap row or column (its `target > 1`
    test on 1-based coordinates), and it averaged per-batch accuracies weighted by batch size rather than pooling the
    counts. Protocol.md defines the pooled version.
 2. PCKh (the official MPII protocol as the common Python evaluators compute it, bearpaw `evaluation/eval_PCKh.py`,
-   mmpose `MpiiDataset`): decode heatmaps to original-image pixels (`hgbench.decoding`: argmax, 0.25 px toward the
+   mmpose `MpiiDataset`): decode heatmaps to original-image pixels (`hgbench.eval.decoding`: argmax, 0.25 px toward the
    higher neighbour, inverse crop transform), then ||pred - gt|| / head size < thr over annotated joints. Mean =
    unweighted mean of the 14 joints other than pelvis and thorax (upper neck included); mmpose's count-weighted mean
    and PCKh@0.1 are reported beside it, labelled.

@@ -4,12 +4,12 @@ These functions take the network's heatmaps, numpy arrays or torch tensors. A te
 result is a tensor there too: a validation or timed inference loop calls them on every batch, and moving heatmaps to
 the host, or even reading one number of them, would make the host wait for the GPU each batch and put that wait in
 the timing. The loop keeps the small results ([N, K, 2] coordinates, [K] counts) on the device and moves them once
-at the end; `hgbench.metrics` then turns them into figures on the host, in pure numpy. `heatmap_to_image` is the
+at the end; `hgbench.eval.metrics` then turns them into figures on the host, in pure numpy. `heatmap_to_image` is the
 exception: it runs on the host, on those gathered coordinates, through the data pipeline's own crop matrices.
 
 The rules (protocol.md, "Two accuracy figures") are the reference's (bearpaw/pytorch-pose `accuracy`,
 `final_preds`): argmax, 0.25 px toward the higher neighbour, inverse crop transform; heatmap accuracy counts argmax
-distances under `HEATMAP_ACC_THRESHOLD` x (heatmap width / 10), as `hgbench.metrics` documents.
+distances under `HEATMAP_ACC_THRESHOLD` x (heatmap width / 10), as `hgbench.eval.metrics` documents.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 
 from hgbench.data.transforms import heatmap_matrix, invert
 from hgbench.errors import HGBenchError
-from hgbench.metrics import (
+from hgbench.eval.metrics import (
     HEATMAP_ACC_NORM_DIVISOR,
     HEATMAP_ACC_THRESHOLD,
     HeatmapAccuracy,
