@@ -2,7 +2,7 @@
 
 `hgbench bench` answers "how fast can this network go on this device, and which settings get it there", with no data
 loading in the way (the study's timings were dominated by its input pipeline; see shared/spec/cases.md). The modes
-form a ladder (`hgbench.speed_modes`), each adding one setting to the previous one where the device supports it:
+form a ladder (`hgbench.train.speed_modes`), each adding one setting to the previous one where the device supports it:
 
     eager (fp32, the study's setting) -> + channels_last -> + bf16 autocast -> + torch.compile -> + CUDA graphs
 
@@ -35,7 +35,7 @@ from hgbench.measure.environment import collect_commit_info, collect_environment
 from hgbench.measure.timing import peak_memory_mib, reset_peak_memory, time_fn
 from hgbench.models import ModelCost, measure_cost
 from hgbench.spec.cases import CaseSpec
-from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
+from hgbench.train.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes: part of bench's interface
     MIN_WARMUP,
     MODES,
     ModePlan,
@@ -44,7 +44,7 @@ from hgbench.speed_modes import (  # noqa: F401 - MODES, best_mode, parse_modes:
     parse_modes,
     plan_modes,
 )
-from hgbench.workload import LR, Workload, make_workload  # noqa: F401 - Workload, make_workload: bench's interface
+from hgbench.train.workload import LR, Workload, make_workload  # noqa: F401 - Workload, make_workload: bench's interface
 
 SCHEMA = "hgbench.bench/1"
 
@@ -333,7 +333,7 @@ def run_bench(
             "matmul_precision": math["matmul_precision"],
             "optimizer": "adam",
             "lr": LR,
-            "loss": "hgbench.loss.heatmap_loss (masked MSE, every stack)",
+            "loss": "hgbench.train.loss.heatmap_loss (masked MSE, every stack)",
         },
         "model": {
             "params": cost.params,

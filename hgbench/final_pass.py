@@ -12,9 +12,7 @@ from typing import TypeVar
 from torch import nn
 
 from hgbench.data.loader import make_loader
-from hgbench.distributed import DistContext, all_gather_objects, barrier
 from hgbench.eval.metrics import evaluate_pckh
-from hgbench.inference import timed_passes
 from hgbench.measure.compile_watch import CompileWatch, describe_fallback
 from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
 from hgbench.measure.host_memory import peak_host_memory_mib
@@ -25,7 +23,9 @@ from hgbench.record import inference_entry
 from hgbench.recorder import Recorder
 from hgbench.spec.config import RunConfig
 from hgbench.state import TrainingState
-from hgbench.training import StepOptions
+from hgbench.train.distributed import DistContext, all_gather_objects, barrier
+from hgbench.train.inference import timed_passes
+from hgbench.train.training import StepOptions
 
 T = TypeVar("T")
 
@@ -116,7 +116,7 @@ def inference_pass(model: nn.Module, loader, val_ds, gt, config: RunConfig, opts
     """One timed pass over the whole validation split at the test batch size, plain and with flip test.
 
     `model` is the network as trained (compiled with --compile) and `loader` one whose workers the passes share, so
-    both passes start warm (`hgbench.inference.timed_passes`).
+    both passes start warm (`hgbench.train.inference.timed_passes`).
     """
     collect = val_ds.collect_bad if config.skip_bad_images else None
     passes = timed_passes(

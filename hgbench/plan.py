@@ -22,16 +22,16 @@ import torch
 from hgbench._version import __version__
 from hgbench.data.device_decode import DECODE_MODES
 from hgbench.data.groundtruth import GroundTruth
-from hgbench.distributed import COMPILE_UNDER_DDP, DistContext, barrier
 from hgbench.errors import HGBenchError
 from hgbench.models.weights import Weights, file_sha256, read_weights
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import RunConfig, check_settings, run_identity
 from hgbench.spec.footprint import gib, host_available_bytes, training_bytes
 from hgbench.spec.variants import NAME_PATTERN, spec_of_config
+from hgbench.train.distributed import COMPILE_UNDER_DDP, DistContext, barrier
 
 if TYPE_CHECKING:
-    from hgbench.mode_probe import FastChoice
+    from hgbench.train.mode_probe import FastChoice
 
 MIN_FREE_BYTES = 64 * 2**20  # below this on the output disk a run refuses to start
 
@@ -48,7 +48,7 @@ class RunPlan:
     val_ds: object  # MPIIDataset, validation split
     dataset: dict  # the record's ``dataset`` section
     identity: str  # `hgbench.spec.config.run_identity`: resume and the sweep's skip agree on it
-    fast_mode: dict | None = None  # with --fast: the mode chosen and how (`hgbench.mode_probe.FastChoice`)
+    fast_mode: dict | None = None  # with --fast: the mode chosen and how (`hgbench.train.mode_probe.FastChoice`)
     setting_notes: list[str] = field(default_factory=list)  # settings asked for and not used, each with why
 
     @property
@@ -212,7 +212,7 @@ def resolve_fast(
 ) -> tuple[RunConfig, FastChoice | None]:
     """The settings a run on `device` actually uses, and with `--fast` how its mode was chosen.
 
-    `--fast` turns on the fastest mode for the device and this case (`hgbench.mode_probe.choose_fast_mode`: on a
+    `--fast` turns on the fastest mode for the device and this case (`hgbench.train.mode_probe.choose_fast_mode`: on a
     CPU measured by a short cached probe, on CUDA the fast path's fixed settings); ``decode="auto"`` becomes the fast
     mode's choice with `--fast` and "workers" (the study's pipeline) without. An explicit ``--decode`` is kept.
     ``--init-from`` weights get their SHA-256 (the run's identity holds the file's content, not its path); a stored
@@ -228,7 +228,7 @@ def resolve_fast(
     config = _without_compile_under_ddp(config)[0]
     if not config.fast:
         return (replace(config, decode="workers") if config.decode == "auto" else config), None
-    from hgbench.mode_probe import choose_fast_mode
+    from hgbench.train.mode_probe import choose_fast_mode
 
     spec = spec or spec_of_config(config)
     choice = choose_fast_mode(

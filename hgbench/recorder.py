@@ -13,8 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from hgbench.checkpoint import Checkpoint, save_checkpoint
-from hgbench.distributed import broadcast_object
 from hgbench.errors import HGBenchError
 from hgbench.files.atomic_io import next_record_path, write_json_atomic
 from hgbench.files.bounded_read import read_json
@@ -22,6 +20,8 @@ from hgbench.measure.environment import collect_commit_info, machine_id, slurm_j
 from hgbench.plan import RunPlan
 from hgbench.record import contention_summary, new_record, train_summary, utc_now
 from hgbench.tracking import Tracking, TrackingOptions, open_tracking
+from hgbench.train.checkpoint import Checkpoint, save_checkpoint
+from hgbench.train.distributed import broadcast_object
 
 
 class AlreadyFinished(HGBenchError):

@@ -22,9 +22,29 @@ from typing import Any
 
 import torch
 
-from hgbench.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.data.loader import make_loader
-from hgbench.distributed import (
+from hgbench.errors import HGBenchError, PeerLost, RunFailed
+from hgbench.eval.metrics import evaluate_pckh
+from hgbench.failures import sigterm_as_interrupt, unexpected_failure
+from hgbench.files.atomic_io import remove_stale_temps
+from hgbench.files.claim import Claim, RunBusy, claim_run
+from hgbench.final_pass import finish_run
+from hgbench.measure.compile_watch import CompileWatch
+from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
+from hgbench.measure.environment import collect_environment
+from hgbench.measure.nvml import NvmlSampler, combine_windows
+from hgbench.measure.timing import reset_peak_memory
+from hgbench.models import measure_cost
+from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
+from hgbench.progress import ProgressBar, say_once
+from hgbench.recorder import Recorder, check_continuable
+from hgbench.spec.cases import CaseSpec
+from hgbench.spec.config import RunConfig
+from hgbench.spec.variants import spec_of_config
+from hgbench.state import TrainingState, build_state
+from hgbench.tracking import TrackingOptions
+from hgbench.train.checkpoint import Checkpoint, check_compatible, load_checkpoint
+from hgbench.train.distributed import (
     DistContext,
     all_gather_objects,
     barrier,
@@ -35,30 +55,10 @@ from hgbench.distributed import (
     sum_over_ranks,
     wait_for_rank_0,
 )
-from hgbench.errors import HGBenchError, PeerLost, RunFailed
-from hgbench.eval.metrics import evaluate_pckh
-from hgbench.failures import sigterm_as_interrupt, unexpected_failure
-from hgbench.files.atomic_io import remove_stale_temps
-from hgbench.files.claim import Claim, RunBusy, claim_run
-from hgbench.final_pass import finish_run
-from hgbench.inference import PassResult, predict
-from hgbench.measure.compile_watch import CompileWatch
-from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
-from hgbench.measure.environment import collect_environment
-from hgbench.measure.nvml import NvmlSampler, combine_windows
-from hgbench.measure.timing import reset_peak_memory
-from hgbench.mode_probe import describe_fast_mode
-from hgbench.models import measure_cost
-from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
-from hgbench.progress import ProgressBar, say_once
-from hgbench.recorder import Recorder, check_continuable
-from hgbench.sampling import GlobalBatchSampler, ShardSampler
-from hgbench.spec.cases import CaseSpec
-from hgbench.spec.config import RunConfig
-from hgbench.spec.variants import spec_of_config
-from hgbench.state import TrainingState, build_state
-from hgbench.tracking import TrackingOptions
-from hgbench.training import EpochStats, train_one_epoch
+from hgbench.train.inference import PassResult, predict
+from hgbench.train.mode_probe import describe_fast_mode
+from hgbench.train.sampling import GlobalBatchSampler, ShardSampler
+from hgbench.train.training import EpochStats, train_one_epoch
 
 
 @dataclass
@@ -297,7 +297,7 @@ def run(
         after_epoch: called with the epoch's number once its checkpoint and record are written, the claim still held
             (the sweep worker's test seam holds a run there until a scheduler signals it).
         dist_timeout: under torchrun, how long a collective waits for the other processes (default
-            `hgbench.distributed.GROUP_TIMEOUT`): a process silent that long is taken for lost.
+            `hgbench.train.distributed.GROUP_TIMEOUT`): a process silent that long is taken for lost.
 
     Raises:
         HGBenchError: bad configuration or data (before training starts where it can be checked).

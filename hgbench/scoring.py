@@ -5,7 +5,7 @@ that case's network filled with weights in any layout `hgbench.models.weights` r
 pytorch-pose checkpoints): both are scored by the same pass.
 
 It sits above the loops (it opens the datasets and resolves the device as a run's plan does, and reads the
-checkpoint), so the prediction passes in hgbench.inference never reach up to the runner.
+checkpoint), so the prediction passes in hgbench.train.inference never reach up to the runner.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hgbench.checkpoint import NotAnHGBenchCheckpoint, load_checkpoint
 from hgbench.data.groundtruth import GroundTruth
 from hgbench.data.loader import make_loader
 from hgbench.errors import HGBenchError
-from hgbench.inference import predict
 from hgbench.models import build_model, read_weights
 from hgbench.plan import open_datasets, resolve_device
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE, RunConfig
-from hgbench.training import StepOptions
+from hgbench.train.checkpoint import NotAnHGBenchCheckpoint, load_checkpoint
+from hgbench.train.inference import predict
+from hgbench.train.training import StepOptions
 
 
 @dataclass

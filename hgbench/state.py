@@ -15,14 +15,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from hgbench.checkpoint import Checkpoint
-from hgbench.distributed import convert_sync_batchnorm
 from hgbench.errors import HGBenchError
 from hgbench.measure.compile_watch import compile_model
 from hgbench.models import build_model
 from hgbench.plan import RunPlan
 from hgbench.spec.config import RunConfig
-from hgbench.training import StepOptions
+from hgbench.train.checkpoint import Checkpoint
+from hgbench.train.distributed import convert_sync_batchnorm
+from hgbench.train.training import StepOptions
 
 
 @dataclass

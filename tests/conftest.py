@@ -39,7 +39,7 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["HGBENCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("hgbench-cache"))
     # What Triton builds under the CUDA stand-in (its launcher's C extension) stays out of ~/.triton too.
     os.environ.setdefault("TRITON_CACHE_DIR", str(tmp_path_factory.mktemp("triton-cache")))
-    # --fast on the CPU would time a few steps of the case to choose its mode (hgbench.mode_probe): seconds to a
+    # --fast on the CPU would time a few steps of the case to choose its mode (hgbench.train.mode_probe): seconds to a
     # minute per case. Tests take the rule; tests/test_mode_probe.py turns the probe on with a fake timer.
     os.environ.setdefault("HGBENCH_FAST_PROBE", "0")
 

@@ -1,5 +1,5 @@
-"""Tests for `hgbench bench`, hgbench.bench and hgbench.speed_modes: mode planning, the fast-path choice, the record,
-and CLI errors.
+"""Tests for `hgbench bench`, hgbench.bench and hgbench.train.speed_modes: mode planning, the fast-path choice, the
+record, and CLI errors.
 
 Only eager and channels_last run here (hg1 at 64x64, batch 2): torch.compile of even hg1 takes minutes on this CPU
 when its cache is cold, so compile is checked to be planned and listed, not timed.
@@ -18,13 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench import bench, progress, speed_modes
+from hgbench import bench, progress
 from hgbench.bench import BenchConfig, run_bench
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
 from hgbench.measure.timing import time_fn
 from hgbench.spec.cases import get_spec
-from hgbench.speed_modes import MODES, ModeSettings, best_mode, parse_modes, plan_modes
+from hgbench.train import speed_modes
+from hgbench.train.speed_modes import MODES, ModeSettings, best_mode, parse_modes, plan_modes
 
 STAT_KEYS = {"min", "max", "mean", "stddev", "median", "iqr", "rounds", "data"}
 TINY = ["--case", "hg1", "--input-res", "64", "--batch", "2", "--steps", "2", "--warmup", "1", "--device", "cpu"]
@@ -79,7 +80,7 @@ def test_mode_labels() -> None:
 
 @pytest.mark.parametrize("native_bf16", [False, True])
 def test_best_mode_rule_on_cpu_adds_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch, native_bf16: bool) -> None:
-    # The rule --fast falls back on where it does not measure (hgbench.mode_probe measures on the CPU).
+    # The rule --fast falls back on where it does not measure (hgbench.train.mode_probe measures on the CPU).
     monkeypatch.setattr(speed_modes, "cpu_has_native_bf16", lambda: native_bf16)
     assert best_mode("cpu") == {"channels_last": True, "amp": native_bf16, "compile": False, "decode": "workers"}
 

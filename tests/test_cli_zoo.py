@@ -16,12 +16,12 @@ import torch
 from helpers.pose_hourglass import pose_net, pytorch_pose_checkpoint
 from scipy.io import loadmat
 
-from hgbench.checkpoint import save_checkpoint
 from hgbench.cli import main
 from hgbench.models import read_weights
 from hgbench.runner import run
 from hgbench.spec.config import run_identity
 from hgbench.spec.variants import read_variant, run_case_fields
+from hgbench.train.checkpoint import save_checkpoint
 
 TINY_VARIANT = 'name = "tiny"\nnum_stacks = 1\nnum_feats = 8\ndepths = [4]\n'
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 from helpers.cuda_standin import CudaStandin
 
-from hgbench import compile_probe
-from hgbench.compile_probe import TOOLCHAIN_HINT, probe_compile
-from hgbench.mode_probe import choose_fast_mode, describe_fast_mode
 from hgbench.spec.cases import get_spec
-from hgbench.speed_modes import plan_modes
+from hgbench.train import compile_probe
+from hgbench.train.compile_probe import TOOLCHAIN_HINT, probe_compile
+from hgbench.train.mode_probe import choose_fast_mode, describe_fast_mode
+from hgbench.train.speed_modes import plan_modes
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,10 +16,10 @@ from helpers.cuda_standin import STANDIN_GPU_NAME, CudaStandin, StandinViolation
 
 from hgbench import plan as plan_module
 from hgbench import runner
-from hgbench.distributed import COMPILE_UNDER_DDP, DistContext
 from hgbench.errors import HGBenchError
 from hgbench.record import validate_record
 from hgbench.spec.config import RunConfig
+from hgbench.train.distributed import COMPILE_UNDER_DDP, DistContext
 
 
 def _run(config: RunConfig, **kw: object) -> runner.RunOutcome:
@@ -244,10 +244,10 @@ def test_validation_on_device_decoded_batches_uploads_only_from_pinned_memory(
     synthetic_root: Path, cuda_standin: CudaStandin
 ) -> None:
     """Every upload in the validation loop is asynchronous, so from pinned memory: the ``bad`` flags too."""
-    from hgbench.inference import predict
     from hgbench.models import build_model
     from hgbench.spec.cases import get_spec
-    from hgbench.training import StepOptions
+    from hgbench.train.inference import predict
+    from hgbench.train.training import StepOptions
 
     cuda = torch.device("cuda", 0)
     model = build_model(get_spec("hg1")).to(cuda)
@@ -374,7 +374,7 @@ def test_nvml_finds_the_gpu_by_index_when_its_pci_bus_id_is_unknown(cuda_standin
 
 
 def test_a_gpu_without_native_bf16_gets_no_bf16_rung(cuda_standin: CudaStandin) -> None:
-    from hgbench.speed_modes import best_mode, plan_modes
+    from hgbench.train.speed_modes import best_mode, plan_modes
 
     cuda_standin.capability = (7, 0)  # a V100
     assert best_mode("cuda:0")["amp"] is False

@@ -15,12 +15,12 @@ import pytest
 import torch
 from torch import nn
 
-from hgbench import distributed
-from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
 from hgbench.errors import HGBenchError
-from hgbench.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
+from hgbench.train import distributed
+from hgbench.train.distributed import DistContext, all_gather_objects, all_reduce_sum, init_distributed
+from hgbench.train.sampling import GlobalBatchSampler, ShardSampler
 
 SCRIPT = Path(__file__).parent / "helpers" / "ddp_gradients.py"
 
@@ -174,8 +174,8 @@ def test_compile_under_torchrun_is_dropped_before_the_run_is_named(
 ) -> None:
     """`--compile` on several processes runs without torch.compile (as --fast does there): the config the record
     stores and the identity a sweep's skip check computes both say so, so the run is the one without --compile."""
-    from hgbench.mode_probe import choose_fast_mode
     from hgbench.plan import planned_identity, resolve_config
+    from hgbench.train.mode_probe import choose_fast_mode
 
     cpu = torch.device("cpu")
     assert resolve_config(replace(tiny, compile=True, world_size=2), cpu).compile is False
@@ -228,9 +228,9 @@ def test_a_group_whose_first_all_reduce_is_wrong_is_one_line(monkeypatch: pytest
 def test_the_cpu_conversion_keeps_the_parameters_and_buffers() -> None:
     """As `nn.SyncBatchNorm.convert_sync_batchnorm` does: an optimiser or a reference made before the conversion
     still points at what the network trains and updates."""
-    from hgbench.distributed import convert_sync_batchnorm
     from hgbench.models import build_model
     from hgbench.spec.cases import get_spec
+    from hgbench.train.distributed import convert_sync_batchnorm
 
     model = build_model(get_spec("hg1"))
     params = {n: p for n, p in model.named_parameters()}

@@ -26,15 +26,15 @@ from hgbench import state as state_module
 from hgbench.data.device_decode import DeviceDecodeLoader
 from hgbench.data.loader import make_loader
 from hgbench.data.mpii import MPIIDataset
-from hgbench.distributed import DistContext
-from hgbench.inference import predict
 from hgbench.measure import nvml
 from hgbench.measure.timing import StepTimer
 from hgbench.models import build_model
 from hgbench.plan import make_plan
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
-from hgbench.training import AsyncScalar, StepOptions, train_one_epoch
+from hgbench.train.distributed import DistContext
+from hgbench.train.inference import predict
+from hgbench.train.training import AsyncScalar, StepOptions, train_one_epoch
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +80,8 @@ def test_a_nan_on_one_rank_stops_every_rank_together(
     rank 0's record would say "interrupted, continue with --resume" into the same divergence."""
     import json
 
-    from hgbench import training
     from hgbench.errors import RunFailed
+    from hgbench.train import training
 
     NcclLikeGroup(lazy_device).install(monkeypatch)
     loss = training.heatmap_loss

@@ -24,13 +24,13 @@ import pytest
 import torch
 from torch import nn
 
-from hgbench.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
 from hgbench.models import build_model
 from hgbench.models.weights import file_bound, read_weights
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
+from hgbench.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint
 
 
 class _RunsACommand:

@@ -1,4 +1,4 @@
-"""The prediction passes (hgbench/inference.py): what the validation loss sums, and how the timed passes start."""
+"""The prediction passes (hgbench/train/inference.py): what the validation loss sums, and how the timed passes start."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import torch
 from helpers.host_sync import fake_batches
 from torch import nn
 
-from hgbench.inference import predict, timed_passes
-from hgbench.loss import heatmap_loss
 from hgbench.models import build_model
 from hgbench.runner import run
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
-from hgbench.training import StepOptions
+from hgbench.train.inference import predict, timed_passes
+from hgbench.train.loss import heatmap_loss
+from hgbench.train.training import StepOptions
 
 CPU = StepOptions(torch.device("cpu"))
 
@@ -101,7 +101,7 @@ def test_a_compiled_run_times_inference_with_the_compiled_model(
 
 
 def test_progress_shows_the_loss_during_the_epoch_and_validation_batches() -> None:
-    from hgbench.training import train_one_epoch
+    from hgbench.train.training import train_one_epoch
 
     model = build_model(get_spec("hg1"))
     seen: list[tuple[int, float | None]] = []
@@ -141,8 +141,8 @@ def test_each_timed_pass_fetches_the_split_exactly_once(
     would fetch and drop them inside its timed span (48 samples cost 64 fetches)."""
     from helpers.counting import CountingDataset
 
-    from hgbench import inference
     from hgbench.data.loader import make_loader
+    from hgbench.train import inference
 
     ds = CountingDataset(48, tmp_path / "fetches.log", res=32)
     loader = make_loader(ds, 4, shuffle=False, workers=1, pin_memory=False, drop_last=False, prefetch_factor=4)

@@ -34,27 +34,17 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "measure": ("measure",),
     # Scoring poses: heatmaps to joints on the device, PCKh and heatmap accuracy, predictions files, pictures.
     "eval": ("eval",),
-    # What runs over the data: metrics and decoding, loss, clocks, environment, NVML, speed modes, sampling, DDP,
-    # the training and inference loops, the evaluation output, pictures of poses.
-    "loops": (
-        "loss",
-        "speed_modes",
-        "workload",
-        "mode_probe",
-        "compile_probe",
-        "sampling",
-        "distributed",
-        "training",
-        "inference",
-    ),
-    "checkpoint and record": ("checkpoint", "record"),
+    # Training and predicting: the loops, loss, DDP and sampling, speed modes and their probes, checkpoints.
+    "train": ("train",),
+    "record": ("record",),
     # Sending a run's figures, pictures and settings to TensorBoard and MLflow, from the record's own entries.
     "tracking": ("tracking",),
     # One run: its plan (device, settings, data, identity), progress display, recorder, the final inference pass, how
     # a run that stops early says why, the runner, scoring a saved checkpoint (which plans its data as a run does) and
     # checking that a set-up reproduces published figures.
     "runner": ("plan", "progress", "recorder", "state", "final_pass", "failures", "runner", "scoring", "reproduce"),
-    # The model-only benchmark may reuse the runner's pieces, never the reverse (--fast reads hgbench.speed_modes).
+    # The model-only benchmark may reuse the runner's pieces, never the reverse (--fast reads
+    # hgbench.train.speed_modes).
     "bench": ("bench",),
     "results store": ("results",),
     "report": ("report",),

@@ -16,10 +16,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from hgbench import distributed
 from hgbench.cli import main
-from hgbench.distributed import DistContext, peer_lost
 from hgbench.spec.config import RunConfig
+from hgbench.train import distributed
+from hgbench.train.distributed import DistContext, peer_lost
 
 TWO = DistContext(rank=0, world_size=2, timeout=timedelta(minutes=1))
 # gloo's words in torch 2.14 (tcp/pair.cc, unbound_buffer.cc), as a collective raises them.

@@ -1,5 +1,5 @@
 """`hgbench run --fast` on the CPU picks its mode by a short measured probe, cached per machine, torch and workload
-(hgbench.mode_probe). A fake timer stands in for the training steps, so these tests take no time."""
+(hgbench.train.mode_probe). A fake timer stands in for the training steps, so these tests take no time."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench import mode_probe, speed_modes
-from hgbench.distributed import DistContext
-from hgbench.mode_probe import MIN_GAIN, choose_fast_mode, describe_fast_mode, pick_fastest
 from hgbench.plan import make_plan
 from hgbench.record import new_record
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
-from hgbench.speed_modes import ModeSettings
+from hgbench.train import mode_probe, speed_modes
+from hgbench.train.distributed import DistContext
+from hgbench.train.mode_probe import MIN_GAIN, choose_fast_mode, describe_fast_mode, pick_fastest
+from hgbench.train.speed_modes import ModeSettings
 
 SPEC = get_spec("hg1")
 

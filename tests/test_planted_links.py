@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hgbench.checkpoint import save_checkpoint
 from hgbench.files import atomic_io
 from hgbench.files.atomic_io import atomic_output, next_record_path, open_append, write_bytes_atomic, write_json_atomic
 from hgbench.spec.config import RunConfig
+from hgbench.train.checkpoint import save_checkpoint
 
 USERS_OWN = b"the user's own file\n"
 

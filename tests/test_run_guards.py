@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 from test_runner import _argv, _tiny_argv
 
-from hgbench import checkpoint, plan, recorder
+from hgbench import plan, recorder
 from hgbench import runner as runner_module
-from hgbench.checkpoint import load_checkpoint
 from hgbench.cli import main
 from hgbench.data.groundtruth import GT_FILENAME
 from hgbench.errors import HGBenchError
 from hgbench.runner import run
 from hgbench.spec.config import RunConfig
+from hgbench.train import checkpoint
+from hgbench.train.checkpoint import load_checkpoint
 
 
 def _records(tiny: RunConfig) -> list[Path]:

@@ -16,12 +16,12 @@ import torch
 from helpers.damage import garble_jpeg, truncate_jpeg
 
 from hgbench import results as store
-from hgbench.checkpoint import load_checkpoint
 from hgbench.cli import main
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.eval.metrics import pckh_mean_interval, pckh_mean_of_sums, person_masks_from_dict
 from hgbench.runner import run
 from hgbench.spec.config import RunConfig
+from hgbench.train.checkpoint import load_checkpoint
 
 DETERMINISTIC_KEYS = ("train_loss", "val_loss", "heatmap_acc", "pckh", "lr", "steps", "images")
 
@@ -170,8 +170,8 @@ def test_resume_and_the_sweeps_skip_share_one_identity(tiny: RunConfig, syntheti
 
 def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: Path) -> None:
     outcome = run(tiny, progress=False)
-    from hgbench.checkpoint import check_compatible
     from hgbench.spec.cases import get_spec
+    from hgbench.train.checkpoint import check_compatible
 
     with pytest.raises(HGBenchError, match=r"belongs to hg1 .* not case 2"):
         check_compatible(load_checkpoint(outcome.checkpoint_path), get_spec("2"), 64)
@@ -256,7 +256,7 @@ def test_an_unknown_device_is_one_line(capsys: pytest.CaptureFixture) -> None:
 
 
 def test_nan_loss_stops_the_run_with_a_failed_record(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hgbench.training as training
+    import hgbench.train.training as training
 
     real = training.heatmap_loss
     monkeypatch.setattr(training, "heatmap_loss", lambda *a: real(*a) * float("nan"))
@@ -269,7 +269,7 @@ def test_nan_loss_stops_the_run_with_a_failed_record(tiny: RunConfig, monkeypatc
 
 
 def test_nan_loss_exits_non_zero_with_one_line(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    import hgbench.training as training
+    import hgbench.train.training as training
 
     monkeypatch.setattr(training, "heatmap_loss", lambda out, *a: out[0].sum() * float("inf"))
     code = main(_tiny_argv(tiny, "--case", "hg1"))

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from hgbench import cli, compile_probe
+from hgbench import cli
 from hgbench.errors import HGBenchError
 from hgbench.spec.config import RunConfig
 from hgbench.sweep import driver
 from hgbench.sweep.engines import Ended, Job, SubmititEngine
 from hgbench.sweep.worker import DIE_ONCE_ENV
+from hgbench.train import compile_probe
 
 
 def sweep_argv(tmp_path: Path, data_dir: Path, *extra: str) -> list[str]:
@@ -337,7 +338,7 @@ def test_a_local_child_is_stopped_when_its_sweep_driver_is_killed(tmp_path: Path
 @pytest.fixture
 def probe_calls(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     """The --fast CPU probe turned on (fresh cache), its measurements counted instead of timed."""
-    from hgbench import mode_probe
+    from hgbench.train import mode_probe
 
     calls: list[str] = []
 
@@ -376,7 +377,7 @@ def test_a_driver_plans_gpu_workers_identity_without_probing_its_own_cpu(
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
-    # ... where torch.compile works (its tiny compile, `hgbench.compile_probe`, needs a real GPU to run).
+    # ... where torch.compile works (its tiny compile, `hgbench.train.compile_probe`, needs a real GPU to run).
     monkeypatch.setattr(compile_probe, "probe_compile", lambda device: compile_probe.CompileProbe(True, 0.1))
     assert run.identity == planned_identity(cfg)
     assert probe_calls == []

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from hgbench import create_model
-from hgbench.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
 from hgbench.models.weights import read_weights
 from hgbench.runner import run
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
+from hgbench.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
 
 
 class _Payload:

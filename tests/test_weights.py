@@ -15,12 +15,12 @@ from helpers.pose_hourglass import PoseNet, pose_net, pytorch_pose_checkpoint, r
 from torch import nn
 
 import hgbench
-from hgbench.checkpoint import save_checkpoint
 from hgbench.errors import HGBenchError
 from hgbench.models import build_model, create_model, read_weights
 from hgbench.models.weights import PYTORCH_POSE
 from hgbench.spec.cases import get_spec
 from hgbench.state import _rng_state
+from hgbench.train.checkpoint import save_checkpoint
 
 FEATS = 8  # bottleneck planes of the tiny networks (the stem keeps its 64/128/256 channels)
 RES = 64

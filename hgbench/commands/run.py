@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from hgbench.commands import _stops as stops
 from hgbench.commands._args import positive
 from hgbench.data.device_decode import DECODE_MODES
-from hgbench.distributed import GROUP_TIMEOUT
 from hgbench.errors import HGBenchError
 from hgbench.files.claim import RunBusy
 from hgbench.spec.cases import STUDY_CASES, case_label
 from hgbench.spec.config import DEFAULT_LR, RunConfig, check_settings
 from hgbench.spec.variants import check_input_res, is_variant_file, resolve_case, run_case_fields, spec_of_config
+from hgbench.train.distributed import GROUP_TIMEOUT
 
 if TYPE_CHECKING:
     from hgbench.tracking import TrackingOptions
@@ -258,7 +258,7 @@ def explicit_settings(args: argparse.Namespace) -> dict[str, object]:
 
 def _config_of(path: Path, args: argparse.Namespace) -> RunConfig:
     """The RunConfig of the run a record (.json) or checkpoint file belongs to, to run on this machine's device."""
-    from hgbench.checkpoint import load_checkpoint
+    from hgbench.train.checkpoint import load_checkpoint
 
     if path.suffix == ".json":
         from hgbench import results as store

@@ -2,7 +2,7 @@
 
 Determinism does not depend on the workers: `MPIIDataset` draws each sample's augmentation from (seed, epoch,
 position), so the batches are the same for 0, 1 or 8 workers. What the loader adds is a seeded shuffle per epoch
-(`EpochShuffleSampler`, or the caller's sampler such as `hgbench.sampling.GlobalBatchSampler`), seeded worker RNGs
+(`EpochShuffleSampler`, or the caller's sampler such as `hgbench.train.sampling.GlobalBatchSampler`), seeded worker RNGs
 for any code that uses the global ones, and `set_epoch`, which reaches both the sampler and the dataset.
 
 Errors raised inside a worker come back from PyTorch wrapped in a multi-line "Caught DataError in DataLoader worker

@@ -127,9 +127,9 @@ def time_bars(summaries: Iterable[RunSummary]) -> pd.DataFrame:
     """Per table row, the mean seconds of one steady training epoch split into compute, data wait, device idle (GPU
     runs; NaN on the CPU, which has no device clock) and the rest of the wall time (clipped at 0).
 
-    The parts are measured separately (`hgbench.training`): compute on the device's clock, data wait on the host's,
-    device idle as the GPU's gaps between steps; on a GPU some data wait overlaps device idle, so the rest is what
-    none of them covers.
+    The parts are measured separately (`hgbench.train.training`): compute on the device's clock, data wait on the
+    host's, device idle as the GPU's gaps between steps; on a GPU some data wait overlaps device idle, so the rest is
+    what none of them covers.
 
     Returns:
         Columns ``label, runs, epochs, wall_s`` and those of `TIME_PARTS`, one row per table row with epochs.

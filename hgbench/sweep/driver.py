@@ -110,10 +110,10 @@ def driver_identity(cfg: RunConfig, workers: Workers) -> str | None:
     Planned for the workers' device, never by resolving or measuring the driver's where the workers are elsewhere: a
     login node without a GPU would resolve ``--device auto --fast`` to its CPU, time the CPU probe for every run and
     plan an identity no GPU worker's record has. Without --fast the identity does not depend on the device. With it,
-    CUDA workers take the fast path's fixed rule (`hgbench.speed_modes.best_mode`: no probe, nothing of the driver's
-    measured); CPU workers on this machine the probe's answer here (theirs too: the same machine and cache); CPU
-    workers elsewhere, or workers of unknown device, whatever they measure or resolve, so the identity is left to the
-    worker (its own skip check): None.
+    CUDA workers take the fast path's fixed rule (`hgbench.train.speed_modes.best_mode`: no probe, nothing of the
+    driver's measured); CPU workers on this machine the probe's answer here (theirs too: the same machine and cache);
+    CPU workers elsewhere, or workers of unknown device, whatever they measure or resolve, so the identity is left to
+    the worker (its own skip check): None.
     """
     import torch
 

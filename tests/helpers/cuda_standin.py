@@ -516,9 +516,9 @@ def build_triton_launcher() -> None:
 def _clear_device_caches() -> None:
     """hgbench's per-device caches of tensors: one made on a stand-in GPU must not outlive it (nor one made without
     the stand-in be taken for a GPU tensor)."""
-    from hgbench import compile_probe
     from hgbench.data import device_decode
     from hgbench.eval import decoding
+    from hgbench.train import compile_probe
 
     decoding._flip_index_on.cache_clear()
     device_decode._mean_on.cache_clear()

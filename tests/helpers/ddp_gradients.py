@@ -24,7 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers.
 
 from helpers.cuda_standin import CudaStandin, StandinViolation, cuda_standin  # noqa: E402
 from helpers.host_sync import fake_batches  # noqa: E402
-from hgbench.distributed import (  # noqa: E402
+from hgbench.models import build_model  # noqa: E402
+from hgbench.spec.cases import get_spec  # noqa: E402
+from hgbench.spec.config import RunConfig  # noqa: E402
+from hgbench.train.distributed import (  # noqa: E402
     DistContext,
     all_gather_objects,
     barrier,
@@ -32,10 +35,7 @@ from hgbench.distributed import (  # noqa: E402
     init_distributed,
     shutdown,
 )
-from hgbench.loss import heatmap_loss  # noqa: E402
-from hgbench.models import build_model  # noqa: E402
-from hgbench.spec.cases import get_spec  # noqa: E402
-from hgbench.spec.config import RunConfig  # noqa: E402
+from hgbench.train.loss import heatmap_loss  # noqa: E402
 
 
 def gradients(
@@ -76,7 +76,7 @@ def host_syncs_per_step(ctx: DistContext, gpu: CudaStandin, steps: int = 2) -> d
     """The host synchronisations of `steps` training steps built as a run builds them, each step's counted apart,
     then those of a `train_one_epoch` of two batches (whose loop the stand-in holds to no host sync at all)."""
     from hgbench.state import build_state
-    from hgbench.training import StepOptions, train_one_epoch
+    from hgbench.train.training import StepOptions, train_one_epoch
 
     plan = SimpleNamespace(
         config=RunConfig(case="hg1", input_res=64, batch_size=4),  # only the optimiser's settings are read

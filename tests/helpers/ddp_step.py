@@ -10,11 +10,11 @@ from types import SimpleNamespace
 
 import torch
 
-from hgbench.distributed import init_distributed, shutdown
-from hgbench.loss import heatmap_loss
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
 from hgbench.state import build_state
+from hgbench.train.distributed import init_distributed, shutdown
+from hgbench.train.loss import heatmap_loss
 
 
 def step_changes(ctx) -> dict[str, bool]:

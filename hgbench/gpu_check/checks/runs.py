@@ -58,7 +58,7 @@ def torchrun_nccl(ctx: StepContext) -> Outcome:
     """`torchrun --nproc_per_node 1 -m hgbench.cli run` on the GPU: NCCL's process group, one finished record.
 
     One process needs no collective, yet under torchrun it joins its group and all-reduces once
-    (`hgbench.distributed.init_distributed`): NCCL starts there and says its version (``NCCL_DEBUG=VERSION``).
+    (`hgbench.train.distributed.init_distributed`): NCCL starts there and says its version (``NCCL_DEBUG=VERSION``).
     """
     if skip := no_cuda():
         return skip

@@ -26,7 +26,7 @@ def _release() -> None:
 
 def _fast_settings(dev: torch.device) -> Any:
     """The settings `hgbench run --fast` picks on this device (channels_last, bf16, compile on CUDA)."""
-    from hgbench.speed_modes import ModeSettings, best_mode
+    from hgbench.train.speed_modes import ModeSettings, best_mode
 
     rule = best_mode(dev)
     return ModeSettings(channels_last=bool(rule["channels_last"]), amp=bool(rule["amp"]), compile=bool(rule["compile"]))
@@ -52,7 +52,7 @@ def fast_vs_eager(ctx: StepContext) -> Outcome:
     from hgbench.bench import bench_mode
     from hgbench.models import measure_cost
     from hgbench.spec.cases import get_spec
-    from hgbench.speed_modes import MIN_WARMUP, ModeSettings
+    from hgbench.train.speed_modes import MIN_WARMUP, ModeSettings
 
     dev = torch.device("cuda", torch.cuda.current_device())
     spec = get_spec("1")
@@ -93,7 +93,7 @@ def conv_peak(ctx: StepContext) -> Outcome:
     from hgbench.bench import bench_mode, measure_peak_conv_tflops
     from hgbench.models import measure_cost
     from hgbench.spec.cases import get_spec
-    from hgbench.speed_modes import MIN_WARMUP
+    from hgbench.train.speed_modes import MIN_WARMUP
 
     dev = torch.device("cuda", torch.cuda.current_device())
     peak = measure_peak_conv_tflops(dev)

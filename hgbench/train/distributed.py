@@ -276,7 +276,7 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
 
     Used on CUDA as on the CPU: torch's `nn.SyncBatchNorm` drops empty ranks' statistics with a boolean mask, a host
     synchronisation at every BatchNorm of every forward (hundreds per step for case 1). Every rank's share of a
-    training batch is non-empty here (`hgbench.sampling.GlobalBatchSampler` splits it evenly).
+    training batch is non-empty here (`hgbench.train.sampling.GlobalBatchSampler` splits it evenly).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

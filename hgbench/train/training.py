@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from hgbench.errors import RunFailed
-from hgbench.loss import heatmap_loss
 from hgbench.measure.timing import StepTimer
+from hgbench.train.loss import heatmap_loss
 
 
 @dataclass

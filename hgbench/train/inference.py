@@ -17,12 +17,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hgbench.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
 from hgbench.eval import decoding, metrics
-from hgbench.loss import heatmap_loss
 from hgbench.measure.timing import StepTimer
 from hgbench.spec.geometry import heatmap_res
-from hgbench.training import StepOptions
+from hgbench.train.distributed import DistContext, all_gather_objects, all_reduce_sum, sum_over_ranks
+from hgbench.train.loss import heatmap_loss
+from hgbench.train.training import StepOptions
 
 
 @dataclass

@@ -1,12 +1,12 @@
 """Speed modes: the ladder of settings `hgbench bench` compares, and the rule for `hgbench run --fast` where it does not
-measure (`hgbench.mode_probe` measures them on the CPU).
+measure (`hgbench.train.mode_probe` measures them on the CPU).
 
     eager (fp32, the study's setting) -> + channels_last -> + bf16 autocast -> + torch.compile -> + CUDA graphs
 
 Each rung adds one setting to the one below where the device supports it; a rung that does not apply is skipped with
 its reason (no native bf16, no C++ compiler for inductor on the CPU, no CUDA for graphs). Pure decisions about the
 device: nothing here runs a model (on a GPU, whether torch.compile works is found by compiling a tiny function:
-`hgbench.compile_probe`).
+`hgbench.train.compile_probe`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from hgbench import compile_probe
 from hgbench.errors import HGBenchError
 from hgbench.measure.environment import cpu_has_native_bf16
+from hgbench.train import compile_probe
 
 MODES: tuple[str, ...] = ("eager", "channels_last", "bf16", "compile", "cudagraphs")
 # Warm-up calls a mode needs before its times mean anything: compile traces on the first call (and again for
@@ -85,8 +85,9 @@ def _bf16_reason(device: torch.device) -> str | None:
 
 def _compile_reason(device: torch.device) -> str | None:
     """None if torch.compile can run here, else why not: inductor on the CPU needs a C++ compiler; on a GPU, Triton
-    needs a C compiler and Python.h, which `hgbench.compile_probe` finds out by compiling a tiny function (seconds,
-    once per process). Where the GPU is absent (a sweep's driver planning for its workers) compile is assumed to work.
+    needs a C compiler and Python.h, which `hgbench.train.compile_probe` finds out by compiling a tiny function
+    (seconds, once per process). Where the GPU is absent (a sweep's driver planning for its workers) compile is assumed
+    to work.
     """
     if device.type == "cpu" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
         return "torch.compile on the CPU needs a C++ compiler (none found on PATH)"
@@ -133,7 +134,7 @@ def best_mode(device: str | torch.device) -> dict[str, bool | str]:
 
     CUDA: channels_last + bf16 autocast (where native) + torch.compile, and JPEGs decoded and cropped on the GPU in
     batches (nvjpeg), which takes the decode, the study's bottleneck, off the few host cores. CPU (only where the
-    probe of `hgbench.mode_probe`, which measures the modes, is off or cannot run): channels_last, plus bf16
+    probe of `hgbench.train.mode_probe`, which measures the modes, is off or cannot run): channels_last, plus bf16
     autocast where the CPU computes bf16 natively (emulated bf16 is slower); compile's first step costs minutes
     for an 8-stack model (see shared/spec/environment.md), which a run of a few epochs never earns back, and
     decoding in the main process would only serialise what the workers do in parallel.

@@ -2,15 +2,15 @@
 
 A CPU's fastest mode depends on the chip (bf16 is several times faster than fp32 with AVX512-BF16 or AMX, and slower
 without), on the model and on the batch, so a rule cannot know it. The probe times a few training steps of the
-run's own case at its batch and input size (`hgbench.workload`, the step `hgbench bench` times) in each candidate
-mode of the ladder that applies here (`hgbench.speed_modes.plan_modes`: eager, channels_last, bf16 autocast; the
+run's own case at its batch and input size (`hgbench.train.workload`, the step `hgbench bench` times) in each candidate
+mode of the ladder that applies here (`hgbench.train.speed_modes.plan_modes`: eager, channels_last, bf16 autocast; the
 native-bf16 check drops bf16 where the CPU would only emulate it; torch.compile is left out: its first step costs
 minutes on a CPU, which a short run never earns back) and keeps the fastest. A higher rung must beat the best lower
 one by `MIN_GAIN` to be chosen, so noise never trades the study's fp32 for nothing.
 
 The result is cached as JSON under ``cache_root()/fast-mode/`` (written atomically), keyed by the host, CPU model,
 core count, torch version, the case's fingerprint, batch and input size: a second run of the same case reads it.
-``HGBENCH_FAST_PROBE=0`` skips the probe (the rule of `hgbench.speed_modes.best_mode` decides, and the record says
+``HGBENCH_FAST_PROBE=0`` skips the probe (the rule of `hgbench.train.speed_modes.best_mode` decides, and the record says
 so); a CPU run under DDP also uses the rule, so every rank picks the same mode.
 """
 
@@ -29,16 +29,16 @@ from typing import Any
 
 import torch
 
-from hgbench import compile_probe
-from hgbench.distributed import COMPILE_UNDER_DDP
 from hgbench.files.atomic_io import write_json_atomic
 from hgbench.files.bounded_read import read_json
 from hgbench.measure.environment import cpu_has_native_bf16, cpu_model
 from hgbench.measure.timing import time_fn
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import cache_root
-from hgbench.speed_modes import ModeSettings, best_mode, plan_modes
-from hgbench.workload import make_workload
+from hgbench.train import compile_probe
+from hgbench.train.distributed import COMPILE_UNDER_DDP
+from hgbench.train.speed_modes import ModeSettings, best_mode, plan_modes
+from hgbench.train.workload import make_workload
 
 CANDIDATES: tuple[str, ...] = ("eager", "channels_last", "bf16")  # the CPU rungs worth a short run
 PROBE_WARMUP = 1  # untimed steps per mode (allocator growth, oneDNN kernel selection)
@@ -55,7 +55,7 @@ Measure = Callable[[ModeSettings], float]
 class FastChoice:
     """The mode `--fast` runs, and how it was chosen (the record's ``fast_mode``)."""
 
-    mode: str  # one of `hgbench.speed_modes.MODES`
+    mode: str  # one of `hgbench.train.speed_modes.MODES`
     settings: dict[str, Any]  # channels_last, amp, compile, decode: what the run turns on
     how: str  # "measured" (probed now), "cached" (probed earlier, same key), or "rule" (no probe: CUDA, DDP, off)
     probe: dict[str, Any] | None = None  # seconds per step by mode, skipped modes, steps, key: the evidence
@@ -160,8 +160,8 @@ def choose_fast_mode(
     """The mode `hgbench run --fast` uses on `device` for this case, batch and input size.
 
     CUDA: the rule (`best_mode`: channels_last, native bf16, torch.compile, GPU decoding; no compile under DDP,
-    `hgbench.distributed.COMPILE_UNDER_DDP`, nor where a tiny function does not compile: `hgbench.compile_probe`, its
-    reason in the choice's ``probe``). CPU: the fastest
+    `hgbench.train.distributed.COMPILE_UNDER_DDP`, nor where a tiny function does not compile:
+    `hgbench.train.compile_probe`, its reason in the choice's ``probe``). CPU: the fastest
     measured mode (`probe_cpu`), read from the cache when this machine, torch and workload were probed before;
     the rule where the probe is off (``HGBENCH_FAST_PROBE=0``) or the run is distributed. Decoding stays in the
     DataLoader workers on a CPU (main-process decoding would serialise what they do in parallel).

@@ -1,5 +1,5 @@
 """One case's model, optimiser and synthetic batch with the step callables a timer runs: what `hgbench bench` times
-for each speed mode and what `hgbench run --fast`'s probe on the CPU times (`hgbench.mode_probe`), so both measure
+for each speed mode and what `hgbench run --fast`'s probe on the CPU times (`hgbench.train.mode_probe`), so both measure
 the same step.
 """
 
@@ -12,13 +12,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from hgbench.loss import heatmap_loss
 from hgbench.measure.compile_watch import compile_model
 from hgbench.models import build_model
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import DEFAULT_LR
 from hgbench.spec.geometry import heatmap_res
-from hgbench.speed_modes import ModeSettings
+from hgbench.train.loss import heatmap_loss
+from hgbench.train.speed_modes import ModeSettings
 
 LR = DEFAULT_LR["adam"]  # the study's Adam learning rate: the optimiser step costs the same as in a real run
 

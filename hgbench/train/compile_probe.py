@@ -4,8 +4,8 @@ On CUDA, inductor writes Triton kernels, and Triton builds its kernel launcher, 
 C compiler (``$CC``, else gcc or clang on PATH) and Python's headers (``Python.h``). A machine without them (a slim
 container, a Python built without its headers) fails at the first compiled call, which in a `--fast` run is the first
 training step, after the run's record exists. `probe_compile` meets the same failure first, in seconds, with the
-toolchain a real compile uses: `hgbench.speed_modes` then leaves compile off (`hgbench run --fast` runs without it and
-its record's ``fast_mode`` says why; `hgbench bench` skips its compile rungs with the reason).
+toolchain a real compile uses: `hgbench.train.speed_modes` then leaves compile off (`hgbench run --fast` runs without it
+and its record's ``fast_mode`` says why; `hgbench bench` skips its compile rungs with the reason).
 """
 
 from __future__ import annotations
