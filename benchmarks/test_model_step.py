@@ -2,7 +2,7 @@
 
 The CPU variant runs every case at a small input (64x64, batch 2; case 5's instance norm needs 128) so the whole
 suite stays within a couple of minutes on 2 cores; the CUDA variant runs the study's 256x256 at batch 6 and skips
-without a GPU. The steps come from `hgbench.bench.make_workload`, the same code `hgbench bench` times, so the two
+without a GPU. The steps come from `hgbench.run.bench.make_workload`, the same code `hgbench bench` times, so the two
 agree on what a "step" is. Run with ``make bench`` (``pytest benchmarks --benchmark-only``).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from hgbench.bench import ModeSettings, make_workload
+from hgbench.run.bench import ModeSettings, make_workload
 from hgbench.spec.cases import STUDY_CASES, get_spec
 
 from .conftest import rounds

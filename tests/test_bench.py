@@ -1,4 +1,4 @@
-"""Tests for `hgbench bench`, hgbench.bench and hgbench.train.speed_modes: mode planning, the fast-path choice, the
+"""Tests for `hgbench bench`, hgbench.run.bench and hgbench.train.speed_modes: mode planning, the fast-path choice, the
 record, and CLI errors.
 
 Only eager and channels_last run here (hg1 at 64x64, batch 2): torch.compile of even hg1 takes minutes on this CPU
@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench import bench, progress
-from hgbench.bench import BenchConfig, run_bench
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
 from hgbench.measure.timing import time_fn
+from hgbench.run import bench, progress
+from hgbench.run.bench import BenchConfig, run_bench
 from hgbench.spec.cases import get_spec
 from hgbench.train import speed_modes
 from hgbench.train.speed_modes import MODES, ModeSettings, best_mode, parse_modes, plan_modes

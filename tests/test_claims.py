@@ -2,7 +2,8 @@
 sweep's worker, naming the process that holds it, and is taken over once that process is gone; a finished checkpoint is
 never continued, nor a run whose record lies in another results folder.
 
-The live run is a real second process: `hgbench.runner.run` stopped (asleep) right after its first epoch's checkpoint.
+The live run is a real second process: `hgbench.run.runner.run` stopped (asleep) right after its first epoch's
+checkpoint.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from pathlib import Path
 import pytest
 
 from hgbench.cli import main
-from hgbench.runner import run
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 
 # A run that sleeps after its first checkpoint, so it holds its claim as a run in the middle of training does.
 LIVE_RUN = """
 import json, sys, time
-from hgbench import recorder
+from hgbench.run import recorder
 from hgbench.spec.config import RunConfig
-from hgbench.runner import run
+from hgbench.run.runner import run
 
 checkpoint = recorder.Recorder.checkpoint
 
@@ -221,7 +222,7 @@ def test_a_claim_file_that_is_a_link_is_refused_and_its_target_left_untouched(tm
 def test_hgbench_run_refuses_a_planted_claim_link_in_one_line(
     tiny: RunConfig, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hgbench.plan import planned_identity, record_stem
+    from hgbench.run.plan import planned_identity, record_stem
     from hgbench.spec.cases import get_spec
 
     victim = tmp_path / "victim.txt"

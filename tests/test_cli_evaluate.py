@@ -157,7 +157,7 @@ def test_checkpoint_branch_wiring(tiny, capsys, monkeypatch, tmp_path: Path) -> 
     import inspect
     from types import SimpleNamespace
 
-    inference = pytest.importorskip("hgbench.scoring")
+    inference = pytest.importorskip("hgbench.run.scoring")
     from hgbench.data.groundtruth import load_ground_truth
 
     _, gt_path, preds = tiny
@@ -190,7 +190,7 @@ def test_a_trained_checkpoint_is_scored_for_real(synthetic_root: Path, tmp_path:
     """No stub: a run's checkpoint, evaluated on the same validation people, gives the run's own final PCKh."""
     from conftest import tiny_config
 
-    from hgbench.runner import run as train
+    from hgbench.run.runner import run as train
 
     config = tiny_config(tmp_path, synthetic_root, flip_test=False)
     outcome = train(config, progress=False)
@@ -221,7 +221,7 @@ def test_a_trained_checkpoint_is_scored_for_real(synthetic_root: Path, tmp_path:
 
 def test_visualize_into_an_unwritable_folder_fails_before_scoring(tiny, capsys, monkeypatch, tmp_path: Path) -> None:
     """The output folder is checked first, as `run` does: no scoring (minutes on a real split) before the error."""
-    inference = pytest.importorskip("hgbench.scoring")
+    inference = pytest.importorskip("hgbench.run.scoring")
     calls: list[dict] = []
     monkeypatch.setattr(inference, "evaluate_checkpoint", lambda **kwargs: calls.append(kwargs))
     blocker = tmp_path / "file"

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hgbench import __version__, cli, runner
+from hgbench import __version__, cli
 from hgbench.measure.environment import collect_environment, machine_id
+from hgbench.run import runner
 from hgbench.spec.cases import STUDY_CASES
 from hgbench.spec.config import RunConfig
 

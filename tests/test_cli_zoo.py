@@ -18,7 +18,7 @@ from scipy.io import loadmat
 
 from hgbench.cli import main
 from hgbench.models import read_weights
-from hgbench.runner import run
+from hgbench.run.runner import run
 from hgbench.spec.config import run_identity
 from hgbench.spec.variants import read_variant, run_case_fields
 from hgbench.train.checkpoint import save_checkpoint

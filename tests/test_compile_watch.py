@@ -70,7 +70,7 @@ def test_a_compiled_run_starts_dynamo_afresh_and_records_what_it_compiled(
     import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from hgbench.runner import run
+    from hgbench.run.runner import run
 
     events: list[str] = []
     real_reset = torch._dynamo.reset

@@ -124,7 +124,7 @@ def test_a_run_records_each_epochs_load_and_marks_itself_contended(
 ) -> None:
     """A tiny run whose load readings say other processes took 75% of the CPUs: every window and the run are
     contended, and a run given half a GPU by the sweep says its GPU was shared."""
-    from hgbench import runner
+    from hgbench.run import runner
 
     clock = iter(range(10_000))
 

@@ -14,10 +14,10 @@ import pytest
 import torch
 from helpers.cuda_standin import STANDIN_GPU_NAME, CudaStandin, StandinViolation, cuda_standin
 
-from hgbench import plan as plan_module
-from hgbench import runner
 from hgbench.errors import HGBenchError
-from hgbench.record import validate_record
+from hgbench.run import plan as plan_module
+from hgbench.run import runner
+from hgbench.run.record import validate_record
 from hgbench.spec.config import RunConfig
 from hgbench.train.distributed import COMPILE_UNDER_DDP, DistContext
 
@@ -178,7 +178,7 @@ def test_a_run_on_a_mig_slice_says_its_telemetry_is_the_whole_boards(
     """With MIG on, the GPU CUDA runs on is a slice and NVML answers for its whole board: the record says so where
     the telemetry is and in its contention, and the table's reader keeps it apart from whole-GPU runs."""
     from hgbench.measure.nvml import MIG_BOARD_WIDE
-    from hgbench.record import summarize
+    from hgbench.run.record import summarize
 
     fake_nvml.state.mig = True
     outcome = _run(replace(small, device="cuda"))
@@ -328,7 +328,7 @@ def test_bench_on_cuda_times_modes_with_cuda_events(cuda_standin: CudaStandin, m
     (no native bf16), so the ladder runs in fp32: bf16 on a CPU without it is emulated, and slow."""
     import functools
 
-    from hgbench import bench
+    from hgbench.run import bench
 
     cuda_standin.capability = (7, 0)
     peak = bench.measure_peak_conv_tflops

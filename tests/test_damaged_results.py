@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hgbench.cli import main
-from hgbench.results import load_records
+from hgbench.run.results import load_records
 from hgbench.sweep.watch import RecordWatch
 
 GOOD = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1" / "0001_case1_seed0.json"
@@ -162,7 +162,7 @@ def test_resume_and_the_finished_run_skip_never_hang_on_a_fifo(
 ) -> None:
     """`run --resume` and `run --case all` (and a sweep's skip) read this machine's folder: a FIFO there, or a FIFO
     where an interrupted run's claim file should be, is passed over."""
-    from hgbench import results as store
+    from hgbench.run import results as store
 
     machine = _this_machine()
     folder = results / machine

@@ -19,9 +19,9 @@ from hgbench.data.loader import make_loader
 from hgbench.data.mpii import MPIIDataset
 from hgbench.data.transforms import MPII_MEAN, crop_matrix, warp_image
 from hgbench.errors import DataError
-from hgbench.plan import resolve_config
-from hgbench.results import read_record
-from hgbench.runner import run
+from hgbench.run.plan import resolve_config
+from hgbench.run.results import read_record
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 
 

@@ -174,7 +174,7 @@ def test_compile_under_torchrun_is_dropped_before_the_run_is_named(
 ) -> None:
     """`--compile` on several processes runs without torch.compile (as --fast does there): the config the record
     stores and the identity a sweep's skip check computes both say so, so the run is the one without --compile."""
-    from hgbench.plan import planned_identity, resolve_config
+    from hgbench.run.plan import planned_identity, resolve_config
     from hgbench.train.mode_probe import choose_fast_mode
 
     cpu = torch.device("cpu")

@@ -174,7 +174,7 @@ def test_run_and_bench_on_a_gpu_survive_the_newer_fp32_api(
 ) -> None:
     import functools
 
-    from hgbench import bench, runner
+    from hgbench.run import bench, runner
     from hgbench.spec.cases import get_spec
 
     small_peak = functools.partial(bench.measure_peak_conv_tflops, batch=1, channels=8, size=8, iters=2)
@@ -194,7 +194,7 @@ def test_run_and_bench_on_a_gpu_survive_the_newer_fp32_api(
 
 
 def test_a_record_with_a_malformed_float32_math_is_invalid() -> None:
-    from hgbench.record import new_record, validate_record
+    from hgbench.run.record import new_record, validate_record
 
     record = new_record(
         run_id="0001_case1_seed0",
@@ -213,7 +213,7 @@ def test_a_record_with_a_malformed_float32_math_is_invalid() -> None:
 
 
 def test_an_inference_entry_names_the_clock_of_its_compute_minutes() -> None:
-    from hgbench.record import inference_entry
+    from hgbench.run.record import inference_entry
 
     timing = {"wall_s": 66.0, "device_s": 60.0, "compute_s": 60.0, "clock": "cuda_event", "data_wait_s": 6.0}
     entry = inference_entry(timing, 80.0)

@@ -11,7 +11,7 @@ import pytest
 
 from hgbench import cli
 from hgbench.report import curve_series, plot_curves, plot_time, time_bars
-from hgbench.results import RunSummary, load_records, summarize
+from hgbench.run.results import RunSummary, load_records, summarize
 
 CPU_DIR = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1"
 PNG = b"\x89PNG\r\n\x1a\n"

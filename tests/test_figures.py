@@ -12,7 +12,7 @@ import pytest
 
 from hgbench.report import comparison_table, epoch_plots, plot, plot_curves, plot_frontier, plot_time  # noqa: F401
 from hgbench.report.figures import outside_figure, pyplot
-from hgbench.results import RunSummary, load_records, summarize
+from hgbench.run.results import RunSummary, load_records, summarize
 
 PUBLISHED = Path(__file__).resolve().parents[1] / "results" / "published"
 

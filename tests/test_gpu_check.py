@@ -258,8 +258,8 @@ def test_conv_peak_runs_on_a_cuda_device(
 ) -> None:
     # Past its skip, on a (stand-in) GPU: the measurements themselves are stubbed (the stand-in's figures mean
     # nothing, and a batch-32 bench is minutes on a CPU); the check's own code runs, up to its verdict.
-    import hgbench.bench
     import hgbench.models
+    import hgbench.run.bench
 
     benched: dict[str, object] = {}
 
@@ -269,8 +269,8 @@ def test_conv_peak_runs_on_a_cuda_device(
         phase["warmup_s"] = 75.0 + kwargs["warmup"] * 0.32  # the first compile, then as many steady steps
         return {"train": phase} if kwargs.get("infer") is False else {"train": phase, "infer": dict(phase)}
 
-    monkeypatch.setattr(hgbench.bench, "measure_peak_conv_tflops", lambda dev: 100.0)
-    monkeypatch.setattr(hgbench.bench, "bench_mode", bench_mode)
+    monkeypatch.setattr(hgbench.run.bench, "measure_peak_conv_tflops", lambda dev: 100.0)
+    monkeypatch.setattr(hgbench.run.bench, "bench_mode", bench_mode)
     monkeypatch.setattr(hgbench.models, "measure_cost", lambda spec, input_res: SimpleNamespace(gflops=11.61))
     ctx = _ctx(tmp_path)
     outcome = speed.conv_peak(ctx)
@@ -290,8 +290,8 @@ def test_conv_peak_runs_on_a_cuda_device(
 def test_fast_vs_eager_reports_its_compile_seconds_apart(
     cuda_standin: CudaStandin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hgbench.bench
     import hgbench.models
+    import hgbench.run.bench
 
     def bench_mode(spec: object, settings: object, **kwargs: object) -> dict[str, dict[str, float]]:
         speed = 3.5 if settings.compile else 1.0
@@ -299,7 +299,7 @@ def test_fast_vs_eager_reports_its_compile_seconds_apart(
         phase["warmup_s"] = (40.0 if settings.compile else 1.0) + kwargs["warmup"] * phase["ms_per_step_median"] / 1e3
         return {"train": phase, "infer": dict(phase)}
 
-    monkeypatch.setattr(hgbench.bench, "bench_mode", bench_mode)
+    monkeypatch.setattr(hgbench.run.bench, "bench_mode", bench_mode)
     monkeypatch.setattr(hgbench.models, "measure_cost", lambda spec, input_res: SimpleNamespace(gflops=11.61))
     ctx = _ctx(tmp_path)
     outcome = speed.fast_vs_eager(ctx)

@@ -21,15 +21,15 @@ from helpers.cuda_standin import NcclLikeGroup
 from helpers.host_sync import count_host_syncs, fake_batches
 from torch import nn
 
-from hgbench import runner
-from hgbench import state as state_module
 from hgbench.data.device_decode import DeviceDecodeLoader
 from hgbench.data.loader import make_loader
 from hgbench.data.mpii import MPIIDataset
 from hgbench.measure import nvml
 from hgbench.measure.timing import StepTimer
 from hgbench.models import build_model
-from hgbench.plan import make_plan
+from hgbench.run import runner
+from hgbench.run import state as state_module
+from hgbench.run.plan import make_plan
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
 from hgbench.train.distributed import DistContext

@@ -12,7 +12,7 @@ from helpers.host_sync import fake_batches
 from torch import nn
 
 from hgbench.models import build_model
-from hgbench.runner import run
+from hgbench.run.runner import run
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
 from hgbench.train.inference import predict, timed_passes

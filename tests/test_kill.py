@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import processes
 
-from hgbench.runner import run
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads processes from /proc")
@@ -100,7 +100,7 @@ def test_kill_9_of_a_run_leaves_no_process_of_it_behind(tiny: RunConfig) -> None
 
 
 def test_the_next_run_in_a_folder_removes_the_temp_checkpoint_a_killed_write_left(tiny: RunConfig) -> None:
-    from hgbench.plan import planned_identity, record_stem
+    from hgbench.run.plan import planned_identity, record_stem
     from hgbench.spec.variants import spec_of_config
 
     run_dir = Path(tiny.checkpoint_dir) / f"{record_stem(tiny, spec_of_config(tiny))}-{planned_identity(tiny)}"

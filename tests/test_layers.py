@@ -36,17 +36,12 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "eval": ("eval",),
     # Training and predicting: the loops, loss, DDP and sampling, speed modes and their probes, checkpoints.
     "train": ("train",),
-    "record": ("record",),
     # Sending a run's figures, pictures and settings to TensorBoard and MLflow, from the record's own entries.
     "tracking": ("tracking",),
-    # One run: its plan (device, settings, data, identity), progress display, recorder, the final inference pass, how
-    # a run that stops early says why, the runner, scoring a saved checkpoint (which plans its data as a run does) and
-    # checking that a set-up reproduces published figures.
-    "runner": ("plan", "progress", "recorder", "state", "final_pass", "failures", "runner", "scoring", "reproduce"),
-    # The model-only benchmark may reuse the runner's pieces, never the reverse (--fast reads
-    # hgbench.train.speed_modes).
-    "bench": ("bench",),
-    "results store": ("results",),
+    # One run: its plan, state, recorder and record, the runner, the final pass, how a run that stops early says why,
+    # the results store, scoring a saved checkpoint and reproducing published figures (which plan their data as a run
+    # does), and the model-only benchmark, which reuses the run's pieces.
+    "run": ("run",),
     "report": ("report",),
     # Many runs over an engine (local, Ray, Slurm): plans runs as the runner does, reads the store, shows the report.
     "sweep": ("sweep",),
@@ -164,9 +159,9 @@ def test_every_module_has_a_layer() -> None:
 def test_the_walker_sees_function_level_and_dynamic_imports() -> None:
     # Guards the test itself: these imports exist today and are of the kinds a careless walker misses.
     assert ("hgbench.cli", "hgbench.commands") in EDGES  # importlib.import_module(f"hgbench.commands.{name}")
-    assert ("hgbench.plan", "hgbench.data.synthetic") in EDGES  # inside open_datasets
+    assert ("hgbench.run.plan", "hgbench.data.synthetic") in EDGES  # inside open_datasets
     assert ("hgbench.models.hourglass", "hgbench.spec.cases") in EDGES  # under TYPE_CHECKING
-    assert ("hgbench.results", "hgbench.files.atomic_io") in EDGES
+    assert ("hgbench.run.results", "hgbench.files.atomic_io") in EDGES
 
 
 def test_imports_follow_the_layers() -> None:
@@ -252,7 +247,7 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["hgbench", "hgbench.spec.cases", "hgbench.spec.variants", "hgbench.results", "hgbench.measure.environment"],
+    ["hgbench", "hgbench.spec.cases", "hgbench.spec.variants", "hgbench.run.results", "hgbench.measure.environment"],
 )
 def test_lower_layers_load_without_torch(module: str) -> None:
     # The registry is data and the store only reads JSON: neither may pull in torch (seconds of import time).

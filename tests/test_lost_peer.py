@@ -112,7 +112,7 @@ def test_a_peer_lost_mid_run_interrupts_the_run_with_one_line_and_the_torchrun_t
 ) -> None:
     """gloo's error in epoch 2 (the other node killed): not a failed run but an interrupted one, epoch 1 kept, and the
     line names the torchrun job that continues it, since one process alone would refuse its checkpoint."""
-    import hgbench.runner as runner
+    import hgbench.run.runner as runner
 
     real = runner.train_one_epoch
 

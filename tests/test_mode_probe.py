@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hgbench.plan import make_plan
-from hgbench.record import new_record
+from hgbench.run.plan import make_plan
+from hgbench.run.record import new_record
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
 from hgbench.train import mode_probe, speed_modes

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from hgbench.progress import HEARTBEAT_S, ProgressBar, say_once, slow_work
+from hgbench.run.progress import HEARTBEAT_S, ProgressBar, say_once, slow_work
 
 
 def test_a_long_epoch_in_a_log_says_how_far_it_got_every_30_s(capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,7 +40,7 @@ def test_an_epoch_whose_first_step_takes_minutes_still_says_so_in_a_log(
     """A compiled first step (or a stalled loader) gives no step to report: the log still hears from the run."""
     import time
 
-    monkeypatch.setattr("hgbench.progress.HEARTBEAT_S", 0.05)
+    monkeypatch.setattr("hgbench.run.progress.HEARTBEAT_S", 0.05)
     bar = ProgressBar(enabled=True, quiet=True, label="case 1")
     bar.start_epoch(1, 2, steps=100, batch=6)
     deadline = time.monotonic() + 60  # liveness only

@@ -30,7 +30,7 @@ from hgbench.report import (
     to_csv,
     to_markdown,
 )
-from hgbench.results import RunSummary, load_records, summarize
+from hgbench.run.results import RunSummary, load_records, summarize
 from hgbench.spec.cases import PUBLISHED, PUBLISHED_HARDWARE
 
 RECORDS = Path(__file__).parent / "data" / "records"

@@ -33,7 +33,7 @@ from hgbench.eval.decoding import (
 )
 from hgbench.eval.metrics import evaluate_pckh
 from hgbench.models.published import PUBLISHED, PUBLISHED_PCKH, PublishedWeights, cache_dir
-from hgbench.reproduce import format_reproduction, judge, row_intervals
+from hgbench.run.reproduce import format_reproduction, judge, row_intervals
 from hgbench.spec.variants import read_variant
 
 TINY_VARIANT = 'name = "tiny"\nnum_stacks = 1\nnum_feats = 8\ndepths = [4]\n'

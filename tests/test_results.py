@@ -1,4 +1,5 @@
-"""Tests of the results store (hgbench/results.py): atomic writes, numbering, validation, loading, the sweep's skip."""
+"""Tests of the results store (hgbench/run/results.py): atomic writes, numbering, validation, loading, the sweep's
+skip."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hgbench import results
 from hgbench.measure.environment import machine_id
-from hgbench.results import (
+from hgbench.run import results
+from hgbench.run.results import (
     SCHEMA,
     atomic_output,
     find_finished,

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from test_runner import _argv, _tiny_argv
 
-from hgbench import plan, recorder
-from hgbench import runner as runner_module
 from hgbench.cli import main
 from hgbench.data.groundtruth import GT_FILENAME
 from hgbench.errors import HGBenchError
-from hgbench.runner import run
+from hgbench.run import plan, recorder
+from hgbench.run import runner as runner_module
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 from hgbench.train import checkpoint
 from hgbench.train.checkpoint import load_checkpoint

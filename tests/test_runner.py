@@ -15,11 +15,11 @@ import pytest
 import torch
 from helpers.damage import garble_jpeg, truncate_jpeg
 
-from hgbench import results as store
 from hgbench.cli import main
 from hgbench.errors import HGBenchError, RunFailed
 from hgbench.eval.metrics import pckh_mean_interval, pckh_mean_of_sums, person_masks_from_dict
-from hgbench.runner import run
+from hgbench.run import results as store
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 from hgbench.train.checkpoint import load_checkpoint
 
@@ -149,7 +149,7 @@ def test_resume_after_a_kill_ends_with_the_same_record(tiny: RunConfig, tmp_path
 
 
 def test_resume_and_the_sweeps_skip_share_one_identity(tiny: RunConfig, synthetic_root: Path, tmp_path: Path) -> None:
-    from hgbench.plan import planned_identity
+    from hgbench.run.plan import planned_identity
 
     outcome = run(tiny, progress=False)
     record = json.loads(outcome.record_path.read_text())
@@ -199,7 +199,7 @@ def test_resume_refuses_a_checkpoint_of_another_case(tiny: RunConfig, tmp_path: 
 def test_out_of_memory_is_a_failed_record_and_one_line(
     tiny: RunConfig, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, error: Exception
 ) -> None:
-    import hgbench.runner as runner
+    import hgbench.run.runner as runner
 
     def exhausted(*args: object, **kwargs: object) -> None:
         raise error
@@ -225,7 +225,7 @@ def test_every_stop_prints_the_record_and_the_next_step(
 ) -> None:
     """Ctrl-C in epoch 2: the record's path and the command that resumes it, not only 'interrupted'. A --limit-val
     larger than the split (8 people) says so and the record keeps what was used."""
-    import hgbench.runner as runner
+    import hgbench.run.runner as runner
 
     real = runner.train_one_epoch
 
@@ -280,7 +280,7 @@ def test_nan_loss_exits_non_zero_with_one_line(tiny: RunConfig, monkeypatch: pyt
 
 
 def test_ctrl_c_marks_the_record_interrupted(tiny: RunConfig, monkeypatch: pytest.MonkeyPatch) -> None:
-    import hgbench.runner as runner
+    import hgbench.run.runner as runner
 
     real = runner.train_one_epoch
 
@@ -382,9 +382,9 @@ def test_sweep_skips_runs_already_finished_with_the_same_config(
 
     def fake_run(cfg: RunConfig, **kwargs):
         called.append(cfg.case)
-        return __import__("hgbench.runner", fromlist=["RunOutcome"]).RunOutcome("finished", None, None, None)
+        return __import__("hgbench.run.runner", fromlist=["RunOutcome"]).RunOutcome("finished", None, None, None)
 
-    monkeypatch.setattr("hgbench.runner.run", fake_run)
+    monkeypatch.setattr("hgbench.run.runner.run", fake_run)
     assert main(argv) == 0
     assert called == ["1", "3", "4", "5", "6", "7", "8"]
     out = capsys.readouterr().out

@@ -55,7 +55,7 @@ def test_an_exception_escaping_training_is_a_failed_record_and_one_line(
 ) -> None:
     import cv2
 
-    import hgbench.runner as runner
+    import hgbench.run.runner as runner
 
     def broken(*args: object, **kwargs: object) -> None:  # what cv2 raises on a crop it cannot make
         raise cv2.error("OpenCV(4.12.0) error: (-215:Assertion failed) dsize.area() > 0 in function 'warpAffine'\n")
@@ -112,7 +112,7 @@ def test_the_largest_batch_that_fits_is_named(
 ) -> None:
     import re
 
-    import hgbench.plan as plan
+    import hgbench.run.plan as plan
     from hgbench.spec.cases import get_spec
     from hgbench.spec.footprint import training_bytes
 

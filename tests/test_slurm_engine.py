@@ -17,8 +17,8 @@ import pytest
 from test_sweep import _fake_slurm, sweep_argv
 
 from hgbench import cli
-from hgbench.failures import sigterm_as_interrupt
-from hgbench.runner import run
+from hgbench.run.failures import sigterm_as_interrupt
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 from hgbench.sweep.engines import Job, SubmititEngine
 

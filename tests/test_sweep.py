@@ -367,7 +367,7 @@ def test_a_driver_plans_gpu_workers_identity_without_probing_its_own_cpu(
     """A login node without a GPU: `--device auto --fast` must be planned as the GPU worker will resolve it."""
     import torch
 
-    from hgbench.plan import planned_identity
+    from hgbench.run.plan import planned_identity
 
     cfg = _fast_auto(tmp_path, synthetic_root)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -424,7 +424,7 @@ def test_the_sweep_knows_its_workers_device_from_the_gpus_each_run_asks_for(
 def test_force_plans_the_finished_runs_again_and_the_skip_says_how(
     tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("hgbench.results.find_finished", lambda *a, **k: tmp_path / "old.json")
+    monkeypatch.setattr("hgbench.run.results.find_finished", lambda *a, **k: tmp_path / "old.json")
     argv = sweep_argv(tmp_path, synthetic_root, "--cases", "hg1", "--seeds", "0,1", "--dry-run")
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
@@ -440,7 +440,7 @@ def test_force_plans_the_finished_runs_again_and_the_skip_says_how(
 def test_a_forced_worker_starts_a_new_run_instead_of_skipping_or_resuming(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hgbench.runner import RunOutcome
+    from hgbench.run.runner import RunOutcome
     from hgbench.sweep.worker import run_one
 
     calls: list[dict] = []
@@ -449,8 +449,8 @@ def test_a_forced_worker_starts_a_new_run_instead_of_skipping_or_resuming(
         calls.append(kwargs)
         return RunOutcome("finished", tmp_path / "new.json", None, None)
 
-    monkeypatch.setattr("hgbench.results.find_finished", lambda *a, **k: tmp_path / "old.json")
-    monkeypatch.setattr("hgbench.runner.run", fake_run)
+    monkeypatch.setattr("hgbench.run.results.find_finished", lambda *a, **k: tmp_path / "old.json")
+    monkeypatch.setattr("hgbench.run.runner.run", fake_run)
     config = RunConfig(device="cpu", out=str(tmp_path / "results")).to_dict()
     assert run_one(config, keep_checkpoint=False)["status"] == "skipped"
     assert calls == []
@@ -493,7 +493,7 @@ def test_as_built_both_runs_a_network_the_study_built_as_described_once(
 def test_the_dry_run_estimate_comes_from_earlier_records_of_the_same_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hgbench.results import summarize
+    from hgbench.run.results import summarize
     from hgbench.sweep import estimate
 
     record_path = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1" / "0001_case1_seed0.json"

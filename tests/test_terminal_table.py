@@ -12,7 +12,7 @@ from rich.console import Console
 from hgbench.cli import main
 from hgbench.report import comparison_table
 from hgbench.report.terminal import to_rich
-from hgbench.results import load_records
+from hgbench.run.results import load_records
 
 REPO = Path(__file__).resolve().parents[1]
 

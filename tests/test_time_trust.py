@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hgbench.report import comparison_table, to_csv, to_markdown
 from hgbench.report.time_trust import CONTENDED_MARK
-from hgbench.results import RunSummary, summarize
+from hgbench.run.results import RunSummary, summarize
 
 CPU_DIR = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1"
 

@@ -19,7 +19,7 @@ from helpers.tracked_figures import EPOCH_TAGS, FINAL_TAGS, GROUPS
 from PIL import Image
 
 from hgbench import cli
-from hgbench.runner import run
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 from hgbench.tracking import TrackingOptions
 from hgbench.tracking.pictures import chosen_people

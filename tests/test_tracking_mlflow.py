@@ -118,7 +118,7 @@ def test_a_run_logs_every_figure_of_its_record_to_a_tracking_server(
 def test_a_resumed_run_continues_its_mlflow_run_without_a_step_twice(tiny: RunConfig, server: MlflowServer) -> None:
     from dataclasses import replace
 
-    from hgbench.runner import run
+    from hgbench.run.runner import run
     from hgbench.tracking import TrackingOptions
 
     options = TrackingOptions(tensorboard=False, mlflow=True, mlflow_uri=server.uri)

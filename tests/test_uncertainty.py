@@ -26,11 +26,11 @@ from hgbench.eval.metrics import (
 )
 from hgbench.measure.host_memory import peak_host_memory_mib
 from hgbench.measure.stats import bootstrap_p_value, bootstrap_weights, percentile_interval
-from hgbench.record import summarize, validate_record
 from hgbench.report import compare_rich_table, compare_runs, comparison_table, to_csv, to_markdown
 from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC, SEED_PAIRED_METRIC
 from hgbench.report.table import ranking_is_noise
-from hgbench.results import RunSummary, load_records
+from hgbench.run.record import summarize, validate_record
+from hgbench.run.results import RunSummary, load_records
 from hgbench.spec.skeleton import NUM_JOINTS
 
 RECORDS = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1"

@@ -16,7 +16,7 @@ from hgbench import create_model
 from hgbench.cli import main
 from hgbench.errors import HGBenchError
 from hgbench.models.weights import read_weights
-from hgbench.runner import run
+from hgbench.run.runner import run
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
 from hgbench.train.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
@@ -100,7 +100,7 @@ def test_a_checkpoint_with_numpy_rng_states_is_named_as_an_older_hgbenchs(tmp_pa
 
 
 def test_a_checkpoint_holds_only_what_a_weights_only_load_reads(tmp_path: Path) -> None:
-    from hgbench.state import _rng_state
+    from hgbench.run.state import _rng_state
 
     path = tmp_path / "last.pt"
     record = {"loss": np.float32(0.5), "torch": torch.__version__}  # a numpy scalar, a str subclass
@@ -143,7 +143,7 @@ class _FakeCudaRng:
 def test_rng_states_saved_on_eight_gpus_restore_on_a_worker_that_sees_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hgbench.state import _rng_state, _set_rng_state
+    from hgbench.run.state import _rng_state, _set_rng_state
 
     _FakeCudaRng(8).install(monkeypatch)
     saved = _rng_state(torch.device("cuda", 5))
@@ -175,7 +175,7 @@ def test_a_full_disk_during_a_checkpoint_write_is_one_line_whatever_torch_says(
 
 def test_a_description_cannot_write_markers_or_control_characters_into_the_readme(tmp_path: Path) -> None:
     from hgbench.report import README_END, README_START, comparison_table, rewrite_readme, to_markdown
-    from hgbench.results import summarize
+    from hgbench.run.results import summarize
 
     record_path = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1" / "0001_case1_seed0.json"
     summary = summarize(json.loads(record_path.read_text()), record_path)
@@ -218,7 +218,7 @@ def test_a_tag_that_is_no_plain_word_is_refused_before_anything_is_written(
 
 
 def test_a_run_folder_that_leads_out_of_its_root_is_refused(tmp_path: Path) -> None:
-    from hgbench.plan import check_inside
+    from hgbench.run.plan import check_inside
 
     root, outside = tmp_path / "runs", tmp_path / "elsewhere"
     root.mkdir()

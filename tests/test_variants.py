@@ -16,7 +16,7 @@ from hgbench.cli import main
 from hgbench.errors import CaseError
 from hgbench.models import build_model, count_params
 from hgbench.report import comparison_table
-from hgbench.results import summarize
+from hgbench.run.results import summarize
 from hgbench.spec.cases import BASELINE, CaseSpec, get_spec
 from hgbench.spec.config import RunConfig
 from hgbench.spec.variants import _KINDS, read_variant, resolve_case, run_case_fields, spec_of_config, variant_spec

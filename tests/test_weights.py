@@ -18,8 +18,8 @@ import hgbench
 from hgbench.errors import HGBenchError
 from hgbench.models import build_model, create_model, read_weights
 from hgbench.models.weights import PYTORCH_POSE
+from hgbench.run.state import _rng_state
 from hgbench.spec.cases import get_spec
-from hgbench.state import _rng_state
 from hgbench.train.checkpoint import save_checkpoint
 
 FEATS = 8  # bottleneck planes of the tiny networks (the stem keeps its 64/128/256 channels)

@@ -25,7 +25,7 @@ def is_main_process() -> bool:
 
 def latest_record(cfg: RunConfig, since: float) -> tuple[Path, dict] | None:
     """The newest record of `cfg`'s case, form and seed written into `cfg.out` since `since` (time.time())."""
-    from hgbench.results import read_record
+    from hgbench.run.results import read_record
 
     out = Path(cfg.out)
     if not out.is_dir():

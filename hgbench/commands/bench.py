@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from hgbench.bench import MODES, BenchConfig, parse_modes, run_bench, write_record
 from hgbench.errors import HGBenchError
 from hgbench.measure.environment import device_label
-from hgbench.progress import slow_work
+from hgbench.run.bench import MODES, BenchConfig, parse_modes, run_bench, write_record
+from hgbench.run.progress import slow_work
 from hgbench.spec.cases import case_label
 from hgbench.spec.variants import check_input_res, resolve_case
 

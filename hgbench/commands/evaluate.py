@@ -3,7 +3,7 @@
 Three sources, exactly one of them:
 - ``--predictions PRED.mat`` (`preds` N x 16 x 2 or `pos_pred_src` 16 x 2 x N, image pixels, val order) against
   ``--ground-truth GT.mat`` (default: the `detections_our_format.mat` bundled with hgbench);
-- ``--checkpoint CKPT``: run the model on the validation split (`hgbench.scoring.evaluate_checkpoint`) and score it;
+- ``--checkpoint CKPT``: run the model on the validation split (`hgbench.run.scoring.evaluate_checkpoint`) and score it;
   with ``--case C [--as-built]`` the file may hold another tool's weights for case C (anibali's released hg1/hg2/hg8,
   a pytorch-pose checkpoint), read by their keys and scored exactly as hgbench's own;
 - ``--weights NAME|FILE``: published weights by name (``anibali:hg1|hg2|hg8``, fetched once into torch.hub's cache,
@@ -182,7 +182,7 @@ def _check_args(args: argparse.Namespace) -> None:
                     f"{', '.join(clash)}"
                 )
     if args.visualize is not None:
-        from hgbench.plan import check_output_dir
+        from hgbench.run.plan import check_output_dir
 
         check_output_dir(args.out)  # before scoring, which can take a while: as `run` checks --out first
 
@@ -267,7 +267,7 @@ def _from_predictions(args: argparse.Namespace) -> _Scored:
 
 def _from_checkpoint(args: argparse.Namespace, published_name: str | None) -> _Scored:
     """``--checkpoint``/``--weights``: the model run over the val split, by hgbench's evaluation or the publisher's."""
-    from hgbench.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
+    from hgbench.run.scoring import evaluate_checkpoint  # lazily: it pulls in torch, the model and the data
     from hgbench.spec.variants import resolve_case
 
     if args.convention == "anibali" and args.case is None:
@@ -286,7 +286,7 @@ def _from_checkpoint(args: argparse.Namespace, published_name: str | None) -> _S
     )
     timing: dict | None = None
     if args.convention == "anibali":
-        from hgbench.reproduce import evaluate_anibali_convention
+        from hgbench.run.reproduce import evaluate_anibali_convention
 
         # The same settings as hgbench's own evaluation, under the publisher's names for the weights and network.
         settings = {k: v for k, v in kwargs.items() if k not in ("checkpoint", "case")}
@@ -377,7 +377,7 @@ def _resolve_weights(args: argparse.Namespace) -> str | None:
 def _reproduce(args: argparse.Namespace, name: str | None) -> int:
     """``--reproduce``: both conventions beside the published table; exit 1 when not reproduced."""
     from hgbench.models.published import PUBLISHED_PCKH
-    from hgbench.reproduce import format_reproduction, reproduce
+    from hgbench.run.reproduce import format_reproduction, reproduce
     from hgbench.spec.variants import resolve_case
 
     if name is None or name not in PUBLISHED_PCKH:

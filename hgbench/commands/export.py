@@ -59,7 +59,7 @@ def _records(sources: list[str]) -> list[tuple[Path, dict]]:
     Raises:
         HGBenchError: the sources hold no record at all.
     """
-    from hgbench.results import expand_sources, read_record
+    from hgbench.run.results import expand_sources, read_record
 
     files, missing = expand_sources(sources)
     for source in missing:

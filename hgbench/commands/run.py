@@ -261,7 +261,7 @@ def _config_of(path: Path, args: argparse.Namespace) -> RunConfig:
     from hgbench.train.checkpoint import load_checkpoint
 
     if path.suffix == ".json":
-        from hgbench import results as store
+        from hgbench.run import results as store
 
         record, problem = store.read_record(path)
         if record is None:
@@ -287,7 +287,7 @@ def resume_target(args: argparse.Namespace, cfg: RunConfig, machine: str) -> Run
         HGBenchError: no interrupted run fits; the message lists the interrupted runs of the case and how to resume
             each.
     """
-    from hgbench import results as store
+    from hgbench.run import results as store
 
     if isinstance(args.resume, str):
         return _config_of(Path(args.resume), args)
@@ -371,8 +371,8 @@ def _case_config(args: argparse.Namespace, case: str, cases: list[str], machine:
 
 def _finished_already(case: str, cfg: RunConfig, machine: str | None) -> bool:
     """Whether this machine already finished the run `cfg` describes (said when so: ``--case all`` skips it)."""
-    from hgbench import results as store
-    from hgbench.plan import planned_identity
+    from hgbench.run import results as store
+    from hgbench.run.plan import planned_identity
 
     done = store.find_finished(cfg.out, planned_identity(cfg), machine_id=machine)
     if done is not None:
@@ -385,9 +385,9 @@ def _finished_already(case: str, cfg: RunConfig, machine: str | None) -> bool:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from hgbench.plan import resolve_device
-    from hgbench.recorder import AlreadyFinished
-    from hgbench.runner import run
+    from hgbench.run.plan import resolve_device
+    from hgbench.run.recorder import AlreadyFinished
+    from hgbench.run.runner import run
 
     cases = _cases_checked(args)
     tracking = tracking_from_args(args)

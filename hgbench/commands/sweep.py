@@ -330,7 +330,7 @@ def _plan_sweep(args: argparse.Namespace) -> tuple[list[SweepRun], list[str]]:
     machine = None
     if args.engine == "local":
         from hgbench.measure.environment import collect_environment, machine_id
-        from hgbench.plan import resolve_device
+        from hgbench.run.plan import resolve_device
 
         # As `hgbench run --case all`: a run finished on another machine is not this machine's measurement.
         machine = machine_id(collect_environment(resolve_device(args.device)))

@@ -26,7 +26,7 @@ from hgbench.report import (
     to_markdown,
 )
 from hgbench.report.machines import machine_folders, machine_line
-from hgbench.results import RunSummary, expand_sources, load_records
+from hgbench.run.results import RunSummary, expand_sources, load_records
 
 EXAMPLES = """examples:
   hgbench table                               your runs (results/, without results/published): on a terminal a

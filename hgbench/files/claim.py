@@ -104,7 +104,7 @@ def claim_run(folder: str | Path, *, label: str) -> Claim:
     """Claim the run whose checkpoint folder is `folder` (created if needed) for this process.
 
     Args:
-        folder: the run's checkpoint folder (`hgbench.plan.RunPlan.run_dir`).
+        folder: the run's checkpoint folder (`hgbench.run.plan.RunPlan.run_dir`).
         label: the run in words, for the message (``hg1 seed 0``).
 
     Raises:

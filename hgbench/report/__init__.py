@@ -1,6 +1,6 @@
 """The reporter: comparison table, CSV/Markdown rendering, README rewrite, run comparison and the frontier plot.
 
-It only reads `RunSummary` lists (from `hgbench.results.load_records`) and `hgbench bench` records, never runs
+It only reads `RunSummary` lists (from `hgbench.run.results.load_records`) and `hgbench bench` records, never runs
 anything, as pytest-benchmark's ``compare`` only reads saved JSON. One module per job:
 
 - `hgbench.report.table`: the comparison table (`comparison_table`); its docstring lists the CSV columns. Its rows

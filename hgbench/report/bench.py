@@ -14,7 +14,7 @@ import pandas as pd
 
 from hgbench.files.bounded_read import read_json
 from hgbench.report.render import _md_cell
-from hgbench.results import expand_sources
+from hgbench.run.results import expand_sources
 from hgbench.spec.cases import case_label
 
 # ---------------------------------------------------------------------------------------------- speed-mode records

@@ -29,7 +29,7 @@ import pandas as pd
 from hgbench.errors import HGBenchError
 from hgbench.eval.metrics import PairedBootstrap, paired_pckh_bootstrap
 from hgbench.report.table import _case_order, _mean_std, _values
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 from hgbench.spec.cases import case_label
 
 COMPARE_COLUMNS: tuple[str, ...] = (

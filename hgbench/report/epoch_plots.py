@@ -28,7 +28,7 @@ from hgbench.report.figures import (
     short_label,
 )
 from hgbench.report.table import _case_order, group_runs
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 from hgbench.spec.cases import case_label
 
 # (record key, axis title) of the curves, one panel each. An epoch's validation is scored without the flip test,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hgbench.errors import HGBenchError
-from hgbench.results import write_bytes_atomic
+from hgbench.run.results import write_bytes_atomic
 
 CAPTION_PT = 7.5  # the caption's font size
 _CHAR_IN = 0.6 * CAPTION_PT / 72  # about one character's width at that size, inches

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from hgbench.report.time_trust import TIME_INTERVALS, load_label
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 from hgbench.spec.cases import list_cases
 from hgbench.spec.config import RUN_IDENTITY_KEYS
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from hgbench.report.grouping import _setting
 from hgbench.report.table_notes import _common_setting
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 
 
 @dataclass

@@ -19,7 +19,7 @@ from hgbench.errors import HGBenchError
 from hgbench.report.figures import CAPTION_PT, caption_height, caption_text, pyplot, save_png, setting_keys
 from hgbench.report.render import _fmt_case
 from hgbench.report.table import SMOKE_MARK, _case_order, comparison_table, group_runs, smoke_reasons
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 from hgbench.spec.cases import PUBLISHED, list_cases
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 from hgbench.errors import HGBenchError
 from hgbench.report.table import INTERVAL_COLUMNS, SMOKE_MARK, _is_missing
 from hgbench.report.time_trust import CONTENDED_MARK, TIME_INTERVALS
-from hgbench.results import write_bytes_atomic
+from hgbench.run.results import write_bytes_atomic
 from hgbench.spec.cases import case_label
 
 README_START = "<!-- hgbench:results:start -->"

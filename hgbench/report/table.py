@@ -1,8 +1,9 @@
 """The comparison table: finished runs grouped into rows (one per case, form, device and setting), their notes.
 
-It only reads `RunSummary` lists (from `hgbench.results.load_records`) and never runs anything, as pytest-benchmark's
-``compare`` only reads saved JSON. Only finished runs enter a table; the others are counted in a note. Which runs
-pool into a row is `hgbench.report.grouping`'s; the warnings and notes are `hgbench.report.table_notes`'s.
+It only reads `RunSummary` lists (from `hgbench.run.results.load_records`) and never runs anything, as
+pytest-benchmark's ``compare`` only reads saved JSON. Only finished runs enter a table; the others are counted in a
+note. Which runs pool into a row is `hgbench.report.grouping`'s; the warnings and notes are
+`hgbench.report.table_notes`'s.
 
 Comparison table (`comparison_table`), one row per (case, as_built, device, setting) in case order. A row pools only
 runs identical in case, form, machine, dataset (name, sizes, fingerprint), hgbench version and every config key of
@@ -66,7 +67,7 @@ from hgbench.report.grouping import (
 )
 from hgbench.report.table_notes import _ranking_warnings, _table_notes, _table_warnings, ranking_is_noise
 from hgbench.report.time_trust import time_spread, time_warnings
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 from hgbench.spec.cases import PUBLISHED, get_spec
 
 

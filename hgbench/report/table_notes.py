@@ -22,7 +22,7 @@ from hgbench.report.grouping import (
     _union,
 )
 from hgbench.report.time_trust import time_note
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 from hgbench.spec.cases import PUBLISHED_HARDWARE
 
 

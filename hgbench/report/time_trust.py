@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from hgbench.measure.contention import OTHER_CPU_THRESHOLD, STEAL_THRESHOLD
-from hgbench.results import RunSummary
+from hgbench.run.results import RunSummary
 from hgbench.spec.cases import case_label
 
 CONTENDED_MARK = "‡"  # after a time measured on a contended machine, a shared GPU or a MIG slice

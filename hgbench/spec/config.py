@@ -40,7 +40,7 @@ RUN_IDENTITY_KEYS: tuple[str, ...] = (
 )
 
 # Keys added to RunConfig after records were first written, with the value every older record implicitly ran with;
-# `hgbench.results.read_record` fills them in, so old and new records compare (sweep skip, table settings).
+# `hgbench.run.results.read_record` fills them in, so old and new records compare (sweep skip, table settings).
 # A key added with a null default enters the run identity only when set (`run_identity`), so adding it changed the
 # identity of no earlier run.
 ADDED_KEYS: dict[str, object] = {"decode": "workers", "variant": None, "init_from": None, "init_from_sha256": None}
@@ -105,7 +105,7 @@ class RunConfig:
 def check_settings(config: RunConfig) -> None:
     """Refuse settings no run can use, by the flag that sets them, before anything is written or started.
 
-    The network-dependent checks (input size, batch across processes) are `hgbench.plan.validate_config`'s.
+    The network-dependent checks (input size, batch across processes) are `hgbench.run.plan.validate_config`'s.
 
     Raises:
         HGBenchError: the first bad setting, e.g. ``--workers must be 0 or more, got -1``.
@@ -149,7 +149,7 @@ def run_identity(config: Mapping[str, Any], *, spec_fingerprint: str, dataset_fi
     """The one definition of "the same run": a short hash of everything that changes what a run measures.
 
     Resume accepts a checkpoint only of the same identity, and the sweep skips a case only when a finished record of
-    the same identity exists (`hgbench.results.record_identity` recomputes it from a record). It covers the network
+    the same identity exists (`hgbench.run.results.record_identity` recomputes it from a record). It covers the network
     (the spec's fingerprint), every `RUN_IDENTITY_KEYS` setting (the weights a fine-tuning run starts from by their
     SHA-256, not their path), the data (the dataset's fingerprint: annotation bytes, split and limit, so real MPII
     and the synthetic default never match) and the hgbench version (code that changes the figures bumps it).

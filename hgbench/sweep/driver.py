@@ -1,6 +1,6 @@
 """The sweep's driver: which runs to launch, launching them on an engine, and following them to the end.
 
-A run already finished with the same identity is skipped (`hgbench.plan.planned_identity`, the definition resume
+A run already finished with the same identity is skipped (`hgbench.run.plan.planned_identity`, the definition resume
 uses too); every other run is submitted, and the worker resumes it from its checkpoint when an earlier call left one.
 A worker that dies (killed, out of host memory, its node lost, preempted) is submitted again up to `retries` times,
 resuming from its last checkpoint; a run that fails on its own terms (NaN loss, bad data) is reported failed and not
@@ -88,7 +88,7 @@ def plan_runs(
     Raises:
         HGBenchError: two runs are the same run (same identity), or a run cannot be planned (bad data directory, ...).
     """
-    from hgbench.results import find_finished
+    from hgbench.run.results import find_finished
 
     runs, seen = [], {}
     for cfg, keep_checkpoint in configs:
@@ -117,7 +117,7 @@ def driver_identity(cfg: RunConfig, workers: Workers) -> str | None:
     """
     import torch
 
-    from hgbench.plan import planned_identity, resolve_device
+    from hgbench.run.plan import planned_identity, resolve_device
     from hgbench.spec.variants import spec_of_config
 
     spec_of_config(cfg)  # a CaseError line, e.g. for an as-built form of a case that has none

@@ -426,8 +426,8 @@ class SubmititEngine:
         """--slurm-local: SIGINT to each job. On Slurm, three scancel calls for all the jobs at once: the pending ones
         off the queue (which Slurm knows better than the driver, whose view of a job that just started lags), SIGINT
         to the steps of the running ones (the runner marks its record interrupted and the worker returns; Slurm's
-        SIGTERM alone is submitit's, `hgbench.failures`), then scancel of what is left, which ends a running job after
-        the cluster's KillWait."""
+        SIGTERM alone is submitit's, `hgbench.run.failures`), then scancel of what is left, which ends a running job
+        after the cluster's KillWait."""
         if self.local:
             for handle in handles:
                 handle.cancel(check=False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hgbench.results import RunSummary, load_records
+from hgbench.run.results import RunSummary, load_records
 from hgbench.sweep.driver import SweepRun
 
 # The config keys that must agree for an earlier record to predict a run's minutes per epoch.

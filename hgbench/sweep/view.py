@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from hgbench.report import comparison_table, to_markdown
-from hgbench.results import load_records
+from hgbench.run.results import load_records
 from hgbench.sweep.driver import SweepRun, log_path
 
 DONE = ("finished", "skipped")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from hgbench.results import expand_sources, read_record, record_identity
+from hgbench.run.results import expand_sources, read_record, record_identity
 
 
 @dataclass(frozen=True)

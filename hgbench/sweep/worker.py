@@ -66,13 +66,13 @@ def run_one(
 
 
 def _run(config: dict[str, Any], *, keep_checkpoint: bool) -> dict[str, Any]:
-    from hgbench import results as store
     from hgbench.errors import HGBenchError, one_line
     from hgbench.files.claim import RunBusy
     from hgbench.measure.environment import collect_environment, machine_id
-    from hgbench.plan import planned_identity, resolve_device
-    from hgbench.recorder import AlreadyFinished
-    from hgbench.runner import run
+    from hgbench.run import results as store
+    from hgbench.run.plan import planned_identity, resolve_device
+    from hgbench.run.recorder import AlreadyFinished
+    from hgbench.run.runner import run
     from hgbench.spec.config import RunConfig
     from hgbench.tracking import TrackingOptions
 

@@ -177,7 +177,7 @@ def choose_fast_mode(
     """
     dev = torch.device(device)
     if dev.type != "cpu" and world_size > 1:
-        return _from_rule(dev, COMPILE_UNDER_DDP, compile_ok=False)  # as an explicit --compile (hgbench.plan)
+        return _from_rule(dev, COMPILE_UNDER_DDP, compile_ok=False)  # as an explicit --compile (hgbench.run.plan)
     if dev.type != "cpu":
         return _from_rule(dev, "CUDA: the fast path's settings are fixed (see hgbench bench)")
     if os.environ.get(PROBE_ENV, "1").strip() == "0":

@@ -108,7 +108,7 @@ def _uninterrupted(tmp_path: Path, data_dir: Path, seed: int) -> dict:
     """The same run trained in one go in this process, on one thread as the Ray task trains it."""
     import torch
 
-    from hgbench.runner import run
+    from hgbench.run.runner import run
 
     config = RunConfig(
         case="hg1",

@@ -21,7 +21,7 @@ from helpers.hold import held, hold_env
 from helpers.processes import alive
 from helpers.torchrun_nodes import WAIT_S, TorchrunNode, torchrun_nodes
 
-from hgbench.runner import run
+from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
 
 pytestmark = [

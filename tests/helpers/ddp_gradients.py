@@ -6,7 +6,7 @@ which would hide a real error in the synchronised BatchNorm.
 ``--standin``: each process runs on a stand-in GPU of its own (tests/helpers/cuda_standin.py, ``cuda:<local rank>``)
 over the real gloo group, so the BatchNorm hgbench chooses for CUDA runs, and DDP wraps the network with its
 ``device_ids`` as on a GPU. It also counts the host synchronisations of whole training steps taken as a run takes
-them (`hgbench.state.build_state`: BatchNorm converted, DDP, Adam) and of a real `train_one_epoch`, on every rank.
+them (`hgbench.run.state.build_state`: BatchNorm converted, DDP, Adam) and of a real `train_one_epoch`, on every rank.
 """
 
 import gc
@@ -75,7 +75,7 @@ def gradients(
 def host_syncs_per_step(ctx: DistContext, gpu: CudaStandin, steps: int = 2) -> dict:
     """The host synchronisations of `steps` training steps built as a run builds them, each step's counted apart,
     then those of a `train_one_epoch` of two batches (whose loop the stand-in holds to no host sync at all)."""
-    from hgbench.state import build_state
+    from hgbench.run.state import build_state
     from hgbench.train.training import StepOptions, train_one_epoch
 
     plan = SimpleNamespace(

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 
 import torch
 
+from hgbench.run.state import build_state
 from hgbench.spec.cases import get_spec
 from hgbench.spec.config import RunConfig
-from hgbench.state import build_state
 from hgbench.train.distributed import init_distributed, shutdown
 from hgbench.train.loss import heatmap_loss
 

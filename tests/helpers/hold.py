@@ -21,9 +21,9 @@ from pathlib import Path
 
 
 class _HoldAfterFirstCheckpoint(importlib.abc.MetaPathFinder):
-    # Patches hgbench.recorder when it is first imported, so processes that never import it pay nothing.
+    # Patches hgbench.run.recorder when it is first imported, so processes that never import it pay nothing.
     def find_spec(self, name, path, target=None):
-        if name != "hgbench.recorder":
+        if name != "hgbench.run.recorder":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

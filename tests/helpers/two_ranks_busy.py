@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from hgbench import runner
 from hgbench.cli import main
 from hgbench.measure.contention import CpuReading, LoadMeter
+from hgbench.run import runner
 
 
 class TwoRanksBusy:

@@ -49,8 +49,8 @@ def fast_vs_eager(ctx: StepContext) -> Outcome:
         return skip
     import torch
 
-    from hgbench.bench import bench_mode
     from hgbench.models import measure_cost
+    from hgbench.run.bench import bench_mode
     from hgbench.spec.cases import get_spec
     from hgbench.train.speed_modes import MIN_WARMUP, ModeSettings
 
@@ -90,8 +90,8 @@ def conv_peak(ctx: StepContext) -> Outcome:
         return skip
     import torch
 
-    from hgbench.bench import bench_mode, measure_peak_conv_tflops
     from hgbench.models import measure_cost
+    from hgbench.run.bench import bench_mode, measure_peak_conv_tflops
     from hgbench.spec.cases import get_spec
     from hgbench.train.speed_modes import MIN_WARMUP
 

@@ -21,7 +21,7 @@ from hgbench.data.groundtruth import GroundTruth
 from hgbench.data.loader import make_loader
 from hgbench.errors import HGBenchError
 from hgbench.models import build_model, read_weights
-from hgbench.plan import open_datasets, resolve_device
+from hgbench.run.plan import open_datasets, resolve_device
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE, RunConfig
 from hgbench.train.checkpoint import NotAnHGBenchCheckpoint, load_checkpoint

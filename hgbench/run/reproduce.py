@@ -8,7 +8,8 @@ with the flip test (the publisher's protocol):
   (`hgbench.data.anibali`) and decoding (`hgbench.eval.decoding.anibali_decode`). This is the figure that must match the
   published table: its decoding puts predictions about one heatmap pixel up and left of the truth (its ``coords -=
   1`` and whole-pixel truncation), and its figures were measured that way;
-- **hgbench's own protocol** (`hgbench.scoring.evaluate_checkpoint`): the exact crop and its exact inverse. On the same
+- **hgbench's own protocol** (`hgbench.run.scoring.evaluate_checkpoint`): the exact crop and its exact inverse. On the
+same
   weights it differs, and the report says by how much and why.
 
 The verdict is "reproduced" when the published Mean lies inside the bootstrap interval of the publisher-convention
@@ -35,7 +36,7 @@ from hgbench.eval.decoding import anibali_decode, flip_back
 from hgbench.eval.metrics import PCKhResult, evaluate_pckh, pckh_mean_of_sums
 from hgbench.measure.stats import bootstrap_weights, percentile_interval
 from hgbench.models import build_model, read_weights
-from hgbench.plan import open_datasets, resolve_device
+from hgbench.run.plan import open_datasets, resolve_device
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import DEFAULT_SYNTHETIC_PEOPLE
 from hgbench.spec.skeleton import PCKH_PARTS
@@ -266,7 +267,7 @@ def reproduce(
     input_res: int = 256,
 ) -> Reproduction:
     """Both passes (flip test on), scored and judged against `published`."""
-    from hgbench.scoring import evaluate_checkpoint
+    from hgbench.run.scoring import evaluate_checkpoint
 
     common = dict(data_dir=data_dir, batch_size=batch_size, device=device, limit=limit, workers=workers)
     theirs = evaluate_anibali_convention(weights=weights, spec=spec, flip=True, input_res=input_res, **common)

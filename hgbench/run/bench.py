@@ -216,7 +216,7 @@ SLOW_WARMUP_NOTE = (
     "this can take minutes"
 )
 
-# Wraps a mode whose warm-up is slow; given what is going on, shows that it still is (`hgbench.progress.slow_work`).
+# Wraps a mode whose warm-up is slow; given what is going on, shows that it still is (`hgbench.run.progress.slow_work`).
 Heartbeat = Callable[[str], contextlib.AbstractContextManager[None]]
 
 
@@ -295,7 +295,7 @@ def run_bench(
         progress: called with a short line before each mode, and before a compiled mode's slow warm-up with what it
             does and that it can take minutes (the CLI prints them to stderr).
         heartbeat: wraps each compiled mode to show that it is still going (the CLI: a spinner on a terminal, else
-            a line every 30 s; `hgbench.progress.slow_work`).
+            a line every 30 s; `hgbench.run.progress.slow_work`).
 
     Returns:
         The ``hgbench.bench/1`` record: schema, hgbench_version, datetime, machine_info, commit_info, spec, config,

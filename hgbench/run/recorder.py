@@ -17,8 +17,8 @@ from hgbench.errors import HGBenchError
 from hgbench.files.atomic_io import next_record_path, write_json_atomic
 from hgbench.files.bounded_read import read_json
 from hgbench.measure.environment import collect_commit_info, machine_id, slurm_job
-from hgbench.plan import RunPlan
-from hgbench.record import contention_summary, new_record, train_summary, utc_now
+from hgbench.run.plan import RunPlan
+from hgbench.run.record import contention_summary, new_record, train_summary, utc_now
 from hgbench.tracking import Tracking, TrackingOptions, open_tracking
 from hgbench.train.checkpoint import Checkpoint, save_checkpoint
 from hgbench.train.distributed import broadcast_object

@@ -1,6 +1,6 @@
 """The end of a finished run, on rank 0 alone as on the study's single GPU: the timed inference pass over the whole
 validation split (plain and with flip test), its PCKh and load window, what torch.compile compiled, and the finished
-record. `hgbench.runner` calls `finish_run` on every rank once the last epoch's checkpoint is written: the other
+record. `hgbench.run.runner` calls `finish_run` on every rank once the last epoch's checkpoint is written: the other
 ranks wait out rank 0's pass in the same measured window, their CPU time counted as the run's own.
 """
 
@@ -18,11 +18,11 @@ from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
 from hgbench.measure.host_memory import peak_host_memory_mib
 from hgbench.measure.nvml import NvmlSampler
 from hgbench.measure.timing import peak_memory_mib
-from hgbench.plan import RunPlan
-from hgbench.record import inference_entry
-from hgbench.recorder import Recorder
+from hgbench.run.plan import RunPlan
+from hgbench.run.record import inference_entry
+from hgbench.run.recorder import Recorder
+from hgbench.run.state import TrainingState
 from hgbench.spec.config import RunConfig
-from hgbench.state import TrainingState
 from hgbench.train.distributed import DistContext, all_gather_objects, barrier
 from hgbench.train.inference import timed_passes
 from hgbench.train.training import StepOptions

@@ -1,9 +1,9 @@
 """`hgbench run`: train a case, validate every epoch, time the inference pass, and record everything.
 
-The run is a short pipeline: a `RunPlan` resolves device, settings, data and identity once (hgbench.plan); the
+The run is a short pipeline: a `RunPlan` resolves device, settings, data and identity once (hgbench.run.plan); the
 training state (model, optimiser, schedule) is built or restored from a checkpoint; a `Recorder` owns the record and
-writes it with the checkpoint atomically after every epoch (hgbench.recorder); the epoch loop trains and validates;
-the timed inference pass and the finished record end the run (hgbench.final_pass).
+writes it with the checkpoint atomically after every epoch (hgbench.run.recorder); the epoch loop trains and validates;
+the timed inference pass and the finished record end the run (hgbench.run.final_pass).
 
 `resume=True` continues from the last complete epoch and, on the same machine, ends with the same numbers as an
 uninterrupted run: the data order and augmentation are functions of (seed, epoch, index), and the checkpoint carries
@@ -25,23 +25,23 @@ import torch
 from hgbench.data.loader import make_loader
 from hgbench.errors import HGBenchError, PeerLost, RunFailed
 from hgbench.eval.metrics import evaluate_pckh
-from hgbench.failures import sigterm_as_interrupt, unexpected_failure
 from hgbench.files.atomic_io import remove_stale_temps
 from hgbench.files.claim import Claim, RunBusy, claim_run
-from hgbench.final_pass import finish_run
 from hgbench.measure.compile_watch import CompileWatch
 from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
 from hgbench.measure.environment import collect_environment
 from hgbench.measure.nvml import NvmlSampler, combine_windows
 from hgbench.measure.timing import reset_peak_memory
 from hgbench.models import measure_cost
-from hgbench.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
-from hgbench.progress import ProgressBar, say_once
-from hgbench.recorder import Recorder, check_continuable
+from hgbench.run.failures import sigterm_as_interrupt, unexpected_failure
+from hgbench.run.final_pass import finish_run
+from hgbench.run.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
+from hgbench.run.progress import ProgressBar, say_once
+from hgbench.run.recorder import Recorder, check_continuable
+from hgbench.run.state import TrainingState, build_state
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import RunConfig
 from hgbench.spec.variants import spec_of_config
-from hgbench.state import TrainingState, build_state
 from hgbench.tracking import TrackingOptions
 from hgbench.train.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.train.distributed import (

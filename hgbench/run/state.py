@@ -18,7 +18,7 @@ from torch import nn
 from hgbench.errors import HGBenchError
 from hgbench.measure.compile_watch import compile_model
 from hgbench.models import build_model
-from hgbench.plan import RunPlan
+from hgbench.run.plan import RunPlan
 from hgbench.spec.config import RunConfig
 from hgbench.train.checkpoint import Checkpoint
 from hgbench.train.distributed import convert_sync_batchnorm

@@ -1,7 +1,7 @@
 """The run record's schema (``hgbench.run/1``, docs/record.md), in one place: building it, validating it, reading it.
 
 The runner's `Recorder` builds records with `new_record`, `train_summary` and `inference_entry`; the store
-(hgbench.results) validates every file it reads with `validate_record`; the reporter reads `RunSummary`s made by
+(hgbench.run.results) validates every file it reads with `validate_record`; the reporter reads `RunSummary`s made by
 `summarize`, which takes each figure from where docs/record.md says. Pure functions of their inputs.
 """
 

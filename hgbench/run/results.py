@@ -1,9 +1,10 @@
-"""The results store: finding and reading the run records under ``results/`` (the record's schema is hgbench.record).
+"""The results store: finding and reading the run records under ``results/`` (the record's schema is
+hgbench.run.record).
 
 Records are written by the runner's recorder through `hgbench.files.atomic_io` (numbered, never overwritten, atomic) to
 ``results/<machine_id>/NNNN_<stem>.json``, pytest-benchmark's ``storage/file.py`` layout. Readers (the reporter,
 `hgbench table/compare/plot`, the sweep's skip check, `--resume`) use `load_records`, `read_record`, `find_finished`,
-`interrupted_runs` and `runs_in_training`; each record read is validated and summarised by hgbench.record. The
+`interrupted_runs` and `runs_in_training`; each record read is validated and summarised by hgbench.run.record. The
 committed example records live in ``results/published/``; readers take them only where a source names that folder, so
 they are never mistaken for this machine's runs.
 
@@ -26,7 +27,7 @@ from hgbench.files.atomic_io import NUMBERED_NAME as _NUMBERED
 from hgbench.files.atomic_io import atomic_output, next_record_path, write_bytes_atomic, write_json_atomic  # noqa: F401
 from hgbench.files.bounded_read import JSON_BYTES, parse_json, read_json, read_limited
 from hgbench.files.claim import Owner, holder
-from hgbench.record import (  # noqa: F401  (the store's readers hand out the schema's own types)
+from hgbench.run.record import (  # noqa: F401  (the store's readers hand out the schema's own types)
     SCHEMA,
     RunSummary,
     record_value,
@@ -230,7 +231,8 @@ def find_finished(results_dir: str | Path, identity: str, *, machine_id: str | N
 
     Args:
         results_dir: the results root to search (recursively; its ``published/`` folder is not this machine's).
-        identity: the planned run's `hgbench.spec.config.run_identity` (see `hgbench.plan.planned_identity`): the same
+        identity: the planned run's `hgbench.spec.config.run_identity` (see `hgbench.run.plan.planned_identity`): the
+        same
             function resume uses, so "already finished" and "can be resumed" never disagree.
         machine_id: only look in this machine's sub-folder (timings from another machine are not a finished run here).
 
