@@ -1,12 +1,13 @@
-"""The package's layering: every import of hgbench by hgbench goes down the layers (or sideways without a cycle).
+"""The package's floor plan: its folders are its layers, and every import of hgbench by hgbench goes down them.
 
-Data flows one way: the case registry -> the model -> the data -> the loops that train, evaluate and time it ->
-checkpoints and the record -> the runner (then the model-only bench) -> the results store -> the report -> the sweep
--> the CLI; the package's top level (its Python API) sits above them all.
+Data flows one way: file safety -> the spec (cases, settings) -> the model -> the data -> how figures are measured ->
+scoring poses -> training and predicting -> tracking -> one run and its records -> the report -> the sweep -> the
+commands and the CLI -> gpu-check; the package's top level (its Python API) sits above them all.
 A module may import its own layer or any layer below it, never one above; and the module graph has no cycle at all.
 
 Every import counts: module level, inside functions, under ``TYPE_CHECKING``, and ``importlib.import_module`` /
-``__import__`` with a literal name. A new module must be placed in `LAYERS` before this test passes.
+``__import__`` with a literal name. A new module goes into one of the folders (its layer); the top level holds only
+the API, the CLI entry, the version and the errors.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-# Layers from the bottom up; a module may import modules of its own layer or of any earlier one. Names are relative
-# to the package ("" is hgbench/__init__.py); a package name covers every module under it.
+# Layers from the bottom up, each a folder of the package but for the four top-level modules; a module may import
+# modules of its own layer or of any earlier one. Names are relative to the package ("" is hgbench/__init__.py).
 LAYERS: dict[str, tuple[str, ...]] = {
-    # Import nothing of hgbench but each other: the version, errors, file IO.
+    # Import nothing of hgbench but each other: the version, the errors, file safety (atomic writes, bounded reads,
+    # run claims).
     "leaves": ("_version", "errors", "files"),
     # What a run is asked to be, as plain data: the registry, variant files, the settings, the skeleton, the output
     # stride. The registry itself reads only spec's leaves (in practice HEATMAP_STRIDE).
@@ -42,6 +44,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # the results store, scoring a saved checkpoint and reproducing published figures (which plan their data as a run
     # does), and the model-only benchmark, which reuses the run's pieces.
     "run": ("run",),
+    # Tables, comparisons and plots from the records; it never runs anything.
     "report": ("report",),
     # Many runs over an engine (local, Ray, Slurm): plans runs as the runner does, reads the store, shows the report.
     "sweep": ("sweep",),
@@ -154,6 +157,29 @@ def _where(edge: tuple[str, str]) -> str:
 def test_every_module_has_a_layer() -> None:
     unplaced = [m for m in MODULES if _layer_of(m) < 0]
     assert not unplaced, f"modules missing from LAYERS (place each in its layer): {unplaced}"
+
+
+TOP_LEVEL_MODULES = {"__init__.py", "_version.py", "errors.py", "cli.py"}
+
+
+def test_the_top_level_holds_the_api_the_cli_entry_and_the_folders() -> None:
+    """`ls hgbench/` is the floor plan: a new module goes into the folder of its layer, never beside them."""
+    loose = sorted(p.name for p in ROOT.glob("*.py") if p.name not in TOP_LEVEL_MODULES)
+    assert loose == [], f"modules at the package's top level (move each into its layer's folder): {loose}"
+    folders = sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file())
+    named = sorted({name.split(".")[0] for names in LAYERS.values() for name in names if name and "." not in name})
+    assert set(folders) <= set(named), f"folders no layer names: {sorted(set(folders) - set(named))}"
+
+
+@pytest.mark.parametrize("folder", sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()))
+def test_each_folder_says_what_it_holds(folder: str) -> None:
+    """One docstring per folder tells a newcomer where a thing lives: it names the folder's modules."""
+    init = ROOT / folder / "__init__.py"
+    docstring = ast.get_docstring(ast.parse(init.read_text(encoding="utf-8"))) or ""
+    modules = sorted(p.stem for p in (ROOT / folder).glob("*.py") if p.stem not in ("__init__", "__main__"))
+    unnamed = [m for m in modules if f"`{m}`" not in docstring and f"{folder}.{m}`" not in docstring]
+    assert docstring, f"hgbench/{folder}/__init__.py has no docstring"
+    assert unnamed == [], f"hgbench/{folder}/__init__.py's docstring does not name: {unnamed}"
 
 
 def test_the_walker_sees_function_level_and_dynamic_imports() -> None:
