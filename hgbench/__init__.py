@@ -6,23 +6,41 @@ The package's top level is its Python API, above every other layer:
   variant ``.toml`` file), with the weights of an hgbench, anibali/pytorch-stacked-hourglass or bearpaw/pytorch-pose
   file when one is given, or of published weights by name (``checkpoint="anibali:hg2"``: fetched once into torch.hub's
   cache and hash-checked, `hgbench.models.published`) (`hgbench.models.factory.create_model`).
+- ``hgbench.load_records(sources)``: the `RunSummary` of every run record under files, folders or globs, and a warning
+  line for each one skipped (`hgbench.run.results.load_records`); ``hgbench.read_record(path)`` one record, validated.
+- ``hgbench.RunSummary``, ``hgbench.summarize(record, path)``, ``hgbench.validate_record(record)``: the record's
+  figures as readers use them, and the schema's check (`hgbench.run.record`, docs/record.md).
 
-It is imported on first use (module ``__getattr__``), so ``import hgbench`` (which every ``import hgbench.x`` runs)
-stays cheap and pulls in no torch.
+Each name is imported on first use (module ``__getattr__``), so ``import hgbench`` (which every ``import hgbench.x``
+runs) stays cheap and pulls in no torch. Everything else lives in the folders below, one per layer
+(docs/architecture.md).
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from typing import Any
 
 from hgbench._version import __version__
 
-__all__ = ["__version__", "create_model"]
+# Public name -> the module that defines it.
+_API = {
+    "create_model": "hgbench.models.factory",
+    "load_records": "hgbench.run.results",
+    "read_record": "hgbench.run.results",
+    "RunSummary": "hgbench.run.record",
+    "summarize": "hgbench.run.record",
+    "validate_record": "hgbench.run.record",
+}
+
+__all__ = ["__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "create_model":
-        from hgbench.models.factory import create_model
-
-        return create_model
+    if name in _API:
+        return getattr(import_module(_API[name]), name)
     raise AttributeError(f"module 'hgbench' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})
