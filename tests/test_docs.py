@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cases_table import cases_table
 
 from hgbench.cases import get_spec
 
@@ -81,22 +82,12 @@ def test_the_docs_cite_only_example_folders_a_clone_holds() -> None:
     assert sorted(p for p in cited if not (REPO / p).exists()) == []
 
 
-def _cases_table(text: str) -> list[list[str]]:
-    """The rows of the cases table (the one whose header starts `| case | described as |`)."""
-    lines = text.split("| case | described as |", 1)[1].splitlines()[2:]
-    rows = []
-    for line in lines:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
-
-
 def test_the_cases_table_is_the_same_in_readme_and_manual_and_pins_each_case_s_parameters() -> None:
     """README's and docs/cases.md's tables are one table, and each row's params are the count the registry pins
-    (`CaseSpec.expected_params`, which tests/test_cases.py checks against the built network)."""
-    rows = _cases_table(README)
-    assert rows == _cases_table((REPO / "docs" / "cases.md").read_text())
+    (`CaseSpec.expected_params`, which tests/test_cases.py checks against the built network; that file also checks
+    the table's params and GFLOPs against `hgbench list`)."""
+    rows = cases_table(README)
+    assert rows == cases_table((REPO / "docs" / "cases.md").read_text())
     assert [r[0] for r in rows] == [*map(str, range(1, 9)), "hg1", "hg2", "hg8"]
     assert {r[0]: int(r[8].replace(",", "")) for r in rows} == {r[0]: get_spec(r[0]).expected_params for r in rows}
 
