@@ -9,7 +9,7 @@ OLDEST_TORCH       := 2.11.0
 OLDEST_TORCHVISION := 0.26.0
 OLDEST             := .venv-oldest
 
-.PHONY: install run test test-cluster test-loaded test-oldest coverage table bench gpu-check lint clean
+.PHONY: install run test test-cluster test-loaded test-oldest coverage table docs bench gpu-check lint clean
 
 # The dev extra (test tools and ruff) and the sweep engines' extras (Ray, submitit) so that every target below and
 # every test works; a Makefile change reinstalls once, and so does a new version (the editable install's metadata,
@@ -55,9 +55,15 @@ coverage: $(STAMP)
 test-oldest: $(OLDEST)/.installed
 	$(OLDEST)/bin/python -m pytest -q $(TEST_ARGS)
 
-# README's table is the published example (results/published/), never whatever this machine has run.
+# README's table, and the manual's copy on its Reports page, is the published example (results/published/), never
+# whatever this machine has run.
 table: $(STAMP)
-	$(BIN)/hgbench table --reference --results results/published --readme README.md
+	$(BIN)/hgbench table --reference --results results/published --readme README.md --readme docs/reports.md
+
+# The manual (mkdocs.yml, docs/) into site/; --strict: a broken link, a dangling anchor or a page outside the nav fails
+# (make test builds it the same way, tests/test_docs.py).
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-autosave --benchmark-storage=results/benchmarks $(BENCH_ARGS)
@@ -71,4 +77,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check hgbench tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(OLDEST) build dist *.egg-info .pytest_cache .benchmarks runs .coverage
+	rm -rf $(VENV) $(OLDEST) build dist site *.egg-info .pytest_cache .benchmarks runs .coverage

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.cases_table import readme_cases
 
 from hgbench.cli import main
 from hgbench.models import build_model, count_params, count_used_params, create_model, measure_cost
@@ -154,6 +155,9 @@ def test_list_csv_prints_the_19_rows_with_the_required_leading_columns(capsys: p
     assert keyed[("hg1", "false")][2] == "3586960"
     assert keyed[("3", "true")][2:4] == ["25594624", "19306720"]
     assert keyed[("1", "false")][4] == "56.19"
+    # README's (and the manual's) cases table shows these figures for each case as described.
+    described = {case: keyed[(case, "false")] for case in list_cases()}
+    assert readme_cases() == {case: (int(row[2]), row[4]) for case, row in described.items()}
 
 
 @pytest.mark.parametrize(("argv", "width"), [(["list"], 80), (["list", "--wide"], 140)])

@@ -82,6 +82,21 @@ def test_table_readme_rewrite_twice(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert readme.read_text() == text
 
 
+def test_table_readme_twice_rewrites_both_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`make table` keeps README's table and the manual's copy in step: `--readme` repeats, each file rewritten."""
+    readme, page = tmp_path / "README.md", tmp_path / "docs" / "reports.md"
+    page.parent.mkdir()
+    readme.write_text(f"# r\n\n{README_START}\nold\n{README_END}\n")
+    page.write_text(f"# Reports\n\ntext\n\n{README_START}\n_No results yet._\n{README_END}\n\nafter\n")
+    argv = ["table", "--reference", "--results", str(CPU_DIR), "--readme", str(readme), "--readme", str(page)]
+    code, out, _ = run(argv, capsys)  # stderr: the test records' deliberate bad files, named
+    assert code == 0
+    assert out.splitlines() == [f"{readme}: results section updated", f"{page}: results section updated"]
+    table = readme.read_text().split(README_START, 1)[1].split(README_END, 1)[0]
+    assert table.startswith("\n| case |")
+    assert page.read_text() == f"# Reports\n\ntext\n\n{README_START}{table}{README_END}\n\nafter\n"
+
+
 def test_table_readme_without_markers_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     readme = tmp_path / "README.md"
     readme.write_text("# no markers here\n")
@@ -150,7 +165,8 @@ def test_plot_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_make_table_renders_the_readme_table_from_the_published_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`make table`'s own command line, run on a copy of the repository, leaves README.md as committed."""
+    """`make table`'s own command line, run on a copy of the repository, leaves README.md and the manual's Reports page
+    as committed: both show the published example's current table."""
     repo = Path(__file__).resolve().parents[1]
     recipe = (repo / "Makefile").read_text().split("\ntable:", 1)[1].split("\n")[1]
     argv = shlex.split(recipe.strip())
@@ -158,10 +174,15 @@ def test_make_table_renders_the_readme_table_from_the_published_records(
     assert "results/published" in argv
     shutil.copytree(repo / "results", tmp_path / "results")
     shutil.copy(repo / "README.md", tmp_path / "README.md")
+    (tmp_path / "docs").mkdir()
+    shutil.copy(repo / "docs" / "reports.md", tmp_path / "docs" / "reports.md")
     monkeypatch.chdir(tmp_path)
     code, out, err = run(argv[1:], capsys)
     assert (code, err) == (0, "")
-    assert "already up to date" in out
+    assert out.splitlines() == [
+        "README.md: results section already up to date",
+        "docs/reports.md: results section already up to date",
+    ]
 
 
 def test_table_on_a_fresh_clone_shows_no_run_as_the_users(

@@ -61,12 +61,23 @@ def test_a_new_version_reinstalls_once(tmp_path: Path) -> None:
 
 
 def test_run_measures_this_machine_and_table_renders_the_published_example() -> None:
-    """`make run` prints the user's runs (the default scan leaves results/published out); `make table` the README's."""
+    """`make run` prints the user's runs (the default scan leaves results/published out); `make table` the README's,
+    and the same table on the manual's Reports page."""
     (run,) = recipe("run")
     assert run == "$(BIN)/hgbench run --case all --smoke && $(BIN)/hgbench table --reference"
     (table,) = recipe("table")
     assert "--results results/published" in table
     assert "--readme README.md" in table
+    assert "--readme docs/reports.md" in table
+
+
+def test_docs_builds_the_manual_strictly_into_the_ignored_site_folder() -> None:
+    """`make docs` is MkDocs with --strict (a broken link or anchor fails it), into site/, which git ignores."""
+    (docs,) = recipe("docs")
+    assert "$(BIN)/mkdocs build --strict --site-dir site" in docs
+    assert "site/" in (REPO / ".gitignore").read_text().splitlines()
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert "hgbench[docs]" in extras["dev"]  # make install's dev extra brings MkDocs
 
 
 def _loops_of(banner: str) -> list[int]:

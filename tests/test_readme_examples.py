@@ -1,6 +1,7 @@
-"""README's and `compare --help`'s example commands: every one parses, names no machine folder this machine may not
-write, and the cheap ones (list, table, compare) run as written from a clone whose results/ holds the published
-example and one machine's own folder; `table --machines` names that folder as compare takes it."""
+"""The example commands of README, of the manual (every `sh` block of docs/*.md) and of `compare --help`: every one
+parses, names no machine folder this machine may not write, and the cheap ones (table, compare) run as written from a
+clone whose results/ holds the published example and one machine's own folder; `table --machines` names that folder
+as compare takes it."""
 
 from __future__ import annotations
 
@@ -24,28 +25,33 @@ def _commands(text: str) -> list[str]:
     joined = re.sub(r"\\\n\s*", " ", text)
     found = []
     for line in joined.splitlines():
-        line = line.strip()
-        if not line.startswith("hgbench "):
-            continue
-        line = re.sub(r"\s+#.*$", "", line)
-        line = re.sub(r"\[[^\]]*\]", "", line).strip()
-        if any(mark in line for mark in ("<", "A.json", "|", "...")):
-            continue
-        found.append(line)
+        line = re.sub(r"\s+#.*$", "", line.strip())
+        for command in line.split(" && "):  # `hgbench data mpii DIR && hgbench run ...`: each one checked
+            command = command.strip()
+            if not command.startswith("hgbench "):
+                continue
+            command = re.sub(r"\[[^\]]*\]", "", command).strip()
+            if any(mark in command for mark in ("<", "A.json", "|", "...")):
+                continue
+            found.append(command)
     return found
 
 
-def _readme_using_it() -> str:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Using it", 1)[1].split("\n## ", 1)[0]
-    return section.split("```sh", 1)[1].split("```", 1)[0]
+def _sh_blocks(path: Path) -> str:
+    """The fenced `sh` blocks of a Markdown file, one after another."""
+    return "\n".join(re.findall(r"^```sh\n(.*?)^```", path.read_text(), flags=re.DOTALL | re.MULTILINE))
 
 
-EXAMPLES = _commands(_readme_using_it()) + _commands(COMPARE_EXAMPLES)
+DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+EXAMPLES = list(dict.fromkeys(c for doc in DOCUMENTS for c in _commands(_sh_blocks(doc)))) + _commands(COMPARE_EXAMPLES)
 
 
 def test_the_examples_are_found() -> None:
-    assert len(EXAMPLES) >= 15
+    """README's quick start and each page's examples are read: the regex that finds them finds them."""
+    assert len(EXAMPLES) >= 35
+    assert "hgbench data mpii /data/mpii" in EXAMPLES  # README's quick start, the half before its &&
+    assert any(c.startswith("hgbench sweep --plan study.toml --engine slurm") for c in EXAMPLES)  # docs/distributed.md
+    assert "hgbench list --case variants/three96.toml" in EXAMPLES  # docs/variants.md
     assert "hgbench compare results/published 'results/cpu-*'" in EXAMPLES
     assert "hgbench table --machines" in EXAMPLES  # what README and the help point at for a machine's folder name
 

@@ -74,13 +74,13 @@ def test_a_plan_file_gives_each_run_its_own_settings_over_the_defaults(
     assert "case 3 (as built) seed 0: 2 epochs, input 64, batch 4, lr 0.002," in out
 
 
-def test_the_readme_plan_example_reads(tmp_path: Path) -> None:
+def test_the_manual_s_plan_example_reads(tmp_path: Path) -> None:
     from hgbench.commands.sweep import run_options
     from hgbench.sweep.plan import read_plan
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = [block.split("```", 1)[0] for block in readme.split("```toml\n")[1:]]
-    example = next(block for block in blocks if "[[run]]" in block)  # README's other TOML is a variant file
+    manual = (Path(__file__).resolve().parents[1] / "docs" / "distributed.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in manual.split("```toml\n")[1:]]
+    example = next(block for block in blocks if "[[run]]" in block)  # the manual's plan file example
     defaults, runs = read_plan(write_plan(tmp_path, example), run_options())
     assert defaults == {"epochs": 50, "data_dir": "/shared/mpii"}
     assert runs == [{"case": "3", "seed": 0}, {"case": "3", "as_built": True, "lr": 2.5e-4}]

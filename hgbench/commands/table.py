@@ -1,4 +1,5 @@
-"""`hgbench table`: the comparison table of the finished runs in results/, as Markdown or CSV, or into README.md;
+"""`hgbench table`: the comparison table of the finished runs in results/, as Markdown or CSV, or into README.md (and
+the manual's docs/reports.md: `--readme` is repeatable);
 `--machines` lists the machine folders instead (the names to pass to --results and compare).
 
 By default it reads results/ without results/published/ (the README's example, measured on another machine); name
@@ -35,9 +36,9 @@ EXAMPLES = """examples:
   hgbench table --reference                   with the study's published figures beside ours
   hgbench table --format csv > table.csv      for tools (one header line, stable snake_case columns)
   hgbench table --results 'results/cpu-*'     only this machine's records (files, folders or globs)
-  hgbench table --reference --results results/published --readme README.md
-                                              rewrite README's results section from the published example
-                                              (what `make table` does)
+  hgbench table --reference --results results/published --readme README.md --readme docs/reports.md
+                                              rewrite the results section of README and of the manual's
+                                              reports page from the published example (what `make table` does)
   hgbench table --bench                       the speed modes measured by `hgbench bench` (results/bench)
   hgbench table --machines                    the machine folders under results/, a line each: the names to
                                               pass to --results and compare
@@ -79,9 +80,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--readme",
+        action="append",
         metavar="FILE",
         default=None,
-        help="rewrite FILE between its hgbench:results markers instead of printing (Markdown only)",
+        help="rewrite FILE between its hgbench:results markers instead of printing (Markdown only); repeatable",
     )
     p.set_defaults(func=cmd_table, _parser=p)
 
@@ -136,8 +138,9 @@ def cmd_table(args: argparse.Namespace) -> int:
         return 0
     markdown = to_markdown(df)
     if args.readme:
-        changed = rewrite_readme(args.readme, markdown)
-        print(f"{args.readme}: results section {'updated' if changed else 'already up to date'}")
+        for readme in args.readme:  # in order: a file without its markers stops here, one line, itself unchanged
+            changed = rewrite_readme(readme, markdown)
+            print(f"{readme}: results section {'updated' if changed else 'already up to date'}")
         return 0
     sys.stdout.write(markdown)
     return 0
