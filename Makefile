@@ -68,7 +68,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pytest benchmarks -q --benchmark-only --benchmark-autosave --benchmark-storage=results/benchmarks $(BENCH_ARGS)
 
-# On a machine with a GPU, no install: each of README's GPU claims measured in a step with its own time budget (all
+# On a machine with a GPU, no install: each of the manual's GPU claims measured in a step with its own time budget (all
 # under 8 minutes), every step run, one report in results/gpu-check/<machine>/report.{json,md}.
 gpu-check:
 	$(PYTHON) -m hgbench.gpu_check $(CHECK_ARGS)

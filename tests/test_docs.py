@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers.cases_table import cases_table
 
-from hgbench.cases import get_spec
+from hgbench.spec.cases import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

@@ -29,9 +29,9 @@ def make_parser() -> argparse.ArgumentParser:
     steps = "\n".join(f"  {s.name:<14} {s.budget_s:>4.0f} s  {s.claim}" for s in STEPS)
     p = argparse.ArgumentParser(
         prog="python -m hgbench.gpu_check",
-        description="Measure each GPU claim of README on this machine, each step within its time budget "
+        description="Measure each GPU claim of the manual (docs/) on this machine, each step within its time budget "
         f"(all within {TOTAL_BUDGET_S:.0f} s), and write results/gpu-check/<machine>/report.json and report.md.",
-        epilog=f"steps (budget, README's claim):\n{steps}",
+        epilog=f"steps (budget, the manual's claim):\n{steps}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="results/gpu-check", help="folder of the per-machine reports")

@@ -1,4 +1,4 @@
-"""The GPU checks: each one's name, the README claim it measures (quoted), its time budget and whether it needs CUDA.
+"""The GPU checks: each one's name, the manual's claim it measures (quoted), its time budget and whether it needs CUDA.
 
 The budgets add up to `TOTAL_BUDGET_S` (8 minutes on one H100/H200, torch import and CUDA start-up included); the
 runner also holds the whole check to that total. Three steps compile case 1 with torch.compile (`compiles`), whose
@@ -21,7 +21,7 @@ class Step:
     """One check, run as ``python -m hgbench.gpu_check.step <name>`` (or `command`) under its own budget."""
 
     name: str
-    claim: str  # README's words, quoted (tests/test_gpu_check.py checks that README says them)
+    claim: str  # README's or the manual's words, quoted (tests/test_gpu_check.py checks they say them)
     budget_s: float  # wall seconds, process start to exit; then the step is killed and reported "timeout"
     needs_cuda: bool = True  # skipped, "no CUDA device", when the environment step found none
     command: tuple[str, ...] | None = None  # None: this package's own step entry (tests give fake commands)

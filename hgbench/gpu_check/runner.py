@@ -338,7 +338,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"{report['seconds']:.0f} s of the {report['total_budget_s']:.0f} s budget. "
         f"**{c['pass']} pass, {c['fail']} fail, {c['timeout']} timeout, {c['skipped']} skipped.**",
         "",
-        "| step | README's claim | status | measured | seconds (budget) |",
+        "| step | the manual's claim | status | measured | seconds (budget) |",
         "|:---|:---|:---|:---|---:|",
     ]
     for s in report["steps"]:

@@ -1,5 +1,5 @@
 """The data checks: `--decode device` batches against the worker path's under load, and the data-wait share of a
-`--fast --decode device` run against README's target, both on synthetic frames of MPII's size (1280x720: the
+`--fast --decode device` run against the manual's target, both on synthetic frames of MPII's size (1280x720: the
 default 320x240 JPEGs decode an order of magnitude faster than real frames and would flatter either path)."""
 
 from __future__ import annotations

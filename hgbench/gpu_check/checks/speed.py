@@ -1,5 +1,5 @@
 """The speed checks: `--fast`'s training speed-up over eager fp32, and its share of the measured conv peak, against
-the targets README states (Speed: "the issue-7 targets")."""
+the targets the manual states (docs/speed.md: "the issue-7 targets")."""
 
 from __future__ import annotations
 
