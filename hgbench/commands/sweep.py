@@ -8,11 +8,9 @@ resumes the interrupted ones from their checkpoints and re-runs those whose work
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +19,7 @@ from hgbench.commands._args import at_least
 from hgbench.commands.run import add_run_options, add_tracking_options, case_ids, config_from_args, tracking_from_args
 from hgbench.config import RunConfig, check_settings
 from hgbench.errors import HGBenchError
+from hgbench.failures import Terminated, sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from hgbench.sweep.driver import SweepRun, Workers
@@ -346,12 +345,13 @@ def _plan_sweep(args: argparse.Namespace) -> tuple[list[SweepRun], list[str]]:
     return runs, twins
 
 
-def _drive(args: argparse.Namespace, engine: Engine, runs: list[SweepRun]) -> tuple[bool, _Terminated]:
+def _drive(args: argparse.Namespace, engine: Engine, runs: list[SweepRun]) -> tuple[bool, Terminated]:
     """Run the sweep on `engine` behind the live view; whether it was interrupted, and whether by SIGTERM (its active
     runs then marked cancelled: the same sweep again resumes them)."""
     from hgbench.sweep import driver, view
 
-    with _sigterm_as_interrupt() as terminated:
+    # Not left to submitit: this driver is no job of submitit's, and a second SIGTERM must not cut its cancel short.
+    with sigterm_as_interrupt(once=True, leave_to_submitit=False) as terminated:
         try:
             try:
                 engine.start()
@@ -394,38 +394,6 @@ def _left_undone(runs: list[SweepRun]) -> int:
         )
         status = 1
     return status
-
-
-class _Terminated:
-    """SIGTERM raised as KeyboardInterrupt while armed, so a killed sweep cancels its runs as Ctrl-C does."""
-
-    def __init__(self) -> None:
-        self.signalled = False
-        self.armed = False
-
-    def arm(self) -> None:
-        try:
-            signal.signal(signal.SIGTERM, self._handler)
-            self.armed = True
-        except ValueError:  # not the main thread: the signal keeps its handler
-            pass
-
-    def _handler(self, signum: int, frame: object) -> None:
-        if not self.signalled:  # a second SIGTERM while cancelling is not another interrupt
-            self.signalled = True
-            raise KeyboardInterrupt("SIGTERM")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[_Terminated]:
-    previous = signal.getsignal(signal.SIGTERM)
-    terminated = _Terminated()
-    terminated.arm()
-    try:
-        yield terminated
-    finally:
-        if terminated.armed:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _plan_line(run: SweepRun) -> str:
