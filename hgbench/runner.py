@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -400,8 +400,7 @@ def _claimed_run(
     however the loop ends early."""
     plan = make_plan(config, spec, ctx)
     config, device, say = plan.config, plan.device, progress and ctx.is_main
-    claim = _claim(plan)  # before the checkpoint is read or a record written
-    if claim is not None:
+    if (claim := _claim(plan)) is not None:  # before the checkpoint is read or a record written
         held.enter_context(claim)
     state, recorder, watch = _prepare(plan, resume=resume, must_resume=must_resume, say=say)
     trackers = recorder.track(tracking, say=say)  # rank 0's; closed with the run's final status however it ends
@@ -449,12 +448,7 @@ def _claimed_run(
             raise  # already one line; a checkpoint that could not be written leaves the run resumable, as it says
         except Exception as exc:  # noqa: BLE001 - a worker re-raises its own type (cv2.error), so OOM is any type
             bar.abort()
-            if (lost := peer_lost(ctx, exc)) is not None:  # the job lost a process: this run stopped, it did not fail
-                recorder.interrupted(epoch, cause=lost)
-                raise PeerLost(f"{lost} during epoch {epoch}; the run is interrupted") from None
-            failure, cause = unexpected_failure(exc, epoch=epoch, device=device, config=config)
-            recorder.finish("failed", str(failure))
-            raise failure from cause
+            _stopped_by(exc, plan, recorder, epoch)
         finally:
             bar.abort()  # however the run ends, no bar or heartbeat outlives it (--case all goes on to the next)
     wait_for_rank_0(ctx)  # outside the loop's handlers: nothing here may rewrite the finished record
@@ -462,3 +456,14 @@ def _claimed_run(
     if say:
         _say_finished(spec.label, recorder.path, kept)
     return RunOutcome("finished", recorder.path, kept, recorder.record if ctx.is_main else None)
+
+
+def _stopped_by(exc: Exception, plan: RunPlan, recorder: Recorder, epoch: int) -> NoReturn:
+    """An error hgbench did not raise itself, in `epoch`: a lost process of the job interrupts the run (it did not
+    fail), anything else fails it; the record says which, and the one-line error is raised."""
+    if (lost := peer_lost(plan.ctx, exc)) is not None:
+        recorder.interrupted(epoch, cause=lost)
+        raise PeerLost(f"{lost} during epoch {epoch}; the run is interrupted") from None
+    failure, cause = unexpected_failure(exc, epoch=epoch, device=plan.device, config=plan.config)
+    recorder.finish("failed", str(failure))
+    raise failure from cause

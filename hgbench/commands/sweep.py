@@ -73,7 +73,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    runs = p.add_argument_group("the runs")
+    _add_runs_options(p.add_argument_group("the runs"))
+    add_run_options(p.add_argument_group("options of every run (as hgbench run's; a plan's [[run]] overrides them)"))
+    add_tracking_options(p.add_argument_group("where every run's figures go beside its record (as hgbench run's)"))
+    engine = p.add_argument_group("engine")
+    _add_engine_options(engine)
+    _add_slurm_options(engine)
+    p.set_defaults(func=cmd_sweep, _parser=p)
+
+
+def _add_runs_options(runs: argparse._ArgumentGroup) -> None:
+    """Which runs: the grid (cases x seeds x forms) or a plan file."""
     runs.add_argument("--cases", default=None, metavar="LIST", help="case ids, comma-separated, or 'all' (1-8)")
     runs.add_argument("--seeds", default=None, metavar="LIST", help="seeds, comma-separated (default 0)")
     runs.add_argument(
@@ -89,9 +99,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="a TOML plan: [defaults] and one [[run]] table per run (case, seed, other options), instead of the grid",
     )
-    add_run_options(p.add_argument_group("options of every run (as hgbench run's; a plan's [[run]] overrides them)"))
-    add_tracking_options(p.add_argument_group("where every run's figures go beside its record (as hgbench run's)"))
-    engine = p.add_argument_group("engine")
+
+
+def _add_engine_options(engine: argparse._ArgumentGroup) -> None:
+    """The engine, and what every engine (or Ray alone) takes."""
     engine.add_argument("--engine", choices=("local", "ray", "slurm"), default="local", help="(default local)")
     engine.add_argument(
         "--retries", type=at_least(0), default=1, metavar="N", help="re-runs of a run whose worker died (default 1)"
@@ -118,6 +129,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="C",
         help="CPUs each run asks for and the torch threads it uses (default: ray, slurm 1; local every core)",
     )
+
+
+def _add_slurm_options(engine: argparse._ArgumentGroup) -> None:
+    """What a Slurm job asks for (`--engine slurm` only: `ENGINE_FLAGS`)."""
     engine.add_argument("--slurm-partition", default=None, help="slurm: the partition")
     engine.add_argument(
         "--slurm-time", type=at_least(1), default=None, metavar="MIN", help="slurm: minutes per job (default 1440)"
@@ -151,7 +166,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument(
         "--slurm-local", action="store_true", help="slurm: submitit's local executor on this machine (no cluster)"
     )
-    p.set_defaults(func=cmd_sweep, _parser=p)
 
 
 def run_options() -> dict[str, Option]:
