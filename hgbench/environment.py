@@ -223,7 +223,7 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
     """
     import torch
 
-    from hgbench.nvml import device_facts
+    from hgbench.nvml_device import device_facts
     from hgbench.timing import as_device
 
     dev = as_device(device)

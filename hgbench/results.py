@@ -29,11 +29,10 @@ from hgbench.claim import Owner, holder
 from hgbench.config import ADDED_KEYS, run_identity
 from hgbench.record import (  # noqa: F401  (the store's readers hand out the schema's own types)
     SCHEMA,
-    RunSummary,
     record_value,
-    summarize,
     validate_record,
 )
+from hgbench.run_summary import RunSummary, summarize  # noqa: F401  (as the schema's types above)
 
 # Sub-folders of results/ that hold other JSON by design (pytest-benchmark saves, micro-benchmarks): a directory
 # walk skips them silently; naming one of their files explicitly still gets a warning.

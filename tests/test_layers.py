@@ -41,6 +41,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "environment",
         "host_memory",
         "nvml",
+        "nvml_device",
         "contention",
         "speed_modes",
         "workload",
@@ -54,13 +55,24 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "evaluation",
         "visualize",
     ),
-    "checkpoint and record": ("checkpoint", "record"),
+    "checkpoint and record": ("checkpoint", "record", "run_summary"),
     # Sending a run's figures, pictures and settings to TensorBoard and MLflow, from the record's own entries.
     "tracking": ("tracking",),
     # One run: its plan (device, settings, data, identity), progress display, recorder, the final inference pass, how
     # a run that stops early says why, the runner, scoring a saved checkpoint (which plans its data as a run does) and
     # checking that a set-up reproduces published figures.
-    "runner": ("plan", "progress", "recorder", "state", "final_pass", "failures", "runner", "scoring", "reproduce"),
+    "runner": (
+        "plan",
+        "progress",
+        "recorder",
+        "state",
+        "final_pass",
+        "failures",
+        "runner",
+        "scoring",
+        "reproduce",
+        "run_setup",
+    ),
     # The model-only benchmark may reuse the runner's pieces, never the reverse (--fast reads hgbench.speed_modes).
     "bench": ("bench",),
     "results store": ("results",),

@@ -24,11 +24,12 @@ from hgbench.metrics import (
     person_masks_to_dict,
     unpack_masks,
 )
-from hgbench.record import summarize, validate_record
+from hgbench.record import validate_record
 from hgbench.report import compare_rich_table, compare_runs, comparison_table, to_csv, to_markdown
 from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC, SEED_PAIRED_METRIC
 from hgbench.report.table import ranking_is_noise
 from hgbench.results import RunSummary, load_records
+from hgbench.run_summary import summarize
 from hgbench.skeleton import NUM_JOINTS
 from hgbench.stats import bootstrap_p_value, bootstrap_weights, percentile_interval
 

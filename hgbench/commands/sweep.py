@@ -258,7 +258,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def make_engine(args: argparse.Namespace) -> Engine:
     """The engine the flags name (its package imported: a one-line error names the extra to install)."""
-    from hgbench.sweep.engines import LocalEngine, RayEngine, SubmititEngine
+    from hgbench.sweep.engines import LocalEngine, RayEngine
+    from hgbench.sweep.submitit_engine import SubmititEngine
 
     if args.engine == "ray":
         gpus = 0.0 if args.gpus_per_run is None and args.device == "cpu" else args.gpus_per_run
