@@ -1,4 +1,4 @@
-"""`hgbench run` on CUDA, end to end on a CPU, under the CUDA stand-in (tests/helpers/cuda_standin.py).
+"""`hgbench run` on CUDA, end to end on a CPU, under the CUDA stand-in (tests/helpers/cuda_standin/).
 
 Each full run below covers several flags at once (a tiny hg1 at 64 px, a few people), so the file stays within a
 minute of one core. The stand-in fails a test on any broken CUDA rule, including ones the code under test caught.
