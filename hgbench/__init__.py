@@ -9,7 +9,8 @@ The package's top level is its Python API, above every other layer:
 - ``hgbench.load_records(sources)``: the `RunSummary` of every run record under files, folders or globs, and a warning
   line for each one skipped (`hgbench.run.results.load_records`); ``hgbench.read_record(path)`` one record, validated.
 - ``hgbench.RunSummary``, ``hgbench.summarize(record, path)``, ``hgbench.validate_record(record)``: the record's
-  figures as readers use them, and the schema's check (`hgbench.run.record`, docs/record.md).
+  figures as readers use them (`hgbench.run.run_summary`), and the schema's check (`hgbench.run.record`,
+  docs/record.md).
 
 Each name is imported on first use (module ``__getattr__``), so ``import hgbench`` (which every ``import hgbench.x``
 runs) stays cheap and pulls in no torch. Everything else lives in the folders below, one per layer
@@ -28,8 +29,8 @@ _API = {
     "create_model": "hgbench.models.factory",
     "load_records": "hgbench.run.results",
     "read_record": "hgbench.run.results",
-    "RunSummary": "hgbench.run.record",
-    "summarize": "hgbench.run.record",
+    "RunSummary": "hgbench.run.run_summary",
+    "summarize": "hgbench.run.run_summary",
     "validate_record": "hgbench.run.record",
 }
 

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
         ("create_model", "hgbench.models.factory"),
         ("load_records", "hgbench.run.results"),
         ("read_record", "hgbench.run.results"),
-        ("RunSummary", "hgbench.run.record"),
-        ("summarize", "hgbench.run.record"),
+        ("RunSummary", "hgbench.run.run_summary"),
+        ("summarize", "hgbench.run.run_summary"),
         ("validate_record", "hgbench.run.record"),
     ],
 )

@@ -1,4 +1,4 @@
-"""`hgbench run` on CUDA, end to end on a CPU, under the CUDA stand-in (tests/helpers/cuda_standin.py).
+"""`hgbench run` on CUDA, end to end on a CPU, under the CUDA stand-in (tests/helpers/cuda_standin/).
 
 Each full run below covers several flags at once (a tiny hg1 at 64 px, a few people), so the file stays within a
 minute of one core. The stand-in fails a test on any broken CUDA rule, including ones the code under test caught.
@@ -178,7 +178,7 @@ def test_a_run_on_a_mig_slice_says_its_telemetry_is_the_whole_boards(
     """With MIG on, the GPU CUDA runs on is a slice and NVML answers for its whole board: the record says so where
     the telemetry is and in its contention, and the table's reader keeps it apart from whole-GPU runs."""
     from hgbench.measure.nvml import MIG_BOARD_WIDE
-    from hgbench.run.record import summarize
+    from hgbench.run.run_summary import summarize
 
     fake_nvml.state.mig = True
     outcome = _run(replace(small, device="cuda"))
@@ -366,11 +366,11 @@ def test_the_clocks_on_cuda(cuda_standin: CudaStandin) -> None:
 
 
 def test_nvml_finds_the_gpu_by_index_when_its_pci_bus_id_is_unknown(cuda_standin: CudaStandin, fake_nvml) -> None:
-    from hgbench.measure.nvml import _nvml_handle
+    from hgbench.measure.nvml_device import nvml_handle
 
-    assert _nvml_handle(fake_nvml, torch.device("cuda", 1)) == "gpu1"  # by its PCI bus id
+    assert nvml_handle(fake_nvml, torch.device("cuda", 1)) == "gpu1"  # by its PCI bus id
     fake_nvml.nvmlDeviceGetHandleByPciBusId = lambda bus: (_ for _ in ()).throw(RuntimeError("Not Found"))
-    assert _nvml_handle(fake_nvml, torch.device("cuda", 1)) == "gpu1"  # by index
+    assert nvml_handle(fake_nvml, torch.device("cuda", 1)) == "gpu1"  # by index
 
 
 def test_a_gpu_without_native_bf16_gets_no_bf16_rung(cuda_standin: CudaStandin) -> None:

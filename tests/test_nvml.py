@@ -13,7 +13,8 @@ import torch
 from helpers.fake_nvml import FakeNVMLError, make_fake_nvml
 
 from hgbench.measure.contention import other_processes
-from hgbench.measure.nvml import NO_DRIVER, NvmlSampler
+from hgbench.measure.nvml import NvmlSampler
+from hgbench.measure.nvml_device import NO_DRIVER
 
 
 # ------------------------------------------------------------------------------------------------------ NVML
@@ -228,7 +229,8 @@ def test_a_mig_slice_is_told_apart_from_its_whole_gpu(
     """A MIG slice shares its GPU's PCI bus id: NVML answers for the whole board, so its telemetry says so, and the
     board's other processes (other slices' tenants) are not counted as the run's competitors. A GPU without MIG
     (NotSupported) and one with MIG off are whole GPUs."""
-    from hgbench.measure.nvml import MIG_BOARD_WIDE, gpu_state
+    from hgbench.measure.nvml import MIG_BOARD_WIDE
+    from hgbench.measure.nvml_device import gpu_state
 
     st = fake_nvml.state
     st.mig = mode

@@ -20,7 +20,8 @@ from hgbench import cli
 from hgbench.run.failures import sigterm_as_interrupt
 from hgbench.run.runner import run
 from hgbench.spec.config import RunConfig
-from hgbench.sweep.engines import Job, SubmititEngine
+from hgbench.sweep.engines import Job
+from hgbench.sweep.submitit_engine import SubmititEngine
 
 
 def _engine(tmp_path: Path, **options: object) -> SubmititEngine:

@@ -15,7 +15,8 @@ from hgbench import cli
 from hgbench.errors import HGBenchError
 from hgbench.spec.config import RunConfig
 from hgbench.sweep import driver
-from hgbench.sweep.engines import Ended, Job, SubmititEngine
+from hgbench.sweep.engines import Ended, Job
+from hgbench.sweep.submitit_engine import SubmititEngine
 from hgbench.sweep.worker import DIE_ONCE_ENV
 from hgbench.train import compile_probe
 

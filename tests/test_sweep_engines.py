@@ -108,7 +108,7 @@ def test_slurm_local_jobs_run_in_sessions_of_their_own(tmp_path: Path) -> None:
     import sys
 
     submitit = pytest.importorskip("submitit")
-    from hgbench.sweep.engines import SubmititEngine
+    from hgbench.sweep.submitit_engine import SubmititEngine
 
     engine = SubmititEngine(
         folder=tmp_path, local=True, partition=None, time_min=5, gpus=0, cpus=1, array_parallelism=1

@@ -29,8 +29,9 @@ from hgbench.measure.stats import bootstrap_p_value, bootstrap_weights, percenti
 from hgbench.report import compare_rich_table, compare_runs, comparison_table, to_csv, to_markdown
 from hgbench.report.compare import NO_DIFFERENCE, PAIRED_METRIC, SEED_PAIRED_METRIC
 from hgbench.report.table import ranking_is_noise
-from hgbench.run.record import summarize, validate_record
+from hgbench.run.record import validate_record
 from hgbench.run.results import RunSummary, load_records
+from hgbench.run.run_summary import summarize
 from hgbench.spec.skeleton import NUM_JOINTS
 
 RECORDS = Path(__file__).parent / "data" / "records" / "cpu-pt2.14.1"

@@ -81,7 +81,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="ground truth in detections_our_format.mat layout (default: the bundled MPII copy; --predictions only)",
     )
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default: table)")
-    ck = p.add_argument_group("checkpoint evaluation")
+    _add_checkpoint_options(p.add_argument_group("checkpoint evaluation"))
+    out = p.add_argument_group("outputs")
+    out.add_argument("--save-predictions", type=Path, metavar="P.mat", help="write predictions in the preds layout")
+    out.add_argument("--visualize", type=POSITIVE_INT, metavar="N", help="draw the first N val people (needs --out)")
+    out.add_argument("--out", type=Path, metavar="DIR", help="folder for the --visualize PNGs")
+    p.set_defaults(func=cmd_evaluate, _parser=p)
+
+
+def _add_checkpoint_options(ck: argparse._ArgumentGroup) -> None:
+    """How a checkpoint or published weights are run over the validation people."""
     ck.add_argument(
         "--data-dir",
         type=Path,
@@ -124,11 +133,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="PX",
         help="input side: with --case the one the weights run at (default 256); else a check of the checkpoint's",
     )
-    out = p.add_argument_group("outputs")
-    out.add_argument("--save-predictions", type=Path, metavar="P.mat", help="write predictions in the preds layout")
-    out.add_argument("--visualize", type=POSITIVE_INT, metavar="N", help="draw the first N val people (needs --out)")
-    out.add_argument("--out", type=Path, metavar="DIR", help="folder for the --visualize PNGs")
-    p.set_defaults(func=cmd_evaluate, _parser=p)
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -8,11 +8,9 @@ resumes the interrupted ones from their checkpoints and re-runs those whose work
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,6 +18,7 @@ from typing import TYPE_CHECKING
 from hgbench.commands._args import at_least
 from hgbench.commands.run import add_run_options, add_tracking_options, case_ids, config_from_args, tracking_from_args
 from hgbench.errors import HGBenchError
+from hgbench.run.failures import Terminated, sigterm_as_interrupt
 from hgbench.spec.config import RunConfig, check_settings
 
 if TYPE_CHECKING:
@@ -74,7 +73,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    runs = p.add_argument_group("the runs")
+    _add_runs_options(p.add_argument_group("the runs"))
+    add_run_options(p.add_argument_group("options of every run (as hgbench run's; a plan's [[run]] overrides them)"))
+    add_tracking_options(p.add_argument_group("where every run's figures go beside its record (as hgbench run's)"))
+    engine = p.add_argument_group("engine")
+    _add_engine_options(engine)
+    _add_slurm_options(engine)
+    p.set_defaults(func=cmd_sweep, _parser=p)
+
+
+def _add_runs_options(runs: argparse._ArgumentGroup) -> None:
+    """Which runs: the grid (cases x seeds x forms) or a plan file."""
     runs.add_argument("--cases", default=None, metavar="LIST", help="case ids, comma-separated, or 'all' (1-8)")
     runs.add_argument("--seeds", default=None, metavar="LIST", help="seeds, comma-separated (default 0)")
     runs.add_argument(
@@ -90,9 +99,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="FILE",
         help="a TOML plan: [defaults] and one [[run]] table per run (case, seed, other options), instead of the grid",
     )
-    add_run_options(p.add_argument_group("options of every run (as hgbench run's; a plan's [[run]] overrides them)"))
-    add_tracking_options(p.add_argument_group("where every run's figures go beside its record (as hgbench run's)"))
-    engine = p.add_argument_group("engine")
+
+
+def _add_engine_options(engine: argparse._ArgumentGroup) -> None:
+    """The engine, and what every engine (or Ray alone) takes."""
     engine.add_argument("--engine", choices=("local", "ray", "slurm"), default="local", help="(default local)")
     engine.add_argument(
         "--retries", type=at_least(0), default=1, metavar="N", help="re-runs of a run whose worker died (default 1)"
@@ -119,6 +129,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="C",
         help="CPUs each run asks for and the torch threads it uses (default: ray, slurm 1; local every core)",
     )
+
+
+def _add_slurm_options(engine: argparse._ArgumentGroup) -> None:
+    """What a Slurm job asks for (`--engine slurm` only: `ENGINE_FLAGS`)."""
     engine.add_argument("--slurm-partition", default=None, help="slurm: the partition")
     engine.add_argument(
         "--slurm-time", type=at_least(1), default=None, metavar="MIN", help="slurm: minutes per job (default 1440)"
@@ -152,7 +166,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     engine.add_argument(
         "--slurm-local", action="store_true", help="slurm: submitit's local executor on this machine (no cluster)"
     )
-    p.set_defaults(func=cmd_sweep, _parser=p)
 
 
 def run_options() -> dict[str, Option]:
@@ -245,7 +258,8 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def make_engine(args: argparse.Namespace) -> Engine:
     """The engine the flags name (its package imported: a one-line error names the extra to install)."""
-    from hgbench.sweep.engines import LocalEngine, RayEngine, SubmititEngine
+    from hgbench.sweep.engines import LocalEngine, RayEngine
+    from hgbench.sweep.submitit_engine import SubmititEngine
 
     if args.engine == "ray":
         gpus = 0.0 if args.gpus_per_run is None and args.device == "cpu" else args.gpus_per_run
@@ -346,12 +360,13 @@ def _plan_sweep(args: argparse.Namespace) -> tuple[list[SweepRun], list[str]]:
     return runs, twins
 
 
-def _drive(args: argparse.Namespace, engine: Engine, runs: list[SweepRun]) -> tuple[bool, _Terminated]:
+def _drive(args: argparse.Namespace, engine: Engine, runs: list[SweepRun]) -> tuple[bool, Terminated]:
     """Run the sweep on `engine` behind the live view; whether it was interrupted, and whether by SIGTERM (its active
     runs then marked cancelled: the same sweep again resumes them)."""
     from hgbench.sweep import driver, view
 
-    with _sigterm_as_interrupt() as terminated:
+    # Not left to submitit: this driver is no job of submitit's, and a second SIGTERM must not cut its cancel short.
+    with sigterm_as_interrupt(once=True, leave_to_submitit=False) as terminated:
         try:
             try:
                 engine.start()
@@ -394,38 +409,6 @@ def _left_undone(runs: list[SweepRun]) -> int:
         )
         status = 1
     return status
-
-
-class _Terminated:
-    """SIGTERM raised as KeyboardInterrupt while armed, so a killed sweep cancels its runs as Ctrl-C does."""
-
-    def __init__(self) -> None:
-        self.signalled = False
-        self.armed = False
-
-    def arm(self) -> None:
-        try:
-            signal.signal(signal.SIGTERM, self._handler)
-            self.armed = True
-        except ValueError:  # not the main thread: the signal keeps its handler
-            pass
-
-    def _handler(self, signum: int, frame: object) -> None:
-        if not self.signalled:  # a second SIGTERM while cancelling is not another interrupt
-            self.signalled = True
-            raise KeyboardInterrupt("SIGTERM")
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[_Terminated]:
-    previous = signal.getsignal(signal.SIGTERM)
-    terminated = _Terminated()
-    terminated.arm()
-    try:
-        yield terminated
-    finally:
-        if terminated.armed:
-            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _plan_line(run: SweepRun) -> str:

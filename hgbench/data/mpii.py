@@ -130,8 +130,14 @@ class MPIIDataset(Dataset):
         # Shared memory, so `set_epoch` in the main process reaches persistent DataLoader workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
-        want_val = split == "val"
+        self._index_people()
+
+    def _index_people(self) -> None:
+        """The split's people from the annotation file: the first `limit`, their images checked (the bad ones left out
+        with `skip_bad_images`), and each one's position in the split."""
+        want_val = self.split == "val"
         self._split_people = [r for r in load_annotations(self.annotation_file) if r.is_val == want_val]
+        limit = self.limit
         n = len(self._split_people) if limit is None else max(0, min(int(limit), len(self._split_people)))
         people, positions = self._split_people[:n], list(range(n))
         if people:
@@ -139,7 +145,7 @@ class MPIIDataset(Dataset):
         if not people:
             why = f" (limit {limit})" if limit is not None else ""
             why += f" ({len(self.bad_images)} bad images skipped)" if self.bad_images else ""
-            raise DataError(f"no {split} people in {self.annotation_file}{why}")
+            raise DataError(f"no {self.split} people in {self.annotation_file}{why}")
         self.people: list[PersonRecord] = people
         self._positions = np.asarray(positions, dtype=np.int64)
         self._fingerprint: str | None = None

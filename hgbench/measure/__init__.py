@@ -2,7 +2,8 @@
 
 - `timing`: per-iteration timing and the per-epoch `StepTimer` (data wait apart from compute; CUDA events on a GPU,
   never a host sync inside the batch loop), and peak memory.
-- `nvml`: a background sampler of one GPU's utilisation, memory, power and energy, and MIG slices told apart.
+- `nvml`, `nvml_device`: a background sampler of one GPU's utilisation, memory, power and energy (MIG slices told
+  apart), and NVML's access and a GPU's state at one instant.
 - `contention`: how busy the machine was while a run measured itself (other processes' CPU share, steal, the
   contended mark).
 - `host_memory`: the process's peak resident memory.

@@ -223,7 +223,7 @@ def collect_environment(device: str | torch.device = "cpu") -> dict:
     """
     import torch
 
-    from hgbench.measure.nvml import device_facts
+    from hgbench.measure.nvml_device import device_facts
     from hgbench.measure.timing import as_device
 
     dev = as_device(device)

@@ -14,32 +14,55 @@ from hgbench.errors import RunFailed, missing_dependency, one_line
 from hgbench.spec.config import RunConfig
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Treat SIGTERM (a scheduler's kill) like Ctrl-C, so the record is marked interrupted before exit.
+class Terminated:
+    """SIGTERM raised as KeyboardInterrupt while armed; `signalled` says whether one came.
 
-    Except in a job submitit runs on Slurm: there SIGTERM comes before a requeue (preemption, `scontrol requeue`) as
-    before a cancel, and submitit ignores it, acting on USR2 instead (a time limit's or a preemption's warning: it
-    checkpoints and requeues the job). Stopping the run at the SIGTERM would end the job before the USR2 that requeues
-    it. Nothing is lost: the record on disk already says interrupted after the last checkpointed epoch, and the
-    sweep's own cancel sends SIGINT.
+    With `once`, a SIGTERM after the first is ignored: it comes while the process is already stopping (cancelling its
+    runs), and another KeyboardInterrupt there would cut that short.
     """
-    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # set by submitit's job script on Slurm
-        yield
-        return
 
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    def __init__(self, *, once: bool = False) -> None:
+        self.signalled = False
+        self.armed = False
+        self.once = once
 
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
+    def arm(self) -> None:
+        """Install the handler; again after a library installed its own (`ray.init` installs a bare exit)."""
+        try:
+            signal.signal(signal.SIGTERM, self._handler)
+            self.armed = True
+        except ValueError:  # not the main thread: the signal keeps its handler
+            pass
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.once and self.signalled:
+            return
+        self.signalled = True
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def sigterm_as_interrupt(*, once: bool = False, leave_to_submitit: bool = True) -> Iterator[Terminated]:
+    """Treat SIGTERM (a scheduler's kill) like Ctrl-C, so the record is marked interrupted before exit; the previous
+    handler is back afterwards. `once`: see `Terminated`.
+
+    With `leave_to_submitit` (a run's default), except in a job submitit runs on Slurm: there SIGTERM comes before a
+    requeue (preemption, `scontrol requeue`) as before a cancel, and submitit ignores it, acting on USR2 instead (a
+    time limit's or a preemption's warning: it checkpoints and requeues the job). Stopping the run at the SIGTERM
+    would end the job before the USR2 that requeues it. Nothing is lost: the record on disk already says interrupted
+    after the last checkpointed epoch, and the sweep's own cancel sends SIGINT.
+    """
+    terminated = Terminated(once=once)
+    if leave_to_submitit and os.environ.get("SUBMITIT_EXECUTOR") == "slurm":  # set by submitit's job script on Slurm
+        yield terminated
         return
+    previous = signal.getsignal(signal.SIGTERM)
+    terminated.arm()
     try:
-        yield
+        yield terminated
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if terminated.armed:  # None: a handler installed from C, which Python cannot put back
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def out_of_memory(exc: BaseException, *, device: torch.device, config: RunConfig) -> RunFailed | None:

@@ -29,11 +29,10 @@ from hgbench.files.bounded_read import JSON_BYTES, parse_json, read_json, read_l
 from hgbench.files.claim import Owner, holder
 from hgbench.run.record import (  # noqa: F401  (the store's readers hand out the schema's own types)
     SCHEMA,
-    RunSummary,
     record_value,
-    summarize,
     validate_record,
 )
+from hgbench.run.run_summary import RunSummary, summarize  # noqa: F401  (as the schema's types above)
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import ADDED_KEYS, run_identity
 

@@ -1,9 +1,9 @@
 """`hgbench run`: train a case, validate every epoch, time the inference pass, and record everything.
 
 The run is a short pipeline: a `RunPlan` resolves device, settings, data and identity once (hgbench.run.plan); the
-training state (model, optimiser, schedule) is built or restored from a checkpoint; a `Recorder` owns the record and
-writes it with the checkpoint atomically after every epoch (hgbench.run.recorder); the epoch loop trains and validates;
-the timed inference pass and the finished record end the run (hgbench.run.final_pass).
+training state (model, optimiser, schedule) is built or restored from a checkpoint (hgbench.run.run_setup); a `Recorder`
+owns the record and writes it with the checkpoint atomically after every epoch (hgbench.run.recorder); the epoch loop
+trains and validates; the timed inference pass and the finished record end the run (hgbench.run.final_pass).
 
 `resume=True` continues from the last complete epoch and, on the same machine, ends with the same numbers as an
 uninterrupted run: the data order and augmentation are functions of (seed, epoch, index), and the checkpoint carries
@@ -18,37 +18,28 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import torch
-
-from hgbench.data.loader import make_loader
 from hgbench.errors import HGBenchError, PeerLost, RunFailed
 from hgbench.eval.metrics import evaluate_pckh
-from hgbench.files.atomic_io import remove_stale_temps
-from hgbench.files.claim import Claim, RunBusy, claim_run
-from hgbench.measure.compile_watch import CompileWatch
 from hgbench.measure.contention import LoadMeter, combine_loads, window_entry
-from hgbench.measure.environment import collect_environment
 from hgbench.measure.nvml import NvmlSampler, combine_windows
 from hgbench.measure.timing import reset_peak_memory
-from hgbench.models import measure_cost
 from hgbench.run.failures import sigterm_as_interrupt, unexpected_failure
 from hgbench.run.final_pass import finish_run
-from hgbench.run.plan import RunPlan, check_checkpoint_space, make_plan, resolve_device
+from hgbench.run.plan import RunPlan, make_plan, resolve_device
 from hgbench.run.progress import ProgressBar, say_once
-from hgbench.run.recorder import Recorder, check_continuable
-from hgbench.run.state import TrainingState, build_state
+from hgbench.run.recorder import Recorder
+from hgbench.run.run_setup import claim_for, make_loaders, prepare_run
+from hgbench.run.state import TrainingState
 from hgbench.spec.cases import CaseSpec
 from hgbench.spec.config import RunConfig
 from hgbench.spec.variants import spec_of_config
 from hgbench.tracking import TrackingOptions
-from hgbench.train.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from hgbench.train.distributed import (
     DistContext,
     all_gather_objects,
     barrier,
-    broadcast_object,
     init_distributed,
     peer_lost,
     shutdown,
@@ -56,8 +47,6 @@ from hgbench.train.distributed import (
     wait_for_rank_0,
 )
 from hgbench.train.inference import PassResult, predict
-from hgbench.train.mode_probe import describe_fast_mode
-from hgbench.train.sampling import GlobalBatchSampler, ShardSampler
 from hgbench.train.training import EpochStats, train_one_epoch
 
 
@@ -75,85 +64,6 @@ def _skipped(ctx: DistContext, train_ds, val_ds) -> list[str]:
     """Every image any rank found corrupt so far (with --skip-bad-images), for the record."""
     mine = set(train_ds.bad_images) | set(val_ds.bad_images)
     return sorted(set().union(*all_gather_objects(ctx, sorted(mine))))
-
-
-def _loaders(plan: RunPlan) -> tuple:
-    """The training loader (this rank's slice of every global batch) and the validation loader (this rank's shard)."""
-    config, ctx, pin = plan.config, plan.ctx, plan.device.type == "cuda"
-    sampler = GlobalBatchSampler(
-        len(plan.train_ds), config.batch_size, rank=ctx.rank, world_size=ctx.world_size, seed=config.seed
-    )
-    train = make_loader(
-        plan.train_ds,
-        config.batch_size // ctx.world_size,
-        shuffle=False,
-        workers=config.workers,
-        pin_memory=pin,
-        sampler=sampler,
-        drop_last=True,
-        seed=config.seed,
-        device=plan.device,
-    )
-    val = make_loader(
-        plan.val_ds,
-        config.test_batch_size,
-        shuffle=False,
-        workers=config.workers,
-        pin_memory=pin,
-        sampler=ShardSampler(len(plan.val_ds), rank=ctx.rank, world_size=ctx.world_size),
-        drop_last=False,
-        device=plan.device,
-    )
-    return train, val
-
-
-def _claim(plan: RunPlan) -> Claim | None:
-    """Claim the run for this process (rank 0 for every rank), so no other process trains it at the same time, and
-    remove the temp checkpoint a killed write left behind.
-
-    Raises:
-        RunBusy: another process is training the run (on every rank).
-    """
-    claim, busy = None, None
-    if plan.ctx.is_main:
-        try:
-            claim = claim_run(plan.run_dir, label=f"{plan.spec.label} seed {plan.config.seed}")
-        except RunBusy as exc:
-            busy = str(exc)
-        else:
-            remove_stale_temps(plan.last_path)  # a killed write's: no live process can be writing it now
-    busy = broadcast_object(plan.ctx, busy)
-    if busy is not None:
-        raise RunBusy(busy)
-    return claim
-
-
-def _resume_from(plan: RunPlan, resume: bool, say: bool, *, required: bool = False) -> Checkpoint | None:
-    """The checkpoint a `resume` run continues from: only one of this very run (same identity).
-
-    Raises:
-        HGBenchError: `required` and there is no such checkpoint (the run is never quietly started over).
-    """
-    if not resume or not plan.last_path.is_file():
-        if required:
-            raise HGBenchError(
-                f"--resume: the run's checkpoint {plan.last_path} is not there (deleted or moved, or the data or "
-                "hgbench version changed since the run began); nothing was started: run without --resume to start it "
-                "again"
-            )
-        if resume and say:
-            print(f"hgbench: no checkpoint at {plan.last_path}; starting {plan.spec.label} from scratch", flush=True)
-        return None
-    ckpt = load_checkpoint(plan.last_path, map_location="cpu", spec=plan.spec)
-    check_compatible(ckpt, plan.spec, plan.config.input_res)
-    if ckpt.identity != plan.identity:
-        raise HGBenchError(
-            f"checkpoint {plan.last_path} is of another experiment (settings, data or hgbench version changed)"
-        )
-    check_continuable(plan, ckpt)
-    if say:
-        print(f"hgbench: resuming {plan.spec.label} after epoch {ckpt.epoch} from {plan.last_path}", flush=True)
-    return ckpt
 
 
 def _train(
@@ -336,41 +246,6 @@ def _run(config: RunConfig, spec: CaseSpec, ctx: DistContext, **options: Any) ->
         return _claimed_run(config, spec, ctx, held, **options)
 
 
-def _prepare(
-    plan: RunPlan, *, resume: bool, must_resume: bool, say: bool
-) -> tuple[TrainingState, Recorder, CompileWatch | None]:
-    """Everything before the first epoch, once the run is claimed: the checkpoint to resume, the model's cost, the
-    record, dynamo's watch and the training state."""
-    config, device = plan.config, plan.device
-    if device.type == "cuda":
-        # Autotuned convolutions: the tuning lands in the first epoch, which the record reports apart (warm-up).
-        torch.backends.cudnn.benchmark = True
-    ckpt = _resume_from(plan, resume, say, required=must_resume)
-    cost = measure_cost(plan.spec, input_res=config.input_res)
-    if plan.ctx.is_main:
-        check_checkpoint_space(plan, cost.params)  # before the record exists, not after an epoch of training
-    model_info = {
-        "params": cost.params,
-        "params_used": cost.params_used,
-        "gflops": cost.gflops,
-        "gflops_input_res": cost.input_res,
-    }
-    recorder = Recorder(plan, machine_info=collect_environment(device), model=model_info, resumed=ckpt)
-    for note in recorder.record["dataset"].get("limit_notes", []) if say else []:
-        print(f"hgbench: {note}", flush=True)  # a --limit larger than its split: what was used
-    for note in plan.setting_notes if say else []:
-        print(f"hgbench: {note}", flush=True)  # a setting this run cannot use (--compile under torchrun)
-    if say and plan.fast_mode:
-        print(f"hgbench: {describe_fast_mode(plan.fast_mode)}", flush=True)
-    # Dynamo afresh for every compiled run: in a process that ran other cases before (--case all) it would have hit
-    # its recompile limit and run this one eagerly; the record says what it compiled.
-    watch = CompileWatch.begin() if config.compile else None
-    state = build_state(plan, ckpt, has_unused_params=cost.params_used < cost.params)
-    if say and ckpt is None and plan.init_weights is not None:
-        print(f"hgbench: starting from {plan.init_weights.path} ({plan.init_weights.describe()})", flush=True)
-    return state, recorder, watch
-
-
 def _say_finished(label: str, record_path: Path | None, kept: Path | None) -> None:
     """The finished run's last line: its record, and its checkpoint's size or that it was not kept."""
     where = (
@@ -400,13 +275,12 @@ def _claimed_run(
     however the loop ends early."""
     plan = make_plan(config, spec, ctx)
     config, device, say = plan.config, plan.device, progress and ctx.is_main
-    claim = _claim(plan)  # before the checkpoint is read or a record written
-    if claim is not None:
+    if (claim := claim_for(plan)) is not None:  # before the checkpoint is read or a record written
         held.enter_context(claim)
-    state, recorder, watch = _prepare(plan, resume=resume, must_resume=must_resume, say=say)
+    state, recorder, watch = prepare_run(plan, resume=resume, must_resume=must_resume, say=say)
     trackers = recorder.track(tracking, say=say)  # rank 0's; closed with the run's final status however it ends
     held.callback(lambda: trackers.close(str(recorder.record.get("status"))))
-    loaders = _loaders(plan)
+    loaders = make_loaders(plan)
     bar = ProgressBar(enabled=say, quiet=quiet, label=spec.label)
     # The first epoch of every process pays cuDNN autotuning, compilation and worker start-up: after --resume too.
     epoch = first = state.start_epoch + 1
@@ -449,12 +323,7 @@ def _claimed_run(
             raise  # already one line; a checkpoint that could not be written leaves the run resumable, as it says
         except Exception as exc:  # noqa: BLE001 - a worker re-raises its own type (cv2.error), so OOM is any type
             bar.abort()
-            if (lost := peer_lost(ctx, exc)) is not None:  # the job lost a process: this run stopped, it did not fail
-                recorder.interrupted(epoch, cause=lost)
-                raise PeerLost(f"{lost} during epoch {epoch}; the run is interrupted") from None
-            failure, cause = unexpected_failure(exc, epoch=epoch, device=device, config=config)
-            recorder.finish("failed", str(failure))
-            raise failure from cause
+            _stopped_by(exc, plan, recorder, epoch)
         finally:
             bar.abort()  # however the run ends, no bar or heartbeat outlives it (--case all goes on to the next)
     wait_for_rank_0(ctx)  # outside the loop's handlers: nothing here may rewrite the finished record
@@ -462,3 +331,14 @@ def _claimed_run(
     if say:
         _say_finished(spec.label, recorder.path, kept)
     return RunOutcome("finished", recorder.path, kept, recorder.record if ctx.is_main else None)
+
+
+def _stopped_by(exc: Exception, plan: RunPlan, recorder: Recorder, epoch: int) -> NoReturn:
+    """An error hgbench did not raise itself, in `epoch`: a lost process of the job interrupts the run (it did not
+    fail), anything else fails it; the record says which, and the one-line error is raised."""
+    if (lost := peer_lost(plan.ctx, exc)) is not None:
+        recorder.interrupted(epoch, cause=lost)
+        raise PeerLost(f"{lost} during epoch {epoch}; the run is interrupted") from None
+    failure, cause = unexpected_failure(exc, epoch=epoch, device=plan.device, config=plan.config)
+    recorder.finish("failed", str(failure))
+    raise failure from cause

@@ -134,7 +134,7 @@ def same_table(records: list[dict]) -> list[dict]:
     """The sweep's comparison table (`hgbench.report.comparison_table`, the one the sweep prints) without what depends
     on the machine's speed and load: its times, and whether a run was contended (which splits rows)."""
     from hgbench.report.table import comparison_table
-    from hgbench.run.record import summarize
+    from hgbench.run.run_summary import summarize
 
     summaries = [summarize(record, f"{i}.json") for i, record in enumerate(records)]
     summaries = [replace(summary, contended=False, contention_reasons=[]) for summary in summaries]

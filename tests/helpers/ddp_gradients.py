@@ -3,7 +3,7 @@
 Float64, because the float32 gradient of these networks is itself only good to ~1% (BatchNorm over tiny inner levels),
 which would hide a real error in the synchronised BatchNorm.
 
-``--standin``: each process runs on a stand-in GPU of its own (tests/helpers/cuda_standin.py, ``cuda:<local rank>``)
+``--standin``: each process runs on a stand-in GPU of its own (tests/helpers/cuda_standin/, ``cuda:<local rank>``)
 over the real gloo group, so the BatchNorm hgbench chooses for CUDA runs, and DDP wraps the network with its
 ``device_ids`` as on a GPU. It also counts the host synchronisations of whole training steps taken as a run takes
 them (`hgbench.run.state.build_state`: BatchNorm converted, DDP, Adam) and of a real `train_one_epoch`, on every rank.

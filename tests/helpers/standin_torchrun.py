@@ -1,7 +1,7 @@
 """`hgbench.cli` for torchrun on a stand-in GPU: ``torchrun ... -m helpers.standin_torchrun run --device cuda ...``.
 
 tests/test_gpu_check.py runs gpu-check's NCCL step with this module in place of `hgbench.cli`, so the step's own
-torchrun launch runs for real, each process on a stand-in GPU (tests/helpers/cuda_standin.py, NVML faked). NCCL is
+torchrun launch runs for real, each process on a stand-in GPU (tests/helpers/cuda_standin/, NVML faked). NCCL is
 modelled by a gloo group that keeps NCCL's rules: a group asked for as ``nccl`` is made of gloo underneath; tensors
 given to a collective must be on the process's current GPU; and, as NCCL does under ``NCCL_DEBUG=VERSION``, the
 communicator prints ``NCCL version ...`` when it starts, which is at the group's first collective. A run that never

@@ -60,7 +60,7 @@ def event_timer(ctx: StepContext) -> Outcome:
         clock=s["clock"],
         implied_clock_mhz=cycles / reference_ms / 1000,  # the sleep counts SM cycles: near NVML's SM clock
     )
-    from hgbench.measure.nvml import device_facts
+    from hgbench.measure.nvml_device import device_facts
 
     ctx.update(nvml_sm_clock_mhz=(device_facts(dev).get("gpu_state") or {}).get("sm_clock_mhz"))
     summary = f"sleep {reference_ms:.1f} ms (host), {event_ms:.1f} ms (events), {100 * error:+.1f}%"
