@@ -349,3 +349,36 @@ def test_one_step_moves_every_parameter_with_a_gradient_on_two_gloo_processes(tm
     assert proc.returncode == 0, proc.stderr[-2000:]
     changed = torch.load(out)
     _assert_every_one_moved(changed)
+
+
+def test_the_group_is_left_only_once_ddp_wrappers_in_reference_cycles_are_freed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DDP wrapper kept alive by a reference cycle (its hooks, a closure) would otherwise be destroyed after its
+    process group, at the interpreter's exit, where a torchrun rank once died of a C++ terminate (SIGABRT) after a
+    finished run and failed the job."""
+    import gc
+    import weakref
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(str(tmp_path / "store"), 1), rank=0, world_size=1)
+    wrapped = nn.parallel.DistributedDataParallel(nn.Linear(2, 2))
+    wrapped.cycle = [wrapped]  # unreachable once dropped, freed only by the cycle collector
+    alive = weakref.ref(wrapped)
+    del wrapped
+    seen_at_destroy: list[bool] = []
+    destroy = dist.destroy_process_group
+    monkeypatch.setattr(distributed, "launched_by_torchrun", lambda: True)
+    def destroy_and_note() -> None:
+        seen_at_destroy.append(alive() is not None)
+        destroy()
+
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", destroy_and_note)
+    gc.disable()  # the collector must not run by chance between the del and the shutdown
+    try:
+        distributed.shutdown(DistContext())
+    finally:
+        gc.enable()
+    assert seen_at_destroy == [False]
+    assert not dist.is_initialized()

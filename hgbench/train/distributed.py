@@ -10,6 +10,7 @@ processes with batch B/W each then computes the same function as one process wit
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -135,8 +136,14 @@ def _timeout_text(ctx: DistContext) -> str:
 
 
 def shutdown(ctx: DistContext) -> None:
-    """Leave the group `init_distributed` joined (one under torchrun, of any size)."""
+    """Leave the group `init_distributed` joined (one under torchrun, of any size), once every DDP wrapper is freed.
+
+    A wrapper held only by a reference cycle (its hooks) would otherwise outlive its group and be destroyed at the
+    interpreter's exit, with its reducer's threads: a rank of a finished gloo job once died there of a C++ terminate
+    (SIGABRT), which failed the whole torchrun job, on a loaded 2-core machine.
+    """
     if launched_by_torchrun() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
