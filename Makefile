@@ -74,7 +74,7 @@ gpu-check:
 	$(PYTHON) -m hgbench.gpu_check $(CHECK_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check hgbench tests benchmarks
+	$(BIN)/ruff check hgbench tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) $(OLDEST) build dist site *.egg-info .pytest_cache .benchmarks runs .coverage
