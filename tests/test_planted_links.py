@@ -114,21 +114,27 @@ def test_open_append_refuses_a_link_a_fifo_and_a_second_name(tmp_path: Path, vic
     assert log.read_bytes() == b"line\nline\n"
 
 
+def _run_with_planted_log(run: Callable[..., dict], tiny: RunConfig, victim: Path) -> None:
+    """`run` (a sweep worker's entry) for one epoch of `tiny`, its log a link to `victim`: it fails in the one line of
+    a sweep run whose log is a link, and the victim is untouched."""
+    log = Path(tiny.checkpoint_dir) / "sweep-logs" / "hg1_seed0.log"
+    log.parent.mkdir(parents=True)
+    log.symlink_to(victim)
+    result = run(replace(tiny, epochs=1).to_dict(), keep_checkpoint=False, log_path=str(log))
+    assert result["status"] == "failed"
+    assert result["reason"] == (
+        f"cannot write the run's log: {log} is a symbolic link; nothing was written through it: remove it"
+    )
+    assert victim.read_bytes() == USERS_OWN
+
+
 def test_a_sweep_run_whose_log_is_a_planted_link_fails_in_one_line_and_writes_nothing_through_it(
     tiny: RunConfig, victim: Path
 ) -> None:
     """A sweep's run logs lie in the checkpoint folder (``<checkpoint-dir>/sweep-logs/<run>.log``), often shared."""
     from hgbench.sweep.worker import run_one
 
-    log = Path(tiny.checkpoint_dir) / "sweep-logs" / "hg1_seed0.log"
-    log.parent.mkdir(parents=True)
-    log.symlink_to(victim)
-    result = run_one(replace(tiny, epochs=1).to_dict(), keep_checkpoint=False, log_path=str(log))
-    assert result["status"] == "failed"
-    assert result["reason"] == (
-        f"cannot write the run's log: {log} is a symbolic link; nothing was written through it: remove it"
-    )
-    assert victim.read_bytes() == USERS_OWN
+    _run_with_planted_log(run_one, tiny, victim)
     assert not list(Path(tiny.out).rglob("*.json"))  # nothing ran
 
 
@@ -143,15 +149,7 @@ def test_a_ray_attempt_never_writes_its_first_line_through_a_planted_log_link(
 
     monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(get_node_id=lambda: "node-b"))
     monkeypatch.setattr(ray.util, "get_node_ip_address", lambda: "10.0.0.2")
-    log = Path(tiny.checkpoint_dir) / "sweep-logs" / "hg1_seed0.log"
-    log.parent.mkdir(parents=True)
-    log.symlink_to(victim)
-    result = ray_run_one(replace(tiny, epochs=1).to_dict(), keep_checkpoint=False, log_path=str(log))
-    assert result["status"] == "failed"
-    assert result["reason"] == (
-        f"cannot write the run's log: {log} is a symbolic link; nothing was written through it: remove it"
-    )
-    assert victim.read_bytes() == USERS_OWN
+    _run_with_planted_log(ray_run_one, tiny, victim)
 
 
 def test_a_tensorboard_folder_whose_marker_is_a_fifo_or_a_link_is_not_the_runs(tmp_path: Path, victim: Path) -> None:
